@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path"
+	"strconv"
+	"time"
+
+	"anvil.dev/anvil/images"
+	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/templates"
+)
+
+// Name is the agent's component name; it runs as anvil-agent.service.
+const Name = "agent"
+
+// ConfigFile is the agent's configuration, as a host path.
+const ConfigFile = hostfs.AnvilConfDir + "/agent.yaml"
+
+// StateDir holds what the agent writes: its kubeconfig and the client
+// certificate it renews.
+const StateDir = hostfs.StateDir + "/agent"
+
+// MetricsPort serves the agent's /healthz and Prometheus /metrics on
+// loopback. 10251 was the scheduler's insecure port until Kubernetes 1.23
+// and is unused since, so it is free on every node.
+const MetricsPort = 10251
+
+// ComponentOptions are what the agent's spec depends on.
+type ComponentOptions struct {
+	// Root is the runtime root: what paths in the spec are relative to ("" on
+	// a real host; the --root directory in the process layout).
+	Root hostfs.Root
+	// AnvilBinary is anvil's executable; empty means Root/usr/local/bin/anvil.
+	AnvilBinary string
+	// KubernetesVersion tags the anvil image of the static-pod form.
+	KubernetesVersion string
+	// MetricsAddress is where the agent serves /healthz and /metrics
+	// (agent.yaml's metricsAddress); empty means 127.0.0.1:MetricsPort.
+	MetricsAddress string
+}
+
+// Component is the node agent's spec: `anvil agent --config
+// /etc/anvil/agent.yaml`, on every node, masters included.
+func Component(o ComponentOptions) (templates.Component, error) {
+	bin := o.AnvilBinary
+	if bin == "" {
+		bin = o.Root.Join(hostfs.LinkDir, images.AnvilBinary)
+	}
+	if !path.IsAbs(bin) {
+		return templates.Component{}, errors.New("agent: anvil binary path must be absolute")
+	}
+	version := o.KubernetesVersion
+	if version == "" {
+		version = images.DefaultVersion
+	}
+	metrics := o.MetricsAddress
+	if metrics == "" {
+		metrics = net.JoinHostPort("127.0.0.1", strconv.Itoa(MetricsPort))
+	}
+	host, portStr, err := net.SplitHostPort(metrics)
+	if err != nil {
+		return templates.Component{}, fmt.Errorf("agent: metrics address %q: %w", metrics, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return templates.Component{}, fmt.Errorf("agent: metrics address %q: bad port", metrics)
+	}
+	healthz := "http://" + metrics + "/healthz"
+	c := templates.Component{
+		Name:        Name,
+		Unit:        "anvil-agent.service",
+		Description: "anvil node agent",
+		Binary:      bin,
+		Subcommand:  []string{"agent"},
+		// The join token never appears here: the agent reads its kubeconfig
+		// through the config file, so no credential shows in the process
+		// list or the unit.
+		Args: []templates.Arg{{Name: "config", Value: o.Root.Path(ConfigFile)}},
+		Files: []templates.File{
+			{Path: o.Root.Path(ConfigFile), Mode: 0o600},
+			// Its kubeconfig and the client certificate it renews.
+			{Path: o.Root.Path(StateDir), Mode: 0o700, Dir: true, Writable: true, Secret: true},
+		},
+		Ports: []templates.Port{{Name: "metrics", Address: host, Number: uint16(port), Protocol: "TCP"}},
+		Health: templates.Health{
+			Live:  &templates.Probe{URL: healthz},
+			Ready: &templates.Probe{URL: healthz},
+		},
+		// The agent backs off by itself on API errors; a restart is for a
+		// crash, so it is quick.
+		Restart:  templates.RestartPolicy{Delay: time.Second, MaxDelay: 30 * time.Second},
+		Notify:   true,
+		Watchdog: 30 * time.Second,
+		Image: templates.Image{
+			Ref:    images.ImageRef(version, images.AnvilBinary),
+			Binary: path.Join(images.ImageBinDir, images.AnvilBinary),
+		},
+		// Watches and the metrics endpoint, not thousands of clients.
+		LimitNOFILE: 65536,
+		Requests:    templates.Requests{CPU: "50m", Memory: "32Mi"},
+	}
+	return c, c.Validate()
+}

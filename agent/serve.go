@@ -1,0 +1,107 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"anvil.dev/anvil/internal/sdnotify"
+)
+
+// ServeOptions are the inputs of `anvil agent`.
+type ServeOptions struct {
+	ConfigFile string
+	Log        *slog.Logger
+}
+
+// Serve is `anvil agent`: it loads agent.yaml and the kubeconfig, serves
+// /healthz and /metrics on loopback, tells systemd (or anvil's
+// supervisor) it is ready and pings the watchdog while its loops are
+// alive, and runs the Agent until ctx ends (SIGTERM). Only a bad
+// configuration or kubeconfig, or a taken metrics port, makes it return an
+// error; apiserver trouble is retried for ever.
+func Serve(ctx context.Context, o ServeOptions) error {
+	TuneMemory()
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	cfg, err := LoadConfig(o.ConfigFile)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a, err := New(cfg, Options{Log: log, Metrics: NewMetrics(reg)})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.MetricsAddress.String())
+	if err != nil {
+		return fmt.Errorf("serve metrics on %s: %w", cfg.MetricsAddress, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		h := struct {
+			Healthy    bool      `json:"healthy"`
+			Registered bool      `json:"registered"`
+			LastRenew  time.Time `json:"lastRenew,omitzero"`
+			Server     string    `json:"server"`
+		}{a.Healthy(), a.Registered(), a.LastRenew(), a.Server()}
+		w.Header().Set("Content-Type", "application/json")
+		if !h.Healthy {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		json.NewEncoder(w).Encode(h)
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+
+	log.Info("agent starting", "config", o.ConfigFile, "servers", cfg.Servers, "metrics", cfg.MetricsAddress.String())
+	sdnotify.Ready("registering node " + cfg.NodeName)
+	sdnotify.Watchdog(ctx, a.Healthy)
+	go releaseAfterStart(ctx, a, log)
+
+	err = a.Run(ctx)
+	sdnotify.Stopping()
+	return err
+}
+
+// releaseAfterStart drops the pages init touched once the agent has
+// registered and run its loops for a while, so the steady state maps back
+// only what it uses.
+func releaseAfterStart(ctx context.Context, a *Agent, log *slog.Logger) {
+	for !a.Registered() {
+		if !sleep(ctx, time.Second) {
+			return
+		}
+	}
+	sdnotify.Status("node " + a.cfg.NodeName + " registered")
+	// Let every loop (lease, status, the verification read) run once.
+	if !sleep(ctx, 2*a.cfg.StatusUpdateInterval) {
+		return
+	}
+	before, _ := ReadMemoryUsage(0)
+	n, err := ReleaseStartupPages()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		log.Debug("could not release startup pages", "err", err)
+		return
+	}
+	after, _ := ReadMemoryUsage(0)
+	log.Debug("released startup pages", "advised", n, "rssBefore", before.RSS, "rssAfter", after.RSS)
+}

@@ -1,0 +1,53 @@
+package v1alpha1
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+)
+
+// Masters returns the master hosts in file order; the first is the one
+// `cluster apply` initialises.
+func (c *Cluster) Masters() []Host { return c.hostsWithRole(RoleMaster) }
+
+// Workers returns the worker hosts in file order.
+func (c *Cluster) Workers() []Host { return c.hostsWithRole(RoleWorker) }
+
+func (c *Cluster) hostsWithRole(r Role) []Host {
+	var out []Host
+	for _, h := range c.Hosts {
+		if h.Role == r {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// Host returns the host called name.
+func (c *Cluster) Host(name string) (Host, bool) {
+	for _, h := range c.Hosts {
+		if h.Name == name {
+			return h, true
+		}
+	}
+	return Host{}, false
+}
+
+// APIServerEndpoint is the control-plane endpoint as host:port.
+func (c *Cluster) APIServerEndpoint() string {
+	return net.JoinHostPort(c.ControlPlane.Endpoint, strconv.Itoa(int(c.ControlPlane.Port)))
+}
+
+// APIServerURL is the https URL clients use.
+func (c *Cluster) APIServerURL() string { return "https://" + c.APIServerEndpoint() }
+
+// NodeAddress is the address cluster traffic to and from h uses.
+func (h Host) NodeAddress() netip.Addr {
+	if h.InternalAddress.IsValid() {
+		return h.InternalAddress
+	}
+	return h.Address
+}
+
+// IsMaster reports whether h runs the control plane.
+func (h Host) IsMaster() bool { return h.Role == RoleMaster }

@@ -1,0 +1,650 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"filippo.io/age"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/master"
+)
+
+func newBackupCmd(a *app) *cobra.Command {
+	var (
+		root, output, endpoint string
+		recipients             []string
+		scheduled, loop        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "backup [-o FILE|-]",
+		Short: "Back up this master's etcd, CAs and keys into one verified, optionally encrypted file",
+		Long: `Streams a snapshot of this master's etcd member through etcd's maintenance
+API into an anvil backup: a versioned envelope with a clear header (cluster,
+Kubernetes and etcd versions, revision, members, time), zstd compression, the
+snapshot's sha256, and encryption to the age recipients in the cluster file's
+backup.recipients (and --recipient). It also carries what rebuilding a master
+needs that etcd does not hold: the CAs and their keys, the service-account
+key pair, the Secrets encryption config and the cluster file.
+
+Without -o the backup goes into backup.dir (default /var/lib/anvil/backups)
+under a new name; '-o -' streams it to stdout. Files are written 0600 and
+appear only when complete. A backup without recipients holds the cluster's
+keys in the clear: anvil says so loudly every time.
+
+--scheduled is what the backup timer runs on every master: only the etcd
+leader takes the backup, into backup.dir, then scheduled backups beyond
+backup.retain are pruned, oldest first. With backup.schedule in the cluster
+file, init and join install that timer (anvil-backup.timer) under the
+systemd layout; under the process layout, where no systemd runs timers,
+anvil's supervisor runs 'anvil backup --scheduled --loop', which keeps the
+same schedule (the same calendar expression) itself.`,
+		Example: `  anvil backup
+  anvil backup -o /srv/etcd.anvilbak
+  anvil backup -o - | ssh vault 'cat > etcd.anvilbak'
+  anvil backup --recipient age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			start := time.Now()
+			o := master.BackupOptions{
+				Root: hostfs.Root(root), Recipients: recipients, Endpoint: endpoint, Log: a.logger(),
+				Progress: func(phase, msg string) {
+					if phase == "warning" {
+						fmt.Fprintln(a.errOut, msg)
+						return
+					}
+					fmt.Fprintf(a.errOut, "[%6.2fs] %-8s %s\n", time.Since(start).Seconds(), phase, msg)
+				},
+			}
+			ctx := cmd.Context()
+			switch {
+			case loop:
+				if !scheduled || output != "" {
+					return usageError("--loop runs the schedule: use it as --scheduled --loop, without -o")
+				}
+				log := a.logger()
+				return master.RunBackupSchedule(ctx, o, func(res *master.ScheduledResult, err error) {
+					switch {
+					case err != nil:
+						log.Error("scheduled backup failed", "err", err)
+					case res.Skipped != "":
+						log.Info("no backup taken", "reason", res.Skipped)
+					default:
+						log.Info("scheduled backup taken", "path", res.Backup.Path, "revision", res.Backup.Header.Revision,
+							"bytes", res.Backup.Bytes, "encrypted", res.Backup.Header.Encrypted, "pruned", len(res.Pruned))
+					}
+				})
+			case scheduled:
+				if output != "" {
+					return usageError("--scheduled writes into backup.dir: leave out -o")
+				}
+				res, err := master.ScheduledBackup(ctx, o)
+				if err != nil {
+					return err
+				}
+				if res.Skipped != "" {
+					fmt.Fprintln(a.out, "no backup taken: "+res.Skipped)
+					return nil
+				}
+				printBackupResult(a.out, res.Backup)
+				for _, e := range res.Pruned {
+					fmt.Fprintf(a.out, "pruned %s\n", e.Path)
+				}
+				return nil
+			case output == "-":
+				if f, ok := a.out.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+					return usageError("refusing to write a binary backup to a terminal: redirect stdout, or use -o FILE")
+				}
+				res, err := master.Backup(ctx, o, a.out)
+				if err != nil {
+					return err
+				}
+				printBackupResult(a.errOut, res)
+				return nil
+			case output == "":
+				res, err := master.BackupToDir(ctx, o)
+				if err != nil {
+					return err
+				}
+				printBackupResult(a.out, res)
+				return nil
+			default:
+				res, err := master.BackupToFile(ctx, o, output)
+				if err != nil {
+					return err
+				}
+				printBackupResult(a.out, res)
+				return nil
+			}
+		},
+	}
+	cmd.Flags().StringVar(&root, "root", "", "prefix for every host path")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "backup file, or - for stdout (default: a new file in backup.dir)")
+	cmd.Flags().StringSliceVar(&recipients, "recipient", nil, "age public key to encrypt to, besides the cluster file's backup.recipients (repeatable)")
+	cmd.Flags().StringVar(&endpoint, "endpoint", "", "etcd member to snapshot (default: this master's own)")
+	cmd.Flags().BoolVar(&scheduled, "scheduled", false, "run as the backup timer does: only on the etcd leader, into backup.dir, then prune to backup.retain")
+	cmd.Flags().BoolVar(&loop, "loop", false, "with --scheduled: keep running, taking the scheduled backup at every time backup.schedule names (the process layout's timer)")
+	cmd.AddCommand(newBackupListCmd(a), newBackupPruneCmd(a), newBackupInspectCmd(a), newBackupExportCmd(a), newBackupExportFilesCmd(a))
+	return cmd
+}
+
+func printBackupResult(w io.Writer, r *master.BackupResult) {
+	where := r.Path
+	if where == "" {
+		where = "stdout"
+	}
+	enc := "NOT encrypted"
+	if r.Header.Encrypted {
+		enc = fmt.Sprintf("encrypted to %d recipient(s)", len(r.Header.Recipients))
+	}
+	secs := r.Elapsed.Seconds()
+	fmt.Fprintf(w, "backup of cluster %s at revision %d written to %s: %s (snapshot %s, %.0f MB/s), %s, in %.2fs\n",
+		r.Header.Cluster, r.Header.Revision, where, sizeString(r.Bytes), sizeString(r.SnapshotBytes),
+		float64(r.SnapshotBytes)/1e6/max(secs, 1e-9), enc, secs)
+}
+
+func sizeString(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// backupDirFlags find the backup directory: --dir, else the cluster
+// file's backup.dir under --root.
+type backupDirFlags struct {
+	root string
+	dir  string
+}
+
+func (f *backupDirFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.root, "root", "", "prefix for every host path")
+	cmd.Flags().StringVar(&f.dir, "dir", "", "backup directory (default: the cluster file's backup.dir)")
+}
+
+func (f *backupDirFlags) resolve() (string, error) {
+	if f.dir != "" {
+		return f.dir, nil
+	}
+	return master.BackupDir(hostfs.Root(f.root))
+}
+
+func newBackupListCmd(a *app) *cobra.Command {
+	var f backupDirFlags
+	var output string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the backups in backup.dir, newest first (reads headers only)",
+		Example: `  anvil backup list
+  anvil backup list -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, err := f.resolve()
+			if err != nil {
+				return err
+			}
+			es, err := master.ListBackups(dir)
+			if err != nil {
+				return err
+			}
+			return printOutput(a.out, output, es, func() error { return printBackupEntries(a.out, es) })
+		},
+	}
+	f.add(cmd)
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func printBackupEntries(w io.Writer, es []master.BackupEntry) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CREATED\tCLUSTER\tNODE\tREVISION\tKUBERNETES\tTRIGGER\tENCRYPTED\tSIZE\tFILE")
+	for _, e := range es {
+		if e.Header == nil {
+			fmt.Fprintf(tw, "-\t-\t-\t-\t-\t-\t-\t%s\t%s (%s)\n", sizeString(e.Size), e.Path, e.Problem)
+			continue
+		}
+		h := e.Header
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%v\t%s\t%s\n", h.Created.Format(time.RFC3339), h.Cluster, h.Node,
+			h.Revision, h.KubernetesVersion, h.Trigger, h.Encrypted, sizeString(e.Size), e.Path)
+	}
+	return tw.Flush()
+}
+
+func newBackupPruneCmd(a *app) *cobra.Command {
+	var f backupDirFlags
+	var (
+		output         string
+		keep           int
+		manual, dryRun bool
+	)
+	cmd := &cobra.Command{
+		Use:   "prune",
+		Short: "Remove the oldest backups beyond backup.retain (scheduled ones unless --manual)",
+		Long: `Keeps the newest --keep backups of this cluster in backup.dir (default: the
+cluster file's backup.retain) and removes the rest, oldest first. Only
+scheduled backups are counted and removed unless --manual; a file whose
+header cannot be read, another cluster's backup, or anything that is not a
+backup is never removed.`,
+		Example: `  anvil backup prune
+  anvil backup prune --keep 3 --manual --dry-run`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, err := f.resolve()
+			if err != nil {
+				return err
+			}
+			c, _, err := v1alpha1.Load(hostfs.Root(f.root).Path(master.ClusterFile))
+			if err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("keep") {
+				keep = c.Backup.Retain
+			}
+			removed, err := master.PruneBackups(dir, master.PruneOptions{Cluster: c.Name, Keep: keep, Manual: manual, DryRun: dryRun})
+			if perr := printOutput(a.out, output, removed, func() error {
+				verb := "removed"
+				if dryRun {
+					verb = "would remove"
+				}
+				for _, e := range removed {
+					fmt.Fprintf(a.out, "%s %s\n", verb, e.Path)
+				}
+				if len(removed) == 0 {
+					fmt.Fprintf(a.out, "nothing to prune (keeping %d)\n", keep)
+				}
+				return nil
+			}); perr != nil {
+				return perr
+			}
+			return err
+		},
+	}
+	f.add(cmd)
+	addOutputFlag(cmd, &output)
+	cmd.Flags().IntVar(&keep, "keep", 0, "how many of the newest backups to keep (default: backup.retain)")
+	cmd.Flags().BoolVar(&manual, "manual", false, "count and remove backups taken by hand too")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "say what would be removed, remove nothing")
+	return cmd
+}
+
+func newBackupInspectCmd(a *app) *cobra.Command {
+	var (
+		identities []string
+		output     string
+	)
+	cmd := &cobra.Command{
+		Use:   "inspect FILE|-",
+		Short: "Show a backup's header and verify the whole backup when it can be read",
+		Long: `Prints the clear header of a backup. When the backup is not encrypted, or
+--identity opens it, it reads the whole backup and checks every layer (chunk
+CRCs, age authentication, zstd checksum, the snapshot's sha256), writing
+nothing; a damaged backup makes it fail with the reason.`,
+		Example: `  anvil backup inspect /var/lib/anvil/backups/lab-m1-20260101T020000Z.anvilbak
+  anvil backup inspect backup.anvilbak --identity ~/.config/anvil/backup.key -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, ids, closeFn, err := openBackup(a, identities, args[0])
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			in, err := master.InspectBackup(r, ids)
+			if err != nil {
+				return fmt.Errorf("backup %s: %w", args[0], err)
+			}
+			return printOutput(a.out, output, in, func() error { return printInspection(a.out, in) })
+		},
+	}
+	cmd.Flags().StringSliceVar(&identities, "identity", nil, "age identity file to decrypt with (repeatable)")
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func printInspection(w io.Writer, in *master.Inspection) error {
+	h := in.Header
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "cluster\t%s\n", h.Cluster)
+	fmt.Fprintf(tw, "created\t%s on %s (%s)\n", h.Created.Format(time.RFC3339), h.Node, h.Trigger)
+	fmt.Fprintf(tw, "kubernetes\t%s\n", h.KubernetesVersion)
+	fmt.Fprintf(tw, "etcd\t%s (storage %s), revision %d\n", h.EtcdVersion, orDash(h.EtcdStorageVersion), h.Revision)
+	for i, m := range h.Members {
+		label := ""
+		if i == 0 {
+			label = "members"
+		}
+		learner := ""
+		if m.Learner {
+			learner = " (learner)"
+		}
+		fmt.Fprintf(tw, "%s\t%s %s %s%s\n", label, m.Name, m.ID, strings.Join(m.PeerURLs, ","), learner)
+	}
+	fmt.Fprintf(tw, "cluster CA\t%s\n", h.CACertHash)
+	fmt.Fprintf(tw, "anvil\t%s\n", h.AnvilVersion)
+	if h.Encrypted {
+		fmt.Fprintf(tw, "encrypted\tyes, to %s\n", strings.Join(h.Recipients, ", "))
+	} else {
+		fmt.Fprintf(tw, "encrypted\tNO: this backup holds the cluster's keys in the clear\n")
+	}
+	if in.Verified {
+		c := in.Contents
+		fmt.Fprintf(tw, "snapshot\t%s, sha256 %s\n", sizeString(c.SnapshotSize), c.SnapshotSHA256)
+		for i, f := range c.Files {
+			label := ""
+			if i == 0 {
+				label = "files"
+			}
+			fmt.Fprintf(tw, "%s\t/%s (%#o, %d bytes)\n", label, f.Path, f.Mode, f.Size)
+		}
+		fmt.Fprintf(tw, "verified\tyes: every layer checked\n")
+	} else {
+		fmt.Fprintf(tw, "verified\tno: %s\n", in.Unverified)
+	}
+	return tw.Flush()
+}
+
+func newBackupExportCmd(a *app) *cobra.Command {
+	var (
+		identities []string
+		output     string
+	)
+	cmd := &cobra.Command{
+		Use:   "export-snapshot FILE|- -o DB",
+		Short: "Write the plain etcd snapshot inside a backup, for stock etcd tools",
+		Long: `Verifies the whole backup and writes the etcd snapshot inside it to DB (0600),
+exactly as etcd's maintenance API streamed it, etcd's own sha256 trailer
+included: 'etcdutl snapshot restore DB' reads it. DB appears only once the
+backup has been verified.`,
+		Example: `  anvil backup export-snapshot backup.anvilbak -o etcd.db --identity backup.key
+  etcdutl snapshot restore etcd.db --data-dir /tmp/etcd-restored`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output == "" || output == "-" {
+				return usageError("name the snapshot file with -o DB")
+			}
+			r, ids, closeFn, err := openBackup(a, identities, args[0])
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			c, err := master.ExportSnapshot(r, ids, output)
+			if err != nil {
+				return fmt.Errorf("backup %s: %w", args[0], err)
+			}
+			fmt.Fprintf(a.out, "etcd snapshot of cluster %s (revision %d, %s, sha256 %s) written to %s\n",
+				c.Header.Cluster, c.Header.Revision, sizeString(c.SnapshotSize), c.SnapshotSHA256, output)
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVar(&identities, "identity", nil, "age identity file to decrypt with (repeatable)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "snapshot file to write (required)")
+	return cmd
+}
+
+func newBackupExportFilesCmd(a *app) *cobra.Command {
+	var (
+		root, output string
+		identities   []string
+		force        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "export-files FILE|- [--root DIR]",
+		Short: "Put a backup's CAs, keys, encryption config and cluster file in place, to rebuild a master from",
+		Long: `Verifies the whole backup, then writes the files it carries besides the
+snapshot at their host paths (under --root): the cluster CA, etcd CA and
+front-proxy CA with their keys, the service-account key pair, the Secrets
+encryption config and the cluster file, each with its mode (keys 0600).
+Nothing is written unless the whole backup verifies; a file that exists
+with other content is refused unless --force.
+
+This is how a master is rebuilt on a new or reset machine without any
+secret that was not in the backup: export the files, run anvil init with
+them (it keeps the CAs and keys it finds and issues the rest from them),
+then restore the same backup.`,
+		Example: `  anvil backup export-files backup.anvilbak --identity ~/.config/anvil/backup.key
+  anvil init -f /etc/anvil/cluster.yaml --node m1
+  anvil restore backup.anvilbak --identity ~/.config/anvil/backup.key`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, ids, closeFn, err := openBackup(a, identities, args[0])
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			files, err := master.ExportFiles(r, ids, hostfs.Root(root), force)
+			if err != nil {
+				return fmt.Errorf("backup %s: %w", args[0], err)
+			}
+			return printOutput(a.out, output, files, func() error {
+				for _, f := range files {
+					fmt.Fprintf(a.out, "%-9s %s\n", f.Outcome, f.Path)
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&root, "root", "", "prefix for every host path")
+	cmd.Flags().StringSliceVar(&identities, "identity", nil, "age identity file to decrypt with (repeatable), or - for stdin when the backup is a file")
+	cmd.Flags().BoolVar(&force, "force", false, "replace files that exist with other content")
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func newRestoreCmd(a *app) *cobra.Command {
+	var (
+		root, output, rejoin string
+		identities           []string
+		force, dryRun, leave bool
+		minRevision          int64
+		timeout              time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "restore FILE|- [--identity KEYFILE] | --leave | --rejoin ENDPOINT",
+		Short: "Restore this master's etcd from a backup, verified before anything changes",
+		Long: `Restores this master from an anvil backup. The whole backup is verified first
+(every layer, the snapshot's sha256, etcd's own checksum) into a staging
+directory, and refused with the reason — damaged, truncated, the wrong key,
+another cluster's, a Kubernetes version anvil cannot run — before anything
+on the machine changes. Then:
+
+` + "  " + strings.Join(master.RestorePhaseNames(master.RestoreSnapshot), "\n  ") + `
+
+The restored revision is raised above anything the old cluster served and
+marked compacted, so every watcher (informers, controllers) relists instead
+of waiting for revisions that will never come. The old data directory (and
+any file the backup's version replaced) is kept in
+/var/lib/anvil/before-restore-<time>. --force restores another cluster name
+or another supported Kubernetes version.
+
+On a master whose etcd member has other voting members, restoring it alone
+would fork the cluster, and restore refuses, saying how many members answer
+and whether etcd still has its quorum. Restore every master at once with
+'anvil cluster restore' from the workstation; it runs, on the masters:
+
+  anvil restore --leave --force         on every other master: stop its
+                                        control plane and member, set the
+                                        member's data aside
+  anvil restore FILE --force            on the first master: a one-member
+                                        cluster holding the backup
+  anvil restore --rejoin https://FIRST:2379
+                                        on each other master, one at a time:
+                                        rejoin as a fresh learner, catch up,
+                                        become a voter, start the control plane
+
+so no member ever holds data from two snapshots. --dry-run runs the checks
+(and verifies the whole backup) and changes nothing.
+
+The age identity comes from a file (--identity KEYFILE, which must not be
+readable by group or others), or from stdin with --identity - when the
+backup is a file: never from the command line or the environment.`,
+		Example: `  anvil restore /var/lib/anvil/backups/lab-lab-m1-20260101T020000Z.anvilbak
+  anvil restore backup.anvilbak --identity ~/.config/anvil/backup.key
+  anvil restore backup.anvilbak --identity - --dry-run -o json < backup.key
+  ssh vault 'cat etcd.anvilbak' | anvil restore -`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case leave && rejoin != "":
+				return usageError("--leave and --rejoin are two steps: give one")
+			case (leave || rejoin != "") && len(args) > 0:
+				return usageError("--leave and --rejoin take no backup: the member gets the restored data from the cluster")
+			case !leave && rejoin == "" && len(args) != 1:
+				return usageError("give the backup to restore: anvil restore FILE|-")
+			case (leave || rejoin != "") && len(identities) > 0:
+				return usageError("--identity is for restoring a backup, not for --leave or --rejoin")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o := master.RestoreOptions{
+				Root: hostfs.Root(root), Force: force, DryRun: dryRun, MinRevision: minRevision,
+				Timeout: timeout, Log: a.logger(),
+			}
+			switch {
+			case leave:
+				o.Mode = master.RestoreLeave
+			case rejoin != "":
+				o.Mode, o.Endpoint = master.RestoreRejoin, rejoin
+			default:
+				o.Mode, o.Name = master.RestoreSnapshot, args[0]
+				r, ids, closeFn, err := openBackup(a, identities, args[0])
+				if err != nil {
+					return err
+				}
+				defer closeFn()
+				o.Backup, o.Identities = r, ids
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			o.Anvil = self
+			start := time.Now()
+			o.Progress = func(phase, msg string) {
+				fmt.Fprintf(a.errOut, "[%6.2fs] %-18s %s\n", time.Since(start).Seconds(), phase, msg)
+			}
+			res, err := master.Restore(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			return printOutput(a.out, output, res, func() error { return printRestoreResult(a.out, res) })
+		},
+	}
+	cmd.Flags().StringVar(&root, "root", "", "prefix for every host path")
+	cmd.Flags().StringSliceVar(&identities, "identity", nil, "age identity file to decrypt with (repeatable), or - for stdin when the backup is a file")
+	cmd.Flags().BoolVar(&force, "force", false, "restore another cluster name or supported version, or one member of several; let --leave and --rejoin go ahead without etcd's quorum")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "run the checks and verify the backup; change nothing")
+	cmd.Flags().BoolVar(&leave, "leave", false, "stop this master's control plane and etcd member and set its data aside, before another master is restored")
+	cmd.Flags().StringVar(&rejoin, "rejoin", "", "rejoin the cluster restored on another master, through its etcd client URL (https://ADDRESS:2379)")
+	cmd.Flags().Int64Var(&minRevision, "min-revision", 0, "a revision the restored cluster must end above (anvil cluster restore passes the highest any master served)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Minute, "how long to wait for the control plane to be ready again")
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func printRestoreResult(w io.Writer, res *master.RestoreResult) error {
+	if res.DryRun {
+		fmt.Fprintf(w, "dry run on %s: every check passed, nothing was changed\n", res.Node)
+	}
+	switch {
+	case res.Mode == master.RestoreLeave && !res.DryRun:
+		fmt.Fprintf(w, "%s left: its control plane and etcd member are stopped (last revision served %d); rejoin it with anvil restore --rejoin once the cluster is restored\n",
+			res.Node, res.ServedRevision)
+	case res.Mode == master.RestoreRejoin && !res.DryRun:
+		fmt.Fprintf(w, "%s rejoined the restored cluster at revision %d; down %.1fs, took %.1fs\n", res.Node, res.Revision, res.Downtime.Seconds(), res.Elapsed.Seconds())
+	case res.Mode == master.RestoreSnapshot && res.DryRun:
+		h := res.Header
+		fmt.Fprintf(w, "would restore cluster %s from the backup taken on %s at %s: revision %d, then %d (bumped by %d above the %d served so far, compacted)\n",
+			h.Cluster, h.Node, h.Created.Format(time.RFC3339), res.SnapshotRevision, res.Revision, res.RevisionBump, res.ServedRevision)
+	case res.Mode == master.RestoreSnapshot:
+		h := res.Header
+		fmt.Fprintf(w, "restored cluster %s from the backup taken on %s at %s: revision %d, now %d (bumped by %d, compacted); down %.1fs, restore took %.1fs\n",
+			h.Cluster, h.Node, h.Created.Format(time.RFC3339), res.SnapshotRevision, res.Revision,
+			res.RevisionBump, res.Downtime.Seconds(), res.Elapsed.Seconds())
+	}
+	if res.Aside != "" {
+		fmt.Fprintf(w, "the previous etcd data is kept in %s; delete it when the cluster is known good\n", res.Aside)
+	}
+	for _, p := range res.Replaced {
+		fmt.Fprintf(w, "replaced %s (the old one is in %s)\n", p, res.Aside)
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	return nil
+}
+
+// openBackupArg opens FILE, or stdin for "-".
+// openBackup reads the keys --identity names, then opens the backup the
+// argument names (- is stdin, which then cannot also carry a key).
+func openBackup(a *app, identities []string, arg string) (io.Reader, []age.Identity, func(), error) {
+	ids, err := readIdentities(a, identities, arg == "-")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if arg == "-" {
+		return bufio.NewReaderSize(a.in, 1<<20), ids, func() {}, nil
+	}
+	f, err := os.Open(arg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return f, ids, func() { f.Close() }, nil
+}
+
+// readIdentities reads age identity files (age-keygen's format), or stdin
+// for "-" when the backup itself does not come from stdin. A key file that
+// group or others can read is refused, as ssh refuses such a private key:
+// a backup's key opens the cluster's CA keys.
+func readIdentities(a *app, files []string, backupOnStdin bool) ([]age.Identity, error) {
+	var out []age.Identity
+	stdin := false
+	for _, p := range files {
+		if p == "-" {
+			if backupOnStdin {
+				return nil, usageError("--identity - reads the key from stdin, where the backup already comes from: give the key as a file")
+			}
+			if stdin {
+				return nil, usageError("--identity - given twice")
+			}
+			stdin = true
+			ids, err := age.ParseIdentities(a.in)
+			if err != nil {
+				return nil, fmt.Errorf("identity from stdin: %w", err)
+			}
+			out = append(out, ids...)
+			continue
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("identity file: %w", err)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("identity file %s: %w", p, err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			f.Close()
+			return nil, fmt.Errorf("identity file %s is readable by others (mode %v): a backup key must be private; chmod 600 %s", p, fi.Mode().Perm(), p)
+		}
+		ids, err := age.ParseIdentities(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("identity file %s: %w", p, err)
+		}
+		out = append(out, ids...)
+	}
+	return out, nil
+}

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/duration"
+
+	api "anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/pki"
+)
+
+func newCertsCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "certs",
+		Short: "Make, check and renew this master's certificates and kubeconfigs",
+		Long: `Manage the control-plane PKI in kubeadm's layout: the CAs, the leaf
+certificates, the service-account key pair under /etc/kubernetes/pki, and the
+admin, super-admin, controller-manager and scheduler kubeconfigs under
+/etc/kubernetes.`,
+		Example: `  anvil certs generate -f cluster.yaml --node m1
+  anvil certs check-expiration
+  anvil certs renew all -f cluster.yaml --node m1
+  anvil certs ca-hash`,
+		Args: cobra.NoArgs,
+	}
+	cmd.AddCommand(newCertsGenerateCmd(a), newCertsCheckExpirationCmd(a), newCertsRenewCmd(a), newCertsCAHashCmd(a))
+	return cmd
+}
+
+// certsPaths are the directory flags every certs command shares. --dir and
+// --kubeconfig-dir are host paths, resolved under --root like every other.
+type certsPaths struct {
+	root          string
+	dir           string
+	kubeconfigDir string
+}
+
+func (p *certsPaths) addFlags(cmd *cobra.Command, kubeconfigs bool) {
+	cmd.Flags().StringVar(&p.root, "root", "/", "host root directory every path is resolved under")
+	cmd.Flags().StringVar(&p.dir, "dir", hostfs.PKIDir, "PKI directory (under --root)")
+	if kubeconfigs {
+		cmd.Flags().StringVar(&p.kubeconfigDir, "kubeconfig-dir", hostfs.KubernetesDir, "kubeconfig directory (under --root)")
+	}
+}
+
+func (p certsPaths) pki() string { return hostfs.Root(p.root).Path(p.dir) }
+
+func (p certsPaths) kubeconfigs() string {
+	if p.kubeconfigDir == "" {
+		return ""
+	}
+	return hostfs.Root(p.root).Path(p.kubeconfigDir)
+}
+
+// certsClusterFlags name the cluster file and the master it is for.
+type certsClusterFlags struct {
+	file string
+	node string
+}
+
+func (f *certsClusterFlags) addFlags(cmd *cobra.Command) {
+	cmd.Flags().StringVarP(&f.file, "file", "f", "", "cluster file")
+	cmd.Flags().StringVar(&f.node, "node", "", "name of this master in the cluster file")
+	_ = cmd.MarkFlagRequired("file")
+	_ = cmd.MarkFlagRequired("node")
+}
+
+// config loads the cluster file, shows its warnings on stderr and returns
+// the node's PKI config.
+func (f certsClusterFlags) config(a *app) (pki.Config, error) {
+	c, warnings, err := api.Load(f.file)
+	for _, w := range warnings {
+		fmt.Fprintln(a.errOut, warningLine(w))
+	}
+	if err != nil {
+		return pki.Config{}, err
+	}
+	return pki.ConfigFromCluster(c, f.node)
+}
+
+type certsGenerateOptions struct {
+	paths   certsPaths
+	cluster certsClusterFlags
+	force   bool
+	output  string
+}
+
+func newCertsGenerateCmd(a *app) *cobra.Command {
+	var o certsGenerateOptions
+	cmd := &cobra.Command{
+		Use:   "generate -f FILE --node NAME",
+		Short: "Make whatever certificates and kubeconfigs are missing or out of date",
+		Long: `Make this master's PKI from the cluster file: CAs, leaf certificates,
+the service-account key pair and kubeconfigs. Files that are still right are
+kept byte for byte, so running it again changes nothing. A leaf whose SANs,
+subject or key no longer match, or that has expired, is re-issued from the same
+CA. A CA is never overwritten. Leaves or kubeconfigs of a different CA, a CA
+whose key does not match and stale kubeconfigs are refused unless --force.
+Every file is checked before anything is written: on error nothing changed.`,
+		Example: `  anvil certs generate -f cluster.yaml --node m1
+  # lay out a host under a scratch directory
+  anvil certs generate -f cluster.yaml --node m1 --root /tmp/m1
+  # after adding pki.certSANs: only the apiserver certificate is re-issued
+  anvil certs generate -f cluster.yaml --node m1 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error { return runCertsGenerate(a, o) },
+	}
+	o.paths.addFlags(cmd, true)
+	o.cluster.addFlags(cmd)
+	cmd.Flags().BoolVar(&o.force, "force", false, "replace leaves and kubeconfigs of a different CA, stale kubeconfigs and a CA whose key does not match")
+	addOutputFlag(cmd, &o.output)
+	return cmd
+}
+
+func runCertsGenerate(a *app, o certsGenerateOptions) error {
+	cfg, err := o.cluster.config(a)
+	if err != nil {
+		return err
+	}
+	results, err := pki.Ensure(o.paths.pki(), cfg, pki.Options{KubeconfigDir: o.paths.kubeconfigs(), Force: o.force})
+	if err != nil {
+		return err
+	}
+	return printOutput(a.out, o.output, results, func() error { return printResults(a.out, results) })
+}
+
+type certsRenewOptions struct {
+	paths   certsPaths
+	cluster certsClusterFlags
+	force   bool
+	output  string
+}
+
+func newCertsRenewCmd(a *app) *cobra.Command {
+	var o certsRenewOptions
+	cmd := &cobra.Command{
+		Use:   "renew all|NAME... -f FILE --node NAME",
+		Short: "Issue certificates and kubeconfigs again, with new keys",
+		Long: `Issue the named leaf certificates and kubeconfigs again from their CAs,
+valid from now, with the SANs the cluster file gives and with new keys (as
+kubeadm does: a renewal is also the answer to a key that may have leaked).
+CAs are never renewed. Restart the components that use them afterwards.
+
+Names: ` + strings.Join(pki.RenewableNames(), ", ") + `.`,
+		Example: `  anvil certs renew all -f cluster.yaml --node m1
+  anvil certs renew apiserver admin.conf -f cluster.yaml --node m1`,
+		Args:      cobra.MinimumNArgs(1),
+		ValidArgs: pki.RenewableNames(),
+		RunE:      func(_ *cobra.Command, names []string) error { return runCertsRenew(a, o, names) },
+	}
+	o.paths.addFlags(cmd, true)
+	o.cluster.addFlags(cmd)
+	cmd.Flags().BoolVar(&o.force, "force", false, "also renew leaves and kubeconfigs of a different CA")
+	addOutputFlag(cmd, &o.output)
+	return cmd
+}
+
+func runCertsRenew(a *app, o certsRenewOptions, names []string) error {
+	cfg, err := o.cluster.config(a)
+	if err != nil {
+		return err
+	}
+	results, err := pki.Renew(o.paths.pki(), cfg, names, pki.Options{KubeconfigDir: o.paths.kubeconfigs(), Force: o.force})
+	if err != nil {
+		return err
+	}
+	if err := printOutput(a.out, o.output, results, func() error { return printResults(a.out, results) }); err != nil {
+		return err
+	}
+	a.progress("Restart kube-apiserver, kube-controller-manager, kube-scheduler and etcd to use the renewed certificates.")
+	return nil
+}
+
+// printResults is one line per file: action, name, path and why.
+func printResults(w io.Writer, results []pki.Result) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, r := range results {
+		line := fmt.Sprintf("%s\t%s\t%s", r.Action, r.Name, r.Path)
+		if r.Reason != "" {
+			line += "\t(" + r.Reason + ")"
+		}
+		fmt.Fprintln(tw, line)
+	}
+	return tw.Flush()
+}
+
+type certsCheckExpirationOptions struct {
+	paths  certsPaths
+	output string
+}
+
+func newCertsCheckExpirationCmd(a *app) *cobra.Command {
+	var o certsCheckExpirationOptions
+	cmd := &cobra.Command{
+		Use:   "check-expiration",
+		Short: "Show when every certificate and kubeconfig expires",
+		Long: `List every leaf certificate and kubeconfig with its expiry, the time it has
+left and the CA that signed it, then the CAs, as kubeadm's "certs
+check-expiration" does. "Externally managed" means the CA's key is not on this
+machine, so anvil cannot renew what it signed.`,
+		Example: `  anvil certs check-expiration
+  anvil certs check-expiration --root /tmp/m1 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error { return runCertsCheckExpiration(a, o) },
+	}
+	o.paths.addFlags(cmd, true)
+	addOutputFlag(cmd, &o.output)
+	return cmd
+}
+
+func runCertsCheckExpiration(a *app, o certsCheckExpirationOptions) error {
+	exp, err := pki.CheckExpiration(o.paths.pki(), pki.Options{KubeconfigDir: o.paths.kubeconfigs()})
+	if err != nil {
+		return err
+	}
+	return printOutput(a.out, o.output, exp, func() error { return printExpiration(a.out, exp) })
+}
+
+func printExpiration(w io.Writer, exp pki.Expiration) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "CERTIFICATE\tEXPIRES\tRESIDUAL TIME\tCERTIFICATE AUTHORITY\tEXTERNALLY MANAGED")
+	for _, e := range exp.Certificates {
+		if e.Missing {
+			fmt.Fprintf(tw, "!MISSING! %s\t\t\t%s\t%s\n", e.Name, e.CA, yesNo(e.ExternallyManaged))
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, expires(e), residual(e), e.CA, yesNo(e.ExternallyManaged))
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "CERTIFICATE AUTHORITY\tEXPIRES\tRESIDUAL TIME\tEXTERNALLY MANAGED")
+	for _, e := range exp.CertificateAuthorities {
+		if e.Missing {
+			fmt.Fprintf(tw, "!MISSING! %s\t\t\t\n", e.Name)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Name, expires(e), residual(e), yesNo(e.ExternallyManaged))
+	}
+	return tw.Flush()
+}
+
+func expires(e pki.Expiry) string { return e.Expires.UTC().Format("Jan 02, 2006 15:04 UTC") }
+
+// residual is kubeadm's short form ("364d", "9y"), "<expired>" once past.
+func residual(e pki.Expiry) string {
+	if e.ResidualSeconds <= 0 {
+		return "<expired>"
+	}
+	return duration.ShortHumanDuration(time.Duration(e.ResidualSeconds) * time.Second)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+type certsCAHashOptions struct {
+	paths certsPaths
+	cert  string
+}
+
+func newCertsCAHashCmd(a *app) *cobra.Command {
+	var o certsCAHashOptions
+	cmd := &cobra.Command{
+		Use:   "ca-hash",
+		Short: "Print the cluster CA's public-key pin for anvil join",
+		Long: `Print sha256:<hex> of the CA certificate's SubjectPublicKeyInfo: the value
+"anvil join --ca-cert-hash" and kubeadm's --discovery-token-ca-cert-hash take.
+It is the same as:
+  openssl x509 -pubkey -noout -in ca.crt | openssl pkey -pubin -outform der | sha256sum`,
+		Example: `  anvil certs ca-hash
+  anvil certs ca-hash --cert ./ca.crt
+  anvil join 10.0.0.10:6443 --token "$TOKEN" --ca-cert-hash "$(anvil certs ca-hash)"`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			path := o.cert
+			if path == "" {
+				path = hostfs.Root(o.paths.root).Join(o.paths.dir, pki.CertFile(pki.CACertAndKeyBaseName))
+			}
+			h, err := pki.CAHashFromFile(path)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(a.out, h)
+			return err
+		},
+	}
+	o.paths.addFlags(cmd, false)
+	cmd.Flags().StringVar(&o.cert, "cert", "", "CA certificate file (a plain path, not under --root); default: ca.crt in --dir")
+	cmd.MarkFlagsMutuallyExclusive("cert", "dir")
+	return cmd
+}

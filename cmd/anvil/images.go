@@ -1,0 +1,235 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"anvil.dev/anvil/images"
+	"anvil.dev/anvil/internal/buildinfo"
+	"anvil.dev/anvil/internal/hostfs"
+)
+
+// defaultBuildDir is where `make kube` puts the binaries, relative to a
+// checkout of anvil.
+const defaultBuildDir = "bin/kube"
+
+func newImagesCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "images",
+		Short: "Build, list, bundle and import the Kubernetes component binaries",
+		Long: `anvil runs the real upstream kube-apiserver, kube-controller-manager and
+kube-scheduler. It builds them from the k8s.io/kubernetes Go module (in the
+images/kube module of a checkout), records the sha256 of each binary in a
+manifest beside them, and refuses any binary that does not match it.`,
+	}
+	cmd.AddCommand(newImagesListCmd(a), newImagesBuildCmd(a), newImagesBundleCmd(a), newImagesImportCmd(a), newImagesInstallCmd(a))
+	return cmd
+}
+
+func newImagesListCmd(a *app) *cobra.Command {
+	var (
+		dirs   []string
+		root   string
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the supported versions and the state of each binary",
+		Example: `  # What a checkout built and what this host has installed
+  anvil images list
+  anvil images list --dir bin/kube -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("dir") {
+				dirs = []string{hostfs.Root(root).Path(hostfs.BinDir)}
+				if fi, err := os.Stat(defaultBuildDir); err == nil && fi.IsDir() {
+					dirs = append([]string{defaultBuildDir}, dirs...)
+				}
+			}
+			entries := images.List(dirs)
+			return printOutput(a.out, output, entries, func() error {
+				tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "VERSION\tCOMPONENT\tSTATE\tSIZE\tSHA256\tPATH")
+				for _, e := range entries {
+					sum := e.SHA256
+					if len(sum) > 16 {
+						sum = sum[:16] + "…"
+					}
+					size := "-"
+					if e.Size > 0 {
+						size = fmt.Sprintf("%.1f MiB", float64(e.Size)/(1<<20))
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Version, e.Component, e.State, size, orDash(sum), e.Path)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	cmd.Flags().StringSliceVar(&dirs, "dir", nil, "directories holding <version>/ build or install trees (default: ./bin/kube if present, and /opt/anvil/bin)")
+	cmd.Flags().StringVar(&root, "root", "", "prefix for host paths")
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func newImagesBuildCmd(a *app) *cobra.Command {
+	o := images.BuildOptions{}
+	cmd := &cobra.Command{
+		Use:   "build",
+		Short: "Build the Kubernetes components from source, or reuse a current build",
+		Long: `Builds kube-apiserver, kube-controller-manager, kube-scheduler and kubectl
+from the k8s.io/kubernetes module (static, CGO off, trimmed, stripped, with the
+release's version stamped in) into OUT/<version>/, and writes manifest.json
+with each binary's sha256. A cold build takes about ten minutes on two cores;
+when nothing that decides the binaries has changed, it returns in seconds.`,
+		Example: `  # What 'make kube' runs, from a checkout
+  anvil images build
+  anvil images build --version v1.37.2 --out bin/kube --force`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Progress = a.progress
+			res, err := images.Build(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			for _, f := range res.Manifest.Files {
+				fmt.Fprintf(a.out, "%s  %s\n", f.SHA256, filepath.Join(res.Dir, f.Name))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&o.Version, "version", images.DefaultVersion, "Kubernetes version to build")
+	cmd.Flags().StringVar(&o.SourceDir, "source", "images/kube", "the build module (images/kube in a checkout)")
+	cmd.Flags().StringVar(&o.OutDir, "out", defaultBuildDir, "output directory; binaries go to OUT/<version>/")
+	cmd.Flags().StringVar(&o.Go, "go", "go", "the go command")
+	cmd.Flags().BoolVar(&o.Force, "force", false, "rebuild even when the binaries are current")
+	cmd.Flags().StringVar(&o.CacheDir, "cache", defaultKubeCache(), "keep finished builds here by version and input hash (empty: no cache)")
+	return cmd
+}
+
+func newImagesBundleCmd(a *app) *cobra.Command {
+	var (
+		version, dir string
+		o            images.BundleOptions
+	)
+	cmd := &cobra.Command{
+		Use:   "bundle -o FILE",
+		Short: "Pack the binaries, anvil and OCI images into one airgap bundle",
+		Long: `Writes a zstd-compressed tar holding the verified component binaries, this
+anvil binary, and an OCI image archive (FROM scratch, just the static binary)
+of each control-plane component and of anvil, for the static-pod layout.
+Carry it to machines without network access and run 'anvil images import'.`,
+		Example: `  anvil images bundle -o anvil-v1.37.2.tar.zst
+  anvil images bundle --dir bin/kube --version v1.37.2 -o /media/usb/anvil.tar.zst`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Out == "" {
+				return usageError("bundle needs -o FILE")
+			}
+			if _, err := images.Lookup(version); err != nil {
+				return err
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			o.Dir = filepath.Join(dir, version)
+			o.Anvil, o.AnvilVersion, o.Progress = self, buildinfo.Version(), a.progress
+			idx, err := images.Bundle(o)
+			if err != nil {
+				return err
+			}
+			fi, err := os.Stat(o.Out)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "wrote %s: kubernetes %s, %d files, %.1f MiB\n", o.Out, idx.KubernetesVersion, len(idx.Files), float64(fi.Size())/(1<<20))
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&o.Out, "output", "o", "", "bundle file to write")
+	cmd.Flags().StringVar(&version, "version", images.DefaultVersion, "Kubernetes version to bundle")
+	cmd.Flags().StringVar(&dir, "dir", defaultBuildDir, "build directory holding <version>/")
+	return cmd
+}
+
+func newImagesImportCmd(a *app) *cobra.Command {
+	var root string
+	cmd := &cobra.Command{
+		Use:   "import FILE",
+		Short: "Verify an airgap bundle and install it into /opt/anvil/bin/<version>",
+		Long: `Reads the whole bundle and checks every file's sha256 before writing anything,
+then unpacks it (checking again) into a staging directory that replaces
+/opt/anvil/bin/<version> in one rename. A truncated or tampered bundle is
+refused and leaves nothing behind.`,
+		Example: `  anvil images import anvil-v1.37.2.tar.zst
+  anvil images import --root /tmp/host anvil-v1.37.2.tar.zst`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			idx, err := images.Import(images.ImportOptions{Bundle: args[0], Root: hostfs.Root(root), Progress: a.progress})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "imported kubernetes %s (%d files) into %s\n", idx.KubernetesVersion, len(idx.Files), hostfs.Root(root).Bin(idx.KubernetesVersion))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&root, "root", "", "prefix for host paths")
+	return cmd
+}
+
+func newImagesInstallCmd(a *app) *cobra.Command {
+	var (
+		root, dir, version string
+		withAnvil          bool
+	)
+	cmd := &cobra.Command{
+		Use:   "install",
+		Short: "Install a local build into /opt/anvil/bin/<version> after verifying it",
+		Example: `  # After 'make kube', on the machine that built it
+  anvil images install
+  anvil images install --dir bin/kube --root /tmp/host`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o := images.InstallOptions{From: filepath.Join(dir, version), Root: hostfs.Root(root)}
+			if withAnvil {
+				self, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				o.Anvil = self
+			}
+			m, err := images.Install(o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "installed kubernetes %s (%d files) in %s\n", m.KubernetesVersion, len(m.Files), hostfs.Root(root).Bin(m.KubernetesVersion))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&root, "root", "", "prefix for host paths")
+	cmd.Flags().StringVar(&dir, "dir", defaultBuildDir, "build directory holding <version>/")
+	cmd.Flags().StringVar(&version, "version", images.DefaultVersion, "Kubernetes version to install")
+	cmd.Flags().BoolVar(&withAnvil, "with-anvil", true, "install this anvil binary beside the components")
+	return cmd
+}
+
+// defaultKubeCache is per user, like Go's own build cache, so that every
+// checkout on a machine shares one build of each version.
+func defaultKubeCache() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "anvil", "kube")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,304 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/images"
+	"anvil.dev/anvil/internal/fsutil"
+	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/netinfo"
+	"anvil.dev/anvil/master"
+)
+
+// nodeFlags are the flags every node command shares.
+type nodeFlags struct {
+	root   string
+	layout string
+	force  bool
+}
+
+func (f *nodeFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.root, "root", "", "prefix for every host path (tests, packaging)")
+	cmd.Flags().StringVar(&f.layout, "layout", "", "how components run: systemd, static-pod or process (default: the cluster file's, else systemd)")
+	cmd.Flags().BoolVar(&f.force, "force", false, "go ahead over an existing installation")
+}
+
+// initFlags are init's flags; the same set serves `init phase NAME`.
+type initFlags struct {
+	nodeFlags
+	file              string
+	node              string
+	advertise         string
+	clusterName       string
+	kubernetesVersion string
+	tokenTTL          time.Duration
+	timeout           time.Duration
+	uploadCerts       bool
+}
+
+func (f *initFlags) add(cmd *cobra.Command) {
+	f.nodeFlags.add(cmd)
+	cmd.Flags().StringVarP(&f.file, "file", "f", "", "cluster file; with --node, this machine's host in it")
+	cmd.Flags().StringVar(&f.node, "node", "", "this machine's host name in the cluster file")
+	cmd.Flags().StringVar(&f.node, "node-name", "", "this machine's node name (without -f; default: the hostname)")
+	cmd.Flags().StringVar(&f.advertise, "advertise-address", "", "address the apiserver and etcd announce (default: the address of the default route's interface)")
+	cmd.Flags().StringVar(&f.clusterName, "cluster-name", "anvil", "cluster name (without -f)")
+	cmd.Flags().StringVar(&f.kubernetesVersion, "kubernetes-version", images.DefaultVersion, "Kubernetes version (without -f)")
+	cmd.Flags().DurationVar(&f.tokenTTL, "token-ttl", 24*time.Hour, "lifetime of the bootstrap token init makes")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 3*time.Minute, "how long to wait for the control plane to become ready")
+	cmd.Flags().BoolVar(&f.uploadCerts, "upload-certs", false, "seal the shared CAs and keys in the cluster for an hour and print the key more masters join with")
+}
+
+// options turns the flags into master.InitOptions: the cluster file when
+// given, else the one an earlier init saved, else a one-master cluster made
+// from the flags.
+func (f *initFlags) options(a *app) (master.InitOptions, error) {
+	root := hostfs.Root(f.root)
+	o := master.InitOptions{Root: root, Force: f.force, TokenTTL: f.tokenTTL, Timeout: f.timeout, UploadCerts: f.uploadCerts, Log: a.logger()}
+	self, err := os.Executable()
+	if err != nil {
+		return o, err
+	}
+	o.Anvil = self
+	if f.advertise != "" {
+		addr, err := netip.ParseAddr(f.advertise)
+		if err != nil {
+			return o, usageError("--advertise-address %q is not an IP address", f.advertise)
+		}
+		o.AdvertiseAddress = addr
+	}
+	saved := root.Path(master.ClusterFile)
+	switch {
+	case f.file != "":
+		if f.node == "" {
+			return o, usageError("with -f, name this machine's host with --node NAME")
+		}
+		c, warnings, err := v1alpha1.Load(f.file)
+		if err != nil {
+			return o, err
+		}
+		for _, w := range warnings {
+			a.progress("warning: " + w.Error())
+		}
+		o.Cluster, o.Node = c, f.node
+	case fileExists(saved):
+		c, _, err := v1alpha1.Load(saved)
+		if err != nil {
+			return o, fmt.Errorf("the cluster file an earlier init saved: %w", err)
+		}
+		o.Cluster = c
+		o.Node = f.node
+		if o.Node == "" && len(c.Masters()) == 1 {
+			o.Node = c.Masters()[0].Name
+		}
+	default:
+		c, node, err := clusterFromFlags(f, o.AdvertiseAddress)
+		if err != nil {
+			return o, err
+		}
+		o.Cluster, o.Node = c, node
+	}
+	if f.layout != "" {
+		o.Layout = v1alpha1.Layout(f.layout)
+		o.Cluster.ControlPlane.Layout = o.Layout
+	}
+	return o, nil
+}
+
+// clusterFromFlags is a one-master cluster for `anvil init` without -f.
+func clusterFromFlags(f *initFlags, adv netip.Addr) (*v1alpha1.Cluster, string, error) {
+	if !adv.IsValid() {
+		a, err := netinfo.DefaultRouteAddress()
+		if err != nil {
+			return nil, "", err
+		}
+		adv = a
+	}
+	node := f.node
+	if node == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, "", err
+		}
+		node = strings.ToLower(h)
+	}
+	c := &v1alpha1.Cluster{
+		APIVersion:        v1alpha1.APIVersion,
+		Kind:              v1alpha1.KindCluster,
+		Name:              f.clusterName,
+		KubernetesVersion: f.kubernetesVersion,
+		Hosts:             []v1alpha1.Host{{Name: node, Address: adv, Role: v1alpha1.RoleMaster}},
+	}
+	if f.layout != "" {
+		c.ControlPlane.Layout = v1alpha1.Layout(f.layout)
+	}
+	c.Default()
+	if _, err := v1alpha1.Validate(c); err != nil {
+		return nil, "", fmt.Errorf("the flags make an invalid cluster: %w", err)
+	}
+	return c, node, nil
+}
+
+func fileExists(p string) bool {
+	ok, _ := fsutil.Exists(p)
+	return ok
+}
+
+func newInitCmd(a *app) *cobra.Command {
+	f := &initFlags{}
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Make this machine the first master of a new cluster",
+		Long: `Turns this machine into the first master: a kubeadm-compatible PKI, the
+embedded etcd member, and the real kube-apiserver, kube-controller-manager and
+kube-scheduler, laid out as systemd units, static pods, or processes anvil
+supervises itself. Returns once the control plane is ready, and prints how to
+use it and how to join more machines.
+
+The phases, in order (run one with 'anvil init phase NAME'):
+` + phaseList(),
+		Example: `  # A control plane on this machine, supervised by anvil (no systemd needed)
+  anvil init --layout process
+
+  # From a cluster file, as 'anvil cluster apply' runs it on the first master
+  anvil init -f cluster.yaml --node m1
+
+  # Everything under a directory instead of / (tests, packaging)
+  anvil init --layout process --root /tmp/cp --advertise-address 10.0.0.10`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runInit(cmd, a, f, nil)
+		},
+	}
+	f.add(cmd)
+	phase := &cobra.Command{
+		Use:       "phase NAME",
+		Short:     "Run one phase of init",
+		Example:   "  anvil init phase preflight --layout process\n  anvil init phase certs -f cluster.yaml --node m1",
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: master.PhaseNames(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runInit(cmd, a, f, args)
+		},
+	}
+	f.add(phase)
+	cmd.AddCommand(phase)
+	return cmd
+}
+
+func phaseList() string {
+	var b strings.Builder
+	for _, p := range master.InitPhases() {
+		fmt.Fprintf(&b, "  %-14s %s\n", p.Name, p.Description)
+	}
+	return b.String()
+}
+
+func runInit(cmd *cobra.Command, a *app, f *initFlags, phases []string) error {
+	o, err := f.options(a)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	o.Progress = func(phase, msg string) {
+		fmt.Fprintf(a.errOut, "[%6.2fs] %-13s %s\n", time.Since(start).Seconds(), phase, msg)
+	}
+	res, err := master.RunInitPhases(cmd.Context(), o, phases)
+	if err != nil {
+		return err
+	}
+	if len(phases) > 0 {
+		if res.CertificateKey != nil {
+			printControlPlaneJoin(a, res)
+		}
+		return nil
+	}
+	printInitResult(a, o, res)
+	return nil
+}
+
+// printControlPlaneJoin shows how another master joins: the token and the
+// key go on stdin (first line, second line), never on a command line.
+func printControlPlaneJoin(a *app, res *master.InitResult) {
+	fmt.Fprintf(a.out, "Join another master within the hour: on it, run\n")
+	fmt.Fprintf(a.out, "  printf '%%s\\n%%s\\n' '%s' '%s' | anvil join %s --control-plane --token-file - --certificate-key-file - --ca-cert-hash %s\n\n",
+		res.Token.Reveal(), res.CertificateKey.Reveal(), res.Endpoint, res.CAHash)
+}
+
+func printInitResult(a *app, o master.InitOptions, res *master.InitResult) {
+	w := a.out
+	fmt.Fprintf(w, "\nThe control plane is ready: %s (layout %s, ready %.1fs after start).\n\n", res.Endpoint, res.Layout, res.Ready.Seconds())
+	fmt.Fprintf(w, "Use it:\n  export KUBECONFIG=%s\n  kubectl get --raw /readyz\n", res.AdminKubeconfig)
+	fmt.Fprintf(w, "  (kubectl is %s)\n\n", o.Root.Join(hostfs.BinDir, o.Cluster.KubernetesVersion, images.Kubectl))
+	if !res.Token.IsZero() {
+		fmt.Fprintf(w, "Join a worker: on it, run (the token goes on stdin, so it never shows in the process list)\n")
+		fmt.Fprintf(w, "  echo '%s' | anvil join %s --token-file - --ca-cert-hash %s\n\n", res.Token.Reveal(), res.Endpoint, res.CAHash)
+		fmt.Fprintf(w, "The token expires in %s; make another with: anvil token create\n\n", o.TokenTTL)
+	}
+	if res.CertificateKey != nil {
+		printControlPlaneJoin(a, res)
+	} else {
+		fmt.Fprintf(w, "To join more masters: anvil init phase upload-certs (prints the command)\n")
+	}
+}
+
+func newResetCmd(a *app) *cobra.Command {
+	var (
+		root                                     string
+		force, removeBackups, keep, ignoreQuorum bool
+	)
+	cmd := &cobra.Command{
+		Use:   "reset",
+		Short: "Stop everything anvil runs here and remove what it wrote",
+		Long: `Stops the control plane and the agent in whatever layout they run (the
+supervisor, systemd units, static pods), after taking a master's etcd member
+out of the cluster (refused if that would break quorum, unless
+--ignore-quorum), then removes the units, manifests,
+PKI, kubeconfigs, etcd data, /etc/anvil, /var/lib/anvil and the installed
+binaries. Local backups in /var/lib/anvil/backups are kept unless
+--remove-backups. Asks for confirmation unless --force.`,
+		Example: `  anvil reset
+  anvil reset --force --root /tmp/cp`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r := hostfs.Root(root)
+			if !force {
+				fmt.Fprintf(a.errOut, "This stops the control plane and agent under %s and deletes its certificates and etcd data. Type 'yes' to go on: ", r.Path("/"))
+				var answer string
+				fmt.Fscanln(a.in, &answer)
+				if answer != "yes" {
+					return exitError{code: 1, msg: "reset cancelled; nothing was changed"}
+				}
+			}
+			start := time.Now()
+			res, err := master.Reset(cmd.Context(), master.ResetOptions{
+				Root: r, KeepBackups: !removeBackups, KeepBinaries: keep, IgnoreQuorum: ignoreQuorum, Log: a.logger(),
+				Progress: func(phase, msg string) {
+					fmt.Fprintf(a.errOut, "[%6.2fs] %-13s %s\n", time.Since(start).Seconds(), phase, msg)
+				},
+			})
+			if res != nil {
+				for _, p := range res.Removed {
+					fmt.Fprintf(a.out, "removed %s\n", p)
+				}
+				for _, p := range res.Kept {
+					fmt.Fprintf(a.out, "kept    %s\n", p)
+				}
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&root, "root", "", "prefix for every host path")
+	cmd.Flags().BoolVar(&force, "force", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&removeBackups, "remove-backups", false, "also delete local backups")
+	cmd.Flags().BoolVar(&keep, "keep-binaries", false, "keep the installed binaries in /opt/anvil")
+	cmd.Flags().BoolVar(&ignoreQuorum, "ignore-quorum", false, "leave etcd even if the other masters would lose quorum (or cannot be reached)")
+	return cmd
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The main command: bring up a lab of bare-metal-like machines on this host
+# (Debian, systemd, sshd; 3 masters and 2 workers by default), provision them
+# with `anvil cluster apply` over SSH from the lab's cluster file, and print
+# `kubectl get nodes -o wide` through the admin kubeconfig the apply fetched.
+#
+#   hack/demo.sh          bring it up (again: a second run changes nothing)
+#   hack/demo.sh clean    remove the lab, and the cluster with it
+#
+# NAME, MASTERS, WORKERS and KUBE_VERSION choose the lab and the version.
+# Needs root (the lab boots machines with systemd-nspawn); installs what a
+# fresh Debian 12 lacks (hack/deps.sh, and the lab's own packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NAME=${NAME:-demo}
+MASTERS=${MASTERS:-3}
+WORKERS=${WORKERS:-2}
+KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
+ANVIL=bin/anvil
+KUBECTL=bin/kube/$KUBE_VERSION/kubectl
+
+if [ "$(id -u)" -ne 0 ]; then
+  exec sudo -E "$0" "$@"
+fi
+
+# clusterFile is where `anvil lab status` says the lab's cluster file is.
+clusterFile() {
+  "$ANVIL" lab status --name "$NAME" -o json | grep -o '"clusterFile": *"[^"]*"' | sed 's/.*"\([^"]*\)"$/\1/'
+}
+
+if [ "${1:-}" = clean ]; then
+  # The machines go, and the cluster, its kubeconfig and keys with them.
+  [ -x "$ANVIL" ] || make --no-print-directory anvil >&2
+  "$ANVIL" lab down --name "$NAME"
+  exit 0
+fi
+
+hack/deps.sh
+make --no-print-directory anvil kube KUBE_VERSION="$KUBE_VERSION" >&2
+
+start=$(date +%s)
+"$ANVIL" lab up --name "$NAME" --masters "$MASTERS" --workers "$WORKERS" >&2
+file=$(clusterFile)
+if [ -z "$file" ]; then
+  echo "anvil lab status --name $NAME names no cluster file" >&2
+  exit 1
+fi
+kubeconfig="${file%.*}.kubeconfig"
+
+# The machines are reached as root with the lab's key; their host keys are
+# checked against the lab's known_hosts. Progress goes to stderr.
+"$ANVIL" cluster apply -f "$file" --kubeconfig "$kubeconfig" --kube-dir bin/kube
+echo "(lab and cluster in $(( $(date +%s) - start ))s)"
+
+echo
+echo "\$ kubectl --kubeconfig $kubeconfig get nodes -o wide"
+"$KUBECTL" --kubeconfig "$kubeconfig" get nodes -o wide
+echo
+echo "Status:   $ANVIL cluster status -f $file"
+echo "On a machine: $ANVIL lab ssh $NAME-m1"
+echo "Remove:   make demo-clean (or hack/demo.sh clean)"

@@ -1,0 +1,334 @@
+package images
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+
+	"anvil.dev/anvil/internal/fsutil"
+	"anvil.dev/anvil/internal/hostfs"
+)
+
+// BundleFormat identifies the bundle layout; a reader refuses others.
+const BundleFormat = "anvil-bundle/v1"
+
+// bundleIndexName is the first entry of every bundle.
+const bundleIndexName = "bundle.json"
+
+// AnvilBinary is the name of anvil's own binary inside a bundle and an
+// installed version directory; the static-pod layout runs etcd from its image.
+const AnvilBinary = "anvil"
+
+// ImagesSubdir holds the OCI image archives inside a version directory.
+const ImagesSubdir = "images"
+
+// BundleIndex is the table of contents at the head of a bundle.
+type BundleIndex struct {
+	Format            string `json:"format"`
+	KubernetesVersion string `json:"kubernetesVersion"`
+	EtcdVersion       string `json:"etcdVersion"`
+	AnvilVersion      string `json:"anvilVersion"`
+	// Files are relative to the installed version directory, in the order
+	// the bundle holds them.
+	Files []File `json:"files"`
+}
+
+// BundleOptions says what goes into a bundle.
+type BundleOptions struct {
+	// Dir holds the built binaries and their manifest (OutDir/<version>).
+	Dir string
+	// Anvil is the anvil binary to ship (usually os.Executable()).
+	Anvil        string
+	AnvilVersion string
+	// Out is the bundle file to write.
+	Out      string
+	Progress func(string)
+}
+
+// Bundle packs a verified build, anvil itself and an OCI image of each
+// control-plane component (and of anvil, which runs etcd in the static-pod
+// layout) into one zstd-compressed tar.
+func Bundle(o BundleOptions) (*BundleIndex, error) {
+	report := o.Progress
+	if report == nil {
+		report = func(string) {}
+	}
+	m, err := ReadManifest(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Verify(o.Dir); err != nil {
+		return nil, fmt.Errorf("refusing to bundle: %w", err)
+	}
+	rel, err := Lookup(m.KubernetesVersion)
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp(filepath.Dir(o.Out), ".bundle-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+
+	type entry struct{ name, src string }
+	var entries []entry
+	for _, f := range m.Files {
+		entries = append(entries, entry{f.Name, filepath.Join(o.Dir, f.Name)})
+	}
+	entries = append(entries, entry{AnvilBinary, o.Anvil})
+	imageOf := append(rel.ControlPlane(), AnvilBinary)
+	for _, c := range imageOf {
+		src := filepath.Join(o.Dir, c)
+		if c == AnvilBinary {
+			src = o.Anvil
+		}
+		name := path.Join(ImagesSubdir, c+".oci.tar")
+		report(fmt.Sprintf("image %s", ImageRef(rel.Version, c)))
+		if err := BuildImage(src, c, ImageRef(rel.Version, c), filepath.Join(work, c+".oci.tar")); err != nil {
+			return nil, err
+		}
+		entries = append(entries, entry{name, filepath.Join(work, c+".oci.tar")})
+	}
+
+	idx := &BundleIndex{Format: BundleFormat, KubernetesVersion: rel.Version, EtcdVersion: rel.Etcd, AnvilVersion: o.AnvilVersion}
+	for _, e := range entries {
+		sum, size, err := HashFile(e.src)
+		if err != nil {
+			return nil, err
+		}
+		idx.Files = append(idx.Files, File{Name: e.name, SHA256: sum, Size: size})
+	}
+	head, err := json.MarshalIndent(idx, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	report(fmt.Sprintf("writing %s", o.Out))
+	pr, pw := io.Pipe()
+	go func() {
+		zw, err := zstd.NewWriter(pw, zstd.WithEncoderLevel(zstd.SpeedDefault))
+		if err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		tw := tar.NewWriter(zw)
+		err = writeTarEntry(tw, bundleIndexName, int64(len(head)), strings.NewReader(string(head)))
+		for i := 0; err == nil && i < len(entries); i++ {
+			err = copyIntoTar(tw, entries[i].name, entries[i].src, idx.Files[i].Size)
+		}
+		if err == nil {
+			err = tw.Close()
+		}
+		if err == nil {
+			err = zw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	if err := fsutil.WriteFrom(o.Out, pr, 0o644, 0o755); err != nil {
+		pr.CloseWithError(err)
+		return nil, fmt.Errorf("write bundle %s: %w", o.Out, err)
+	}
+	return idx, nil
+}
+
+func copyIntoTar(tw *tar.Writer, name, src string, size int64) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return writeTarEntry(tw, name, size, f)
+}
+
+func writeTarEntry(tw *tar.Writer, name string, size int64, r io.Reader) error {
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o755, Size: size, ModTime: epoch()}); err != nil {
+		return err
+	}
+	_, err := io.CopyN(tw, r, size)
+	return err
+}
+
+// BundleError says why a bundle was refused.
+type BundleError struct {
+	Bundle string
+	Reason string
+}
+
+func (e *BundleError) Error() string {
+	return fmt.Sprintf("bundle %s refused: %s; nothing was installed", e.Bundle, e.Reason)
+}
+
+// ImportOptions says where a bundle goes.
+type ImportOptions struct {
+	Bundle   string
+	Root     hostfs.Root
+	Progress func(string)
+}
+
+// Import verifies every checksum in a bundle, then installs it into
+// <root>/opt/anvil/bin/<version>/. It reads the bundle twice: once to verify
+// everything without writing anything, then to unpack into a staging
+// directory (verifying again) that is renamed into place, so a truncated or
+// tampered bundle never leaves a file behind.
+func Import(o ImportOptions) (*BundleIndex, error) {
+	report := o.Progress
+	if report == nil {
+		report = func(string) {}
+	}
+	report(fmt.Sprintf("verifying %s", o.Bundle))
+	idx, err := readBundle(o.Bundle, nil)
+	if err != nil {
+		return nil, err
+	}
+	binRoot := o.Root.Path(hostfs.BinDir)
+	if err := os.MkdirAll(binRoot, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", binRoot, err)
+	}
+	stage, err := os.MkdirTemp(binRoot, ".import-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage)
+	report(fmt.Sprintf("unpacking kubernetes %s into %s", idx.KubernetesVersion, o.Root.Bin(idx.KubernetesVersion)))
+	if _, err := readBundle(o.Bundle, func(f File, r io.Reader) error {
+		mode := os.FileMode(0o755)
+		if strings.HasPrefix(f.Name, ImagesSubdir+"/") {
+			mode = 0o644
+		}
+		return fsutil.WriteFrom(filepath.Join(stage, filepath.FromSlash(f.Name)), r, mode, 0o755)
+	}); err != nil {
+		return nil, err
+	}
+	inst := &Manifest{KubernetesVersion: idx.KubernetesVersion, EtcdVersion: idx.EtcdVersion, Files: idx.Files}
+	if err := WriteManifest(stage, inst); err != nil {
+		return nil, err
+	}
+	if err := swapDir(stage, o.Root.Bin(idx.KubernetesVersion)); err != nil {
+		return nil, err
+	}
+	return idx, nil
+}
+
+// ReadBundleIndex verifies a whole bundle and returns its index.
+func ReadBundleIndex(bundle string) (*BundleIndex, error) { return readBundle(bundle, nil) }
+
+// readBundle walks a bundle, checking its index, every entry's name, size
+// and sha256, and that nothing is missing or extra. Each verified entry's
+// content is passed to sink (when not nil) as it streams.
+func readBundle(bundle string, sink func(File, io.Reader) error) (*BundleIndex, error) {
+	refuse := func(format string, args ...any) error {
+		return &BundleError{Bundle: bundle, Reason: fmt.Sprintf(format, args...)}
+	}
+	f, err := os.Open(bundle)
+	if err != nil {
+		return nil, fmt.Errorf("open bundle: %w", err)
+	}
+	defer f.Close()
+	zr, err := zstd.NewReader(f)
+	if err != nil {
+		return nil, refuse("not a zstd stream: %v", err)
+	}
+	defer zr.Close()
+	tr := tar.NewReader(zr)
+	hdr, err := tr.Next()
+	if err != nil {
+		return nil, refuse("cannot read its index: %v", err)
+	}
+	if hdr.Name != bundleIndexName || hdr.Size > 1<<20 {
+		return nil, refuse("first entry is %q, not %s", hdr.Name, bundleIndexName)
+	}
+	var idx BundleIndex
+	if err := json.NewDecoder(tr).Decode(&idx); err != nil {
+		return nil, refuse("corrupt index: %v", err)
+	}
+	if idx.Format != BundleFormat {
+		return nil, refuse("format %q, want %s", idx.Format, BundleFormat)
+	}
+	if _, err := Lookup(idx.KubernetesVersion); err != nil {
+		return nil, refuse("%v", err)
+	}
+	want := map[string]File{}
+	for _, fl := range idx.Files {
+		if !validEntryName(fl.Name) {
+			return nil, refuse("index names an unsafe path %q", fl.Name)
+		}
+		want[fl.Name] = fl
+	}
+	seen := map[string]bool{}
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, refuse("truncated or corrupt after %d of %d files: %v", len(seen), len(want), err)
+		}
+		fl, ok := want[hdr.Name]
+		if !ok || seen[hdr.Name] {
+			return nil, refuse("unexpected entry %q", hdr.Name)
+		}
+		if hdr.Typeflag != tar.TypeReg || hdr.Size != fl.Size {
+			return nil, refuse("%s: size %d, index says %d", hdr.Name, hdr.Size, fl.Size)
+		}
+		seen[hdr.Name] = true
+		h := sha256.New()
+		r := io.TeeReader(io.LimitReader(tr, hdr.Size), h)
+		if sink != nil {
+			if err := sink(fl, r); err != nil {
+				return nil, refuse("%s: %v", hdr.Name, err)
+			}
+		} else if _, err := io.Copy(io.Discard, r); err != nil {
+			return nil, refuse("%s: truncated or corrupt: %v", hdr.Name, err)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != fl.SHA256 {
+			return nil, refuse("%s: sha256 %s, index says %s", hdr.Name, got, fl.SHA256)
+		}
+	}
+	for _, fl := range idx.Files {
+		if !seen[fl.Name] {
+			return nil, refuse("truncated: %s is missing", fl.Name)
+		}
+	}
+	return &idx, nil
+}
+
+func validEntryName(name string) bool {
+	return name != "" && !strings.HasPrefix(name, "/") && path.Clean(name) == name &&
+		name != ".." && !strings.HasPrefix(name, "../") && name != ManifestFile
+}
+
+// swapDir puts the directory staged into place at dst, replacing what was
+// there; the old directory is only removed once the new one is in place.
+func swapDir(staged, dst string) error {
+	old := dst + ".old"
+	if err := os.RemoveAll(old); err != nil {
+		return err
+	}
+	hadOld := true
+	if err := os.Rename(dst, old); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("move aside %s: %w", dst, err)
+		}
+		hadOld = false
+	}
+	if err := os.Rename(staged, dst); err != nil {
+		if hadOld {
+			os.Rename(old, dst)
+		}
+		return fmt.Errorf("install %s: %w", dst, err)
+	}
+	if hadOld {
+		return os.RemoveAll(old)
+	}
+	return nil
+}

@@ -1,0 +1,139 @@
+package installer
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/pki"
+)
+
+// applyPhases is `anvil cluster apply`, top to bottom. Each phase decides
+// from the facts what to do on each host before doing anything, so a
+// second apply over an unchanged cluster does nothing, and --dry-run
+// prints exactly those decisions.
+func applyPhases() []phase {
+	return []phase{
+		{name: "connect", readOnly: true, plan: planConnect},   // connect.go: SSH, host keys, bastion, sudo
+		{name: "facts", readOnly: true, plan: planFacts},       // facts.go: OS, addresses, clock, ports, what is installed
+		{name: "validate", readOnly: true, plan: planValidate}, // validate.go: ports, duplicates, clock skew, roles
+		{name: "upload", plan: planUpload},                     // upload.go: binaries by sha256, zstd, atomic
+		{name: "init", plan: planInit},                         // init.go: the first master
+		{name: "join-masters", plan: planJoinMasters},          // join_masters.go: other masters, one at a time
+		{name: "join-workers", plan: planJoinWorkers},          // join_workers.go: workers, in parallel
+		{name: "credentials", plan: planCredentials},           // credentials.go: delete the join tokens the run made
+		{name: "ready", plan: planReady},                       // ready.go: every Node Ready
+		{name: "kubeconfig", plan: planKubeconfig},             // kubeconfig.go: the admin kubeconfig here
+	}
+}
+
+// ApplyResult is what an apply did.
+type ApplyResult struct {
+	// Plan is every step, with Change set for the ones that change
+	// something: what a dry run printed, or what a real run decided.
+	Plan []PlannedStep `json:"plan"`
+	// BytesUploaded is what went over the wire (compressed).
+	BytesUploaded int64 `json:"bytesUploaded"`
+	// DeletedTokens are the IDs of the join tokens the run made and
+	// deleted once its joins were over.
+	DeletedTokens []string `json:"deletedTokens,omitempty"`
+	// Kubeconfig is the admin kubeconfig written on the workstation.
+	Kubeconfig string        `json:"kubeconfig,omitempty"`
+	Elapsed    time.Duration `json:"elapsed"`
+	cluster    *v1alpha1.Cluster
+}
+
+// applyState is what an apply carries from phase to phase beyond the
+// hosts' facts.
+type applyState struct {
+	o          ApplyOptions
+	bundle     *bundle
+	compressor *compressor
+	uploaded   atomic.Int64
+	// clusterFile is what init gets: the operator's file as written.
+	clusterFile []byte
+	// workerToken is the join token workers of this run share.
+	workerToken pki.Token
+	// controlPlaneJoin is what the masters this run joins share.
+	controlPlaneJoin struct {
+		token pki.Token
+		key   string
+	}
+	// made are the bootstrap credentials the run made, which the
+	// credentials phase deletes.
+	made credentials
+}
+
+func (a *applyState) addUploaded(n int64) { a.uploaded.Add(n) }
+
+// handled notes a secret the run holds (for tests; see
+// ApplyOptions.secretSeen).
+func (a *applyState) handled(secret string) {
+	if a.o.secretSeen != nil && secret != "" {
+		a.o.secretSeen(secret)
+	}
+}
+
+// Apply provisions the cluster in o.Cluster on its hosts.
+func Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
+	start := time.Now()
+	r, err := newRun(o.Options)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.TokenTTL <= 0 {
+		o.TokenTTL = DefaultTokenTTL
+	}
+	if o.Kubeconfig == "" && o.ClusterFile != "" {
+		o.Kubeconfig = DefaultKubeconfigPath(o.ClusterFile)
+	}
+	o.Options = r.o
+	r.dryRun = o.DryRun
+	b, err := loadBundle(o.Anvil, o.KubeDirs, r.cluster.KubernetesVersion)
+	if err != nil {
+		return nil, err
+	}
+	comp, err := newCompressor(o.CacheDir)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := clusterFileBytes(o.Options)
+	if err != nil {
+		return nil, err
+	}
+	r.apply = &applyState{o: o, bundle: b, compressor: comp, clusterFile: cf}
+	r.factsReq = factsRequest{version: b.version, files: b.components(), status: true, updateCache: !o.DryRun}
+
+	err = r.do(ctx, applyPhases())
+	res := &ApplyResult{Plan: r.planned, BytesUploaded: r.apply.uploaded.Load(), DeletedTokens: r.apply.made.deleted(), Elapsed: time.Since(start), cluster: r.cluster}
+	if !o.DryRun && r.primary != nil && !r.primary.failed() && o.Kubeconfig != "" {
+		res.Kubeconfig = o.Kubeconfig
+	}
+	return res, err
+}
+
+// WritePlan prints the plan per host, in the cluster file's order.
+func (res *ApplyResult) WritePlan(w io.Writer) { writePlan(w, res.cluster, res.Plan) }
+
+// clusterFileBytes is the cluster file as the operator wrote it, for
+// init to keep on the first master.
+func clusterFileBytes(o Options) ([]byte, error) {
+	if o.ClusterFile != "" {
+		b, err := os.ReadFile(o.ClusterFile)
+		if err != nil {
+			return nil, fmt.Errorf("read cluster file: %w", err)
+		}
+		return b, nil
+	}
+	return yaml.Marshal(o.Cluster)
+}

@@ -1,0 +1,301 @@
+package installer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+
+	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/images"
+	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/master"
+)
+
+// `anvil cluster backup`: the snapshot is taken on the etcd leader (the
+// member every other one follows; snapshotting it costs the followers
+// nothing), streamed back on the SSH session's stdout and verified here as
+// it arrives. The local file appears, 0600, only once it has been
+// verified; nothing is written on the masters.
+
+// backupPhases is `anvil cluster backup`, top to bottom.
+func backupPhases(b *backupState) []phase {
+	return []phase{
+		{name: "connect", readOnly: true, plan: planConnect}, // connect.go
+		{name: "facts", readOnly: true, plan: planFacts},     // facts.go, with `anvil status -o json`
+		{name: "backup", readOnly: true, plan: b.planLeader}, // backup.go
+	}
+}
+
+// anvilOnHost is the anvil a node's components run.
+const anvilOnHost = hostfs.LinkDir + "/" + images.AnvilBinary
+
+// BackupOptions are the inputs of Backup.
+type BackupOptions struct {
+	Options
+	// Output is the local file. Empty means a new file named as the
+	// masters name theirs (master.BackupName) in the current directory; a
+	// directory means a new file in it; "-" streams the backup to Stdout.
+	Output string
+	Stdout io.Writer
+	// Identities let the verification read an encrypted backup's content
+	// too; without them only its header and the payload's framing are
+	// checked.
+	Identities []age.Identity
+}
+
+// BackupResult is what a cluster backup wrote.
+type BackupResult struct {
+	// Host is the master the snapshot was taken on.
+	Host   string              `json:"host"`
+	Path   string              `json:"path,omitempty"`
+	Header master.BackupHeader `json:"header"`
+	Bytes  int64               `json:"bytes"`
+	// Verified says every layer was checked; else only the header and the
+	// payload's framing (an encrypted backup without its identity).
+	Verified bool          `json:"verified"`
+	Elapsed  time.Duration `json:"elapsed"`
+}
+
+// backupState is what a cluster backup carries between its phases.
+type backupState struct {
+	o      BackupOptions
+	result *BackupResult
+}
+
+// mastersOnly narrows a run to the cluster's masters: backups and restores
+// never touch a worker, and a worker that is down must not stop them.
+func (r *run) mastersOnly() {
+	var ms []*host
+	for _, h := range r.hosts {
+		if h.IsMaster() {
+			ms = append(ms, h)
+		} else {
+			h.task.Skip("connect", "a worker: backups and restores concern the masters")
+			h.task.Finish()
+		}
+	}
+	r.hosts = ms
+}
+
+// Backup takes a backup of the cluster in o on its etcd leader and writes
+// it, verified, on this machine.
+func Backup(ctx context.Context, o BackupOptions) (*BackupResult, error) {
+	r, err := newRun(o.Options)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	r.mastersOnly()
+	if len(r.hosts) == 0 {
+		return nil, errors.New("the cluster file names no master")
+	}
+	r.factsReq = factsRequest{version: r.cluster.KubernetesVersion, status: true}
+	b := &backupState{o: o}
+	start := time.Now()
+	err = r.do(ctx, backupPhases(b))
+	res := b.result
+	if res != nil {
+		res.Elapsed = time.Since(start)
+	}
+	if res == nil && err == nil {
+		err = errors.New("no master could take the backup")
+	}
+	return res, err
+}
+
+// backupSource picks the master to take the snapshot on: the etcd leader
+// as the masters' status reports it, else the first master whose control
+// plane is healthy.
+func backupSource(r *run) (*host, string) {
+	var leader string
+	for _, h := range r.alive() {
+		if st := h.facts.Status; st != nil && st.Etcd != nil && st.Etcd.Leader != "" {
+			leader = st.Etcd.Leader
+			break
+		}
+	}
+	for _, h := range r.alive() {
+		if h.facts.ControlPlane() && h.Name == leader {
+			return h, "the etcd leader"
+		}
+	}
+	for _, h := range r.alive() {
+		if h.facts.ControlPlane() && h.facts.Status != nil && h.facts.Status.Healthy {
+			return h, "a healthy master (no etcd leader was reported)"
+		}
+	}
+	return nil, ""
+}
+
+func (b *backupState) planLeader(r *run) plan {
+	var pl plan
+	src, why := backupSource(r)
+	for _, h := range r.alive() {
+		if h != src {
+			pl.steps = append(pl.steps, step{host: h, do: "nothing to do: the snapshot is taken on " + nameOf(src)})
+			continue
+		}
+		pl.steps = append(pl.steps, step{host: h, do: "anvil backup -o - on " + why + ", streamed here and verified as it arrives", run: func(ctx context.Context) (string, error) {
+			return b.stream(ctx, r, h)
+		}})
+	}
+	if src == nil && len(r.alive()) > 0 {
+		h := r.alive()[0]
+		pl.steps = append(pl.steps[:0], step{host: h, do: "find a master to take the backup on", run: func(context.Context) (string, error) {
+			return "", errors.New("no master runs a healthy control plane (anvil status): nothing to take a backup from")
+		}})
+	}
+	return pl
+}
+
+func nameOf(h *host) string {
+	if h == nil {
+		return "no master"
+	}
+	return h.Name
+}
+
+// streamBackup runs `anvil backup -o -` on h and verifies the stream while
+// it is written to a temporary file beside the destination, which is
+// renamed into place once verified.
+func (b *backupState) stream(ctx context.Context, r *run, h *host) (string, error) {
+	o := b.o
+	start := time.Now()
+	var dst io.Writer
+	var tmp *os.File
+	dir, toDir := ".", false
+	if o.Output == "-" {
+		dst = o.Stdout
+	} else {
+		if o.Output != "" {
+			fi, err := os.Stat(o.Output)
+			toDir = err == nil && fi.IsDir() || strings.HasSuffix(o.Output, "/")
+			dir = filepath.Dir(o.Output)
+			if toDir {
+				dir = o.Output
+			}
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", err
+		}
+		f, err := os.CreateTemp(dir, ".anvil-backup-*.tmp")
+		if err != nil {
+			return "", fmt.Errorf("backup file: %w", err)
+		}
+		tmp, dst = f, f
+		defer func() {
+			if tmp != nil {
+				tmp.Close()
+				os.Remove(tmp.Name())
+			}
+		}()
+		if err := f.Chmod(0o600); err != nil {
+			return "", err
+		}
+	}
+	pr, pw := io.Pipe()
+	type verified struct {
+		v   *master.Verification
+		err error
+	}
+	done := make(chan verified, 1)
+	go func() {
+		v, err := master.VerifyBackup(pr, o.Identities)
+		// Keep the pipe flowing so the download ends either way.
+		io.Copy(io.Discard, pr)
+		done <- verified{v, err}
+	}()
+	cw := &countWriter{w: io.MultiWriter(dst, pw)}
+	cmd := anvilOnHost + " backup -o - --log-format json"
+	rerr := r.runLogged(ctx, h, "anvil backup", cmd, nil, cw)
+	pw.CloseWithError(rerr)
+	res := <-done
+	if rerr != nil {
+		return "", rerr
+	}
+	if res.err != nil {
+		return "", fmt.Errorf("the backup from %s does not verify: %w", h.Name, res.err)
+	}
+	hd := res.v.Header
+	out := &BackupResult{Host: h.Name, Header: hd, Bytes: cw.n, Verified: res.v.Contents != nil}
+	if tmp != nil {
+		if err := tmp.Sync(); err != nil {
+			return "", err
+		}
+		if err := tmp.Close(); err != nil {
+			return "", err
+		}
+		final := o.Output
+		if final == "" || toDir {
+			final = filepath.Join(dir, master.BackupName(hd.Cluster, hd.Node, hd.Created))
+		}
+		if err := os.Rename(tmp.Name(), final); err != nil {
+			return "", fmt.Errorf("backup file: %w", err)
+		}
+		tmp = nil
+		// The rename itself survives a crash once the directory is synced.
+		if d, err := os.Open(filepath.Dir(final)); err == nil {
+			d.Sync()
+			d.Close()
+		}
+		out.Path = final
+	}
+	b.result = out
+	what := "verified"
+	if !out.Verified {
+		what = "encrypted: header and framing verified (give --identity to verify the content)"
+	}
+	secs := time.Since(start).Seconds()
+	return fmt.Sprintf("revision %d, %s in %.1fs (%.0f MB/s), %s", hd.Revision, mib(cw.n), secs, float64(cw.n)/1e6/max(secs, 1e-9), what), nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// checkBackupForCluster refuses, from its verified header, a backup the
+// cluster file's cluster must not get: another cluster's (unless force)
+// or one of a Kubernetes version anvil cannot run.
+func checkBackupForCluster(c *v1alpha1.Cluster, h master.BackupHeader, force bool) error {
+	if _, err := images.Lookup(h.KubernetesVersion); err != nil {
+		return fmt.Errorf("the backup is of Kubernetes %s, which this anvil cannot run: %w", h.KubernetesVersion, err)
+	}
+	if h.Cluster != c.Name && !force {
+		return fmt.Errorf("the backup is of cluster %q and the cluster file's is %q (--force restores it anyway)", h.Cluster, c.Name)
+	}
+	return nil
+}
+
+// errNotABackupFile is returned for a path that is not a regular file.
+var errNotABackupFile = errors.New("not a regular file")
+
+func openBackupFile(p string) (*os.File, fs.FileInfo, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, nil, fmt.Errorf("backup: %w", err)
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = errNotABackupFile
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("backup %s: %w", p, err)
+	}
+	return f, fi, nil
+}

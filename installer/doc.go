@@ -1,0 +1,38 @@
+// Package installer provisions a fleet of machines over SSH from a cluster
+// file: `anvil cluster apply|reset|status|kubeconfig|backup|restore`.
+//
+// Every flow is a literal list of phases (apply.go, reset.go, status.go,
+// backup.go, restore.go),
+// each in its own file. A phase first plans: from the facts gathered
+// read-only at the start (facts.go) it decides, per host, which steps it
+// would take. Only then does it act. So a dry run prints exactly what a real
+// run would do, and a second apply over an unchanged cluster finds nothing
+// to do: binaries are compared by sha256 on the host, init and join are
+// skipped on machines that already completed them.
+//
+// The transport is internal/sshx: host keys checked strictly against
+// known_hosts (unknown hosts are added only with AcceptNewHostKeys), keys
+// from identity files and ssh-agent, bastions, passwordless sudo for
+// logins other than root, keep-alives and bounded retries. Secrets (join
+// tokens, certificate keys) travel on a command's stdin or in 0600 files
+// written from stdin, never on a command line, so no process list and no
+// sudo log ever shows one.
+//
+// Binaries land in /opt/anvil/bin/<kubernetes version>/ with the build's
+// manifest (plus anvil's own entry, as images.Install writes it), zstd
+// compressed in transit, verified by sha256 on the host and renamed into
+// place, with links in /usr/local/bin. The host's anvil remembers each
+// verified file's sha256 with its inode, size, mtime and ctime
+// (/opt/anvil/sha256-cache.json), so a second apply reads no binary again
+// and still notices any write.
+//
+// The bootstrap credentials a run makes (init's token, the joins' tokens,
+// the certificates upload-certs seals in the cluster) are deleted by the
+// credentials phase once the joins are over; a run that is interrupted
+// leaves them to expire (TokenTTL, an hour for the certificates).
+//
+// The package never runs a control-plane component itself: on the hosts it
+// runs `anvil init`, `anvil join`, `anvil token create`, `anvil status` and
+// `anvil reset`. What the person at the terminal sees goes through one
+// internal/progress reporter; details go to the injected *slog.Logger.
+package installer

@@ -1,0 +1,312 @@
+package installer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+
+	"anvil.dev/anvil/images"
+	"anvil.dev/anvil/internal/hostfs"
+)
+
+// Phase upload: anvil and the component binaries into
+// /opt/anvil/bin/<version>/, each only when the host's copy differs by
+// sha256 (computed on the host, never trusted from size or mtime),
+// compressed in transit, verified on the host before it is renamed into
+// place, then manifest.json and the links in /usr/local/bin.
+
+// upload is what one host lacks.
+type upload struct {
+	anvil    bool
+	files    []bundleFile
+	manifest bool
+	links    []string
+}
+
+func (u upload) empty() bool {
+	return !u.anvil && len(u.files) == 0 && !u.manifest && len(u.links) == 0
+}
+
+// diff compares the bundle with what facts found on a host.
+func (b *bundle) diff(f *Facts) upload {
+	var u upload
+	for i, bf := range b.files {
+		if f.Installed[bf.Name] == bf.SHA256 {
+			continue
+		}
+		if i == 0 {
+			u.anvil = true
+		} else {
+			u.files = append(u.files, bf)
+		}
+	}
+	u.manifest = !bytes.Equal(f.Manifest, b.manifest)
+	for _, n := range b.names() {
+		if !b.linkOK(f.Links, n) {
+			u.links = append(u.links, n)
+		}
+	}
+	return u
+}
+
+func planUpload(r *run) plan {
+	b := r.apply.bundle
+	var pl plan
+	for _, h := range r.alive() {
+		u := b.diff(h.facts)
+		if u.empty() {
+			pl.steps = append(pl.steps, step{host: h, do: fmt.Sprintf("nothing to upload: all %d binaries match by sha256, links in place", len(b.files))})
+			continue
+		}
+		if u.anvil {
+			how := anvilCodec(h.facts)
+			pl.steps = append(pl.steps, step{host: h,
+				do:  fmt.Sprintf("upload anvil (%s, %s) %s", mib(b.anvil().Size), hasWhat(h.facts, b.anvil()), how),
+				run: func(ctx context.Context) (string, error) { return r.uploadAnvil(ctx, h, how) }})
+		}
+		if len(u.files) > 0 || u.manifest || len(u.links) > 0 {
+			pl.steps = append(pl.steps, step{host: h, do: describeUpload(h.facts, u),
+				run: func(ctx context.Context) (string, error) { return r.sendStream(ctx, h, u) }})
+		}
+	}
+	return pl
+}
+
+func anvilCodec(f *Facts) codec {
+	if f.HasZstd {
+		return codecZstd
+	}
+	return codecGzip
+}
+
+func hasWhat(f *Facts, bf bundleFile) string {
+	if _, ok := f.Installed[bf.Name]; ok {
+		return "the host has another build"
+	}
+	return "the host has none"
+}
+
+func describeUpload(f *Facts, u upload) string {
+	var parts []string
+	if len(u.files) > 0 {
+		var names []string
+		var size int64
+		for _, bf := range u.files {
+			names = append(names, bf.Name)
+			size += bf.Size
+		}
+		parts = append(parts, fmt.Sprintf("upload %s (%s, zstd)", strings.Join(names, ", "), mib(size)))
+	}
+	if u.manifest {
+		parts = append(parts, "write "+images.ManifestFile)
+	}
+	if len(u.links) > 0 {
+		parts = append(parts, fmt.Sprintf("link %s in %s", strings.Join(u.links, ", "), hostfs.LinkDir))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// uploadAnvil installs anvil itself with the host's own tools, since
+// nothing of anvil runs there yet: decompress into a temporary file, check
+// its sha256, rename it into place.
+func (r *run) uploadAnvil(ctx context.Context, h *host, how codec) (string, error) {
+	b := r.apply.bundle
+	f := b.anvil()
+	p, zsize, err := r.apply.compressor.compressed(ctx, f, how)
+	if err != nil {
+		return "", err
+	}
+	src, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	decompress := "gzip -dc"
+	if how == codecZstd {
+		decompress = "zstd -dcq"
+	}
+	d := binDir(b.version)
+	script := strings.Join([]string{
+		"set -eu", "umask 022",
+		"mkdir -p " + d,
+		"t=$(mktemp " + d + "/.anvil.upload-XXXXXX)",
+		`trap 'rm -f "$t"' EXIT`,
+		decompress + ` > "$t"`,
+		`s=$(sha256sum "$t" | cut -c1-64)`,
+		fmt.Sprintf(`if [ "$s" != %s ]; then echo "anvil arrived with sha256 $s, not %s; nothing was replaced" >&2; exit 1; fi`, f.SHA256, f.SHA256),
+		`chmod 0755 "$t"`,
+		`mv -f "$t" ` + anvilOn(b.version),
+		"trap - EXIT",
+	}, "; ")
+	in := r.meter(h, "anvil", zsize, src)
+	if err := r.runLogged(ctx, h, "install anvil", script, in, nil); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("anvil: sent %s for %s, sha256 verified on the host", mib(zsize), mib(f.Size)), nil
+}
+
+var errStoppedReading = errors.New("the host stopped reading the upload")
+
+// sendStream streams the components, the manifest and the links to
+// `anvil cluster helper receive` on the host.
+func (r *run) sendStream(ctx context.Context, h *host, u upload) (string, error) {
+	b := r.apply.bundle
+	cmd := shellJoin([]string{anvilOn(b.version), "cluster", "helper", "receive", "--dir", binDir(b.version), "--link-dir", hostfs.LinkDir, "--cache", hashCacheFile})
+	pr, pw := io.Pipe()
+	sent := make(chan error, 1)
+	var wire int64
+	go func() {
+		var err error
+		wire, err = writeStream(ctx, pw, r.apply.compressor, b.manifest, u, func(name string, total int64, rd io.Reader) io.Reader {
+			return r.meter(h, name, total, rd)
+		})
+		pw.CloseWithError(err)
+		sent <- err
+	}()
+	var out bytes.Buffer
+	err := r.runLogged(ctx, h, "anvil cluster helper receive", cmd, pr, &out)
+	pr.CloseWithError(errStoppedReading)
+	// When the stream could not be written (a binary no longer matches
+	// its manifest), that is the cause of whatever the host said.
+	if serr := <-sent; serr != nil && !errors.Is(serr, errStoppedReading) {
+		return "", serr
+	}
+	if err != nil {
+		return "", err
+	}
+	got := map[string]Received{}
+	sc := bufio.NewScanner(&out)
+	for sc.Scan() {
+		var rc Received
+		if json.Unmarshal(sc.Bytes(), &rc) == nil && rc.Op == "file" {
+			got[rc.Name] = rc
+		}
+	}
+	var raw int64
+	for _, f := range u.files {
+		if got[f.Name].SHA256 != f.SHA256 {
+			return "", fmt.Errorf("the host did not confirm %s with sha256 %s", f.Name, f.SHA256)
+		}
+		raw += f.Size
+	}
+	return fmt.Sprintf("sent %s for %s: %d files%s, %d links, sha256 verified on the host", mib(wire), mib(raw), len(u.files), map[bool]string{true: " + manifest", false: ""}[u.manifest], len(u.links)), nil
+}
+
+// writeStream writes the upload stream for u: each file from the
+// compressor's cache (read through meter), then the manifest, the links
+// and the end. It returns the bytes written.
+func writeStream(ctx context.Context, w io.Writer, comp *compressor, manifest []byte, u upload, meter func(name string, total int64, r io.Reader) io.Reader) (int64, error) {
+	var wire int64
+	header := func(rec record) error {
+		j, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		n, err := w.Write(append(j, '\n'))
+		wire += int64(n)
+		return err
+	}
+	for _, f := range u.files {
+		p, zsize, err := comp.compressed(ctx, f, codecZstd)
+		if err != nil {
+			return wire, err
+		}
+		if err := header(record{Op: "file", Name: f.Name, Size: f.Size, SHA256: f.SHA256, Mode: 0o755, ZSize: zsize}); err != nil {
+			return wire, err
+		}
+		src, err := os.Open(p)
+		if err != nil {
+			return wire, err
+		}
+		n, err := io.Copy(w, meter(f.Name, zsize, src))
+		src.Close()
+		wire += n
+		if err != nil {
+			return wire, err
+		}
+	}
+	if u.manifest {
+		z, err := zstdBytes(manifest)
+		if err != nil {
+			return wire, err
+		}
+		if err := header(record{Op: "file", Name: images.ManifestFile, Size: int64(len(manifest)), SHA256: sha256Hex(manifest), Mode: 0o644, ZSize: int64(len(z))}); err != nil {
+			return wire, err
+		}
+		n, err := io.Copy(w, meter(images.ManifestFile, int64(len(z)), bytes.NewReader(z)))
+		wire += n
+		if err != nil {
+			return wire, err
+		}
+	}
+	for _, n := range u.links {
+		if err := header(record{Op: "link", Name: n}); err != nil {
+			return wire, err
+		}
+	}
+	return wire, header(record{Op: "end"})
+}
+
+func zstdBytes(b []byte) ([]byte, error) {
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		return nil, err
+	}
+	defer enc.Close()
+	return enc.EncodeAll(b, nil), nil
+}
+
+// meter counts what is read through it as uploaded bytes and shows the
+// progress of the file on the host's row.
+func (r *run) meter(h *host, name string, total int64, rd io.Reader) io.Reader {
+	return &meterReader{r: rd, fn: func(n int64, done int64) {
+		r.apply.addUploaded(n)
+		h.task.Detail("%s %s / %s", name, mib(done), mib(total))
+	}}
+}
+
+type meterReader struct {
+	r    io.Reader
+	fn   func(n, done int64)
+	done int64
+	mu   sync.Mutex
+}
+
+func (m *meterReader) Read(p []byte) (int, error) {
+	n, err := m.r.Read(p)
+	if n > 0 {
+		m.mu.Lock()
+		m.done += int64(n)
+		done := m.done
+		m.mu.Unlock()
+		m.fn(int64(n), done)
+	}
+	return n, err
+}
+
+// mib prints a size for people.
+func mib(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,431 @@
+package lab
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"anvil.dev/anvil/api/v1alpha1"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata")
+
+func TestValidateName(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"t", true},
+		{"anvil", true},
+		{"ha-3-masters", true},
+		{strings.Repeat("a", MaxNameLen), true},
+		{"", false},
+		{strings.Repeat("a", MaxNameLen+1), false},
+		{"Upper", false},
+		{"-lead", false},
+		{"trail-", false},
+		{"under_score", false},
+		{"dot.ted", false},
+		{"../etc", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := ValidateName(tc.name); (err == nil) != tc.ok {
+				t.Errorf("ValidateName(%q) = %v, want ok=%t", tc.name, err, tc.ok)
+			}
+		})
+	}
+}
+
+func TestSplitMachineName(t *testing.T) {
+	for _, tc := range []struct {
+		machine string
+		lab     string
+		role    v1alpha1.Role
+		ordinal int
+		ok      bool
+	}{
+		{"t-m1", "t", v1alpha1.RoleMaster, 1, true},
+		{"t-w12", "t", v1alpha1.RoleWorker, 12, true},
+		{"my-lab-m3", "my-lab", v1alpha1.RoleMaster, 3, true},
+		{"lab-m1-w2", "lab-m1", v1alpha1.RoleWorker, 2, true},
+		{"t-m0", "", "", 0, false},
+		{"t-x1", "", "", 0, false},
+		{"m1", "", "", 0, false},
+		{"T-m1", "", "", 0, false},
+	} {
+		t.Run(tc.machine, func(t *testing.T) {
+			lab, role, n, err := SplitMachineName(tc.machine)
+			if (err == nil) != tc.ok {
+				t.Fatalf("err = %v, want ok=%t", err, tc.ok)
+			}
+			if tc.ok && (lab != tc.lab || role != tc.role || n != tc.ordinal) {
+				t.Errorf("got %s %s %d", lab, role, n)
+			}
+			if tc.ok && MachineName(lab, role, n) != tc.machine {
+				t.Errorf("MachineName does not round-trip: %s", MachineName(lab, role, n))
+			}
+		})
+	}
+}
+
+func TestInterfaceNames(t *testing.T) {
+	// nspawn's vb-NAME truncation makes these two collide; ours must not.
+	a := strings.Repeat("x", 30) + "-alpha"
+	b := strings.Repeat("x", 30) + "-bravo"
+	names := map[string]string{}
+	for _, n := range []string{
+		bridgeName(a), bridgeName(b),
+		vethName(a, MachineName(a, v1alpha1.RoleMaster, 1)), vethName(b, MachineName(b, v1alpha1.RoleMaster, 1)),
+		vethName(a, MachineName(a, v1alpha1.RoleMaster, 2)), vethName(a, MachineName(a, v1alpha1.RoleWorker, 1)),
+	} {
+		if len(n) > 15 {
+			t.Errorf("%s is longer than IFNAMSIZ-1", n)
+		}
+		if prev, dup := names[n]; dup {
+			t.Errorf("%s used twice (%s)", n, prev)
+		}
+		names[n] = n
+	}
+	if m1, m2 := guestMAC("t", "t-m1"), guestMAC("t", "t-m2"); m1.String() == m2.String() || m1[0]&0x02 == 0 || m1[0]&0x01 != 0 {
+		t.Errorf("guest MACs %s %s: want distinct, unicast, locally administered", m1, m2)
+	}
+}
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func TestPickSubnet(t *testing.T) {
+	pool := pfx(DefaultPool)
+	for _, tc := range []struct {
+		name  string
+		taken []used
+		want  string // "" = error
+	}{
+		{"empty host", nil, "10.213.0.0/24"},
+		{"default route decides nothing", []used{{pfx("0.0.0.0/0"), "default"}, {pfx("192.0.2.0/24"), "eth0"}}, "10.213.0.0/24"},
+		{"skips a lab", []used{{pfx("10.213.0.0/24"), "lab a"}}, "10.213.1.0/24"},
+		{"skips an address inside", []used{{pfx("10.213.0.0/24"), "lab a"}, {pfx("10.213.1.77/32"), "address"}}, "10.213.2.0/24"},
+		{"pool inside a bigger route", []used{{pfx("10.0.0.0/8"), "vpn"}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := pickSubnet(pool, tc.taken)
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("got %s, want an error", got)
+				}
+				return
+			}
+			if err != nil || got.String() != tc.want {
+				t.Fatalf("got %s, %v; want %s", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckSubnet(t *testing.T) {
+	taken := []used{{pfx("192.0.2.0/24"), "route 192.0.2.0/24 dev eth0"}, {pfx("10.213.0.0/24"), "lab t"}}
+	for _, tc := range []struct {
+		subnet string
+		n      int
+		errHas string // "" = ok
+	}{
+		{"10.213.9.0/24", 4, ""},
+		{"172.20.0.0/28", 4, ""},
+		{"10.213.9.7/24", 4, "host bits"},
+		{"10.213.9.0/28", 6, "at least 17"},
+		{"8.8.8.0/24", 1, "not a private range"},
+		{"10.213.0.0/25", 1, "overlaps lab t"},
+		{"10.0.0.0/8", 1, "overlaps lab t"},
+		{"fd00::/64", 1, "IPv4"},
+	} {
+		t.Run(tc.subnet, func(t *testing.T) {
+			err := checkSubnet(pfx(tc.subnet), tc.n, taken)
+			if tc.errHas == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.errHas) {
+				t.Fatalf("err = %v, want it to say %q", err, tc.errHas)
+			}
+		})
+	}
+}
+
+func TestPlanMachines(t *testing.T) {
+	got := planMachines("t", pfx("10.213.4.0/24"), 3, 2)
+	want := []string{"t-m1 master 10.213.4.10", "t-m2 master 10.213.4.11", "t-m3 master 10.213.4.12", "t-w1 worker 10.213.4.13", "t-w2 worker 10.213.4.14"}
+	if len(got) != len(want) {
+		t.Fatalf("got %d machines", len(got))
+	}
+	for i, m := range got {
+		if s := m.Name + " " + string(m.Role) + " " + m.Address.String(); s != want[i] {
+			t.Errorf("machine %d: %s, want %s", i, s, want[i])
+		}
+	}
+	if gw, vip := offset(pfx("10.213.4.0/24"), gatewayOffset), offset(pfx("10.213.4.0/24"), vipOffset); gw.String() != "10.213.4.1" || vip.String() != "10.213.4.5" {
+		t.Errorf("gateway %s vip %s", gw, vip)
+	}
+}
+
+func TestAptMirror(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		want  string
+	}{
+		{"deb822", map[string]string{"sources.list.d/debian.sources": `Types: deb
+# a comment
+URIs: http://mirror.example/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+Components: main
+`}, "http://mirror.example/debian"},
+		{"deb822 disabled and deb-src skipped", map[string]string{"sources.list.d/a.sources": `Types: deb
+URIs: http://off.example/debian
+Suites: bookworm
+Enabled: no
+
+Types: deb-src
+URIs: http://src.example/debian
+Suites: bookworm
+
+Types: deb
+URIs: http://on.example/debian
+Suites: bookworm
+`}, "http://on.example/debian"},
+		{"one-line with options", map[string]string{"sources.list": `# deb http://old.example/debian bookworm main
+deb-src http://src.example/debian bookworm main
+deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm main contrib
+`}, "http://mirror.example/debian"},
+		{"none", map[string]string{"sources.list": "deb http://mirror.example/debian trixie main\n"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for p, data := range tc.files {
+				if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, p), []byte(data), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := aptMirror(dir, "bookworm")
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("got %q, want an error", got)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestBaseStampFollowsRecipe(t *testing.T) {
+	if s := BaseStamp(); len(s) != 12 || s != BaseStamp() {
+		t.Errorf("stamp %q is not a stable 12-hex string", s)
+	}
+}
+
+// TestClusterFile renders a lab's cluster file against a golden file and
+// checks that anvil's own strict loader accepts it without a warning.
+func TestClusterFile(t *testing.T) {
+	s := &state{Name: "t", Subnet: pfx("10.213.0.0/24")}
+	for _, m := range planMachines("t", s.Subnet, 3, 1) {
+		s.Machines = append(s.Machines, machineState{Name: m.Name, Role: m.Role, Address: m.Address})
+	}
+	p := paths{dir: "/var/lib/anvil/lab/t"}
+	got, err := clusterFile(s, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "cluster.yaml.golden")
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("cluster file differs from %s (run with -update if intended):\n%s", golden, got)
+	}
+	path := filepath.Join(t.TempDir(), "cluster.yaml")
+	if err := os.WriteFile(path, got, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, warnings, err := v1alpha1.Load(path)
+	if err != nil {
+		t.Fatalf("anvil does not load its own lab's cluster file: %v", err)
+	}
+	if len(warnings) > 0 {
+		t.Errorf("warnings: %v", warnings)
+	}
+	if len(c.Masters()) != 3 || len(c.Workers()) != 1 || c.ControlPlane.Layout != v1alpha1.LayoutSystemd {
+		t.Errorf("loaded %+v", c)
+	}
+	if h, _ := c.Host("t-w1"); h.SSH.KnownHosts != p.knownHosts() || h.SSH.IdentityFile != p.key() {
+		t.Errorf("t-w1 ssh = %+v", h.SSH)
+	}
+}
+
+func TestCheckPrerequisitesNamesPackages(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	err := CheckPrerequisites(t.Context(), false, nil)
+	var pe *PrerequisiteError
+	if !errors.As(err, &pe) {
+		t.Fatalf("err = %v, want *PrerequisiteError", err)
+	}
+	if os.Geteuid() != 0 {
+		if !strings.Contains(pe.Missing, "root") {
+			t.Errorf("as a user: %v", err)
+		}
+		return
+	}
+	if !strings.Contains(pe.Fix, "apt-get install -y --no-install-recommends systemd-container debootstrap") {
+		t.Errorf("fix %q does not say what to install", pe.Fix)
+	}
+}
+
+// TestPrepareTree checks that a machine's layer carries its identity and
+// keeps the base's directory modes and owners: overlayfs shows the upper
+// directory's, and sshd refuses keys under a /root or home it dislikes.
+func TestPrepareTree(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to set owners")
+	}
+	base, upper := t.TempDir(), t.TempDir()
+	for _, d := range []struct {
+		path     string
+		mode     os.FileMode
+		uid, gid int
+	}{
+		{"etc/ssh", 0o755, 0, 0},
+		{"root", 0o700, 0, 0},
+		{"home/" + SudoUser, 0o750, 1000, 1001},
+	} {
+		p := filepath.Join(base, d.path)
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, d.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, d.uid, d.gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(base, "etc/passwd"), []byte("root:x:0:0:root:/root:/bin/bash\n"+SudoUser+":x:1000:1001::/home/"+SudoUser+":/bin/bash\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := identity{
+		Hostname: "t-m1", MachineID: strings.Repeat("ab", 16),
+		HostKey: []byte("PRIVATE"), HostPub: []byte("ssh-ed25519 AAAA\n"),
+		Authorized: []byte("ssh-ed25519 BBBB lab\n"), Hosts: []string{"10.213.0.10\tt-m1"},
+	}
+	if err := prepareTree(base, upper, id); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path     string
+		mode     os.FileMode
+		uid, gid uint32
+		content  string
+	}{
+		{"root", 0o700, 0, 0, ""},
+		{"root/.ssh", 0o700, 0, 0, ""},
+		{"root/.ssh/authorized_keys", 0o600, 0, 0, "ssh-ed25519 BBBB lab\n"},
+		{"home/" + SudoUser, 0o750, 1000, 1001, ""},
+		{"home/" + SudoUser + "/.ssh", 0o700, 1000, 1001, ""},
+		{"home/" + SudoUser + "/.ssh/authorized_keys", 0o600, 1000, 1001, "ssh-ed25519 BBBB lab\n"},
+		{"etc/ssh/ssh_host_ed25519_key", 0o600, 0, 0, "PRIVATE"},
+		{"etc/machine-id", 0o444, 0, 0, strings.Repeat("ab", 16) + "\n"},
+		{"etc/hostname", 0o644, 0, 0, "t-m1\n"},
+	} {
+		p := filepath.Join(upper, tc.path)
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Errorf("%s: %v", tc.path, err)
+			continue
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode().Perm() != tc.mode || st.Uid != tc.uid || st.Gid != tc.gid {
+			t.Errorf("%s: mode %v owner %d:%d, want %v %d:%d", tc.path, fi.Mode().Perm(), st.Uid, st.Gid, tc.mode, tc.uid, tc.gid)
+		}
+		if tc.content != "" {
+			if data, _ := os.ReadFile(p); string(data) != tc.content {
+				t.Errorf("%s: %q", tc.path, data)
+			}
+		}
+	}
+	if hosts, _ := os.ReadFile(filepath.Join(upper, "etc/hosts")); !strings.Contains(string(hosts), "10.213.0.10\tt-m1\n") {
+		t.Errorf("/etc/hosts:\n%s", hosts)
+	}
+}
+
+func TestUnescapeMount(t *testing.T) {
+	for in, want := range map[string]string{
+		`/var/lib/anvil/lab/t`:     "/var/lib/anvil/lab/t",
+		`/mnt/with\040space`:       "/mnt/with space",
+		`/tab\011and\134backslash`: "/tab\tand\\backslash",
+		`/not\escape\9`:            `/not\escape\9`,
+		`/trailing\04`:             `/trailing\04`,
+	} {
+		if got := unescapeMount(in); got != want {
+			t.Errorf("unescapeMount(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestProcessIdentity(t *testing.T) {
+	pid := os.Getpid()
+	start, state, err := procStart(pid)
+	if err != nil || state == 'Z' {
+		t.Fatalf("procStart(self) = %d %c %v", start, state, err)
+	}
+	if !alive(pid, start) || alive(pid, start+1) || alive(0, 0) {
+		t.Error("alive does not tell this process from a recycled PID")
+	}
+}
+
+func TestRaiseLimitsOnlyRaises(t *testing.T) {
+	dir := t.TempDir()
+	low, high := filepath.Join(dir, "low"), filepath.Join(dir, "high")
+	if err := os.WriteFile(low, []byte("128\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(high, []byte("99999\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var said []string
+	if err := raiseLimits([]sysctlFloor{{low, 8192}, {high, 8192}}, func(s string) { said = append(said, s) }); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{low: "8192\n", high: "99999\n"} {
+		if b, _ := os.ReadFile(p); string(b) != want {
+			t.Errorf("%s = %q, want %q", p, b, want)
+		}
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "from 128 to 8192") {
+		t.Errorf("said %q", said)
+	}
+	if err := raiseLimits([]sysctlFloor{{filepath.Join(dir, "missing"), 1}}, nil); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("a missing setting: %v", err)
+	}
+}

@@ -1,0 +1,405 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/internal/buildinfo"
+	"anvil.dev/anvil/internal/fsutil"
+	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/pki"
+)
+
+// BackupFileExt ends the name of every backup anvil writes; list and prune
+// look only at files with it.
+const BackupFileExt = ".anvilbak"
+
+// UnencryptedWarning is said before every backup without recipients.
+const UnencryptedWarning = "WARNING: this backup is NOT encrypted. It holds the cluster's CA keys, the service-account signing key " +
+	"and the key Secrets are encrypted with in etcd: whoever reads it owns the cluster. It is written 0600; " +
+	"set backup.recipients in the cluster file (age public keys) to encrypt every backup."
+
+// BackupFiles are the files a backup carries besides the snapshot, as host
+// paths: what rebuilding a master needs that the snapshot does not hold and
+// that cannot be made again — the CAs and their keys (every other
+// certificate and kubeconfig is issued from them), the service-account key
+// pair (tokens in the snapshot are signed with it), the encryption
+// configuration (Secrets in the snapshot are encrypted with it) and the
+// cluster file (everything else is rendered from it).
+func BackupFiles() []string {
+	pkiFile := func(name string) string { return path.Join(hostfs.PKIDir, name) }
+	files := []string{
+		ClusterFile,
+		EncryptionConfigFile,
+		pkiFile(pki.CertFile(pki.CACertAndKeyBaseName)),
+		pkiFile(pki.KeyFile(pki.CACertAndKeyBaseName)),
+		pkiFile(pki.CertFile(pki.EtcdCACertAndKeyBaseName)),
+		pkiFile(pki.KeyFile(pki.EtcdCACertAndKeyBaseName)),
+		pkiFile(pki.CertFile(pki.FrontProxyCACertAndKeyBaseName)),
+		pkiFile(pki.KeyFile(pki.FrontProxyCACertAndKeyBaseName)),
+		pkiFile(pki.ServiceAccountKeyName),
+		pkiFile(pki.ServiceAccountPubKeyName),
+	}
+	slices.Sort(files)
+	return files
+}
+
+// backupFileMode is the mode a file is stored and restored with: kubeadm's
+// 0644 for certificates and the public key, 0600 for the rest.
+func backupFileMode(hostPath string) fs.FileMode {
+	if strings.HasSuffix(hostPath, ".crt") || strings.HasSuffix(hostPath, ".pub") {
+		return 0o644
+	}
+	return 0o600
+}
+
+// BackupOptions are the inputs of `anvil backup`.
+type BackupOptions struct {
+	Root hostfs.Root
+	// Recipients are age public keys the backup is encrypted to besides
+	// the cluster file's backup.recipients.
+	Recipients []string
+	// Trigger records who asked (manual unless the timer runs it).
+	Trigger BackupTrigger
+	// Endpoint is the member to snapshot; empty means this master's own.
+	Endpoint string
+	// Client replaces the connection EtcdClient makes (tests).
+	Client   *clientv3.Client
+	Log      *slog.Logger
+	Progress func(phase, msg string)
+}
+
+// BackupResult describes a backup that was written completely.
+type BackupResult struct {
+	Header BackupHeader `json:"header"`
+	// Path is the file written, when the backup went to a file.
+	Path           string        `json:"path,omitempty"`
+	Files          []string      `json:"files"`
+	SnapshotBytes  int64         `json:"snapshotBytes"`
+	SnapshotSHA256 string        `json:"snapshotSHA256"`
+	Bytes          int64         `json:"bytes"`
+	Elapsed        time.Duration `json:"elapsed"`
+}
+
+// BackupSource is what a backup is taken from: this master's identity and
+// files, and an etcd client.
+type backupSource struct {
+	state   *NodeState
+	cluster *v1alpha1.Cluster
+	client  *clientv3.Client
+	owned   bool
+	ep      string
+}
+
+func (s *backupSource) close() {
+	if s.owned {
+		s.client.Close()
+	}
+}
+
+func openBackupSource(ctx context.Context, o BackupOptions) (*backupSource, error) {
+	st, err := ReadNodeState(o.Root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotInitialized
+	}
+	if err != nil {
+		return nil, err
+	}
+	if st.Role != v1alpha1.RoleMaster {
+		return nil, fmt.Errorf("node %s is a %s: backups are taken on masters", st.Node, st.Role)
+	}
+	c, _, err := v1alpha1.Load(o.Root.Path(ClusterFile))
+	if err != nil {
+		return nil, err
+	}
+	s := &backupSource{state: st, cluster: c, client: o.Client, ep: o.Endpoint}
+	if s.client == nil {
+		var eps []string
+		if o.Endpoint != "" {
+			eps = []string{o.Endpoint}
+		}
+		if s.client, err = EtcdClient(ctx, o.Root, eps...); err != nil {
+			return nil, err
+		}
+		s.owned = true
+	}
+	if s.ep == "" {
+		s.ep = s.client.Endpoints()[0]
+	}
+	return s, nil
+}
+
+// Backup writes a backup of this master's etcd member, with the files in
+// BackupFiles, to w, streaming: the snapshot is never held in memory.
+func Backup(ctx context.Context, o BackupOptions, w io.Writer) (*BackupResult, error) {
+	s, err := openBackupSource(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	return s.backup(ctx, o, w)
+}
+
+func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer) (*BackupResult, error) {
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	say := func(phase, msg string) {
+		if o.Progress != nil {
+			o.Progress(phase, msg)
+		}
+		log.Debug(msg, "phase", phase)
+	}
+	start := time.Now()
+	trigger := o.Trigger
+	if trigger == "" {
+		trigger = TriggerManual
+	}
+	recipients := slices.Clone(s.cluster.Backup.Recipients)
+	for _, r := range o.Recipients {
+		if !slices.Contains(recipients, r) {
+			recipients = append(recipients, r)
+		}
+	}
+	if len(recipients) == 0 {
+		say("warning", UnencryptedWarning)
+	}
+
+	// Everything that can fail cheaply is read before the snapshot starts.
+	type file struct {
+		path string
+		data []byte
+	}
+	var files []file
+	for _, hp := range BackupFiles() {
+		b, err := os.ReadFile(o.Root.Path(hp))
+		if err != nil {
+			return nil, fmt.Errorf("backup needs %s: %w", o.Root.Path(hp), err)
+		}
+		files = append(files, file{strings.TrimPrefix(hp, "/"), b})
+	}
+	caHash, err := pki.CAHashFromFile(o.Root.Join(hostfs.PKIDir, pki.CertFile(pki.CACertAndKeyBaseName)))
+	if err != nil {
+		return nil, err
+	}
+	sr, err := s.client.Status(ctx, s.ep)
+	if err != nil {
+		return nil, fmt.Errorf("etcd status of %s: %w", s.ep, err)
+	}
+	ml, err := s.client.MemberList(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("etcd member list: %w", err)
+	}
+	members := make([]BackupMember, 0, len(ml.Members))
+	for _, m := range ml.Members {
+		name := m.Name
+		if name == "" {
+			// A member added but not yet started has no name.
+			name = fmt.Sprintf("unstarted-%016x", m.ID)
+		}
+		members = append(members, BackupMember{
+			Name: name, ID: fmt.Sprintf("%016x", m.ID),
+			PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, Learner: m.IsLearner,
+		})
+	}
+
+	say("snapshot", fmt.Sprintf("streaming a snapshot of %s (database %s)", s.ep, humanBytes(sr.DbSize)))
+	snapCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	snap, err := s.client.SnapshotWithVersion(clientv3.WithRequireLeader(snapCtx))
+	if err != nil {
+		return nil, fmt.Errorf("etcd snapshot from %s: %w", s.ep, err)
+	}
+	defer snap.Snapshot.Close()
+	rev := sr.Header.Revision
+	if snap.Header != nil && snap.Header.Revision > 0 {
+		rev = snap.Header.Revision
+	}
+	h := BackupHeader{
+		Cluster:            s.cluster.Name,
+		KubernetesVersion:  s.state.KubernetesVersion,
+		EtcdVersion:        sr.Version,
+		EtcdStorageVersion: snap.Version,
+		Revision:           rev,
+		Members:            members,
+		Node:               s.state.Node,
+		Created:            time.Now().UTC().Truncate(time.Millisecond),
+		AnvilVersion:       buildinfo.Version(),
+		Trigger:            trigger,
+		CACertHash:         caHash.String(),
+	}
+	cw := &countingWriter{w: w}
+	ew, err := NewEnvelopeWriter(cw, h, recipients)
+	if err != nil {
+		return nil, err
+	}
+	res := &BackupResult{}
+	for _, f := range files {
+		if err := ew.AddFile(f.path, backupFileMode("/"+f.path), f.data); err != nil {
+			return nil, err
+		}
+		res.Files = append(res.Files, "/"+f.path)
+	}
+	n, err := ew.WriteSnapshot(snap.Snapshot)
+	if err != nil {
+		return nil, err
+	}
+	if err := ew.Close(); err != nil {
+		return nil, fmt.Errorf("write backup: %w", err)
+	}
+	sum := ew.SnapshotSHA256()
+	h.Encrypted, h.Recipients, h.Compression = len(recipients) > 0, recipients, compressionZstd
+	res.Header = h
+	res.SnapshotBytes, res.SnapshotSHA256 = n, fmt.Sprintf("%x", sum[:])
+	res.Bytes, res.Elapsed = cw.n, time.Since(start)
+	log.Info("backup written", "node", h.Node, "revision", h.Revision, "snapshot-bytes", n, "bytes", cw.n, "encrypted", h.Encrypted, "elapsed", res.Elapsed)
+	return res, nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// BackupToFile writes a backup to file atomically with mode 0600: a crash
+// or a failure leaves no partial backup under that name.
+func BackupToFile(ctx context.Context, o BackupOptions, file string) (*BackupResult, error) {
+	s, err := openBackupSource(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	return s.backupToFile(ctx, o, file)
+}
+
+func (s *backupSource) backupToFile(ctx context.Context, o BackupOptions, file string) (*BackupResult, error) {
+	pr, pw := io.Pipe()
+	type result struct {
+		res *BackupResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := s.backup(ctx, o, pw)
+		pw.CloseWithError(err)
+		done <- result{res, err}
+	}()
+	werr := fsutil.WriteFrom(file, pr, 0o600, 0o700)
+	pr.CloseWithError(errors.Join(werr, io.ErrClosedPipe))
+	r := <-done
+	if r.err != nil {
+		return nil, r.err
+	}
+	if werr != nil {
+		return nil, werr
+	}
+	r.res.Path = file
+	return r.res, nil
+}
+
+// BackupName is the file name of a backup taken at created on node.
+func BackupName(cluster, node string, created time.Time) string {
+	return fmt.Sprintf("%s-%s-%s%s", cluster, node, created.UTC().Format("20060102T150405Z"), BackupFileExt)
+}
+
+// newBackupPath is a new file in dir for a backup taken now; a second
+// backup within the same second gets a numbered name.
+func newBackupPath(dir, cluster, node string) string {
+	name := BackupName(cluster, node, time.Now())
+	p := path.Join(dir, name)
+	for i := 1; ; i++ {
+		if ok, err := fsutil.Exists(p); err != nil || !ok {
+			return p
+		}
+		p = path.Join(dir, strings.TrimSuffix(name, BackupFileExt)+"."+strconv.Itoa(i)+BackupFileExt)
+	}
+}
+
+// BackupDir is where this master keeps its backups: the cluster file's
+// backup.dir under root.
+func BackupDir(root hostfs.Root) (string, error) {
+	c, _, err := v1alpha1.Load(root.Path(ClusterFile))
+	if err != nil {
+		return "", err
+	}
+	return root.Path(c.Backup.Dir), nil
+}
+
+// BackupToDir writes a backup into the master's backup directory under a
+// new name (BackupName).
+func BackupToDir(ctx context.Context, o BackupOptions) (*BackupResult, error) {
+	s, err := openBackupSource(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	dir := o.Root.Path(s.cluster.Backup.Dir)
+	return s.backupToFile(ctx, o, newBackupPath(dir, s.cluster.Name, s.state.Node))
+}
+
+// ScheduledResult is what one run of the backup timer did.
+type ScheduledResult struct {
+	// Skipped says why no backup was taken (this member is not the leader).
+	Skipped string        `json:"skipped,omitempty"`
+	Backup  *BackupResult `json:"backup,omitempty"`
+	Pruned  []BackupEntry `json:"pruned,omitempty"`
+}
+
+// ScheduledBackup is one run of the backup timer, which fires on every
+// master: only the etcd leader takes the backup, so the cluster is backed
+// up once per run, not once per master; then scheduled backups beyond
+// backup.retain are pruned, oldest first.
+func ScheduledBackup(ctx context.Context, o BackupOptions) (*ScheduledResult, error) {
+	o.Trigger = TriggerScheduled
+	s, err := openBackupSource(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	sr, err := s.client.Status(ctx, s.ep)
+	if err != nil {
+		return nil, fmt.Errorf("etcd status of %s: %w", s.ep, err)
+	}
+	if sr.Leader != sr.Header.MemberId {
+		return &ScheduledResult{Skipped: fmt.Sprintf("this member (%016x) is not the etcd leader (%016x): the leader takes the scheduled backup", sr.Header.MemberId, sr.Leader)}, nil
+	}
+	dir := o.Root.Path(s.cluster.Backup.Dir)
+	res, err := s.backupToFile(ctx, o, newBackupPath(dir, s.cluster.Name, s.state.Node))
+	if err != nil {
+		return nil, err
+	}
+	pruned, err := PruneBackups(dir, PruneOptions{Cluster: s.cluster.Name, Keep: s.cluster.Backup.Retain})
+	return &ScheduledResult{Backup: res, Pruned: pruned}, err
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

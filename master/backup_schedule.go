@@ -1,0 +1,266 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/internal/fsutil"
+	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/layout"
+	"anvil.dev/anvil/templates"
+)
+
+// BackupJobName names the backup timer and its service
+// (anvil-backup.timer, anvil-backup.service).
+const BackupJobName = "anvil-backup"
+
+// backupJob is the scheduled backup of p's master: every master runs the
+// same timer, and `anvil backup --scheduled` takes the backup only on the
+// etcd leader, so the cluster is backed up once per run.
+func backupJob(p Plan) templates.ScheduledJob {
+	return templates.ScheduledJob{
+		Name:        BackupJobName,
+		Description: "anvil scheduled etcd backup of cluster " + p.Cluster.Name,
+		Command:     []string{p.AnvilBinary, "backup", "--scheduled", "--log-format", "json"},
+		OnCalendar:  p.Cluster.Backup.Schedule,
+		// A master that was down at the time takes the run when it is back
+		// (and skips it unless it leads).
+		Persistent: true,
+		After:      []string{"anvil-etcd.service"},
+		Timeout:    time.Hour,
+		Background: true,
+	}
+}
+
+// backupLoop is the process layout's backup timer, where no systemd runs
+// one: anvil's supervisor runs `anvil backup --scheduled --loop`, which
+// keeps backup.schedule itself (RunBackupSchedule) on every master, and
+// restarts it should it die.
+func backupLoop(p Plan) templates.Component {
+	return templates.Component{
+		Name:        BackupJobName,
+		Description: "anvil scheduled etcd backup of cluster " + p.Cluster.Name + " (" + p.Cluster.Backup.Schedule + ")",
+		Binary:      p.AnvilBinary,
+		Subcommand:  []string{"backup"},
+		Args: []templates.Arg{
+			{Name: "scheduled", Value: "true"},
+			{Name: "loop", Value: "true"},
+			{Name: "root", Value: string(p.Root)},
+			{Name: "log-format", Value: "json"},
+		},
+		Restart: templates.RestartPolicy{Delay: 10 * time.Second, MaxDelay: 5 * time.Minute},
+	}
+}
+
+// BackupScheduleUnits renders what runs backup.schedule on p's master in
+// layout: the systemd timer and its service, or in the process layout the
+// supervised backup loop's spec; nothing without backup.schedule or on a
+// worker. The static-pod layout uses the timer: its kubelet runs under
+// systemd.
+func BackupScheduleUnits(p Plan, l v1alpha1.Layout) ([]templates.OutputFile, error) {
+	p, err := p.Complete()
+	if err != nil {
+		return nil, err
+	}
+	if p.Cluster.Backup.Schedule == "" || !p.Node.IsMaster() {
+		return nil, nil
+	}
+	if l == v1alpha1.LayoutProcess {
+		if _, err := ParseCalendar(p.Cluster.Backup.Schedule); err != nil {
+			return nil, fmt.Errorf("backup.schedule: %w", err)
+		}
+		return templates.Processes([]templates.Component{backupLoop(p)}, ProcessOptions(p))
+	}
+	return templates.TimerUnits(backupJob(p))
+}
+
+// ScheduleResult says what EnsureBackupSchedule did.
+type ScheduleResult struct {
+	// Enabled is true when the timer (or the process layout's loop) runs;
+	// Note explains a schedule that is written but not started.
+	Enabled bool
+	Note    string
+}
+
+// EnsureBackupSchedule makes this master's backup schedule match the
+// cluster file: with backup.schedule the timer (or, in the process layout,
+// the supervised loop) is written and started, without it one that an
+// earlier cluster file made is stopped and removed. It runs at the end of
+// init and join; systemd must be PID 1 under the systemd and static-pod
+// layouts.
+func EnsureBackupSchedule(ctx context.Context, p Plan, l v1alpha1.Layout, root hostfs.Root) (ScheduleResult, error) {
+	p, err := p.Complete()
+	if err != nil {
+		return ScheduleResult{}, err
+	}
+	if l == v1alpha1.LayoutProcess {
+		return ensureBackupLoop(ctx, p, root)
+	}
+	timer := []templates.Component{{Name: BackupJobName, Unit: BackupJobName + ".timer"}}
+	o := layout.Options{Layout: v1alpha1.LayoutSystemd, Root: root}
+	files, err := BackupScheduleUnits(p, l)
+	if err != nil {
+		return ScheduleResult{}, err
+	}
+	if len(files) == 0 {
+		// No schedule: take away a timer an earlier cluster file made.
+		var existing []string
+		for _, n := range []string{BackupJobName + ".timer", BackupJobName + ".service"} {
+			if ok, _ := fsutil.Exists(filepath.Join(root.Units(), n)); ok {
+				existing = append(existing, filepath.Join(root.Units(), n))
+			}
+		}
+		if len(existing) == 0 {
+			return ScheduleResult{}, nil
+		}
+		if isRealRoot(root) {
+			if err := layout.Stop(ctx, o, timer, false); err != nil {
+				return ScheduleResult{}, err
+			}
+		}
+		for _, f := range existing {
+			if err := os.Remove(f); err != nil {
+				return ScheduleResult{}, err
+			}
+		}
+		if isRealRoot(root) {
+			return ScheduleResult{}, layout.Reload(ctx)
+		}
+		return ScheduleResult{}, nil
+	}
+	if err := checkCalendar(ctx, p.Cluster.Backup.Schedule); err != nil {
+		return ScheduleResult{}, err
+	}
+	if _, err := templates.WriteTree(root, files); err != nil {
+		return ScheduleResult{}, err
+	}
+	if !isRealRoot(root) {
+		return ScheduleResult{Note: "backup timer written under " + string(root) + "; not started (not the real root)"}, nil
+	}
+	if err := layout.Start(ctx, o, timer); err != nil {
+		return ScheduleResult{}, fmt.Errorf("start the backup timer: %w", err)
+	}
+	return ScheduleResult{Enabled: true}, nil
+}
+
+// ensureBackupLoop is EnsureBackupSchedule in the process layout: writing
+// the loop's spec, or removing it, and having the supervisor reload.
+func ensureBackupLoop(ctx context.Context, p Plan, root hostfs.Root) (ScheduleResult, error) {
+	o := layout.Options{Layout: v1alpha1.LayoutProcess, Root: root, Anvil: p.AnvilBinary}
+	loop := []templates.Component{backupLoop(p)}
+	files, err := BackupScheduleUnits(p, v1alpha1.LayoutProcess)
+	if err != nil {
+		return ScheduleResult{}, err
+	}
+	if len(files) == 0 {
+		if ok, _ := fsutil.Exists(root.Join(templates.ProcessSpecDir, BackupJobName+".json")); !ok {
+			return ScheduleResult{}, nil
+		}
+		return ScheduleResult{}, layout.Stop(ctx, o, loop, false)
+	}
+	if _, err := templates.WriteTree(root, files); err != nil {
+		return ScheduleResult{}, err
+	}
+	if err := layout.Start(ctx, o, loop); err != nil {
+		return ScheduleResult{}, fmt.Errorf("start the backup loop: %w", err)
+	}
+	return ScheduleResult{Enabled: true, Note: fmt.Sprintf("anvil's supervisor runs the backup schedule %q (anvil backup --scheduled --loop)", p.Cluster.Backup.Schedule)}, nil
+}
+
+// RunBackupSchedule is the process layout's backup timer: it waits for
+// the next time backup.schedule names, then runs ScheduledBackup (which
+// takes the backup only on the etcd leader, then prunes), and again, until
+// ctx ends. The cluster file is read again before every wait, so a changed
+// schedule applies from the next run. Like a systemd timer with
+// Persistent=true, a run missed while nothing ran the loop (the newest
+// scheduled backup here is older than a time the schedule named since) is
+// taken at once. A failed run is reported and the loop goes on, as a
+// timer's next run would.
+func RunBackupSchedule(ctx context.Context, o BackupOptions, report func(*ScheduledResult, error)) error {
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	catchUp := true
+	for {
+		c, _, err := v1alpha1.Load(o.Root.Path(ClusterFile))
+		if err != nil {
+			return err
+		}
+		if c.Backup.Schedule == "" {
+			return fmt.Errorf("%s: backup.schedule is empty: nothing to run", o.Root.Path(ClusterFile))
+		}
+		cal, err := ParseCalendar(c.Backup.Schedule)
+		if err != nil {
+			return fmt.Errorf("%s: backup.schedule: %w", o.Root.Path(ClusterFile), err)
+		}
+		now := time.Now()
+		wait := time.Duration(0)
+		if !catchUp || !missedRun(cal, o.Root.Path(c.Backup.Dir), c.Name, now) {
+			next, ok := cal.Next(now)
+			if !ok {
+				return fmt.Errorf("backup.schedule %q names no time in the next five years", c.Backup.Schedule)
+			}
+			wait = time.Until(next)
+			log.Info("next scheduled backup", "at", next.Format(time.RFC3339), "schedule", c.Backup.Schedule)
+		} else {
+			log.Info("taking the scheduled backup missed while the loop was not running")
+		}
+		catchUp = false
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		res, err := ScheduledBackup(ctx, o)
+		if ctx.Err() != nil {
+			return nil
+		}
+		report(res, err)
+	}
+}
+
+// missedRun says whether the schedule named a time between the newest
+// scheduled backup of the cluster in dir and now. Without one, nothing
+// was missed: the schedule starts now.
+func missedRun(cal *Calendar, dir, cluster string, now time.Time) bool {
+	es, err := ListBackups(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range es { // newest first
+		if e.Header != nil && e.Header.Cluster == cluster && e.Header.Trigger == TriggerScheduled {
+			next, ok := cal.Next(e.Header.Created.In(now.Location()))
+			return ok && next.Before(now)
+		}
+	}
+	return false
+}
+
+func isRealRoot(r hostfs.Root) bool { return r == "" || r == "/" }
+
+// ErrBadSchedule marks a backup.schedule systemd does not accept.
+var ErrBadSchedule = errors.New("backup.schedule is not a systemd calendar expression")
+
+// checkCalendar asks systemd-analyze, where it is installed, whether
+// expr is a calendar expression, so a typo fails here with systemd's own
+// words instead of as a timer that never fires.
+func checkCalendar(ctx context.Context, expr string) error {
+	bin, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		return nil
+	}
+	out, err := exec.CommandContext(ctx, bin, "calendar", "--", expr).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%w: %q: %s", ErrBadSchedule, expr, strings.TrimSpace(string(out)))
+	}
+	return nil
+}

@@ -1,0 +1,421 @@
+package master
+
+import (
+	"fmt"
+	"io/fs"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"anvil.dev/anvil/images"
+	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/pki"
+	"anvil.dev/anvil/templates"
+)
+
+// Component names. The Kubernetes ones are images' names for the binaries.
+const (
+	Etcd              = "etcd"
+	APIServer         = images.KubeAPIServer
+	ControllerManager = images.KubeControllerManager
+	Scheduler         = images.KubeScheduler
+	// VIP holds the floating control-plane address (with controlPlane.vip).
+	VIP = "vip"
+)
+
+// TLS settings shared by every server anvil configures: TLS 1.2 at least,
+// and for 1.2 only ECDHE key exchange with AEAD ciphers (TLS 1.3's suites
+// are all strong and not configurable). Both ECDSA and RSA suites are listed
+// because the key algorithm is the operator's choice (pki.keyAlgorithm).
+const tlsMinVersion = "VersionTLS12"
+
+func tlsCipherSuites() []string {
+	return []string{
+		"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+		"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+		"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+		"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+		"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+		"TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+	}
+}
+
+// restart is every control-plane component's restart policy: quick enough
+// that a crash costs a second or two, capped so a crash loop does not spin.
+func restart() templates.RestartPolicy {
+	return templates.RestartPolicy{Delay: 2 * time.Second, MaxDelay: 30 * time.Second}
+}
+
+// openFiles is the open-file limit of etcd and the apiserver, which hold a
+// socket per client and per watch.
+const openFiles = 1 << 20
+
+// Components returns this master's control-plane components in start order:
+// etcd, the apiserver, then the controller-manager and the scheduler. This
+// is the one place their command lines are declared.
+func Components(p Plan) ([]templates.Component, error) {
+	p, err := p.Complete()
+	if err != nil {
+		return nil, err
+	}
+	if !p.Node.IsMaster() {
+		return nil, fmt.Errorf("node %s is a %s, not a master: it runs no control plane", p.Node.Name, p.Node.Role)
+	}
+	var out []templates.Component
+	for _, build := range []func(Plan) (templates.Component, error){
+		etcdComponent,
+		apiserverComponent,
+		controllerManagerComponent,
+		schedulerComponent,
+	} {
+		c, err := build(p)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.Validate(); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if p.Cluster.ControlPlane.VIP.IsValid() {
+		c := vipComponent(p)
+		if err := c.Validate(); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// vipComponent holds the floating control-plane address on whichever master
+// leads the election on the anvil-vip Lease, through this master's own
+// apiserver: a master whose apiserver is down cannot keep the address.
+func vipComponent(p Plan) templates.Component {
+	kc := p.kubeconfig(pki.VIPKubeconfig)
+	vipHealthz := "http://127.0.0.1:" + strconv.Itoa(VIPHealthPort) + "/healthz"
+	return templates.Component{
+		Name:        VIP,
+		Unit:        "anvil-vip.service",
+		Description: "anvil floating control-plane address " + p.Cluster.ControlPlane.VIP.String(),
+		Binary:      p.AnvilBinary,
+		Subcommand:  []string{"vip"},
+		Args: []templates.Arg{
+			{Name: "address", Value: p.Cluster.ControlPlane.VIP.String()},
+			{Name: "node-address", Value: p.AdvertiseAddress.String()},
+			{Name: "kubeconfig", Value: kc},
+			{Name: "identity", Value: p.Node.Name},
+		},
+		Files: []templates.File{{Path: kc, Mode: 0o600, Secret: true}},
+		Ports: []templates.Port{{Name: "health", Address: "127.0.0.1", Number: VIPHealthPort, Protocol: "TCP"}},
+		Health: templates.Health{
+			Live:  &templates.Probe{URL: vipHealthz},
+			Ready: &templates.Probe{URL: vipHealthz},
+		},
+		Requires:     []string{APIServer},
+		Restart:      restart(),
+		Notify:       true,
+		Watchdog:     0,
+		Image:        anvilImage(p),
+		Capabilities: []string{"NET_ADMIN", "NET_RAW"},
+		Requests:     templates.Requests{CPU: "10m", Memory: "20Mi"},
+	}
+}
+
+func etcdComponent(p Plan) (templates.Component, error) {
+	etcdPKI := p.Root.Join(hostfs.PKIDir, "etcd")
+	return templates.Component{
+		Name:        Etcd,
+		Unit:        "anvil-etcd.service",
+		Description: "etcd member embedded in anvil",
+		Binary:      p.AnvilBinary,
+		Subcommand:  []string{"etcd"},
+		// Everything else is in the config file, in etcd's own keys, so
+		// etcd's documentation and auditing tools apply to it unchanged.
+		Args: []templates.Arg{{Name: "config", Value: p.path(EtcdConfigFile)}},
+		Files: []templates.File{
+			{Path: p.path(EtcdConfigFile), Mode: 0o600},
+			{Path: etcdPKI, Mode: 0o700, Dir: true},
+			{Path: p.cert(pki.EtcdCACertAndKeyBaseName), Mode: 0o644},
+			{Path: p.cert(pki.EtcdServerCertAndKeyBaseName), Mode: 0o644},
+			{Path: p.key(pki.EtcdServerCertAndKeyBaseName), Mode: 0o600, Secret: true},
+			{Path: p.cert(pki.EtcdPeerCertAndKeyBaseName), Mode: 0o644},
+			{Path: p.key(pki.EtcdPeerCertAndKeyBaseName), Mode: 0o600, Secret: true},
+			{Path: p.Root.EtcdData(), Mode: 0o700, Dir: true, Writable: true, Secret: true},
+		},
+		Ports: []templates.Port{
+			{Name: "client", Number: EtcdClientPort, Protocol: "TCP"},
+			{Name: "peer", Address: p.AdvertiseAddress.String(), Number: EtcdPeerPort, Protocol: "TCP"},
+			{Name: "metrics", Address: "127.0.0.1", Number: EtcdMetricsPort, Protocol: "TCP"},
+		},
+		// Plain HTTP on loopback, as kubeadm does: the probes then need no
+		// client certificate, and nothing but health and metrics is served.
+		// A joining master's member is a learner until it has caught up;
+		// it is ready (it serves and replicates) before it may vote, so
+		// readiness leaves out the non_learner check.
+		Health: templates.Health{
+			Live:  &templates.Probe{URL: etcdMetricsURL() + "/livez"},
+			Ready: &templates.Probe{URL: etcdMetricsURL() + "/readyz?exclude=non_learner"},
+		},
+		Restart:     restart(),
+		Notify:      true,
+		Watchdog:    30 * time.Second,
+		Image:       anvilImage(p),
+		LimitNOFILE: openFiles,
+		Requests:    templates.Requests{CPU: "100m", Memory: "100Mi"},
+	}, nil
+}
+
+func apiserverComponent(p Plan) (templates.Component, error) {
+	ca := p.cert(pki.CACertAndKeyBaseName)
+	args := []templates.Arg{
+		{Name: "advertise-address", Value: p.AdvertiseAddress.String()},
+		{Name: "secure-port", Value: strconv.Itoa(p.apiserverPort())},
+		// Node lets each node touch only its own objects; RBAC governs the
+		// rest. Never AlwaysAllow.
+		{Name: "authorization-mode", Value: "Node,RBAC"},
+		// NodeRestriction stops a node's credentials from changing other
+		// Nodes, their pods, or labels that steer workloads.
+		{Name: "enable-admission-plugins", Value: "NodeRestriction"},
+		// Bootstrap tokens are how a joining node authenticates before it has
+		// a certificate (anvil join).
+		{Name: "enable-bootstrap-token-auth", Value: "true"},
+		// Anonymous requests only for the health endpoints and the
+		// cluster-info ConfigMap join discovery reads; everything else needs
+		// credentials.
+		{Name: "authentication-config", Value: p.path(AuthenticationConfigFile)},
+		{Name: "client-ca-file", Value: ca},
+		{Name: "tls-cert-file", Value: p.cert(pki.APIServerCertAndKeyBaseName)},
+		{Name: "tls-private-key-file", Value: p.key(pki.APIServerCertAndKeyBaseName)},
+		{Name: "tls-min-version", Value: tlsMinVersion},
+		{Name: "tls-cipher-suites", Value: strings.Join(tlsCipherSuites(), ",")},
+		// The apiserver's own client certificate for logs, exec and
+		// port-forward on nodes.
+		{Name: "kubelet-client-certificate", Value: p.cert(pki.APIServerKubeletClientCertAndKeyBaseName)},
+		{Name: "kubelet-client-key", Value: p.key(pki.APIServerKubeletClientCertAndKeyBaseName)},
+		// Reach nodes by address: bare-metal hostnames often do not resolve.
+		{Name: "kubelet-preferred-address-types", Value: "InternalIP,ExternalIP,Hostname"},
+		// The aggregation layer: the apiserver proxies to extension
+		// apiservers with the front-proxy client certificate, and they trust
+		// the identity headers only from a certificate of the front-proxy CA.
+		{Name: "proxy-client-cert-file", Value: p.cert(pki.FrontProxyClientCertAndKeyBaseName)},
+		{Name: "proxy-client-key-file", Value: p.key(pki.FrontProxyClientCertAndKeyBaseName)},
+		{Name: "requestheader-client-ca-file", Value: p.cert(pki.FrontProxyCACertAndKeyBaseName)},
+		{Name: "requestheader-allowed-names", Value: "front-proxy-client"},
+		{Name: "requestheader-extra-headers-prefix", Value: "X-Remote-Extra-"},
+		{Name: "requestheader-group-headers", Value: "X-Remote-Group"},
+		{Name: "requestheader-username-headers", Value: "X-Remote-User"},
+		// The local etcd member only, over mutual TLS with the etcd CA.
+		{Name: "etcd-servers", Value: etcdLocalClientURL()},
+		{Name: "etcd-cafile", Value: p.cert(pki.EtcdCACertAndKeyBaseName)},
+		{Name: "etcd-certfile", Value: p.cert(pki.APIServerEtcdClientCertAndKeyBaseName)},
+		{Name: "etcd-keyfile", Value: p.key(pki.APIServerEtcdClientCertAndKeyBaseName)},
+		// Service-account tokens are signed with sa.key and checked with
+		// sa.pub; the issuer is the in-cluster URL kubeadm uses.
+		{Name: "service-account-issuer", Value: p.serviceAccountIssuer()},
+		{Name: "service-account-key-file", Value: p.pkiFile(pki.ServiceAccountPubKeyName)},
+		{Name: "service-account-signing-key-file", Value: p.pkiFile(pki.ServiceAccountKeyName)},
+		// A token stops working when its ServiceAccount is deleted.
+		{Name: "service-account-lookup", Value: "true"},
+		{Name: "service-cluster-ip-range", Value: p.Cluster.Networking.ServiceCIDR.String()},
+		// Network and storage add-ons run privileged; Pod Security
+		// admission restricts it per namespace.
+		{Name: "allow-privileged", Value: "true"},
+		// Secrets are stored encrypted (secretbox) in etcd and in backups.
+		{Name: "encryption-provider-config", Value: p.path(EncryptionConfigFile)},
+		// Who did what, kept 30 days, rotated at 100 MB, at most 10 files.
+		{Name: "audit-policy-file", Value: p.path(AuditPolicyFile)},
+		{Name: "audit-log-path", Value: p.path(AuditLogFile)},
+		{Name: "audit-log-maxage", Value: "30"},
+		{Name: "audit-log-maxbackup", Value: "10"},
+		{Name: "audit-log-maxsize", Value: "100"},
+		{Name: "audit-log-compress", Value: "true"},
+		// /debug/pprof exposes internals and costs CPU; off unless asked for.
+		{Name: "profiling", Value: "false"},
+	}
+	args, err := templates.MergeArgs(APIServer, args, p.Cluster.Components.APIServer.ExtraArgs)
+	if err != nil {
+		return templates.Component{}, fmt.Errorf("components.apiServer.extraArgs: %w", err)
+	}
+	healthz := "https://" + p.hostPort(p.apiserverPort())
+	return templates.Component{
+		Name:        APIServer,
+		Description: "Kubernetes API server",
+		Binary:      p.k8sBinary(APIServer),
+		Args:        args,
+		Files: append(pkiFiles(p, ca,
+			p.cert(pki.APIServerCertAndKeyBaseName), p.key(pki.APIServerCertAndKeyBaseName),
+			p.cert(pki.APIServerKubeletClientCertAndKeyBaseName), p.key(pki.APIServerKubeletClientCertAndKeyBaseName),
+			p.cert(pki.FrontProxyCACertAndKeyBaseName),
+			p.cert(pki.FrontProxyClientCertAndKeyBaseName), p.key(pki.FrontProxyClientCertAndKeyBaseName),
+			p.cert(pki.EtcdCACertAndKeyBaseName),
+			p.cert(pki.APIServerEtcdClientCertAndKeyBaseName), p.key(pki.APIServerEtcdClientCertAndKeyBaseName),
+			p.pkiFile(pki.ServiceAccountPubKeyName), p.pkiFile(pki.ServiceAccountKeyName),
+		),
+			templates.File{Path: p.path(AuthenticationConfigFile), Mode: 0o600},
+			templates.File{Path: p.path(EncryptionConfigFile), Mode: 0o600, Secret: true},
+			templates.File{Path: p.path(AuditPolicyFile), Mode: 0o600},
+			templates.File{Path: p.path(AuditLogDir), Mode: 0o700, Dir: true, Writable: true},
+		),
+		Ports: []templates.Port{{Name: "https", Number: uint16(p.apiserverPort()), Protocol: "TCP"}},
+		// Through the advertise address, which the serving certificate
+		// names; anonymous access to these paths is allowed.
+		Health: templates.Health{
+			Live:  &templates.Probe{URL: healthz + "/livez", CAFile: ca},
+			Ready: &templates.Probe{URL: healthz + "/readyz", CAFile: ca},
+		},
+		Restart:     restart(),
+		Requires:    []string{Etcd},
+		Image:       k8sImage(p, APIServer),
+		LimitNOFILE: openFiles,
+		Requests:    templates.Requests{CPU: "250m"},
+	}, nil
+}
+
+func controllerManagerComponent(p Plan) (templates.Component, error) {
+	ca := p.cert(pki.CACertAndKeyBaseName)
+	kubeconfig := p.kubeconfig(pki.ControllerManagerKubeconfig)
+	args := []templates.Arg{
+		// Serve health and metrics on loopback only.
+		{Name: "bind-address", Value: "127.0.0.1"},
+		{Name: "secure-port", Value: strconv.Itoa(ControllerManagerPort)},
+		{Name: "kubeconfig", Value: kubeconfig},
+		// Requests to its endpoints are authenticated and authorized by the
+		// apiserver (TokenReview, SubjectAccessReview).
+		{Name: "authentication-kubeconfig", Value: kubeconfig},
+		{Name: "authorization-kubeconfig", Value: kubeconfig},
+		{Name: "client-ca-file", Value: ca},
+		{Name: "requestheader-client-ca-file", Value: p.cert(pki.FrontProxyCACertAndKeyBaseName)},
+		{Name: "tls-min-version", Value: tlsMinVersion},
+		{Name: "tls-cipher-suites", Value: strings.Join(tlsCipherSuites(), ",")},
+		// Each controller acts as its own service account, so RBAC can hold
+		// it to what it needs instead of the manager's full rights.
+		{Name: "use-service-account-credentials", Value: "true"},
+		// The defaults, plus the two that make token joins work: the
+		// bootstrap signer signs cluster-info for each token (JWS), the token
+		// cleaner deletes expired tokens.
+		{Name: "controllers", Value: "*,bootstrapsigner,tokencleaner"},
+		// Node CSRs (TLS bootstrap, renewal) are signed with the cluster CA.
+		{Name: "cluster-signing-cert-file", Value: ca},
+		{Name: "cluster-signing-key-file", Value: p.key(pki.CACertAndKeyBaseName)},
+		// Published to every namespace as kube-root-ca.crt and put in
+		// service-account token Secrets.
+		{Name: "root-ca-file", Value: ca},
+		// Fills the service-account token Secrets operators still create by
+		// hand, as kubeadm does.
+		{Name: "service-account-private-key-file", Value: p.pkiFile(pki.ServiceAccountKeyName)},
+		{Name: "cluster-name", Value: p.Cluster.Name},
+		{Name: "service-cluster-ip-range", Value: p.Cluster.Networking.ServiceCIDR.String()},
+	}
+	if pod := p.Cluster.Networking.PodCIDR; pod.IsValid() {
+		// Give each Node a pod CIDR from the cluster's, for CNIs that use
+		// the Node's podCIDR.
+		args = append(args,
+			templates.Arg{Name: "allocate-node-cidrs", Value: "true"},
+			templates.Arg{Name: "cluster-cidr", Value: pod.String()},
+		)
+	}
+	args = append(args,
+		// With several masters, one manager acts at a time.
+		templates.Arg{Name: "leader-elect", Value: "true"},
+		templates.Arg{Name: "profiling", Value: "false"},
+	)
+	args, err := templates.MergeArgs(ControllerManager, args, p.Cluster.Components.ControllerManager.ExtraArgs)
+	if err != nil {
+		return templates.Component{}, fmt.Errorf("components.controllerManager.extraArgs: %w", err)
+	}
+	return templates.Component{
+		Name:        ControllerManager,
+		Description: "Kubernetes controller manager",
+		Binary:      p.k8sBinary(ControllerManager),
+		Args:        args,
+		Files: append(pkiFiles(p, ca, p.key(pki.CACertAndKeyBaseName),
+			p.cert(pki.FrontProxyCACertAndKeyBaseName),
+			p.pkiFile(pki.ServiceAccountKeyName),
+		), templates.File{Path: kubeconfig, Mode: 0o600, Secret: true}),
+		Ports: []templates.Port{{Name: "https", Address: "127.0.0.1", Number: ControllerManagerPort, Protocol: "TCP"}},
+		// The manager serves a self-signed certificate it makes at start.
+		Health: templates.Health{
+			Live:  &templates.Probe{URL: "https://127.0.0.1:" + strconv.Itoa(ControllerManagerPort) + "/healthz", InsecureSkipVerify: true},
+			Ready: &templates.Probe{URL: "https://127.0.0.1:" + strconv.Itoa(ControllerManagerPort) + "/healthz", InsecureSkipVerify: true},
+		},
+		Restart:  restart(),
+		Requires: []string{APIServer},
+		Image:    k8sImage(p, ControllerManager),
+		Requests: templates.Requests{CPU: "200m"},
+	}, nil
+}
+
+func schedulerComponent(p Plan) (templates.Component, error) {
+	kubeconfig := p.kubeconfig(pki.SchedulerKubeconfig)
+	args := []templates.Arg{
+		// The kubeconfig and profiling=false are in the config file: the
+		// scheduler's --kubeconfig and --profiling flags are deprecated.
+		{Name: "config", Value: p.path(SchedulerConfigFile)},
+		{Name: "bind-address", Value: "127.0.0.1"},
+		{Name: "secure-port", Value: strconv.Itoa(SchedulerPort)},
+		{Name: "authentication-kubeconfig", Value: kubeconfig},
+		{Name: "authorization-kubeconfig", Value: kubeconfig},
+		{Name: "tls-min-version", Value: tlsMinVersion},
+		{Name: "tls-cipher-suites", Value: strings.Join(tlsCipherSuites(), ",")},
+		// Honoured alongside --config; one scheduler acts at a time.
+		{Name: "leader-elect", Value: "true"},
+	}
+	args, err := templates.MergeArgs(Scheduler, args, p.Cluster.Components.Scheduler.ExtraArgs)
+	if err != nil {
+		return templates.Component{}, fmt.Errorf("components.scheduler.extraArgs: %w", err)
+	}
+	healthz := "https://127.0.0.1:" + strconv.Itoa(SchedulerPort) + "/healthz"
+	return templates.Component{
+		Name:        Scheduler,
+		Description: "Kubernetes scheduler",
+		Binary:      p.k8sBinary(Scheduler),
+		Args:        args,
+		Files: []templates.File{
+			{Path: p.path(SchedulerConfigFile), Mode: 0o600},
+			{Path: kubeconfig, Mode: 0o600, Secret: true},
+		},
+		Ports: []templates.Port{{Name: "https", Address: "127.0.0.1", Number: SchedulerPort, Protocol: "TCP"}},
+		// Like the manager, a self-signed serving certificate.
+		Health: templates.Health{
+			Live:  &templates.Probe{URL: healthz, InsecureSkipVerify: true},
+			Ready: &templates.Probe{URL: healthz, InsecureSkipVerify: true},
+		},
+		Restart:  restart(),
+		Requires: []string{APIServer},
+		Image:    k8sImage(p, Scheduler),
+		Requests: templates.Requests{CPU: "100m"},
+	}, nil
+}
+
+// pkiFiles lists the PKI directory (mounted whole, since certificates are
+// renewed by rename while components run) and the files in it a component
+// uses, with kubeadm's modes: keys 0600, certificates 0644.
+func pkiFiles(p Plan, paths ...string) []templates.File {
+	out := []templates.File{{Path: p.Root.Path(hostfs.PKIDir), Mode: 0o700, Dir: true}}
+	for _, f := range paths {
+		secret := strings.HasSuffix(f, ".key")
+		mode := fs.FileMode(0o644)
+		if secret {
+			mode = 0o600
+		}
+		out = append(out, templates.File{Path: f, Mode: mode, Secret: secret})
+	}
+	return out
+}
+
+func k8sImage(p Plan, component string) templates.Image {
+	return templates.Image{
+		Ref:    images.ImageRef(p.KubernetesVersion, component),
+		Binary: path.Join(images.ImageBinDir, component),
+	}
+}
+
+// anvilImage runs etcd in the static-pod layout; images bundles it under
+// the Kubernetes release it was shipped with.
+func anvilImage(p Plan) templates.Image {
+	return templates.Image{
+		Ref:    images.ImageRef(p.KubernetesVersion, images.AnvilBinary),
+		Binary: path.Join(images.ImageBinDir, images.AnvilBinary),
+	}
+}

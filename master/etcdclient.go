@@ -1,0 +1,43 @@
+package master
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/pki"
+)
+
+// EtcdClient connects to etcd members with the healthcheck client
+// certificate from the etcd CA: the least privileged identity a master has
+// that etcd accepts. Endpoints default to the local member.
+func EtcdClient(ctx context.Context, root hostfs.Root, endpoints ...string) (*clientv3.Client, error) {
+	if len(endpoints) == 0 {
+		endpoints = []string{fmt.Sprintf("https://127.0.0.1:%d", EtcdClientPort)}
+	}
+	dir := root.PKI()
+	tlsInfo := transport.TLSInfo{
+		CertFile:      filepath.Join(dir, pki.CertFile(pki.EtcdHealthcheckClientCertAndKeyBaseName)),
+		KeyFile:       filepath.Join(dir, pki.KeyFile(pki.EtcdHealthcheckClientCertAndKeyBaseName)),
+		TrustedCAFile: filepath.Join(dir, pki.CertFile(pki.EtcdCACertAndKeyBaseName)),
+	}
+	tc, err := tlsInfo.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("etcd client certificate: %w", err)
+	}
+	tc.MinVersion = tls.VersionTLS12
+	return clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		TLS:         tc,
+		DialTimeout: 5 * time.Second,
+		Context:     ctx,
+		Logger:      zap.NewNop(),
+	})
+}

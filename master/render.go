@@ -1,0 +1,150 @@
+package master
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+
+	"anvil.dev/anvil/agent"
+	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/templates"
+)
+
+// NodeComponents is every component p's node runs in layout, in start
+// order: on a master the control plane, then (except in the static-pod
+// layout) the node agent, which every node runs.
+//
+// The static-pod layout hands the node to a kubelet, which registers the
+// Node itself, so anvil's agent is left out there.
+func NodeComponents(p Plan, layout v1alpha1.Layout) ([]templates.Component, error) {
+	p, err := p.Complete()
+	if err != nil {
+		return nil, err
+	}
+	var out []templates.Component
+	if p.Node.IsMaster() {
+		if out, err = Components(p); err != nil {
+			return nil, err
+		}
+	}
+	if layout != v1alpha1.LayoutStaticPod {
+		a, err := agent.Component(agent.ComponentOptions{
+			Root:              p.Root,
+			AnvilBinary:       p.AnvilBinary,
+			KubernetesVersion: p.KubernetesVersion,
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// RenderNode is the whole tree `anvil render` writes for p's node in
+// layout: one unit, manifest or process spec per component, then the
+// control plane's config files and the directories the components write
+// to. Paths are host paths; write them under a root with
+// templates.WriteTree, or compare with templates.DiffTree. read supplies
+// what is already there (see ConfigFiles).
+func RenderNode(p Plan, layout v1alpha1.Layout, read ReadFunc) ([]templates.OutputFile, error) {
+	p, err := p.Complete()
+	if err != nil {
+		return nil, err
+	}
+	cs, err := NodeComponents(p, layout)
+	if err != nil {
+		return nil, err
+	}
+	var out []templates.OutputFile
+	switch layout {
+	case v1alpha1.LayoutSystemd:
+		out, err = templates.Units(cs)
+	case v1alpha1.LayoutStaticPod:
+		out, err = templates.StaticPods(cs)
+	case v1alpha1.LayoutProcess:
+		out, err = templates.Processes(cs, ProcessOptions(p))
+		out = append(out, templates.OutputFile{Path: hostfs.LogDir, Mode: fs.ModeDir | 0o700})
+	default:
+		return nil, fmt.Errorf("unknown layout %q: use one of %v", layout, v1alpha1.Layouts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if p.Node.IsMaster() {
+		files, err := ConfigFiles(p, read)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, files...)
+		timer, err := BackupScheduleUnits(p, layout)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, timer...)
+	}
+	return out, nil
+}
+
+// ProcessOptions is where the process layout's supervised processes live:
+// logs in Root/var/log/anvil/NAME.log, working directory the root itself.
+func ProcessOptions(p Plan) templates.ProcessOptions {
+	return templates.ProcessOptions{LogDir: p.Root.Logs(), Dir: p.Root.Path("/")}
+}
+
+// RenderOptions are the inputs of `anvil render`.
+type RenderOptions struct {
+	// Cluster is the loaded (defaulted, validated) cluster file.
+	Cluster *v1alpha1.Cluster
+	// Node is this machine's name in it.
+	Node   string
+	Layout v1alpha1.Layout
+	// Root is where the tree is written or compared. It is the runtime root
+	// too only in the process layout (see Plan.Root).
+	Root hostfs.Root
+	// AnvilBinary is anvil's executable for the process layout, usually
+	// os.Executable(); the other layouts always run /usr/local/bin/anvil.
+	AnvilBinary string
+	// Diff compares with what is under Root instead of writing.
+	Diff bool
+}
+
+// RenderResult is what Render did.
+type RenderResult struct {
+	// Written lists every path and what happened to it (not for Diff).
+	Written []templates.Written
+	// Diff is the unified diff (only for Diff); Changed says whether there
+	// is any difference.
+	Diff    string
+	Changed bool
+}
+
+// Render writes (or diffs) the node's whole tree under o.Root: units,
+// manifests or process specs, the control plane's config files and the
+// directories they need. Writing is idempotent and keeps an existing
+// encryption key.
+func Render(o RenderOptions) (RenderResult, error) {
+	if o.Cluster == nil {
+		return RenderResult{}, fmt.Errorf("render: no cluster")
+	}
+	h, ok := o.Cluster.Host(o.Node)
+	if !ok {
+		return RenderResult{}, fmt.Errorf("node %q is not in the cluster file", o.Node)
+	}
+	p := Plan{Cluster: o.Cluster, Node: h}
+	if o.Layout == v1alpha1.LayoutProcess {
+		p.Root, p.AnvilBinary = o.Root, o.AnvilBinary
+	}
+	read := func(hostPath string) ([]byte, error) { return os.ReadFile(o.Root.Path(hostPath)) }
+	files, err := RenderNode(p, o.Layout, read)
+	if err != nil {
+		return RenderResult{}, err
+	}
+	if o.Diff {
+		d, changed, err := templates.DiffTree(o.Root, files)
+		return RenderResult{Diff: d, Changed: changed}, err
+	}
+	w, err := templates.WriteTree(o.Root, files)
+	return RenderResult{Written: w}, err
+}

@@ -1,0 +1,1031 @@
+package master
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"filippo.io/age"
+	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/etcd/etcdutl/v3/snapshot"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/images"
+	"anvil.dev/anvil/internal/fsutil"
+	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/layout"
+	"anvil.dev/anvil/internal/supervise"
+	"anvil.dev/anvil/pki"
+	"anvil.dev/anvil/templates"
+)
+
+// RestoreMode is what `anvil restore` does on this master.
+type RestoreMode string
+
+const (
+	// RestoreSnapshot restores this master's etcd member from a backup's
+	// snapshot; the member becomes a one-member cluster. A cluster restore
+	// does this on its first master.
+	RestoreSnapshot RestoreMode = "snapshot"
+	// RestoreLeave stops this master's control plane and etcd member and
+	// sets the member's data aside, so that the member can rejoin a
+	// cluster restored on another master and nothing on this master keeps
+	// serving the old data meanwhile.
+	RestoreLeave RestoreMode = "leave"
+	// RestoreRejoin makes this master a fresh member of the etcd cluster
+	// restored on another master (a learner that catches up from it, then
+	// a voter) and starts its control plane again: the member never holds
+	// data of its own that could mix with the restored snapshot.
+	RestoreRejoin RestoreMode = "rejoin"
+)
+
+// RestoreOptions are the inputs of `anvil restore`.
+type RestoreOptions struct {
+	Root hostfs.Root
+	// Mode is RestoreSnapshot when empty.
+	Mode RestoreMode
+	// Backup is read once, start to end; Name names it in messages. Only
+	// RestoreSnapshot reads a backup.
+	Backup io.Reader
+	Name   string
+	// Identities decrypt an encrypted backup.
+	Identities []age.Identity
+	// Endpoint (RestoreRejoin) is an etcd client URL of the restored
+	// cluster (https://FIRST-MASTER:2379).
+	Endpoint string
+	// Force restores a backup whose cluster name or (supported) Kubernetes
+	// version differs from this master's, or onto a member of a
+	// multi-member etcd cluster, which then becomes a one-member cluster;
+	// and lets RestoreLeave and RestoreRejoin change membership although
+	// etcd has or would lose quorum.
+	Force bool
+	// DryRun runs only the checks (for a snapshot restore, the whole
+	// verification of the backup too) and changes nothing.
+	DryRun bool
+	// MinRevision is a revision the restored cluster must end above, on top
+	// of what this member served (a cluster restore passes the highest
+	// revision any master served).
+	MinRevision int64
+	// Anvil is this anvil binary, which restarts the process layout's
+	// supervisor if it is not running.
+	Anvil string
+	// Timeout bounds the wait for the control plane to be ready again.
+	Timeout  time.Duration
+	Log      *slog.Logger
+	Progress func(phase, msg string)
+}
+
+// RestoreResult is what a restore did.
+type RestoreResult struct {
+	Mode RestoreMode `json:"mode"`
+	// DryRun says nothing was changed: the result says what would be.
+	DryRun bool   `json:"dryRun,omitempty"`
+	Node   string `json:"node"`
+	// Header is the backup's (RestoreSnapshot).
+	Header *BackupHeader `json:"header,omitempty"`
+	// CACertHash is this master's cluster CA pin (sha256:…).
+	CACertHash string `json:"caCertHash,omitempty"`
+	// Members is the etcd membership this master saw before it changed
+	// anything (empty when no member answered).
+	Members []Member `json:"members,omitempty"`
+	// Consistency (RestoreRejoin) compares every member of the restored
+	// cluster once this master has rejoined it.
+	Consistency *ConsistencyReport `json:"consistency,omitempty"`
+	// SnapshotRevision is the snapshot's own latest revision; ServedRevision
+	// the highest this member had served (0 when it could not be read);
+	// Revision the restored cluster's, after the bump, marked compacted.
+	SnapshotRevision int64  `json:"snapshotRevision"`
+	ServedRevision   int64  `json:"servedRevision"`
+	RevisionBump     uint64 `json:"revisionBump"`
+	Revision         int64  `json:"revision"`
+	// Aside holds what the restore replaced: the old etcd data directory
+	// and any file the backup's version replaced.
+	Aside    string   `json:"aside,omitempty"`
+	Replaced []string `json:"replaced,omitempty"`
+	// Notes are differences the restore kept as they are.
+	Notes []string `json:"notes,omitempty"`
+	// Elapsed is the whole restore; Downtime from stopping the apiserver to
+	// everything ready again.
+	Elapsed  time.Duration `json:"elapsed"`
+	Downtime time.Duration `json:"downtime"`
+}
+
+// RestoreRefusedError says why a restore refused a backup; nothing had
+// been changed.
+type RestoreRefusedError struct {
+	Backup string
+	Reason string
+	// Forceable says --force would go ahead.
+	Forceable bool
+}
+
+func (e *RestoreRefusedError) Error() string {
+	s := fmt.Sprintf("refusing to restore %s: %s", e.Backup, e.Reason)
+	if e.Forceable {
+		s += " (--force restores it anyway)"
+	}
+	return s
+}
+
+// ErrRestoreUnsupported marks a machine restore cannot work on yet.
+var ErrRestoreUnsupported = errors.New("restore is not supported here")
+
+// revisionMargin is how far above the highest revision the old member
+// served the restored cluster starts. Any positive margin keeps revisions
+// from going backwards; a wide one also covers writes that a member other
+// than this one may have served (a cluster restore passes MinRevision).
+const revisionMargin = 10_000
+
+// unknownRevisionBump is the bump when nothing is known of what the old
+// cluster served (its member is gone and its data unreadable): the figure
+// etcd's and Kubernetes' restore documentation use.
+const unknownRevisionBump = 1_000_000_000
+
+// restorePhase is one step of restore. Until the first phase that Changes
+// the machine nothing on it has changed; every refusal happens before.
+type restorePhase struct {
+	Name        string
+	Description string
+	// Changes marks the phases a dry run leaves out.
+	Changes bool
+	Run     func(ctx context.Context, r *restoreRun) error
+}
+
+// restorePhases is the flow of each mode, top to bottom.
+func restorePhases(mode RestoreMode) []restorePhase {
+	switch mode {
+	case RestoreLeave:
+		return []restorePhase{
+			{"check", "read this master's state; refuse when stopping its member would cost etcd its quorum", false, leaveCheckPhase},
+			{"stop-control-plane", "stop kube-scheduler, kube-controller-manager and kube-apiserver", true, restoreStopControlPlanePhase},
+			{"stop-etcd", "note the last revision etcd served, then stop it", true, restoreStopEtcdPhase},
+			{"set-aside", "move the member's data aside, so nothing serves the old cluster from here again", true, setAsidePhase},
+		}
+	case RestoreRejoin:
+		return []restorePhase{
+			{"check", "read this master's state and the restored cluster's members through the endpoint", false, rejoinCheckPhase},
+			{"stop-control-plane", "stop kube-scheduler, kube-controller-manager and kube-apiserver", true, restoreStopControlPlanePhase},
+			{"stop-etcd", "note the last revision etcd served, then stop it", true, restoreStopEtcdPhase},
+			{"set-aside", "move the member's old data aside: it rejoins empty", true, setAsidePhase},
+			{"etcd-member", "add this master to the restored cluster as a learner (replacing a stale member of the same name)", true, rejoinMemberPhase},
+			{"etcd", "start the member, wait until it has caught up, promote it to a voter", true, rejoinEtcdPhase},
+			{"start", "start the control plane and wait until ready", true, rejoinStartPhase},
+		}
+	}
+	return []restorePhase{
+		{"check", "read this master's state and etcd's membership; refuse to fork a multi-member cluster", false, restoreCheckPhase},
+		{"verify", "decrypt, decompress and verify the whole backup into a staging directory, and check its header", false, restoreVerifyPhase},
+		{"stop-control-plane", "stop kube-scheduler, kube-controller-manager and kube-apiserver", true, restoreStopControlPlanePhase},
+		{"stop-etcd", "note the last revision etcd served, then stop it", true, restoreStopEtcdPhase},
+		{"restore", "restore the snapshot into a fresh data directory (etcd's own code), revision bumped and compacted", true, restoreDataPhase},
+		{"swap", "put the restored data and the backup's encryption config in place, the old ones aside", true, restoreSwapPhase},
+		{"start", "start etcd, drop stale leader leases, start the control plane and wait until ready", true, restoreStartPhase},
+	}
+}
+
+// RestorePhaseNames lists the phases of a restore mode, for the command's
+// help.
+func RestorePhaseNames(mode RestoreMode) []string {
+	var out []string
+	for _, p := range restorePhases(mode) {
+		out = append(out, fmt.Sprintf("%-19s %s", p.Name, p.Description))
+	}
+	return out
+}
+
+type restoreRun struct {
+	o       RestoreOptions
+	log     *slog.Logger
+	started time.Time
+	stamp   string
+
+	state    *NodeState
+	cluster  *v1alpha1.Cluster
+	plan     Plan
+	cs       []templates.Component
+	etcdCfg  *embed.Config
+	dataDir  string
+	caHash   string
+	lockFile *os.File
+
+	staging      string
+	stagedDB     string
+	stagedFiles  map[string][]byte
+	header       BackupHeader
+	snapRevision int64
+
+	// specs are the process layout's specs of what was stopped, put back
+	// by start.
+	specs     map[string][]byte
+	stopped   []templates.Component
+	downSince time.Time
+	served    int64
+	newDir    string
+	swapped   bool
+	// setAside says the member's data was moved away (leave, rejoin):
+	// starting etcd again before it rejoins would make a new, empty cluster.
+	setAside bool
+	rejoin   rejoinState
+	result   RestoreResult
+}
+
+// Restore restores this master. In the default mode (RestoreSnapshot) it
+// checks and fully verifies the backup before touching anything, stops the
+// control plane and etcd, restores the snapshot into a fresh data
+// directory with etcd's own restore code (the revision bumped above
+// anything the old cluster served and marked compacted, so every watcher
+// relists), swaps it in with the old one kept aside, starts everything
+// again and waits until ready. RestoreLeave and RestoreRejoin are the other
+// masters' part of a cluster restore.
+//
+// A restore that fails before stop-control-plane changed nothing; one that
+// fails before swap starts the old control plane again.
+func Restore(ctx context.Context, o RestoreOptions) (res *RestoreResult, err error) {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 3 * time.Minute
+	}
+	if o.Mode == "" {
+		o.Mode = RestoreSnapshot
+	}
+	switch o.Mode {
+	case RestoreSnapshot:
+		if o.Backup == nil {
+			return nil, errors.New("restore: no backup to restore")
+		}
+		if o.Name == "" {
+			o.Name = "the backup"
+		}
+	case RestoreLeave:
+	case RestoreRejoin:
+		if err := checkEtcdEndpoint(o.Endpoint); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("restore mode %q: use %q, %q or %q", o.Mode, RestoreSnapshot, RestoreLeave, RestoreRejoin)
+	}
+	now := time.Now().UTC()
+	r := &restoreRun{o: o, log: o.Log, started: now, stamp: now.Format("20060102T150405Z")}
+	r.result.Mode, r.result.DryRun = o.Mode, o.DryRun
+	defer r.cleanup()
+	defer func() {
+		if err != nil {
+			r.rollback(err)
+		}
+	}()
+	for _, p := range restorePhases(o.Mode) {
+		if o.DryRun && p.Changes {
+			break
+		}
+		start := time.Now()
+		r.progress(p.Name, p.Description)
+		if err := p.Run(ctx, r); err != nil {
+			return nil, fmt.Errorf("restore phase %s: %w", p.Name, err)
+		}
+		r.log.Debug("phase done", "phase", p.Name, "elapsed", time.Since(start))
+	}
+	r.result.Elapsed = time.Since(r.started)
+	if !r.downSince.IsZero() {
+		r.result.Downtime = time.Since(r.downSince)
+	}
+	return &r.result, nil
+}
+
+func (r *restoreRun) progress(phase, msg string) {
+	if r.o.Progress != nil {
+		r.o.Progress(phase, msg)
+	}
+	r.log.Debug(msg, "phase", phase)
+}
+
+func (r *restoreRun) refuse(forceable bool, format string, args ...any) error {
+	name := r.o.Name
+	if r.o.Mode != RestoreSnapshot {
+		name = "this master"
+	}
+	return &RestoreRefusedError{Backup: name, Reason: fmt.Sprintf(format, args...), Forceable: forceable}
+}
+
+// readNode reads what every mode needs of this master: its state, cluster
+// file, plan, components and etcd configuration; and takes the machine's
+// restore lock.
+func (r *restoreRun) readNode() error {
+	root := r.o.Root
+	st, err := ReadNodeState(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: restore replaces the data of a running master. On a new or reset machine, first put the backup's CAs, keys and cluster file in place "+
+			"(anvil backup export-files FILE), then make it a master with them (anvil init -f %s --node NAME), then restore", ErrNotInitialized, ClusterFile)
+	}
+	if err != nil {
+		return err
+	}
+	if st.Role != v1alpha1.RoleMaster {
+		return fmt.Errorf("node %s is a %s: restore runs on a master", st.Node, st.Role)
+	}
+	switch st.Layout {
+	case v1alpha1.LayoutProcess, v1alpha1.LayoutSystemd:
+	default:
+		return fmt.Errorf("%w: the %s layout (the kubelet runs the control plane; stop it by moving the manifests out of %s, then restore by hand with anvil backup export-snapshot)",
+			ErrRestoreUnsupported, st.Layout, root.Manifests())
+	}
+	r.state = st
+	r.result.Node = st.Node
+	c, _, err := v1alpha1.Load(root.Path(ClusterFile))
+	if err != nil {
+		return err
+	}
+	r.cluster = c
+	h, ok := c.Host(st.Node)
+	if !ok {
+		return fmt.Errorf("node %q is not in %s", st.Node, root.Path(ClusterFile))
+	}
+	p := Plan{Cluster: c, Node: h, KubernetesVersion: st.KubernetesVersion}
+	if st.Layout == v1alpha1.LayoutProcess {
+		p.Root, p.AnvilBinary = root, r.o.Anvil
+		if p.AnvilBinary == "" {
+			p.AnvilBinary = root.Join(hostfs.LinkDir, images.AnvilBinary)
+		}
+	}
+	if r.plan, err = p.Complete(); err != nil {
+		return err
+	}
+	if r.cs, err = Components(r.plan); err != nil {
+		return err
+	}
+	cfgPath := root.Path(EtcdConfigFile)
+	if r.etcdCfg, err = embed.ConfigFromFile(cfgPath); err != nil {
+		return fmt.Errorf("read etcd config %s: %w", cfgPath, err)
+	}
+	r.dataDir = filepath.Clean(r.etcdCfg.Dir)
+	if r.dataDir == "" || !filepath.IsAbs(r.dataDir) {
+		return fmt.Errorf("etcd config %s: data-dir %q is not an absolute path", cfgPath, r.etcdCfg.Dir)
+	}
+	hash, err := pki.CAHashFromFile(root.Join(hostfs.PKIDir, pki.CertFile(pki.CACertAndKeyBaseName)))
+	if err != nil {
+		return err
+	}
+	r.caHash = hash.String()
+	r.result.CACertHash = r.caHash
+
+	// One restore at a time on a machine.
+	lockPath := root.Join(hostfs.RunDir, "restore.lock")
+	if err := os.MkdirAll(filepath.Dir(lockPath), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("another restore is running on this machine (%s is locked)", lockPath)
+	}
+	r.lockFile = f
+	return nil
+}
+
+func restoreCheckPhase(ctx context.Context, r *restoreRun) error {
+	if err := r.readNode(); err != nil {
+		return err
+	}
+	// A member of a multi-member cluster restored alone would fork it.
+	ms := r.readMembership(ctx)
+	r.result.Members = ms
+	if why := soloRestoreRefusal(ms, r.etcdCfg.Name, r.masterNames()); why != "" && !r.o.Force {
+		return r.refuse(true, "%s", why)
+	}
+	return nil
+}
+
+// checkHeader refuses, from the clear header alone, a backup this master
+// must not take: before any decryption and before anything changes.
+func (r *restoreRun) checkHeader(h *BackupHeader) error {
+	if _, err := images.Lookup(h.KubernetesVersion); err != nil {
+		return r.refuse(false, "it is of Kubernetes %s, which this anvil cannot run: %v", h.KubernetesVersion, err)
+	}
+	if h.Cluster != r.cluster.Name && !r.o.Force {
+		return r.refuse(true, "it is a backup of cluster %q, and this master belongs to cluster %q", h.Cluster, r.cluster.Name)
+	}
+	if h.KubernetesVersion != r.state.KubernetesVersion && !r.o.Force {
+		return r.refuse(true, "it was taken under Kubernetes %s and this master runs %s", h.KubernetesVersion, r.state.KubernetesVersion)
+	}
+	if h.CACertHash != r.caHash {
+		return r.refuse(false, "its cluster CA (%s) is not this master's (%s): its certificates, service-account tokens and Secrets belong to another cluster (or the CA was replaced). Restore it onto a machine cleaned with anvil reset and initialised from the backup's cluster file", h.CACertHash, r.caHash)
+	}
+	return nil
+}
+
+func restoreVerifyPhase(ctx context.Context, r *restoreRun) error {
+	parent := filepath.Dir(r.dataDir)
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return err
+	}
+	staging, err := os.MkdirTemp(parent, "restore-staging-")
+	if err != nil {
+		return err
+	}
+	r.staging = staging
+	r.stagedDB = filepath.Join(staging, "snapshot.db")
+	db, err := os.OpenFile(r.stagedDB, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	trailer := newTrailerCheck()
+	r.stagedFiles = map[string][]byte{}
+	contents, err := ReadEnvelope(r.o.Backup, ReadOptions{
+		Identities:  r.o.Identities,
+		CheckHeader: r.checkHeader,
+		File: func(p string, _ fs.FileMode, data []byte) error {
+			r.stagedFiles["/"+p] = data
+			return nil
+		},
+		Snapshot: io.MultiWriter(db, trailer),
+	})
+	if err != nil {
+		var refused *RestoreRefusedError
+		if errors.As(err, &refused) {
+			return err
+		}
+		return fmt.Errorf("%s: %w", r.o.Name, err)
+	}
+	if err := db.Sync(); err != nil {
+		return err
+	}
+	if err := db.Close(); err != nil {
+		return err
+	}
+	r.header = contents.Header
+	r.result.Header = &r.header
+	if err := trailer.check(); err != nil {
+		return fmt.Errorf("%s: %w", r.o.Name, envErr(ErrCorruptBackup, "snapshot", "%v", err))
+	}
+	for _, f := range BackupFiles() {
+		if _, ok := r.stagedFiles[f]; !ok {
+			return fmt.Errorf("%s: %w", r.o.Name, envErr(ErrCorruptBackup, "file", "%s is missing", f))
+		}
+	}
+	// The CA inside (authenticated when encrypted) must be the one the
+	// clear header named.
+	ca := r.stagedFiles[path.Join(hostfs.PKIDir, pki.CertFile(pki.CACertAndKeyBaseName))]
+	if h, err := caHashOfPEM(ca); err != nil || h != contents.Header.CACertHash {
+		return fmt.Errorf("%s: %w", r.o.Name, envErr(ErrCorruptBackup, "file", "the CA inside does not match the header's %s (%s, %v)", contents.Header.CACertHash, h, err))
+	}
+	if err := r.checkFiles(); err != nil {
+		return err
+	}
+	if r.snapRevision, err = dbRevision(r.stagedDB, time.Second); err != nil {
+		return fmt.Errorf("%s: %w", r.o.Name, envErr(ErrCorruptBackup, "snapshot", "the snapshot is not an etcd database: %v", err))
+	}
+	r.result.SnapshotRevision = r.snapRevision
+	r.progress("verify", fmt.Sprintf("%s is a complete backup of cluster %s taken on %s at %s, revision %d (snapshot %s, sha256 %s…)",
+		r.o.Name, contents.Header.Cluster, contents.Header.Node, contents.Header.Created.Format(time.RFC3339), r.snapRevision,
+		humanBytes(contents.SnapshotSize), contents.SnapshotSHA256[:16]))
+	if r.o.DryRun {
+		// What the restore would do if the cluster stopped now.
+		r.result.ServedRevision = r.liveRevision(ctx)
+		bump := revisionBump(r.snapRevision, r.result.ServedRevision, r.o.MinRevision)
+		r.result.RevisionBump, r.result.Revision = bump, r.snapRevision+int64(bump)
+	}
+	return nil
+}
+
+// checkFiles compares the backup's files with this master's: the CAs and
+// the service-account keys must be the same (everything here was issued
+// from them), the encryption config is replaced by the backup's if it
+// differs (the snapshot's Secrets are encrypted with it), and a different
+// cluster file is kept and noted.
+func (r *restoreRun) checkFiles() error {
+	for _, f := range BackupFiles() {
+		want := r.stagedFiles[f]
+		have, err := os.ReadFile(r.o.Root.Path(f))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err == nil && bytes.Equal(have, want) {
+			continue
+		}
+		switch f {
+		case EncryptionConfigFile:
+			if err := checkEncryptionConfig(want); err != nil {
+				return fmt.Errorf("%s: %w", r.o.Name, envErr(ErrCorruptBackup, "file", "%s: %v", f, err))
+			}
+		case ClusterFile:
+			r.result.Notes = append(r.result.Notes, fmt.Sprintf("the backup's cluster file differs from %s, which is kept", r.o.Root.Path(f)))
+		default:
+			return r.refuse(false, "its %s differs from this master's: restore it onto a machine cleaned with anvil reset", f)
+		}
+	}
+	return nil
+}
+
+func restoreStopControlPlanePhase(ctx context.Context, r *restoreRun) error {
+	if r.rejoin.joined {
+		return nil
+	}
+	r.downSince = time.Now()
+	var cp []templates.Component
+	for _, c := range r.cs {
+		if c.Name != Etcd {
+			cp = append(cp, c)
+		}
+	}
+	return r.stop(ctx, cp, killGrace)
+}
+
+func restoreStopEtcdPhase(ctx context.Context, r *restoreRun) error {
+	if r.rejoin.joined {
+		return nil
+	}
+	// With the apiservers stopped nothing writes; what etcd reports now is
+	// the highest revision it served.
+	live := r.liveRevision(ctx)
+	if err := r.stop(ctx, r.components(Etcd), 0); err != nil {
+		return err
+	}
+	// The data itself has the last word: the database's newest revision,
+	// read with etcd gone (the lock would block otherwise).
+	db := filepath.Join(r.dataDir, "member", "snap", "db")
+	old, err := dbRevision(db, 10*time.Second)
+	if err != nil && !(r.o.Mode != RestoreSnapshot && errors.Is(err, fs.ErrNotExist)) {
+		r.log.Warn("cannot read the old etcd database's revision", "file", db, "err", err)
+	}
+	r.served = max(live, old)
+	r.result.ServedRevision = r.served
+	return nil
+}
+
+func (r *restoreRun) liveRevision(ctx context.Context) int64 {
+	if !localEtcdListens() {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cli, err := EtcdClient(ctx, r.o.Root)
+	if err != nil {
+		return 0
+	}
+	defer cli.Close()
+	sr, err := cli.Status(ctx, cli.Endpoints()[0])
+	if err != nil {
+		r.log.Warn("cannot read etcd's revision before stopping it", "err", err)
+		return 0
+	}
+	return sr.Header.Revision
+}
+
+// revisionBump is how far the snapshot's revision is raised: above the
+// highest revision served (by this member, or MinRevision) by a margin;
+// by a billion when nothing is known.
+func revisionBump(snapRev, served, floor int64) uint64 {
+	served = max(served, floor)
+	if served <= 0 {
+		return unknownRevisionBump
+	}
+	return uint64(max(served-snapRev, 0) + revisionMargin)
+}
+
+func restoreDataPhase(ctx context.Context, r *restoreRun) error {
+	bump := revisionBump(r.snapRevision, r.served, r.o.MinRevision)
+	r.result.RevisionBump = bump
+	r.result.Revision = r.snapRevision + int64(bump)
+	r.newDir = filepath.Join(filepath.Dir(r.dataDir), filepath.Base(r.dataDir)+".restore-"+r.stamp)
+	var peers []string
+	for _, u := range r.etcdCfg.AdvertisePeerUrls {
+		peers = append(peers, u.String())
+	}
+	var initial []string
+	for _, u := range peers {
+		initial = append(initial, r.etcdCfg.Name+"="+u)
+	}
+	err := snapshot.NewV3(zap.NewNop()).Restore(snapshot.RestoreConfig{
+		SnapshotPath:        r.stagedDB,
+		Name:                r.etcdCfg.Name,
+		OutputDataDir:       r.newDir,
+		PeerURLs:            peers,
+		InitialCluster:      strings.Join(initial, ","),
+		InitialClusterToken: r.etcdCfg.InitialClusterToken,
+		RevisionBump:        bump,
+		MarkCompacted:       true,
+	})
+	if err != nil {
+		return fmt.Errorf("etcd snapshot restore into %s: %w", r.newDir, err)
+	}
+	if err := os.Chmod(r.newDir, 0o700); err != nil {
+		return err
+	}
+	r.progress("restore", fmt.Sprintf("revision %d bumped by %d to %d (this member had served up to %d), marked compacted",
+		r.snapRevision, bump, r.result.Revision, r.served))
+	return nil
+}
+
+func restoreSwapPhase(ctx context.Context, r *restoreRun) error {
+	aside := filepath.Join(filepath.Dir(r.dataDir), "before-restore-"+r.stamp)
+	if err := os.Mkdir(aside, 0o700); err != nil {
+		return err
+	}
+	r.result.Aside = aside
+	oldData := filepath.Join(aside, filepath.Base(r.dataDir))
+	if err := os.Rename(r.dataDir, oldData); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("move %s aside: %w", r.dataDir, err)
+	}
+	if err := os.Rename(r.newDir, r.dataDir); err != nil {
+		if rerr := os.Rename(oldData, r.dataDir); rerr != nil {
+			return fmt.Errorf("put the restored data in place: %w; and the old data could not be put back from %s: %v", err, oldData, rerr)
+		}
+		return fmt.Errorf("put the restored data in place: %w", err)
+	}
+	r.swapped = true
+	r.newDir = ""
+	// The encryption config the snapshot's Secrets need.
+	f := EncryptionConfigFile
+	want := r.stagedFiles[f]
+	have, err := os.ReadFile(r.o.Root.Path(f))
+	if err == nil && !bytes.Equal(have, want) {
+		if err := fsutil.WriteFile(filepath.Join(aside, "files", f), have, 0o600, 0o700); err != nil {
+			return err
+		}
+	}
+	if err != nil || !bytes.Equal(have, want) {
+		if err := fsutil.WriteFile(r.o.Root.Path(f), want, backupFileMode(f), 0o700); err != nil {
+			return err
+		}
+		r.result.Replaced = append(r.result.Replaced, r.o.Root.Path(f))
+	}
+	return nil
+}
+
+func restoreStartPhase(ctx context.Context, r *restoreRun) error {
+	etcd := r.components(Etcd)
+	if err := r.start(ctx, etcd); err != nil {
+		return err
+	}
+	run := r.initRun()
+	if err := run.waitReady(ctx, etcd, r.o.Timeout); err != nil {
+		return err
+	}
+	if err := r.dropLeaderLeases(ctx); err != nil {
+		return err
+	}
+	var rest []templates.Component
+	for _, c := range r.stopped {
+		if c.Name != Etcd {
+			rest = append(rest, c)
+		}
+	}
+	if err := r.start(ctx, rest); err != nil {
+		return err
+	}
+	if err := run.waitReady(ctx, r.cs, r.o.Timeout); err != nil {
+		return err
+	}
+	cli, err := run.client(pki.SuperAdminKubeconfig)
+	if err != nil {
+		return err
+	}
+	if err := waitLeaders(ctx, cli, r.o.Timeout, ControllerManager, Scheduler); err != nil {
+		return err
+	}
+	r.progress("start", fmt.Sprintf("control plane ready after %s down; the old data is in %s", time.Since(r.downSince).Round(10*time.Millisecond), r.result.Aside))
+	return nil
+}
+
+// dropLeaderLeases deletes the controller-manager's, the scheduler's and
+// the VIP's leader leases from the restored data. They name holders from the time of
+// the backup, and a new holder would wait out their whole duration; every
+// holder is stopped during a restore, so nobody can still be acting on them.
+func (r *restoreRun) dropLeaderLeases(ctx context.Context) error {
+	prefix := "/registry"
+	for _, c := range r.cs {
+		if v, ok := c.Arg("etcd-prefix"); ok && c.Name == APIServer {
+			prefix = v
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cli, err := EtcdClient(ctx, r.o.Root)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	for _, name := range []string{ControllerManager, Scheduler, VIPLease} {
+		key := path.Join(prefix, "leases", "kube-system", name)
+		if _, err := cli.Delete(ctx, key); err != nil {
+			return fmt.Errorf("delete stale leader lease %s: %w", key, err)
+		}
+	}
+	return nil
+}
+
+func (r *restoreRun) components(names ...string) []templates.Component {
+	var out []templates.Component
+	for _, c := range r.cs {
+		if slices.Contains(names, c.Name) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (r *restoreRun) initRun() *initRun {
+	cfg, _ := pki.ConfigFromCluster(r.cluster, r.state.Node)
+	return &initRun{
+		o:       InitOptions{Layout: r.state.Layout, Root: r.o.Root, Log: r.log, Progress: r.o.Progress, Anvil: r.o.Anvil},
+		plan:    r.plan,
+		pkiCfg:  cfg,
+		log:     r.log,
+		started: r.started,
+	}
+}
+
+func (r *restoreRun) layoutOptions() layout.Options {
+	return layout.Options{Layout: r.state.Layout, Root: r.o.Root, Anvil: r.o.Anvil}
+}
+
+// killGrace is how long a stopping control-plane component gets before
+// restore kills it: an apiserver drains its watches for up to its request
+// timeout (a minute), and what it would finish is about to be replaced.
+const killGrace = 3 * time.Second
+
+// stop stops cs (in reverse order) and waits until they are gone: their
+// supervisor or systemd says so and their ports are closed. What is still
+// running after grace (if positive) is killed. The process layout's specs
+// are kept, to be put back by start.
+func (r *restoreRun) stop(ctx context.Context, cs []templates.Component, grace time.Duration) error {
+	if r.state.Layout == v1alpha1.LayoutProcess {
+		if r.specs == nil {
+			r.specs = map[string][]byte{}
+		}
+		for _, c := range cs {
+			p := r.o.Root.Join(templates.ProcessSpecDir, c.Name+".json")
+			b, err := os.ReadFile(p)
+			if errors.Is(err, fs.ErrNotExist) && r.o.Mode != RestoreSnapshot {
+				continue // stopped by an earlier leave
+			}
+			if err != nil {
+				return fmt.Errorf("process spec of %s: %w", c.Name, err)
+			}
+			r.specs[c.Name] = b
+		}
+	}
+	// Recorded first: a stop that fails half way is still undone.
+	r.stopped = append(r.stopped, cs...)
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	// systemd's stop waits for the units; the supervisor's returns at once.
+	stopped := make(chan error, 1)
+	go func() { stopped <- layout.Stop(ctx, r.layoutOptions(), cs, false) }()
+	var names []string
+	for _, c := range cs {
+		names = append(names, c.Name)
+	}
+	start, stopDone, killed := time.Now(), false, false
+	for {
+		if !stopDone {
+			select {
+			case err := <-stopped:
+				if err != nil {
+					return err
+				}
+				stopDone = true
+			default:
+			}
+		}
+		running, why := r.stillRunning(cs)
+		if stopDone && len(running) == 0 {
+			r.progress("stop", fmt.Sprintf("stopped %s in %s", strings.Join(names, ", "), time.Since(start).Round(10*time.Millisecond)))
+			return nil
+		}
+		if grace > 0 && !killed && len(running) > 0 && time.Since(start) > grace {
+			killed = true
+			r.progress("stop", fmt.Sprintf("killing what did not stop within %s: %s", grace, strings.Join(why, "; ")))
+			if err := layout.Kill(ctx, r.layoutOptions(), running, syscall.SIGKILL); err != nil {
+				r.log.Warn("kill", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s still running after 90s: %s", strings.Join(names, ", "), strings.Join(why, "; "))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// stillRunning returns the components of cs that still run, and how that
+// shows.
+func (r *restoreRun) stillRunning(cs []templates.Component) ([]templates.Component, []string) {
+	var out []templates.Component
+	var why []string
+	var st *supervise.Status
+	if r.state.Layout == v1alpha1.LayoutProcess {
+		st, _ = supervise.ReadStatus(r.o.Root)
+	}
+	for _, c := range cs {
+		var reasons []string
+		if st != nil {
+			// The status file is written after a reload, so check the PID.
+			if p, ok := st.Process(c.Name); ok && p.PID > 0 && supervise.Alive(p.PID) {
+				reasons = append(reasons, fmt.Sprintf("%s is pid %d", c.Name, p.PID))
+			}
+		}
+		for _, p := range c.Ports {
+			host := p.Address
+			if host == "" || host == "0.0.0.0" {
+				host = "127.0.0.1"
+				if c.Name == APIServer {
+					host = r.plan.AdvertiseAddress.String()
+				}
+			}
+			addr := net.JoinHostPort(host, strconv.Itoa(int(p.Number)))
+			if conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+				conn.Close()
+				reasons = append(reasons, fmt.Sprintf("%s listens on %s", c.Name, addr))
+			}
+		}
+		if len(reasons) > 0 {
+			out = append(out, c)
+			why = append(why, reasons...)
+		}
+	}
+	return out, why
+}
+
+// start puts back the specs of cs (process layout) and has the layout run
+// them.
+func (r *restoreRun) start(ctx context.Context, cs []templates.Component) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	if r.state.Layout == v1alpha1.LayoutProcess {
+		for _, c := range cs {
+			b, ok := r.specs[c.Name]
+			if !ok {
+				continue
+			}
+			p := r.o.Root.Join(templates.ProcessSpecDir, c.Name+".json")
+			if err := fsutil.WriteFile(p, b, templates.ConfigMode, templates.DirMode); err != nil {
+				return err
+			}
+		}
+	}
+	if err := layout.Start(ctx, r.layoutOptions(), cs); err != nil {
+		return err
+	}
+	r.stopped = slices.DeleteFunc(r.stopped, func(s templates.Component) bool {
+		return slices.ContainsFunc(cs, func(c templates.Component) bool { return c.Name == s.Name })
+	})
+	return nil
+}
+
+// rollback starts again what a failed restore stopped. Before the swap
+// that is the old control plane on its old data, as if nothing happened;
+// after it, the restored data stays and the error says where the old is.
+func (r *restoreRun) rollback(cause error) {
+	if r.newDir != "" {
+		os.RemoveAll(r.newDir)
+	}
+	r.withdrawLearner()
+	if len(r.stopped) == 0 {
+		return
+	}
+	if r.setAside {
+		// etcd on an empty data directory would bootstrap a new, empty
+		// cluster: what was stopped stays stopped.
+		where := "this member's old data is in " + r.result.Aside
+		if r.result.Aside == "" {
+			where = "this member had left already"
+		}
+		r.progress("rollback", fmt.Sprintf("the control plane stays stopped until this master rejoins the restored cluster (anvil restore --rejoin ENDPOINT); %s: %v", where, cause))
+		return
+	}
+	switch {
+	case r.o.Mode == RestoreRejoin:
+		r.progress("rollback", "this member rejoined; starting the control plane again: "+cause.Error())
+	case r.swapped:
+		r.progress("rollback", fmt.Sprintf("the restored data is in place but did not come up: %v; the old data is in %s", cause, r.result.Aside))
+	default:
+		r.progress("rollback", "starting the control plane again on its old data: "+cause.Error())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var order []templates.Component
+	for _, c := range r.cs { // start order
+		if slices.ContainsFunc(r.stopped, func(s templates.Component) bool { return s.Name == c.Name }) {
+			order = append(order, c)
+		}
+	}
+	if err := r.start(ctx, order); err != nil {
+		r.log.Error("rollback: cannot start the control plane again", "err", err)
+	}
+}
+
+func (r *restoreRun) cleanup() {
+	if r.staging != "" {
+		os.RemoveAll(r.staging)
+	}
+	if r.lockFile != nil {
+		r.lockFile.Close()
+	}
+}
+
+// dbRevision is the newest revision in an etcd database file (bbolt):
+// the last key of the "key" bucket, whose first 8 bytes are the main
+// revision, big-endian. Opening waits up to timeout for a writer's lock.
+func dbRevision(file string, timeout time.Duration) (int64, error) {
+	if _, err := os.Stat(file); err != nil {
+		return 0, err
+	}
+	db, err := bolt.Open(file, 0o400, &bolt.Options{ReadOnly: true, Timeout: timeout})
+	if err != nil {
+		return 0, fmt.Errorf("open %s: %w", file, err)
+	}
+	defer db.Close()
+	var rev int64
+	err = db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("key"))
+		if b == nil {
+			return fmt.Errorf("%s has no key bucket", file)
+		}
+		k, _ := b.Cursor().Last()
+		if len(k) < 8 {
+			return fmt.Errorf("%s has no revisions", file)
+		}
+		rev = int64(binary.BigEndian.Uint64(k[:8]))
+		return nil
+	})
+	return rev, err
+}
+
+// trailerCheck verifies, as the snapshot streams by, the sha256 that etcd
+// appends to every snapshot it sends: the last 32 bytes are the sha256 of
+// all bytes before them, and the database before it is whole pages.
+type trailerCheck struct {
+	h    hash.Hash
+	tail []byte
+	n    int64
+}
+
+func newTrailerCheck() *trailerCheck { return &trailerCheck{h: sha256.New()} }
+
+func (t *trailerCheck) Write(p []byte) (int, error) {
+	t.n += int64(len(p))
+	if len(p) >= sha256.Size {
+		t.h.Write(t.tail)
+		t.h.Write(p[:len(p)-sha256.Size])
+		t.tail = append(t.tail[:0], p[len(p)-sha256.Size:]...)
+		return len(p), nil
+	}
+	buf := append(t.tail, p...)
+	if len(buf) > sha256.Size {
+		t.h.Write(buf[:len(buf)-sha256.Size])
+		buf = buf[len(buf)-sha256.Size:]
+	}
+	t.tail = append(make([]byte, 0, sha256.Size), buf...)
+	return len(p), nil
+}
+
+func (t *trailerCheck) check() error {
+	if t.n%512 != sha256.Size {
+		return fmt.Errorf("the snapshot is %d bytes, not a database with etcd's sha256 after it", t.n)
+	}
+	if !bytes.Equal(t.h.Sum(nil), t.tail) {
+		return errors.New("the snapshot does not match the sha256 etcd appended to it")
+	}
+	return nil
+}
+
+// caHashOfPEM is the CA pin of a PEM certificate.
+func caHashOfPEM(b []byte) (string, error) {
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return "", errors.New("no PEM certificate")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return "", err
+	}
+	return pki.CAHashOf(cert).String(), nil
+}

@@ -1,0 +1,280 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"anvil.dev/anvil/internal/fsutil"
+	"anvil.dev/anvil/pki"
+	"anvil.dev/anvil/templates"
+)
+
+// A cluster restore never restores a snapshot on more than one master:
+// two members restored separately would be two clusters, and one restored
+// member next to members holding the old data would mix the two. So the
+// other masters leave first (their members stop and their data goes
+// aside: nothing serves the old cluster any more), the first master
+// restores the snapshot as a one-member cluster, and the others rejoin it
+// one at a time as fresh learners that catch up from it, like a
+// control-plane join, before they are promoted.
+
+// rejoinState is what a rejoin learns on its way.
+type rejoinState struct {
+	// joined says this master's member already belongs to the restored
+	// cluster (a re-run after a rejoin that went through).
+	joined    bool
+	learnerID uint64
+	promoted  bool
+}
+
+func leaveCheckPhase(ctx context.Context, r *restoreRun) error {
+	if err := r.readNode(); err != nil {
+		return err
+	}
+	ms := r.readMembership(ctx)
+	r.result.Members = ms
+	if why := leaveRefusal(ms, r.etcdCfg.Name); why != "" && !r.o.Force {
+		return r.refuse(true, "%s", why)
+	}
+	return nil
+}
+
+// setAsidePhase moves the member's data directory aside. The etcd units
+// stay stopped (and, under systemd, disabled) until the member rejoins: an
+// etcd started on an empty directory would bootstrap a new, empty cluster.
+func setAsidePhase(ctx context.Context, r *restoreRun) error {
+	if r.rejoin.joined {
+		return nil
+	}
+	r.setAside = true
+	if ok, err := fsutil.Exists(r.dataDir); err != nil || !ok {
+		if err == nil {
+			r.progress("set-aside", "no data in "+r.dataDir+": this member left already")
+		}
+		return err
+	}
+	aside := filepath.Join(filepath.Dir(r.dataDir), "before-restore-"+r.stamp)
+	if err := os.Mkdir(aside, 0o700); err != nil {
+		return err
+	}
+	r.result.Aside = aside
+	if err := os.Rename(r.dataDir, filepath.Join(aside, filepath.Base(r.dataDir))); err != nil {
+		return fmt.Errorf("move %s aside: %w", r.dataDir, err)
+	}
+	r.progress("set-aside", fmt.Sprintf("the old data of this member is in %s; etcd stays stopped until the member rejoins (anvil restore --rejoin)", aside))
+	return nil
+}
+
+func rejoinCheckPhase(ctx context.Context, r *restoreRun) error {
+	if err := r.readNode(); err != nil {
+		return err
+	}
+	if r.o.Endpoint == r.plan.etcdClientURL() {
+		return fmt.Errorf("etcd endpoint %s is this master's own member: give the client URL of the master the backup was restored on", r.o.Endpoint)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	cli, err := EtcdClient(cctx, r.o.Root, r.o.Endpoint)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	st, err := cli.Status(cctx, r.o.Endpoint)
+	if err != nil {
+		return fmt.Errorf("etcd at %s (the restored cluster) does not answer: %w", r.o.Endpoint, err)
+	}
+	ms, err := ListMembers(ctx, cli)
+	if err != nil {
+		return fmt.Errorf("etcd at %s: %w", r.o.Endpoint, err)
+	}
+	r.result.Members = ms
+	r.result.Revision = st.Header.Revision
+	// A member that answers here with the same cluster ID has rejoined
+	// already: only the control plane may be left to start.
+	if local := r.localStatus(ctx); local != nil && local.Header.ClusterId == st.Header.ClusterId {
+		r.rejoin.joined = true
+		r.progress("check", fmt.Sprintf("this master's member is already in the cluster of %s: only the control plane is left to start", r.o.Endpoint))
+		return nil
+	}
+	self := slices.IndexFunc(ms, func(m Member) bool { return m.Name == r.etcdCfg.Name })
+	if self >= 0 && ms[self].Healthy && !ms[self].Learner {
+		return fmt.Errorf("the cluster of %s has a healthy voting member named %s, but it is not this master's: another machine answers as %s", r.o.Endpoint, r.etcdCfg.Name, r.etcdCfg.Name)
+	}
+	return nil
+}
+
+// localStatus is this master's own member's status, nil when it does not
+// answer.
+func (r *restoreRun) localStatus(ctx context.Context) *clientv3.StatusResponse {
+	if !localEtcdListens() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	cli, err := EtcdClient(ctx, r.o.Root)
+	if err != nil {
+		return nil
+	}
+	defer cli.Close()
+	st, err := cli.Status(ctx, cli.Endpoints()[0])
+	if err != nil {
+		return nil
+	}
+	return st
+}
+
+// rejoinMemberPhase adds this master to the restored cluster as a learner
+// and rewrites its etcd config to join that cluster, the old config kept
+// aside.
+func rejoinMemberPhase(ctx context.Context, r *restoreRun) error {
+	if r.rejoin.joined {
+		return nil
+	}
+	cli, err := EtcdClient(ctx, r.o.Root, r.o.Endpoint)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	res, err := AddLearner(ctx, cli, r.etcdCfg.Name, r.plan.etcdPeerURL(), r.o.Force)
+	if err != nil {
+		return err
+	}
+	r.rejoin.learnerID = res.ID
+	if res.Replaced != "" {
+		r.progress("etcd-member", "replaced the stale etcd member "+res.Replaced)
+	}
+	p := r.plan
+	p.Etcd = EtcdMember{Name: r.etcdCfg.Name, InitialCluster: res.InitialCluster, State: EtcdExistingCluster, Token: r.etcdCfg.InitialClusterToken}
+	files, err := ConfigFiles(p, func(hp string) ([]byte, error) { return os.ReadFile(r.o.Root.Path(hp)) })
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(files, func(f templates.OutputFile) bool { return f.Path == EtcdConfigFile })
+	if i < 0 {
+		return errors.New("the rendered control-plane files have no etcd config")
+	}
+	cfgPath := r.o.Root.Path(EtcdConfigFile)
+	if old, err := os.ReadFile(cfgPath); err == nil && r.result.Aside != "" {
+		if err := fsutil.WriteFile(filepath.Join(r.result.Aside, "files", EtcdConfigFile), old, 0o600, 0o700); err != nil {
+			return err
+		}
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := fsutil.WriteFile(cfgPath, files[i].Data, files[i].Mode, templates.DirMode); err != nil {
+		return err
+	}
+	r.result.Replaced = append(r.result.Replaced, cfgPath)
+	return nil
+}
+
+// rejoinEtcdPhase starts the learner, waits until it serves, and promotes
+// it once it has caught up with the restored member.
+func rejoinEtcdPhase(ctx context.Context, r *restoreRun) error {
+	if r.rejoin.joined {
+		return nil
+	}
+	run := r.initRun()
+	etcd := r.components(Etcd)
+	if err := run.start(ctx, etcd); err != nil {
+		return err
+	}
+	r.stopped = slices.DeleteFunc(r.stopped, func(c templates.Component) bool { return c.Name == Etcd })
+	if err := run.waitReady(ctx, etcd, r.o.Timeout); err != nil {
+		return err
+	}
+	cli, err := EtcdClient(ctx, r.o.Root, r.o.Endpoint)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	if err := PromoteWhenReady(ctx, cli, r.rejoin.learnerID, r.o.Timeout); err != nil {
+		return err
+	}
+	r.rejoin.promoted = true
+	r.setAside = false
+	if st := r.localStatus(ctx); st != nil {
+		r.result.Revision = st.Header.Revision
+	}
+	r.progress("etcd", "caught up with the restored cluster and promoted to a voting member")
+	return nil
+}
+
+func rejoinStartPhase(ctx context.Context, r *restoreRun) error {
+	run := r.initRun()
+	var rest []templates.Component
+	for _, c := range r.cs {
+		if c.Name != Etcd {
+			rest = append(rest, c)
+		}
+	}
+	// Written again from the plan: a leave in an earlier run took the
+	// process layout's specs away.
+	if err := run.start(ctx, rest); err != nil {
+		return err
+	}
+	r.stopped = nil
+	if err := run.waitReady(ctx, r.cs, r.o.Timeout); err != nil {
+		return err
+	}
+	cli, err := run.client(pki.SuperAdminKubeconfig)
+	if err != nil {
+		return err
+	}
+	if err := waitLeaders(ctx, cli, r.o.Timeout, ControllerManager, Scheduler); err != nil {
+		return err
+	}
+	ecli, err := EtcdClient(ctx, r.o.Root, r.o.Endpoint)
+	if err != nil {
+		return err
+	}
+	defer ecli.Close()
+	// A member that has just caught up may not have applied the revision
+	// the others report yet: that settles within seconds.
+	var c *ConsistencyReport
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		c, err = CheckConsistency(ctx, ecli)
+		if err == nil && c.Consistent || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if err != nil {
+		return err
+	}
+	r.result.Consistency = c
+	if !c.Consistent {
+		return fmt.Errorf("the members of the restored cluster disagree at revision %d: %+v", c.Revision, c.Members)
+	}
+	r.progress("start", fmt.Sprintf("control plane ready; the restored cluster's %d members hold the same data at revision %d", len(c.Members), c.Revision))
+	return nil
+}
+
+// withdrawLearner removes the learner a failed rejoin added: etcd allows
+// one learner at a time, so a dead one would block the next rejoin.
+func (r *restoreRun) withdrawLearner() {
+	if r.rejoin.learnerID == 0 || r.rejoin.promoted {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cli, err := EtcdClient(ctx, r.o.Root, r.o.Endpoint)
+	if err != nil {
+		r.log.Error("rollback: cannot reach etcd to remove the learner", "err", err)
+		return
+	}
+	defer cli.Close()
+	if _, err := cli.MemberRemove(ctx, r.rejoin.learnerID); err != nil {
+		r.log.Error("rollback: cannot remove the learner", "err", err)
+		return
+	}
+	r.progress("rollback", "removed this master's etcd learner from the restored cluster")
+}

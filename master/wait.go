@@ -1,0 +1,197 @@
+package master
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/internal/layout"
+	"anvil.dev/anvil/internal/supervise"
+	"anvil.dev/anvil/templates"
+)
+
+// crashLoopRestarts is how many restarts during a wait mean a component
+// will not come up by itself.
+const crashLoopRestarts = 3
+
+// NotReadyError says which components did not become ready, and why.
+type NotReadyError struct {
+	Components []string
+	Reason     string
+	// LogTail is the end of the first failing component's log.
+	LogTail string
+}
+
+func (e *NotReadyError) Error() string {
+	s := fmt.Sprintf("%s not ready: %s", strings.Join(e.Components, ", "), e.Reason)
+	if e.LogTail != "" {
+		s += "\n--- last lines of its log ---\n" + e.LogTail
+	}
+	return s
+}
+
+// waitReady polls the readiness probes of cs until all pass, a component
+// crash-loops, or timeout passes.
+func (r *initRun) waitReady(ctx context.Context, cs []templates.Component, timeout time.Duration) error {
+	probe := supervise.NewProber()
+	defer probe.Close()
+	deadline := time.Now().Add(timeout)
+	ready := map[string]bool{}
+	lastErr := map[string]error{}
+	lastReport := time.Now()
+	for {
+		var waiting []string
+		for _, c := range cs {
+			if ready[c.Name] || c.Health.Ready == nil {
+				continue
+			}
+			if err := probe.Check(ctx, *c.Health.Ready, 2*time.Second); err != nil {
+				lastErr[c.Name] = err
+				waiting = append(waiting, c.Name)
+				continue
+			}
+			ready[c.Name] = true
+			r.log.Debug("component ready", "component", c.Name, "after", time.Since(r.started))
+		}
+		if len(waiting) == 0 {
+			return nil
+		}
+		if name, restarts := r.crashLooping(ctx, waiting); name != "" {
+			return &NotReadyError{Components: []string{name}, Reason: fmt.Sprintf("crash-looping (%d restarts): %v", restarts, lastErr[name]), LogTail: r.logTail(name)}
+		}
+		if time.Now().After(deadline) {
+			return &NotReadyError{Components: waiting, Reason: fmt.Sprintf("still failing after %s: %v", timeout, lastErr[waiting[0]]), LogTail: r.logTail(waiting[0])}
+		}
+		if time.Since(lastReport) > 10*time.Second {
+			r.progress("wait", "waiting for "+strings.Join(waiting, ", "))
+			lastReport = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// crashLooping names a component among names that keeps restarting.
+func (r *initRun) crashLooping(ctx context.Context, names []string) (string, int) {
+	switch r.o.Layout {
+	case v1alpha1.LayoutProcess:
+		st, err := supervise.ReadStatus(r.o.Root)
+		if err != nil {
+			return "", 0
+		}
+		for _, n := range names {
+			if p, ok := st.Process(n); ok && p.Restarts >= crashLoopRestarts {
+				return n, p.Restarts
+			}
+		}
+	case v1alpha1.LayoutSystemd:
+		units := map[string]string{}
+		cs, _ := Components(r.plan)
+		for _, c := range cs {
+			if slices.Contains(names, c.Name) {
+				units[c.UnitName()] = c.Name
+			}
+		}
+		var list []string
+		for u := range units {
+			list = append(list, u)
+		}
+		states, err := layout.SystemdStates(ctx, list)
+		if err != nil {
+			return "", 0
+		}
+		for _, s := range states {
+			if s.Restarts >= crashLoopRestarts {
+				return units[s.Name], int(s.Restarts)
+			}
+		}
+	}
+	return "", 0
+}
+
+// logTail is the end of a component's log: its file in the process layout,
+// the journal under systemd.
+func (r *initRun) logTail(name string) string {
+	switch r.o.Layout {
+	case v1alpha1.LayoutProcess:
+		b, err := os.ReadFile(filepath.Join(ProcessOptions(r.plan).LogDir, name+".log"))
+		if err != nil {
+			return ""
+		}
+		return lastLines(b, 15)
+	case v1alpha1.LayoutSystemd:
+		cs, _ := Components(r.plan)
+		for _, c := range cs {
+			if c.Name == name {
+				out, _ := exec.Command("journalctl", "-u", c.UnitName(), "-n", "15", "--no-pager", "-o", "cat").Output()
+				return strings.TrimSpace(string(out))
+			}
+		}
+	}
+	return ""
+}
+
+func lastLines(b []byte, n int) string {
+	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return string(bytes.Join(lines, []byte("\n")))
+}
+
+// waitLeaders waits until each named component holds its leader lease in
+// kube-system and has renewed it recently: the controller-manager and the
+// scheduler are doing their jobs, not merely answering /healthz.
+func waitLeaders(ctx context.Context, cs kubernetes.Interface, timeout time.Duration, names ...string) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var missing []string
+		var lastErr error
+		for _, n := range names {
+			l, err := cs.CoordinationV1().Leases(metav1.NamespaceSystem).Get(ctx, n, metav1.GetOptions{})
+			if err != nil {
+				missing, lastErr = append(missing, n), err
+				continue
+			}
+			if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" || l.Spec.RenewTime == nil ||
+				time.Since(l.Spec.RenewTime.Time) > time.Duration(derefInt32(l.Spec.LeaseDurationSeconds, 15))*time.Second {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			reason := "no current holder"
+			if lastErr != nil {
+				reason = lastErr.Error()
+			}
+			return &NotReadyError{Components: missing, Reason: "leader lease: " + reason}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func derefInt32(p *int32, def int32) int32 {
+	if p == nil {
+		return def
+	}
+	return *p
+}

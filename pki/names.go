@@ -1,0 +1,39 @@
+package pki
+
+// File base names under the PKI directory, exactly as kubeadm names them, so
+// tools and runbooks written for kubeadm clusters work on anvil's. A name
+// without extension stands for the pair NAME.crt / NAME.key.
+const (
+	CACertAndKeyBaseName           = "ca"
+	EtcdCACertAndKeyBaseName       = "etcd/ca"
+	FrontProxyCACertAndKeyBaseName = "front-proxy-ca"
+
+	APIServerCertAndKeyBaseName              = "apiserver"
+	APIServerKubeletClientCertAndKeyBaseName = "apiserver-kubelet-client"
+	APIServerEtcdClientCertAndKeyBaseName    = "apiserver-etcd-client"
+	FrontProxyClientCertAndKeyBaseName       = "front-proxy-client"
+	EtcdServerCertAndKeyBaseName             = "etcd/server"
+	EtcdPeerCertAndKeyBaseName               = "etcd/peer"
+	EtcdHealthcheckClientCertAndKeyBaseName  = "etcd/healthcheck-client"
+
+	// The service-account signing key pair is a bare key pair, not a cert.
+	ServiceAccountKeyName    = "sa.key"
+	ServiceAccountPubKeyName = "sa.pub"
+)
+
+// Kubeconfig file names under /etc/kubernetes.
+const (
+	AdminKubeconfig             = "admin.conf"
+	SuperAdminKubeconfig        = "super-admin.conf"
+	ControllerManagerKubeconfig = "controller-manager.conf"
+	SchedulerKubeconfig         = "scheduler.conf"
+	// VIPKubeconfig is anvil's: the floating address's leader election.
+	VIPKubeconfig = "anvil-vip.conf"
+)
+
+// VIPUser is the identity of the VIP manager.
+const VIPUser = "anvil:vip"
+
+// CertFile and KeyFile give the file names of a cert/key pair base name.
+func CertFile(base string) string { return base + ".crt" }
+func KeyFile(base string) string  { return base + ".key" }
