@@ -13,7 +13,7 @@ import (
 // after two of three masters come back.
 func BenchmarkHARecovery(b *testing.B) {
 	h := startHA(b)
-	w := startWriter(b, h.cs)
+	w := startWriter(b, h.cs, h.conns.CloseAll)
 	w.waitWrites(b, time.Now(), 20, time.Minute)
 	// The agent settles within a minute of registering (it drops the
 	// pages only its start needed once it has registered).
