@@ -18,6 +18,18 @@ fail=$(grep -cE -- '--- FAIL' "$log" || true)
 pkgfail=$(grep -cE '^(FAIL|.*\[build failed\]|.*\[setup failed\])' "$log" || true)
 echo
 echo "==== test summary: $pass passed, $fail failed, $skip skipped (tests and subtests); $pkgfail package failures; full log in $log ===="
+if [ "$fail" -gt 0 ]; then
+  # What each failed test logged (its last 150 lines), so the CI log says why.
+  awk '
+    /^=== (RUN|CONT|NAME) / { cur = $3; sub(/\/.*/, "", cur); next }
+    /^--- FAIL: / { name = $3; n = cnt[name]; from = n > 150 ? n - 150 : 0
+      print "---- output of " name " (failed):"
+      for (i = from; i < n; i++) print buf[name, i]
+      next }
+    /^(--- |ok |FAIL|PASS)/ { next }
+    cur != "" { buf[cur, cnt[cur]++] = $0 }
+  ' "$log"
+fi
 if [ "$skip" -gt 0 ]; then
   echo "skipped:"; grep -E -- '--- SKIP' "$log"
 fi
