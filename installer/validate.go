@@ -109,7 +109,7 @@ func pickPrimary(c *v1alpha1.Cluster, hosts []*host) *host {
 func requiredPorts(c *v1alpha1.Cluster, role v1alpha1.Role) []uint16 {
 	ports := []uint16{agent.MetricsPort}
 	if role == v1alpha1.RoleMaster {
-		ports = append(ports, c.ControlPlane.Port, master.EtcdClientPort, master.EtcdPeerPort, master.EtcdMetricsPort,
+		ports = append(ports, c.ControlPlane.Port, master.EtcdClientPort, master.EtcdPeerPort, master.EtcdMetricsPort, master.EtcdClientHTTPPort,
 			master.ControllerManagerPort, master.SchedulerPort)
 	}
 	return ports

@@ -147,6 +147,7 @@ func etcdComponent(p Plan) (templates.Component, error) {
 			{Name: "client", Number: EtcdClientPort, Protocol: "TCP"},
 			{Name: "peer", Address: p.AdvertiseAddress.String(), Number: EtcdPeerPort, Protocol: "TCP"},
 			{Name: "metrics", Address: "127.0.0.1", Number: EtcdMetricsPort, Protocol: "TCP"},
+			{Name: "client-http", Address: "127.0.0.1", Number: EtcdClientHTTPPort, Protocol: "TCP"},
 		},
 		// Plain HTTP on loopback, as kubeadm does: the probes then need no
 		// client certificate, and nothing but health and metrics is served.

@@ -84,6 +84,7 @@ type etcdConfigFile struct {
 	Name                     string   `yaml:"name"`
 	DataDir                  string   `yaml:"data-dir"`
 	ListenClientURLs         string   `yaml:"listen-client-urls"`
+	ListenClientHTTPURLs     string   `yaml:"listen-client-http-urls"`
 	AdvertiseClientURLs      string   `yaml:"advertise-client-urls"`
 	ListenPeerURLs           string   `yaml:"listen-peer-urls"`
 	InitialAdvertisePeerURLs string   `yaml:"initial-advertise-peer-urls"`
@@ -127,7 +128,12 @@ func etcdConfig(p Plan) etcdConfigFile {
 		DataDir: p.Root.EtcdData(),
 		// Loopback for the local apiserver, the node's address for the
 		// other masters' apiservers and for backups.
-		ListenClientURLs:         etcdLocalClientURL() + "," + p.etcdClientURL(),
+		ListenClientURLs: etcdLocalClientURL() + "," + p.etcdClientURL(),
+		// HTTP clients (the JSON gateway, /health) get a loopback port of
+		// their own. Then the client port serves gRPC alone, through
+		// gRPC's transport rather than net/http's: snapshots stream about
+		// twice as fast and every request costs less.
+		ListenClientHTTPURLs:     etcdLocalHTTPURL(),
 		AdvertiseClientURLs:      p.etcdClientURL(),
 		ListenPeerURLs:           p.etcdPeerURL(),
 		InitialAdvertisePeerURLs: p.etcdPeerURL(),

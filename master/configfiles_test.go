@@ -81,6 +81,7 @@ func TestEtcdConfigLoadsWithEmbed(t *testing.T) {
 		{"listen-peer-urls", urls(cfg.ListenPeerUrls), "https://10.0.0.11:2380"},
 		{"initial-advertise-peer-urls", urls(cfg.AdvertisePeerUrls), "https://10.0.0.11:2380"},
 		{"listen-metrics-urls", urls(cfg.ListenMetricsUrls), "http://127.0.0.1:2381"},
+		{"listen-client-http-urls", urls(cfg.ListenClientHttpUrls), "https://127.0.0.1:2382"},
 		{"initial-cluster", cfg.InitialCluster, "lab-m2=https://10.0.0.12:2380,lab-m1=https://10.0.0.11:2380"},
 		{"initial-cluster-state", cfg.ClusterState, "existing"},
 		{"initial-cluster-token", cfg.InitialClusterToken, "anvil-lab"},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -125,7 +126,7 @@ func checkEtcdSecurity(cfg *embed.Config, file string) error {
 	if cfg.ClientAutoTLS || cfg.PeerAutoTLS {
 		problems = append(problems, "auto-tls must be off")
 	}
-	for _, u := range append(cfg.ListenClientUrls, cfg.ListenPeerUrls...) {
+	for _, u := range slices.Concat(cfg.ListenClientUrls, cfg.ListenClientHttpUrls, cfg.ListenPeerUrls) {
 		if u.Scheme != "https" && u.Scheme != "unixs" {
 			problems = append(problems, fmt.Sprintf("%s is not https", u.String()))
 		}

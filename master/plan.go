@@ -83,9 +83,13 @@ type EtcdMember struct {
 // Ports the control plane listens on besides the apiserver's (which the
 // cluster file sets).
 const (
-	EtcdClientPort        = 2379
-	EtcdPeerPort          = 2380
-	EtcdMetricsPort       = 2381
+	EtcdClientPort  = 2379
+	EtcdPeerPort    = 2380
+	EtcdMetricsPort = 2381
+	// EtcdClientHTTPPort serves etcd's HTTP API (JSON gateway, /health,
+	// /version) on loopback with mutual TLS, so that the client port
+	// serves only gRPC, through gRPC's own transport.
+	EtcdClientHTTPPort    = 2382
 	ControllerManagerPort = 10257
 	SchedulerPort         = 10259
 )
@@ -204,6 +208,7 @@ func (p Plan) apiserverPort() int    { return int(p.Cluster.ControlPlane.Port) }
 // the same machine, over loopback, as kubeadm's stacked etcd does.
 func etcdLocalClientURL() string { return "https://127.0.0.1:" + strconv.Itoa(EtcdClientPort) }
 func etcdMetricsURL() string     { return "http://127.0.0.1:" + strconv.Itoa(EtcdMetricsPort) }
+func etcdLocalHTTPURL() string   { return "https://127.0.0.1:" + strconv.Itoa(EtcdClientHTTPPort) }
 
 func (p Plan) serviceAccountIssuer() string {
 	return "https://kubernetes.default.svc." + p.Cluster.Networking.ClusterDomain

@@ -107,6 +107,7 @@ func checkPorts(_ context.Context, r *initRun) ([]string, []string) {
 		{adv, EtcdClientPort, "etcd clients"},
 		{adv, EtcdPeerPort, "etcd peers"},
 		{"127.0.0.1", EtcdMetricsPort, "etcd metrics"},
+		{"127.0.0.1", EtcdClientHTTPPort, "etcd HTTP clients"},
 		{"", int(r.o.Cluster.ControlPlane.Port), "kube-apiserver"},
 		{"127.0.0.1", ControllerManagerPort, "kube-controller-manager"},
 		{"127.0.0.1", SchedulerPort, "kube-scheduler"},
