@@ -10,10 +10,16 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
+	"anvil.dev/anvil/internal/grpccodec"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/pki"
 )
+
+// etcdWindowBytes is the HTTP/2 flow-control window anvil's etcd clients
+// offer, per stream and per connection.
+const etcdWindowBytes = 4 << 20
 
 // EtcdClient connects to etcd members with the healthcheck client
 // certificate from the etcd CA: the least privileged identity a master has
@@ -39,5 +45,13 @@ func EtcdClient(ctx context.Context, root hostfs.Root, endpoints ...string) (*cl
 		DialTimeout: 5 * time.Second,
 		Context:     ctx,
 		Logger:      zap.NewNop(),
+		DialOptions: []grpc.DialOption{
+			grpccodec.DialOption(),
+			// A snapshot streams hundreds of MB: windows this size let
+			// etcd send without waiting for window updates, which cost
+			// both ends a system call and a wake-up each.
+			grpc.WithInitialWindowSize(etcdWindowBytes),
+			grpc.WithInitialConnWindowSize(etcdWindowBytes),
+		},
 	})
 }

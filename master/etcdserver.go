@@ -12,6 +12,7 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 
+	"anvil.dev/anvil/internal/grpccodec"
 	"anvil.dev/anvil/internal/sdnotify"
 )
 
@@ -50,6 +51,7 @@ func RunEtcd(ctx context.Context, o EtcdServerOptions) error {
 	if err := checkEtcdSecurity(cfg, o.ConfigFile); err != nil {
 		return err
 	}
+	cfg.GRPCAdditionalServerOptions = append(cfg.GRPCAdditionalServerOptions, grpccodec.ServerOption())
 	// etcd creates its data directory 0700 but accepts a looser existing
 	// one with only a warning; anvil refuses to serve keys from it.
 	if fi, err := os.Stat(cfg.Dir); err == nil && fi.Mode().Perm()&0o077 != 0 {
