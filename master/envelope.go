@@ -86,6 +86,8 @@ const (
 	zstdWindow       = 4 << 20
 	snapshotBufBytes = 256 << 10
 	payloadChunk     = 1 << 20
+	// chunkHeader is a chunk's length and CRC-32C, in front of it.
+	chunkHeader = 8
 )
 
 // crcTable is CRC-32C, as iSCSI and ext4 use; computed once per call site
@@ -375,7 +377,7 @@ func NewEnvelopeWriter(w io.Writer, h BackupHeader, recipients []string) (*Envel
 	if _, err := w.Write(clear); err != nil {
 		return nil, err
 	}
-	e.chunks = &chunkWriter{w: e.out, buf: make([]byte, 0, payloadChunk), table: crcTable()}
+	e.chunks = &chunkWriter{w: e.out, buf: make([]byte, chunkHeader, chunkHeader+payloadChunk), table: crcTable()}
 	var body io.Writer = e.chunks
 	if h.Encrypted {
 		if e.crypt, err = age.Encrypt(e.chunks, ars...); err != nil {
@@ -493,7 +495,8 @@ func (e *EnvelopeWriter) Close() error {
 // chunkWriter cuts the payload into chunks, each with its CRC-32C, and ends
 // it with a zero length and the total.
 type chunkWriter struct {
-	w     io.Writer
+	w io.Writer
+	// buf is room for the chunk's header, then its payload so far.
 	buf   []byte
 	total uint64
 	table *crc32.Table
@@ -515,20 +518,19 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 }
 
 func (c *chunkWriter) flush() error {
-	if len(c.buf) == 0 {
+	if len(c.buf) == chunkHeader {
 		return nil
 	}
-	var hdr [8]byte
-	binary.BigEndian.PutUint32(hdr[:4], uint32(len(c.buf)))
-	binary.BigEndian.PutUint32(hdr[4:], crc32.Checksum(c.buf, c.table))
-	if _, err := c.w.Write(hdr[:]); err != nil {
-		return err
-	}
+	// The chunk's header goes in front of its payload, so that one write
+	// carries both.
+	payload := c.buf[chunkHeader:]
+	binary.BigEndian.PutUint32(c.buf[:4], uint32(len(payload)))
+	binary.BigEndian.PutUint32(c.buf[4:chunkHeader], crc32.Checksum(payload, c.table))
 	if _, err := c.w.Write(c.buf); err != nil {
 		return err
 	}
-	c.total += uint64(len(c.buf))
-	c.buf = c.buf[:0]
+	c.total += uint64(len(payload))
+	c.buf = c.buf[:chunkHeader]
 	return nil
 }
 
