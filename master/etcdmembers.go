@@ -321,9 +321,27 @@ func RemoveMember(ctx context.Context, cli *clientv3.Client, name string, force 
 			return target, &QuorumError{Change: "remove etcd member " + target.Name, Healthy: healthy, Voters: all, Needed: Quorum(all), Down: down}
 		}
 	}
+	// A member stops as soon as it applies its own removal, often before
+	// it answers ("etcdserver: server stopped"): ask the others.
+	var others []string
+	for _, m := range ms {
+		if m.ID != target.ID {
+			others = append(others, m.ClientURLs...)
+		}
+	}
+	if len(others) > 0 {
+		orig := cli.Endpoints()
+		cli.SetEndpoints(others...)
+		defer cli.SetEndpoints(orig...)
+	}
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if _, err := cli.MemberRemove(rctx, target.ID); err != nil {
+		// The answer may have been lost with the member: it is gone if
+		// the others no longer list it.
+		if after, lerr := ListMembers(ctx, cli); lerr == nil && !slices.ContainsFunc(after, func(m Member) bool { return m.ID == target.ID }) {
+			return target, nil
+		}
 		return target, fmt.Errorf("remove etcd member %s: %w", target.Name, err)
 	}
 	return target, nil

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -160,6 +161,37 @@ func TestEtcdMembership(t *testing.T) {
 		}
 		if _, err := RemoveMember(ctx, cli, fmt.Sprintf("%x", res.ID), false); err != nil {
 			t.Fatal(err)
+		}
+	})
+
+	t.Run("a member removed through its own endpoint", func(t *testing.T) {
+		// What `anvil reset` does on a master: its client knows only the
+		// local member, which stops as soon as it applies its removal.
+		m4 := join("m4", 22429)
+		defer m4.stop()
+		self, err := EtcdClient(ctx, root, m4.client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer self.Close()
+		// m4 serves member lists once it has applied its own promotion.
+		for i := 0; ; i++ {
+			if _, err := ListMembers(ctx, self); err == nil {
+				break
+			} else if i == 50 {
+				t.Fatalf("m4 does not answer as a voter: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if _, err := RemoveMember(ctx, self, "m4", false); err != nil {
+			t.Fatalf("a member could not remove itself: %v", err)
+		}
+		ms, err := ListMembers(ctx, cli)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(ms, func(m Member) bool { return m.Name == "m4" }) {
+			t.Errorf("m4 is still a member: %+v", ms)
 		}
 	})
 
