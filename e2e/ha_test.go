@@ -268,9 +268,7 @@ func startWriter(t testing.TB, cs kubernetes.Interface, dropConns func()) *write
 				w.ackAt = append(w.ackAt, time.Now())
 			} else {
 				w.failed++
-				if len(w.errs) < maxWrites {
-					w.errs = append(w.errs, failedWrite{time.Now(), err})
-				}
+				w.errs = append(w.errs, failedWrite{time.Now(), err})
 			}
 			w.mu.Unlock()
 			if err != nil && w.dropConns != nil {
