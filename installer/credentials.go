@@ -134,7 +134,7 @@ func (r *run) deleteCredentials(ctx context.Context) (string, error) {
 	// controller-manager's bootstrap signer may be rewriting it at the
 	// same moment, which is a conflict worth a few tries.
 	for try := 0; ; try++ {
-		err := master.ResignClusterInfo(ctx, acc.client)
+		err := master.ResignClusterInfo(ctx, acc.client, time.Now())
 		if err == nil {
 			break
 		}

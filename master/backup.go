@@ -80,7 +80,21 @@ type BackupOptions struct {
 	Client   *clientv3.Client
 	Log      *slog.Logger
 	Progress func(phase, msg string)
+	// Now is the clock the backup is stamped with (its header's Created
+	// and its file name); time.Now when nil.
+	Now func() time.Time
 }
+
+func (o BackupOptions) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
+// frozen is a clock stopped at t: a backup's file name and its header
+// name the same second.
+func frozen(t time.Time) func() time.Time { return func() time.Time { return t } }
 
 // BackupResult describes a backup that was written completely.
 type BackupResult struct {
@@ -237,7 +251,7 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 		Revision:           rev,
 		Members:            members,
 		Node:               s.state.Node,
-		Created:            time.Now().UTC().Truncate(time.Millisecond),
+		Created:            o.now().UTC().Truncate(time.Millisecond),
 		AnvilVersion:       buildinfo.Version(),
 		Trigger:            trigger,
 		CACertHash:         caHash.String(),
@@ -322,10 +336,10 @@ func BackupName(cluster, node string, created time.Time) string {
 	return fmt.Sprintf("%s-%s-%s%s", cluster, node, created.UTC().Format("20060102T150405Z"), BackupFileExt)
 }
 
-// newBackupPath is a new file in dir for a backup taken now; a second
-// backup within the same second gets a numbered name.
-func newBackupPath(dir, cluster, node string) string {
-	name := BackupName(cluster, node, time.Now())
+// newBackupPath is a new file in dir for a backup taken at created; a
+// second backup within the same second gets a numbered name.
+func newBackupPath(dir, cluster, node string, created time.Time) string {
+	name := BackupName(cluster, node, created)
 	p := path.Join(dir, name)
 	for i := 1; ; i++ {
 		if ok, err := fsutil.Exists(p); err != nil || !ok {
@@ -354,7 +368,8 @@ func BackupToDir(ctx context.Context, o BackupOptions) (*BackupResult, error) {
 	}
 	defer s.close()
 	dir := o.Root.Path(s.cluster.Backup.Dir)
-	return s.backupToFile(ctx, o, newBackupPath(dir, s.cluster.Name, s.state.Node))
+	o.Now = frozen(o.now())
+	return s.backupToFile(ctx, o, newBackupPath(dir, s.cluster.Name, s.state.Node, o.now()))
 }
 
 // ScheduledResult is what one run of the backup timer did.
@@ -384,7 +399,8 @@ func ScheduledBackup(ctx context.Context, o BackupOptions) (*ScheduledResult, er
 		return &ScheduledResult{Skipped: fmt.Sprintf("this member (%016x) is not the etcd leader (%016x): the leader takes the scheduled backup", sr.Header.MemberId, sr.Leader)}, nil
 	}
 	dir := o.Root.Path(s.cluster.Backup.Dir)
-	res, err := s.backupToFile(ctx, o, newBackupPath(dir, s.cluster.Name, s.state.Node))
+	o.Now = frozen(o.now())
+	res, err := s.backupToFile(ctx, o, newBackupPath(dir, s.cluster.Name, s.state.Node, o.now()))
 	if err != nil {
 		return nil, err
 	}

@@ -77,7 +77,7 @@ func EnsureBootstrapObjects(ctx context.Context, cs kubernetes.Interface, in Boo
 		{"RBAC for joining masters", func() error { return ensureClusterConfigRBAC(ctx, cs) }},
 		{"RBAC for the apiserver's kubelet client", func() error { return ensureKubeletClientRBAC(ctx, cs) }},
 		{"bootstrap token", func() error { return EnsureBootstrapToken(ctx, cs, in.Token, in.now()) }},
-		{"cluster-info", func() error { return EnsureClusterInfo(ctx, cs, in.CACert, in.APIServerURL) }},
+		{"cluster-info", func() error { return EnsureClusterInfo(ctx, cs, in.CACert, in.APIServerURL, in.now()) }},
 		{ConfigMapName, func() error { return ensureAnvilConfigMap(ctx, cs, in.ClusterFile) }},
 	}
 	for _, s := range steps {
@@ -276,28 +276,29 @@ func EnsureBootstrapToken(ctx context.Context, cs kubernetes.Interface, t Bootst
 // both the content (JWS with its token) and the CA (its pinned hash) before
 // it trusts the cluster. The controller-manager's bootstrapsigner keeps the
 // signatures current afterwards; signing here makes a join work at once.
-func EnsureClusterInfo(ctx context.Context, cs kubernetes.Interface, caPEM []byte, server string) error {
+// Tokens count as live by now, the same clock that gave them their expiry.
+func EnsureClusterInfo(ctx context.Context, cs kubernetes.Interface, caPEM []byte, server string, now time.Time) error {
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters[""] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
 	content, err := clientcmd.Write(*kc)
 	if err != nil {
 		return err
 	}
-	return signClusterInfo(ctx, cs, string(content))
+	return signClusterInfo(ctx, cs, string(content), now)
 }
 
 // ResignClusterInfo re-signs cluster-info for the live tokens, after a
-// token was created or deleted.
-func ResignClusterInfo(ctx context.Context, cs kubernetes.Interface) error {
+// token was created or deleted; tokens expired at now are left out.
+func ResignClusterInfo(ctx context.Context, cs kubernetes.Interface, now time.Time) error {
 	cm, err := cs.CoreV1().ConfigMaps(metav1.NamespacePublic).Get(ctx, bootstrapapi.ConfigMapClusterInfo, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("read cluster-info: %w", err)
 	}
-	return signClusterInfo(ctx, cs, cm.Data[bootstrapapi.KubeConfigKey])
+	return signClusterInfo(ctx, cs, cm.Data[bootstrapapi.KubeConfigKey], now)
 }
 
-func signClusterInfo(ctx context.Context, cs kubernetes.Interface, content string) error {
-	tokens, err := liveTokens(ctx, cs)
+func signClusterInfo(ctx context.Context, cs kubernetes.Interface, content string, now time.Time) error {
+	tokens, err := liveTokens(ctx, cs, now)
 	if err != nil {
 		return err
 	}
@@ -333,8 +334,8 @@ func signClusterInfo(ctx context.Context, cs kubernetes.Interface, content strin
 	})
 }
 
-// liveTokens returns the id → secret of every unexpired signing token.
-func liveTokens(ctx context.Context, cs kubernetes.Interface) (map[string]string, error) {
+// liveTokens returns the id → secret of every signing token not expired at now.
+func liveTokens(ctx context.Context, cs kubernetes.Interface, now time.Time) (map[string]string, error) {
 	list, err := cs.CoreV1().Secrets(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{
 		FieldSelector: "type=" + string(bootstrapapi.SecretTypeBootstrapToken),
 	})
@@ -347,7 +348,7 @@ func liveTokens(ctx context.Context, cs kubernetes.Interface) (map[string]string
 			continue
 		}
 		if exp := string(s.Data[bootstrapapi.BootstrapTokenExpirationKey]); exp != "" {
-			if t, err := time.Parse(time.RFC3339, exp); err == nil && time.Now().After(t) {
+			if t, err := time.Parse(time.RFC3339, exp); err == nil && now.After(t) {
 				continue
 			}
 		}

@@ -11,10 +11,25 @@ import (
 	"k8s.io/cluster-bootstrap/token/jws"
 )
 
+// TestBootstrapObjectsIdempotentAndSigned runs with the injected clock
+// years behind and ahead of the machine's: every decision by time (the
+// token's expiry, whether it still signs cluster-info) must follow the
+// injected clock, never the wall clock beside it.
 func TestBootstrapObjectsIdempotentAndSigned(t *testing.T) {
+	for _, shift := range []struct {
+		name          string
+		years, months int
+	}{{"today", 0, 0}, {"three years back", -3, 0}, {"four years ahead", 4, 0}, {"eleven months back", 0, -11}} {
+		t.Run(shift.name, func(t *testing.T) {
+			now := time.Now().UTC().Truncate(time.Second).AddDate(shift.years, shift.months, 0)
+			testBootstrapObjects(t, now)
+		})
+	}
+}
+
+func testBootstrapObjects(t *testing.T, now time.Time) {
 	ctx := context.Background()
 	cs := fake.NewClientset()
-	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	in := BootstrapInput{
 		CACert:       []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
 		APIServerURL: "https://10.0.0.10:6443",
@@ -31,8 +46,8 @@ func TestBootstrapObjectsIdempotentAndSigned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := string(s.Data[bootstrapapi.BootstrapTokenExpirationKey]); got != "2026-11-24T12:00:00Z" {
-		t.Errorf("expiration %q", got)
+	if got, want := string(s.Data[bootstrapapi.BootstrapTokenExpirationKey]), now.Add(24*time.Hour).Format(time.RFC3339); got != want {
+		t.Errorf("expiration %q, want %q", got, want)
 	}
 	if string(s.Data[bootstrapapi.BootstrapTokenExtraGroupsKey]) != NodeBootstrapGroup {
 		t.Errorf("groups %q", s.Data[bootstrapapi.BootstrapTokenExtraGroupsKey])

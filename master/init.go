@@ -514,7 +514,8 @@ func uploadCertsPhase(ctx context.Context, r *initRun) error {
 	if err != nil {
 		return err
 	}
-	if err := UploadCerts(ctx, cs, r.o.Root, key, time.Now()); err != nil {
+	now := time.Now() // one clock for the sealed certificates and their token
+	if err := UploadCerts(ctx, cs, r.o.Root, key, now); err != nil {
 		return err
 	}
 	r.result.CertificateKey = &key
@@ -523,7 +524,7 @@ func uploadCertsPhase(ctx context.Context, r *initRun) error {
 	}
 	if r.result.Token.IsZero() {
 		// Run alone: a token to go with the key, as short-lived.
-		if r.result.Token, err = CreateToken(ctx, cs, CertsTTL, "control-plane join"); err != nil {
+		if r.result.Token, err = CreateToken(ctx, cs, CertsTTL, "control-plane join", now); err != nil {
 			return err
 		}
 	}

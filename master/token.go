@@ -26,23 +26,24 @@ type TokenInfo struct {
 }
 
 // CreateToken makes a new bootstrap token for node joins, valid for ttl
-// (forever when zero), and signs cluster-info for it.
-func CreateToken(ctx context.Context, cs kubernetes.Interface, ttl time.Duration, description string) (pki.Token, error) {
+// from now (forever when zero), and signs cluster-info for it.
+func CreateToken(ctx context.Context, cs kubernetes.Interface, ttl time.Duration, description string, now time.Time) (pki.Token, error) {
 	tok, err := pki.GenerateToken()
 	if err != nil {
 		return pki.Token{}, err
 	}
-	if err := EnsureBootstrapToken(ctx, cs, BootstrapToken{ID: tok.ID(), Secret: tok.Secret(), TTL: ttl, Description: description}, time.Now()); err != nil {
+	if err := EnsureBootstrapToken(ctx, cs, BootstrapToken{ID: tok.ID(), Secret: tok.Secret(), TTL: ttl, Description: description}, now); err != nil {
 		return pki.Token{}, fmt.Errorf("create token %s: %w", tok.ID(), err)
 	}
-	if err := ResignClusterInfo(ctx, cs); err != nil {
+	if err := ResignClusterInfo(ctx, cs, now); err != nil {
 		return pki.Token{}, err
 	}
 	return tok, nil
 }
 
-// ListTokens lists the bootstrap tokens, oldest expiry first.
-func ListTokens(ctx context.Context, cs kubernetes.Interface) ([]TokenInfo, error) {
+// ListTokens lists the bootstrap tokens, oldest expiry first, each marked
+// expired or not at now.
+func ListTokens(ctx context.Context, cs kubernetes.Interface, now time.Time) ([]TokenInfo, error) {
 	list, err := cs.CoreV1().Secrets(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{
 		FieldSelector: "type=" + string(bootstrapapi.SecretTypeBootstrapToken),
 	})
@@ -54,7 +55,7 @@ func ListTokens(ctx context.Context, cs kubernetes.Interface) ([]TokenInfo, erro
 		ti := TokenInfo{ID: string(s.Data[bootstrapapi.BootstrapTokenIDKey]), Description: string(s.Data[bootstrapapi.BootstrapTokenDescriptionKey])}
 		if exp := string(s.Data[bootstrapapi.BootstrapTokenExpirationKey]); exp != "" {
 			if t, err := time.Parse(time.RFC3339, exp); err == nil {
-				ti.Expires, ti.Expired = t, time.Now().After(t)
+				ti.Expires, ti.Expired = t, now.After(t)
 			}
 		}
 		for _, u := range []struct{ key, name string }{
@@ -76,7 +77,7 @@ func ListTokens(ctx context.Context, cs kubernetes.Interface) ([]TokenInfo, erro
 
 // DeleteToken removes a bootstrap token, given its ID or the whole token,
 // and withdraws its cluster-info signature.
-func DeleteToken(ctx context.Context, cs kubernetes.Interface, idOrToken string) error {
+func DeleteToken(ctx context.Context, cs kubernetes.Interface, idOrToken string, now time.Time) error {
 	id := idOrToken
 	if t, err := pki.ParseToken(idOrToken); err == nil {
 		id = t.ID()
@@ -88,5 +89,5 @@ func DeleteToken(ctx context.Context, cs kubernetes.Interface, idOrToken string)
 	if err != nil {
 		return err
 	}
-	return ResignClusterInfo(ctx, cs)
+	return ResignClusterInfo(ctx, cs, now)
 }

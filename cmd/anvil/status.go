@@ -121,7 +121,7 @@ script can pass it on without it reaching a log or a command line:
 			if err != nil {
 				return err
 			}
-			tok, err := master.CreateToken(cmd.Context(), cs, ttl, description)
+			tok, err := master.CreateToken(cmd.Context(), cs, ttl, description, time.Now())
 			if err != nil {
 				return err
 			}
@@ -143,7 +143,7 @@ script can pass it on without it reaching a log or a command line:
 			if err != nil {
 				return err
 			}
-			ts, err := master.ListTokens(cmd.Context(), cs)
+			ts, err := master.ListTokens(cmd.Context(), cs, time.Now())
 			if err != nil {
 				return err
 			}
@@ -178,7 +178,7 @@ script can pass it on without it reaching a log or a command line:
 				return err
 			}
 			for _, id := range args {
-				if err := master.DeleteToken(cmd.Context(), cs, id); err != nil {
+				if err := master.DeleteToken(cmd.Context(), cs, id, time.Now()); err != nil {
 					return err
 				}
 				if t, err := pki.ParseToken(id); err == nil {
