@@ -24,9 +24,9 @@ import (
 
 	"anvil.dev/anvil/agent"
 	"anvil.dev/anvil/internal/benchreport"
-	"anvil.dev/anvil/internal/supervise"
 	"anvil.dev/anvil/master/mastertest"
 	"anvil.dev/anvil/pki"
+	"anvil.dev/anvil/supervise"
 )
 
 // BenchmarkHeartbeat runs N simulated nodes — the real Agent (registration,

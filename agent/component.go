@@ -8,9 +8,9 @@ import (
 	"strconv"
 	"time"
 
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/templates"
 )
 
 // Name is the agent's component name; it runs as anvil-agent.service.
@@ -44,13 +44,13 @@ type ComponentOptions struct {
 
 // Component is the node agent's spec: `anvil agent --config
 // /etc/anvil/agent.yaml`, on every node, masters included.
-func Component(o ComponentOptions) (templates.Component, error) {
+func Component(o ComponentOptions) (component.Spec, error) {
 	bin := o.AnvilBinary
 	if bin == "" {
 		bin = o.Root.Join(hostfs.LinkDir, images.AnvilBinary)
 	}
 	if !path.IsAbs(bin) {
-		return templates.Component{}, errors.New("agent: anvil binary path must be absolute")
+		return component.Spec{}, errors.New("agent: anvil binary path must be absolute")
 	}
 	version := o.KubernetesVersion
 	if version == "" {
@@ -62,14 +62,14 @@ func Component(o ComponentOptions) (templates.Component, error) {
 	}
 	host, portStr, err := net.SplitHostPort(metrics)
 	if err != nil {
-		return templates.Component{}, fmt.Errorf("agent: metrics address %q: %w", metrics, err)
+		return component.Spec{}, fmt.Errorf("agent: metrics address %q: %w", metrics, err)
 	}
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil {
-		return templates.Component{}, fmt.Errorf("agent: metrics address %q: bad port", metrics)
+		return component.Spec{}, fmt.Errorf("agent: metrics address %q: bad port", metrics)
 	}
 	healthz := "http://" + metrics + "/healthz"
-	c := templates.Component{
+	c := component.Spec{
 		Name:        Name,
 		Unit:        "anvil-agent.service",
 		Description: "anvil node agent",
@@ -78,29 +78,29 @@ func Component(o ComponentOptions) (templates.Component, error) {
 		// The join token never appears here: the agent reads its kubeconfig
 		// through the config file, so no credential shows in the process
 		// list or the unit.
-		Args: []templates.Arg{{Name: "config", Value: o.Root.Path(ConfigFile)}},
-		Files: []templates.File{
+		Args: []component.Arg{{Name: "config", Value: o.Root.Path(ConfigFile)}},
+		Files: []component.File{
 			{Path: o.Root.Path(ConfigFile), Mode: 0o600},
 			// Its kubeconfig and the client certificate it renews.
 			{Path: o.Root.Path(StateDir), Mode: 0o700, Dir: true, Writable: true, Secret: true},
 		},
-		Ports: []templates.Port{{Name: "metrics", Address: host, Number: uint16(port), Protocol: "TCP"}},
-		Health: templates.Health{
-			Live:  &templates.Probe{URL: healthz},
-			Ready: &templates.Probe{URL: healthz},
+		Ports: []component.Port{{Name: "metrics", Address: host, Number: uint16(port), Protocol: "TCP"}},
+		Health: component.Health{
+			Live:  &component.Probe{URL: healthz},
+			Ready: &component.Probe{URL: healthz},
 		},
 		// The agent backs off by itself on API errors; a restart is for a
 		// crash, so it is quick.
-		Restart:  templates.RestartPolicy{Delay: time.Second, MaxDelay: 30 * time.Second},
+		Restart:  component.RestartPolicy{Delay: time.Second, MaxDelay: 30 * time.Second},
 		Notify:   true,
 		Watchdog: 30 * time.Second,
-		Image: templates.Image{
+		Image: component.Image{
 			Ref:    images.ImageRef(version, images.AnvilBinary),
 			Binary: path.Join(images.ImageBinDir, images.AnvilBinary),
 		},
 		// Watches and the metrics endpoint, not thousands of clients.
 		LimitNOFILE: 65536,
-		Requests:    templates.Requests{CPU: "50m", Memory: "32Mi"},
+		Requests:    component.Requests{CPU: "50m", Memory: "32Mi"},
 	}
 	return c, c.Validate()
 }

@@ -5,5 +5,5 @@
 //
 // Component declares how the agent itself is run (its systemd unit, process
 // spec or static pod come from that one declaration, through package
-// templates).
+// component).
 package agent

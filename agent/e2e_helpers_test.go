@@ -25,9 +25,9 @@ import (
 	"anvil.dev/anvil/agent"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/netnstest"
-	"anvil.dev/anvil/internal/supervise"
 	"anvil.dev/anvil/master/mastertest"
 	"anvil.dev/anvil/pki"
+	"anvil.dev/anvil/supervise"
 )
 
 // worker is a machine the test joined: a namespace on the control plane's

@@ -14,11 +14,11 @@ import (
 	"github.com/coreos/go-systemd/v22/dbus"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/internal/layout"
-	"anvil.dev/anvil/internal/supervise"
-	"anvil.dev/anvil/templates"
+	"anvil.dev/anvil/layout"
+	"anvil.dev/anvil/supervise"
 )
 
 // InstallOptions say how to install and start the agent on this machine.
@@ -104,7 +104,7 @@ func Install(ctx context.Context, o InstallOptions) (InstallResult, error) {
 	if err != nil {
 		return res, err
 	}
-	written, err := templates.WriteTree(o.Root, files)
+	written, err := component.WriteTree(o.Root, files)
 	if err != nil {
 		return res, err
 	}
@@ -116,7 +116,7 @@ func Install(ctx context.Context, o InstallOptions) (InstallResult, error) {
 	if o.Anvil == "" {
 		lo.Anvil = c.Binary
 	}
-	if err := layout.Start(ctx, lo, []templates.Component{c}); err != nil {
+	if err := layout.Start(ctx, lo, []component.Spec{c}); err != nil {
 		return res, fmt.Errorf("start %s: %w", c.UnitName(), err)
 	}
 	// A changed spec restarts the agent by itself (systemd is told by
@@ -158,15 +158,15 @@ func writePath(root, runtimeRoot hostfs.Root, p string) string {
 
 // renderComponent is the agent's unit or process spec, plus the
 // directories it needs.
-func renderComponent(c templates.Component, l v1alpha1.Layout, runtimeRoot hostfs.Root) ([]templates.OutputFile, error) {
-	dirs := []templates.OutputFile{{Path: StateDir, Mode: fs.ModeDir | 0o700}}
+func renderComponent(c component.Spec, l v1alpha1.Layout, runtimeRoot hostfs.Root) ([]component.OutputFile, error) {
+	dirs := []component.OutputFile{{Path: StateDir, Mode: fs.ModeDir | 0o700}}
 	switch l {
 	case v1alpha1.LayoutProcess:
-		files, err := templates.Processes([]templates.Component{c}, ProcessOptions(runtimeRoot))
-		dirs = append(dirs, templates.OutputFile{Path: hostfs.LogDir, Mode: fs.ModeDir | 0o700})
+		files, err := component.Processes([]component.Spec{c}, ProcessOptions(runtimeRoot))
+		dirs = append(dirs, component.OutputFile{Path: hostfs.LogDir, Mode: fs.ModeDir | 0o700})
 		return append(dirs, files...), err
 	default:
-		files, err := templates.Units([]templates.Component{c})
+		files, err := component.Units([]component.Spec{c})
 		return append(dirs, files...), err
 	}
 }
@@ -174,14 +174,14 @@ func renderComponent(c templates.Component, l v1alpha1.Layout, runtimeRoot hostf
 // ProcessOptions is where the supervised agent lives in the process layout:
 // the same as the control plane's (master.ProcessOptions), so the spec
 // `anvil render` and init write is byte for byte the one Install writes.
-func ProcessOptions(root hostfs.Root) templates.ProcessOptions {
-	return templates.ProcessOptions{LogDir: root.Logs(), Dir: root.Path("/")}
+func ProcessOptions(root hostfs.Root) component.ProcessOptions {
+	return component.ProcessOptions{LogDir: root.Logs(), Dir: root.Path("/")}
 }
 
 // restartAgent makes a running agent read its files again. Under the
 // supervisor, SIGTERM makes it exit cleanly and the supervisor starts it
 // again at once (a changed spec is restarted by the supervisor itself).
-func restartAgent(ctx context.Context, l v1alpha1.Layout, root hostfs.Root, c templates.Component, specChanged bool, log *slog.Logger) error {
+func restartAgent(ctx context.Context, l v1alpha1.Layout, root hostfs.Root, c component.Spec, specChanged bool, log *slog.Logger) error {
 	switch l {
 	case v1alpha1.LayoutProcess:
 		if specChanged {

@@ -27,10 +27,10 @@ import (
 	"k8s.io/client-go/informers"
 
 	"anvil.dev/anvil/api/v1alpha1"
-	"anvil.dev/anvil/internal/supervise"
 	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/master/mastertest"
 	"anvil.dev/anvil/pki"
+	"anvil.dev/anvil/supervise"
 )
 
 // TestBackupRestoreE2E is the single-master check on a real control

@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/internal/layout"
-	"anvil.dev/anvil/templates"
+	"anvil.dev/anvil/layout"
 )
 
 // BackupJobName names the backup timer and its service
@@ -25,8 +25,8 @@ const BackupJobName = "anvil-backup"
 // backupJob is the scheduled backup of p's master: every master runs the
 // same timer, and `anvil backup --scheduled` takes the backup only on the
 // etcd leader, so the cluster is backed up once per run.
-func backupJob(p Plan) templates.ScheduledJob {
-	return templates.ScheduledJob{
+func backupJob(p Plan) component.ScheduledJob {
+	return component.ScheduledJob{
 		Name:        BackupJobName,
 		Description: "anvil scheduled etcd backup of cluster " + p.Cluster.Name,
 		Command:     []string{p.AnvilBinary, "backup", "--scheduled", "--log-format", "json"},
@@ -44,19 +44,19 @@ func backupJob(p Plan) templates.ScheduledJob {
 // one: anvil's supervisor runs `anvil backup --scheduled --loop`, which
 // keeps backup.schedule itself (RunBackupSchedule) on every master, and
 // restarts it should it die.
-func backupLoop(p Plan) templates.Component {
-	return templates.Component{
+func backupLoop(p Plan) component.Spec {
+	return component.Spec{
 		Name:        BackupJobName,
 		Description: "anvil scheduled etcd backup of cluster " + p.Cluster.Name + " (" + p.Cluster.Backup.Schedule + ")",
 		Binary:      p.AnvilBinary,
 		Subcommand:  []string{"backup"},
-		Args: []templates.Arg{
+		Args: []component.Arg{
 			{Name: "scheduled", Value: "true"},
 			{Name: "loop", Value: "true"},
 			{Name: "root", Value: string(p.Root)},
 			{Name: "log-format", Value: "json"},
 		},
-		Restart: templates.RestartPolicy{Delay: 10 * time.Second, MaxDelay: 5 * time.Minute},
+		Restart: component.RestartPolicy{Delay: 10 * time.Second, MaxDelay: 5 * time.Minute},
 	}
 }
 
@@ -65,7 +65,7 @@ func backupLoop(p Plan) templates.Component {
 // supervised backup loop's spec; nothing without backup.schedule or on a
 // worker. The static-pod layout uses the timer: its kubelet runs under
 // systemd.
-func BackupScheduleUnits(p Plan, l v1alpha1.Layout) ([]templates.OutputFile, error) {
+func BackupScheduleUnits(p Plan, l v1alpha1.Layout) ([]component.OutputFile, error) {
 	p, err := p.Complete()
 	if err != nil {
 		return nil, err
@@ -77,9 +77,9 @@ func BackupScheduleUnits(p Plan, l v1alpha1.Layout) ([]templates.OutputFile, err
 		if _, err := ParseCalendar(p.Cluster.Backup.Schedule); err != nil {
 			return nil, fmt.Errorf("backup.schedule: %w", err)
 		}
-		return templates.Processes([]templates.Component{backupLoop(p)}, ProcessOptions(p))
+		return component.Processes([]component.Spec{backupLoop(p)}, ProcessOptions(p))
 	}
-	return templates.TimerUnits(backupJob(p))
+	return component.TimerUnits(backupJob(p))
 }
 
 // ScheduleResult says what EnsureBackupSchedule did.
@@ -104,7 +104,7 @@ func EnsureBackupSchedule(ctx context.Context, p Plan, l v1alpha1.Layout, root h
 	if l == v1alpha1.LayoutProcess {
 		return ensureBackupLoop(ctx, p, root)
 	}
-	timer := []templates.Component{{Name: BackupJobName, Unit: BackupJobName + ".timer"}}
+	timer := []component.Spec{{Name: BackupJobName, Unit: BackupJobName + ".timer"}}
 	o := layout.Options{Layout: v1alpha1.LayoutSystemd, Root: root}
 	files, err := BackupScheduleUnits(p, l)
 	if err != nil {
@@ -139,7 +139,7 @@ func EnsureBackupSchedule(ctx context.Context, p Plan, l v1alpha1.Layout, root h
 	if err := checkCalendar(ctx, p.Cluster.Backup.Schedule); err != nil {
 		return ScheduleResult{}, err
 	}
-	if _, err := templates.WriteTree(root, files); err != nil {
+	if _, err := component.WriteTree(root, files); err != nil {
 		return ScheduleResult{}, err
 	}
 	if !isRealRoot(root) {
@@ -155,18 +155,18 @@ func EnsureBackupSchedule(ctx context.Context, p Plan, l v1alpha1.Layout, root h
 // the loop's spec, or removing it, and having the supervisor reload.
 func ensureBackupLoop(ctx context.Context, p Plan, root hostfs.Root) (ScheduleResult, error) {
 	o := layout.Options{Layout: v1alpha1.LayoutProcess, Root: root, Anvil: p.AnvilBinary}
-	loop := []templates.Component{backupLoop(p)}
+	loop := []component.Spec{backupLoop(p)}
 	files, err := BackupScheduleUnits(p, v1alpha1.LayoutProcess)
 	if err != nil {
 		return ScheduleResult{}, err
 	}
 	if len(files) == 0 {
-		if ok, _ := fsutil.Exists(root.Join(templates.ProcessSpecDir, BackupJobName+".json")); !ok {
+		if ok, _ := fsutil.Exists(root.Join(component.ProcessSpecDir, BackupJobName+".json")); !ok {
 			return ScheduleResult{}, nil
 		}
 		return ScheduleResult{}, layout.Stop(ctx, o, loop, false)
 	}
-	if _, err := templates.WriteTree(root, files); err != nil {
+	if _, err := component.WriteTree(root, files); err != nil {
 		return ScheduleResult{}, err
 	}
 	if err := layout.Start(ctx, o, loop); err != nil {

@@ -21,10 +21,10 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/pki"
-	"anvil.dev/anvil/templates"
 )
 
 // startTestEtcd runs an etcd member in the test process, on loopback
@@ -82,7 +82,7 @@ func masterRoot(t testing.TB, c *v1alpha1.Cluster) hostfs.Root {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := templates.WriteTree(root, files); err != nil {
+	if _, err := component.WriteTree(root, files); err != nil {
 		t.Fatal(err)
 	}
 	b, err := yaml.Marshal(c)
@@ -312,7 +312,7 @@ func TestBackupScheduleUnits(t *testing.T) {
 	if err != nil || len(files) != 1 || files[0].Path != "/etc/anvil/processes/anvil-backup.json" || files[0].Mode.Perm() != 0o600 {
 		t.Fatalf("process layout: %v %v", files, err)
 	}
-	var spec templates.Process
+	var spec component.Process
 	if err := json.Unmarshal(files[0].Data, &spec); err != nil {
 		t.Fatal(err)
 	}

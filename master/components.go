@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/pki"
-	"anvil.dev/anvil/templates"
 )
 
 // Component names. The Kubernetes ones are images' names for the binaries.
@@ -43,8 +43,8 @@ func tlsCipherSuites() []string {
 
 // restart is every control-plane component's restart policy: quick enough
 // that a crash costs a second or two, capped so a crash loop does not spin.
-func restart() templates.RestartPolicy {
-	return templates.RestartPolicy{Delay: 2 * time.Second, MaxDelay: 30 * time.Second}
+func restart() component.RestartPolicy {
+	return component.RestartPolicy{Delay: 2 * time.Second, MaxDelay: 30 * time.Second}
 }
 
 // openFiles is the open-file limit of etcd and the apiserver, which hold a
@@ -54,7 +54,7 @@ const openFiles = 1 << 20
 // Components returns this master's control-plane components in start order:
 // etcd, the apiserver, then the controller-manager and the scheduler. This
 // is the one place their command lines are declared.
-func Components(p Plan) ([]templates.Component, error) {
+func Components(p Plan) ([]component.Spec, error) {
 	p, err := p.Complete()
 	if err != nil {
 		return nil, err
@@ -62,8 +62,8 @@ func Components(p Plan) ([]templates.Component, error) {
 	if !p.Node.IsMaster() {
 		return nil, fmt.Errorf("node %s is a %s, not a master: it runs no control plane", p.Node.Name, p.Node.Role)
 	}
-	var out []templates.Component
-	for _, build := range []func(Plan) (templates.Component, error){
+	var out []component.Spec
+	for _, build := range []func(Plan) (component.Spec, error){
 		etcdComponent,
 		apiserverComponent,
 		controllerManagerComponent,
@@ -91,26 +91,26 @@ func Components(p Plan) ([]templates.Component, error) {
 // vipComponent holds the floating control-plane address on whichever master
 // leads the election on the anvil-vip Lease, through this master's own
 // apiserver: a master whose apiserver is down cannot keep the address.
-func vipComponent(p Plan) templates.Component {
+func vipComponent(p Plan) component.Spec {
 	kc := p.kubeconfig(pki.VIPKubeconfig)
 	vipHealthz := "http://127.0.0.1:" + strconv.Itoa(VIPHealthPort) + "/healthz"
-	return templates.Component{
+	return component.Spec{
 		Name:        VIP,
 		Unit:        "anvil-vip.service",
 		Description: "anvil floating control-plane address " + p.Cluster.ControlPlane.VIP.String(),
 		Binary:      p.AnvilBinary,
 		Subcommand:  []string{"vip"},
-		Args: []templates.Arg{
+		Args: []component.Arg{
 			{Name: "address", Value: p.Cluster.ControlPlane.VIP.String()},
 			{Name: "node-address", Value: p.AdvertiseAddress.String()},
 			{Name: "kubeconfig", Value: kc},
 			{Name: "identity", Value: p.Node.Name},
 		},
-		Files: []templates.File{{Path: kc, Mode: 0o600, Secret: true}},
-		Ports: []templates.Port{{Name: "health", Address: "127.0.0.1", Number: VIPHealthPort, Protocol: "TCP"}},
-		Health: templates.Health{
-			Live:  &templates.Probe{URL: vipHealthz},
-			Ready: &templates.Probe{URL: vipHealthz},
+		Files: []component.File{{Path: kc, Mode: 0o600, Secret: true}},
+		Ports: []component.Port{{Name: "health", Address: "127.0.0.1", Number: VIPHealthPort, Protocol: "TCP"}},
+		Health: component.Health{
+			Live:  &component.Probe{URL: vipHealthz},
+			Ready: &component.Probe{URL: vipHealthz},
 		},
 		Requires:     []string{APIServer},
 		Restart:      restart(),
@@ -118,13 +118,13 @@ func vipComponent(p Plan) templates.Component {
 		Watchdog:     0,
 		Image:        anvilImage(p),
 		Capabilities: []string{"NET_ADMIN", "NET_RAW"},
-		Requests:     templates.Requests{CPU: "10m", Memory: "20Mi"},
+		Requests:     component.Requests{CPU: "10m", Memory: "20Mi"},
 	}
 }
 
-func etcdComponent(p Plan) (templates.Component, error) {
+func etcdComponent(p Plan) (component.Spec, error) {
 	etcdPKI := p.Root.Join(hostfs.PKIDir, "etcd")
-	return templates.Component{
+	return component.Spec{
 		Name:        Etcd,
 		Unit:        "anvil-etcd.service",
 		Description: "etcd member embedded in anvil",
@@ -132,8 +132,8 @@ func etcdComponent(p Plan) (templates.Component, error) {
 		Subcommand:  []string{"etcd"},
 		// Everything else is in the config file, in etcd's own keys, so
 		// etcd's documentation and auditing tools apply to it unchanged.
-		Args: []templates.Arg{{Name: "config", Value: p.path(EtcdConfigFile)}},
-		Files: []templates.File{
+		Args: []component.Arg{{Name: "config", Value: p.path(EtcdConfigFile)}},
+		Files: []component.File{
 			{Path: p.path(EtcdConfigFile), Mode: 0o600},
 			{Path: etcdPKI, Mode: 0o700, Dir: true},
 			{Path: p.cert(pki.EtcdCACertAndKeyBaseName), Mode: 0o644},
@@ -143,7 +143,7 @@ func etcdComponent(p Plan) (templates.Component, error) {
 			{Path: p.key(pki.EtcdPeerCertAndKeyBaseName), Mode: 0o600, Secret: true},
 			{Path: p.Root.EtcdData(), Mode: 0o700, Dir: true, Writable: true, Secret: true},
 		},
-		Ports: []templates.Port{
+		Ports: []component.Port{
 			{Name: "client", Number: EtcdClientPort, Protocol: "TCP"},
 			{Name: "peer", Address: p.AdvertiseAddress.String(), Number: EtcdPeerPort, Protocol: "TCP"},
 			{Name: "metrics", Address: "127.0.0.1", Number: EtcdMetricsPort, Protocol: "TCP"},
@@ -154,22 +154,22 @@ func etcdComponent(p Plan) (templates.Component, error) {
 		// A joining master's member is a learner until it has caught up;
 		// it is ready (it serves and replicates) before it may vote, so
 		// readiness leaves out the non_learner check.
-		Health: templates.Health{
-			Live:  &templates.Probe{URL: etcdMetricsURL() + "/livez"},
-			Ready: &templates.Probe{URL: etcdMetricsURL() + "/readyz?exclude=non_learner"},
+		Health: component.Health{
+			Live:  &component.Probe{URL: etcdMetricsURL() + "/livez"},
+			Ready: &component.Probe{URL: etcdMetricsURL() + "/readyz?exclude=non_learner"},
 		},
 		Restart:     restart(),
 		Notify:      true,
 		Watchdog:    30 * time.Second,
 		Image:       anvilImage(p),
 		LimitNOFILE: openFiles,
-		Requests:    templates.Requests{CPU: "100m", Memory: "100Mi"},
+		Requests:    component.Requests{CPU: "100m", Memory: "100Mi"},
 	}, nil
 }
 
-func apiserverComponent(p Plan) (templates.Component, error) {
+func apiserverComponent(p Plan) (component.Spec, error) {
 	ca := p.cert(pki.CACertAndKeyBaseName)
-	args := []templates.Arg{
+	args := []component.Arg{
 		{Name: "advertise-address", Value: p.AdvertiseAddress.String()},
 		{Name: "secure-port", Value: strconv.Itoa(p.apiserverPort())},
 		// Node lets each node touch only its own objects; RBAC governs the
@@ -234,12 +234,12 @@ func apiserverComponent(p Plan) (templates.Component, error) {
 		// /debug/pprof exposes internals and costs CPU; off unless asked for.
 		{Name: "profiling", Value: "false"},
 	}
-	args, err := templates.MergeArgs(APIServer, args, p.Cluster.Components.APIServer.ExtraArgs)
+	args, err := component.MergeArgs(APIServer, args, p.Cluster.Components.APIServer.ExtraArgs)
 	if err != nil {
-		return templates.Component{}, fmt.Errorf("components.apiServer.extraArgs: %w", err)
+		return component.Spec{}, fmt.Errorf("components.apiServer.extraArgs: %w", err)
 	}
 	healthz := "https://" + p.hostPort(p.apiserverPort())
-	return templates.Component{
+	return component.Spec{
 		Name:        APIServer,
 		Description: "Kubernetes API server",
 		Binary:      p.k8sBinary(APIServer),
@@ -253,30 +253,30 @@ func apiserverComponent(p Plan) (templates.Component, error) {
 			p.cert(pki.APIServerEtcdClientCertAndKeyBaseName), p.key(pki.APIServerEtcdClientCertAndKeyBaseName),
 			p.pkiFile(pki.ServiceAccountPubKeyName), p.pkiFile(pki.ServiceAccountKeyName),
 		),
-			templates.File{Path: p.path(AuthenticationConfigFile), Mode: 0o600},
-			templates.File{Path: p.path(EncryptionConfigFile), Mode: 0o600, Secret: true},
-			templates.File{Path: p.path(AuditPolicyFile), Mode: 0o600},
-			templates.File{Path: p.path(AuditLogDir), Mode: 0o700, Dir: true, Writable: true},
+			component.File{Path: p.path(AuthenticationConfigFile), Mode: 0o600},
+			component.File{Path: p.path(EncryptionConfigFile), Mode: 0o600, Secret: true},
+			component.File{Path: p.path(AuditPolicyFile), Mode: 0o600},
+			component.File{Path: p.path(AuditLogDir), Mode: 0o700, Dir: true, Writable: true},
 		),
-		Ports: []templates.Port{{Name: "https", Number: uint16(p.apiserverPort()), Protocol: "TCP"}},
+		Ports: []component.Port{{Name: "https", Number: uint16(p.apiserverPort()), Protocol: "TCP"}},
 		// Through the advertise address, which the serving certificate
 		// names; anonymous access to these paths is allowed.
-		Health: templates.Health{
-			Live:  &templates.Probe{URL: healthz + "/livez", CAFile: ca},
-			Ready: &templates.Probe{URL: healthz + "/readyz", CAFile: ca},
+		Health: component.Health{
+			Live:  &component.Probe{URL: healthz + "/livez", CAFile: ca},
+			Ready: &component.Probe{URL: healthz + "/readyz", CAFile: ca},
 		},
 		Restart:     restart(),
 		Requires:    []string{Etcd},
 		Image:       k8sImage(p, APIServer),
 		LimitNOFILE: openFiles,
-		Requests:    templates.Requests{CPU: "250m"},
+		Requests:    component.Requests{CPU: "250m"},
 	}, nil
 }
 
-func controllerManagerComponent(p Plan) (templates.Component, error) {
+func controllerManagerComponent(p Plan) (component.Spec, error) {
 	ca := p.cert(pki.CACertAndKeyBaseName)
 	kubeconfig := p.kubeconfig(pki.ControllerManagerKubeconfig)
-	args := []templates.Arg{
+	args := []component.Arg{
 		// Serve health and metrics on loopback only.
 		{Name: "bind-address", Value: "127.0.0.1"},
 		{Name: "secure-port", Value: strconv.Itoa(ControllerManagerPort)},
@@ -312,20 +312,20 @@ func controllerManagerComponent(p Plan) (templates.Component, error) {
 		// Give each Node a pod CIDR from the cluster's, for CNIs that use
 		// the Node's podCIDR.
 		args = append(args,
-			templates.Arg{Name: "allocate-node-cidrs", Value: "true"},
-			templates.Arg{Name: "cluster-cidr", Value: pod.String()},
+			component.Arg{Name: "allocate-node-cidrs", Value: "true"},
+			component.Arg{Name: "cluster-cidr", Value: pod.String()},
 		)
 	}
 	args = append(args,
 		// With several masters, one manager acts at a time.
-		templates.Arg{Name: "leader-elect", Value: "true"},
-		templates.Arg{Name: "profiling", Value: "false"},
+		component.Arg{Name: "leader-elect", Value: "true"},
+		component.Arg{Name: "profiling", Value: "false"},
 	)
-	args, err := templates.MergeArgs(ControllerManager, args, p.Cluster.Components.ControllerManager.ExtraArgs)
+	args, err := component.MergeArgs(ControllerManager, args, p.Cluster.Components.ControllerManager.ExtraArgs)
 	if err != nil {
-		return templates.Component{}, fmt.Errorf("components.controllerManager.extraArgs: %w", err)
+		return component.Spec{}, fmt.Errorf("components.controllerManager.extraArgs: %w", err)
 	}
-	return templates.Component{
+	return component.Spec{
 		Name:        ControllerManager,
 		Description: "Kubernetes controller manager",
 		Binary:      p.k8sBinary(ControllerManager),
@@ -333,23 +333,23 @@ func controllerManagerComponent(p Plan) (templates.Component, error) {
 		Files: append(pkiFiles(p, ca, p.key(pki.CACertAndKeyBaseName),
 			p.cert(pki.FrontProxyCACertAndKeyBaseName),
 			p.pkiFile(pki.ServiceAccountKeyName),
-		), templates.File{Path: kubeconfig, Mode: 0o600, Secret: true}),
-		Ports: []templates.Port{{Name: "https", Address: "127.0.0.1", Number: ControllerManagerPort, Protocol: "TCP"}},
+		), component.File{Path: kubeconfig, Mode: 0o600, Secret: true}),
+		Ports: []component.Port{{Name: "https", Address: "127.0.0.1", Number: ControllerManagerPort, Protocol: "TCP"}},
 		// The manager serves a self-signed certificate it makes at start.
-		Health: templates.Health{
-			Live:  &templates.Probe{URL: "https://127.0.0.1:" + strconv.Itoa(ControllerManagerPort) + "/healthz", InsecureSkipVerify: true},
-			Ready: &templates.Probe{URL: "https://127.0.0.1:" + strconv.Itoa(ControllerManagerPort) + "/healthz", InsecureSkipVerify: true},
+		Health: component.Health{
+			Live:  &component.Probe{URL: "https://127.0.0.1:" + strconv.Itoa(ControllerManagerPort) + "/healthz", InsecureSkipVerify: true},
+			Ready: &component.Probe{URL: "https://127.0.0.1:" + strconv.Itoa(ControllerManagerPort) + "/healthz", InsecureSkipVerify: true},
 		},
 		Restart:  restart(),
 		Requires: []string{APIServer},
 		Image:    k8sImage(p, ControllerManager),
-		Requests: templates.Requests{CPU: "200m"},
+		Requests: component.Requests{CPU: "200m"},
 	}, nil
 }
 
-func schedulerComponent(p Plan) (templates.Component, error) {
+func schedulerComponent(p Plan) (component.Spec, error) {
 	kubeconfig := p.kubeconfig(pki.SchedulerKubeconfig)
-	args := []templates.Arg{
+	args := []component.Arg{
 		// The kubeconfig and profiling=false are in the config file: the
 		// scheduler's --kubeconfig and --profiling flags are deprecated.
 		{Name: "config", Value: p.path(SchedulerConfigFile)},
@@ -362,60 +362,60 @@ func schedulerComponent(p Plan) (templates.Component, error) {
 		// Honoured alongside --config; one scheduler acts at a time.
 		{Name: "leader-elect", Value: "true"},
 	}
-	args, err := templates.MergeArgs(Scheduler, args, p.Cluster.Components.Scheduler.ExtraArgs)
+	args, err := component.MergeArgs(Scheduler, args, p.Cluster.Components.Scheduler.ExtraArgs)
 	if err != nil {
-		return templates.Component{}, fmt.Errorf("components.scheduler.extraArgs: %w", err)
+		return component.Spec{}, fmt.Errorf("components.scheduler.extraArgs: %w", err)
 	}
 	healthz := "https://127.0.0.1:" + strconv.Itoa(SchedulerPort) + "/healthz"
-	return templates.Component{
+	return component.Spec{
 		Name:        Scheduler,
 		Description: "Kubernetes scheduler",
 		Binary:      p.k8sBinary(Scheduler),
 		Args:        args,
-		Files: []templates.File{
+		Files: []component.File{
 			{Path: p.path(SchedulerConfigFile), Mode: 0o600},
 			{Path: kubeconfig, Mode: 0o600, Secret: true},
 		},
-		Ports: []templates.Port{{Name: "https", Address: "127.0.0.1", Number: SchedulerPort, Protocol: "TCP"}},
+		Ports: []component.Port{{Name: "https", Address: "127.0.0.1", Number: SchedulerPort, Protocol: "TCP"}},
 		// Like the manager, a self-signed serving certificate.
-		Health: templates.Health{
-			Live:  &templates.Probe{URL: healthz, InsecureSkipVerify: true},
-			Ready: &templates.Probe{URL: healthz, InsecureSkipVerify: true},
+		Health: component.Health{
+			Live:  &component.Probe{URL: healthz, InsecureSkipVerify: true},
+			Ready: &component.Probe{URL: healthz, InsecureSkipVerify: true},
 		},
 		Restart:  restart(),
 		Requires: []string{APIServer},
 		Image:    k8sImage(p, Scheduler),
-		Requests: templates.Requests{CPU: "100m"},
+		Requests: component.Requests{CPU: "100m"},
 	}, nil
 }
 
 // pkiFiles lists the PKI directory (mounted whole, since certificates are
 // renewed by rename while components run) and the files in it a component
 // uses, with kubeadm's modes: keys 0600, certificates 0644.
-func pkiFiles(p Plan, paths ...string) []templates.File {
-	out := []templates.File{{Path: p.Root.Path(hostfs.PKIDir), Mode: 0o700, Dir: true}}
+func pkiFiles(p Plan, paths ...string) []component.File {
+	out := []component.File{{Path: p.Root.Path(hostfs.PKIDir), Mode: 0o700, Dir: true}}
 	for _, f := range paths {
 		secret := strings.HasSuffix(f, ".key")
 		mode := fs.FileMode(0o644)
 		if secret {
 			mode = 0o600
 		}
-		out = append(out, templates.File{Path: f, Mode: mode, Secret: secret})
+		out = append(out, component.File{Path: f, Mode: mode, Secret: secret})
 	}
 	return out
 }
 
-func k8sImage(p Plan, component string) templates.Image {
-	return templates.Image{
-		Ref:    images.ImageRef(p.KubernetesVersion, component),
-		Binary: path.Join(images.ImageBinDir, component),
+func k8sImage(p Plan, name string) component.Image {
+	return component.Image{
+		Ref:    images.ImageRef(p.KubernetesVersion, name),
+		Binary: path.Join(images.ImageBinDir, name),
 	}
 }
 
 // anvilImage runs etcd in the static-pod layout; images bundles it under
 // the Kubernetes release it was shipped with.
-func anvilImage(p Plan) templates.Image {
-	return templates.Image{
+func anvilImage(p Plan) component.Image {
+	return component.Image{
 		Ref:    images.ImageRef(p.KubernetesVersion, images.AnvilBinary),
 		Binary: path.Join(images.ImageBinDir, images.AnvilBinary),
 	}

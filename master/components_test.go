@@ -8,11 +8,11 @@ import (
 	"testing"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/master"
-	"anvil.dev/anvil/templates"
 )
 
-func component(t *testing.T, cs []templates.Component, name string) templates.Component {
+func specNamed(t *testing.T, cs []component.Spec, name string) component.Spec {
 	t.Helper()
 	for _, c := range cs {
 		if c.Name == name {
@@ -20,7 +20,7 @@ func component(t *testing.T, cs []templates.Component, name string) templates.Co
 		}
 	}
 	t.Fatalf("no component %s", name)
-	return templates.Component{}
+	return component.Spec{}
 }
 
 // TestSecureDefaults pins the flags the issue asks for, so a refactor
@@ -85,7 +85,7 @@ func TestSecureDefaults(t *testing.T) {
 		"etcd": {"config": "/etc/anvil/etcd.yaml"},
 	}
 	for name, flags := range want {
-		c := component(t, cs, name)
+		c := specNamed(t, cs, name)
 		for f, v := range flags {
 			if got, ok := c.Arg(f); !ok || got != v {
 				t.Errorf("%s --%s = %q (set %v), want %q", name, f, got, ok, v)
@@ -98,21 +98,21 @@ func TestSecureDefaults(t *testing.T) {
 		}
 	}
 	// No deprecated way of turning profiling off or naming the kubeconfig.
-	s := component(t, cs, "kube-scheduler")
+	s := specNamed(t, cs, "kube-scheduler")
 	for _, f := range []string{"profiling", "kubeconfig"} {
 		if _, ok := s.Arg(f); ok {
 			t.Errorf("kube-scheduler has the deprecated --%s", f)
 		}
 	}
-	if e := component(t, cs, "etcd"); !e.Notify || e.Binary != "/usr/local/bin/anvil" || !slices.Equal(e.Subcommand, []string{"etcd"}) {
+	if e := specNamed(t, cs, "etcd"); !e.Notify || e.Binary != "/usr/local/bin/anvil" || !slices.Equal(e.Subcommand, []string{"etcd"}) {
 		t.Errorf("etcd: notify %v, command %s %v", e.Notify, e.Binary, e.Subcommand)
 	}
-	if a := component(t, cs, "kube-apiserver"); a.Binary != "/opt/anvil/bin/v1.37.2/kube-apiserver" || !slices.Equal(a.Requires, []string{"etcd"}) {
+	if a := specNamed(t, cs, "kube-apiserver"); a.Binary != "/opt/anvil/bin/v1.37.2/kube-apiserver" || !slices.Equal(a.Requires, []string{"etcd"}) {
 		t.Errorf("apiserver: binary %s, requires %v", a.Binary, a.Requires)
 	}
 }
 
-func names(cs []templates.Component) []string {
+func names(cs []component.Spec) []string {
 	var out []string
 	for _, c := range cs {
 		out = append(out, c.Name)
@@ -128,8 +128,8 @@ func TestExtraArgsPolicy(t *testing.T) {
 		c := testCluster()
 		c.Components.APIServer.ExtraArgs = map[string]string{"tls-private-key-file": "/tmp/mine.key", "v": "4"}
 		_, err := master.Components(testPlan(t, c, "lab-m1", ""))
-		var fe *templates.FlagError
-		if !errors.As(err, &fe) || !errors.Is(err, templates.ErrProtectedFlag) {
+		var fe *component.FlagError
+		if !errors.As(err, &fe) || !errors.Is(err, component.ErrProtectedFlag) {
 			t.Fatalf("got %v, want a protected-flag error", err)
 		}
 		if fe.Component != "kube-apiserver" || fe.Flag != "tls-private-key-file" {
@@ -156,8 +156,8 @@ func TestExtraArgsPolicy(t *testing.T) {
 				var ca clusterArgs
 				tc.set(&ca, map[string]string{f: "x"})
 				_, err := master.Components(testPlan(t, ca.cluster(), "lab-m1", ""))
-				var fe *templates.FlagError
-				if !errors.As(err, &fe) || fe.Component != tc.component || fe.Flag != f || !errors.Is(err, templates.ErrProtectedFlag) {
+				var fe *component.FlagError
+				if !errors.As(err, &fe) || fe.Component != tc.component || fe.Flag != f || !errors.Is(err, component.ErrProtectedFlag) {
 					t.Fatalf("got %v", err)
 				}
 			})
@@ -176,8 +176,8 @@ func TestExtraArgsPolicy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := component(t, cs, "kube-apiserver").ArgStrings()
-		want := component(t, base, "kube-apiserver").ArgStrings()
+		got := specNamed(t, cs, "kube-apiserver").ArgStrings()
+		want := specNamed(t, base, "kube-apiserver").ArgStrings()
 		for i, a := range want {
 			switch {
 			case strings.HasPrefix(a, "--profiling="):
@@ -190,7 +190,7 @@ func TestExtraArgsPolicy(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("merged args\n got %q\nwant %q", got, want)
 		}
-		if v, _ := component(t, cs, "kube-scheduler").Arg("v"); v != "3" {
+		if v, _ := specNamed(t, cs, "kube-scheduler").Arg("v"); v != "3" {
 			t.Errorf("scheduler --v=%q", v)
 		}
 	})

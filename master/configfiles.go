@@ -11,9 +11,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/pki"
-	"anvil.dev/anvil/templates"
 )
 
 // ReadFunc returns the current content of a host path (as in
@@ -30,7 +30,7 @@ type ReadFunc func(hostPath string) ([]byte, error)
 // it is kept byte for byte. A new key is made only when there is none. A
 // joining master must be given the first master's file (through read), or
 // it could not read the Secrets the others wrote.
-func ConfigFiles(p Plan, read ReadFunc) ([]templates.OutputFile, error) {
+func ConfigFiles(p Plan, read ReadFunc) ([]component.OutputFile, error) {
 	p, err := p.Complete()
 	if err != nil {
 		return nil, err
@@ -39,7 +39,7 @@ func ConfigFiles(p Plan, read ReadFunc) ([]templates.OutputFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []templates.OutputFile
+	var out []component.OutputFile
 	for _, f := range []struct {
 		path string
 		doc  any
@@ -53,13 +53,13 @@ func ConfigFiles(p Plan, read ReadFunc) ([]templates.OutputFile, error) {
 		if err != nil {
 			return nil, fmt.Errorf("render %s: %w", f.path, err)
 		}
-		out = append(out, templates.OutputFile{Path: f.path, Mode: templates.ConfigMode, Data: b})
+		out = append(out, component.OutputFile{Path: f.path, Mode: component.ConfigMode, Data: b})
 	}
 	out = append(out,
-		templates.OutputFile{Path: EncryptionConfigFile, Mode: templates.ConfigMode, Data: enc, Secret: true},
+		component.OutputFile{Path: EncryptionConfigFile, Mode: component.ConfigMode, Data: enc, Secret: true},
 		// etcd refuses a data directory others can read.
-		templates.OutputFile{Path: hostfs.EtcdDataDir, Mode: fs.ModeDir | 0o700},
-		templates.OutputFile{Path: AuditLogDir, Mode: fs.ModeDir | 0o700},
+		component.OutputFile{Path: hostfs.EtcdDataDir, Mode: fs.ModeDir | 0o700},
+		component.OutputFile{Path: AuditLogDir, Mode: fs.ModeDir | 0o700},
 	)
 	return out, nil
 }

@@ -16,14 +16,14 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.yaml.in/yaml/v3"
 
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
-	"anvil.dev/anvil/templates"
 )
 
 func noFiles(string) ([]byte, error) { return nil, fs.ErrNotExist }
 
-func configFile(t *testing.T, files []templates.OutputFile, path string) []byte {
+func configFile(t *testing.T, files []component.OutputFile, path string) []byte {
 	t.Helper()
 	for _, f := range files {
 		if f.Path == path {
@@ -278,13 +278,13 @@ func TestConfigFilesGolden(t *testing.T) {
 	}
 }
 
-func outputFile(files []templates.OutputFile, path string) templates.OutputFile {
+func outputFile(files []component.OutputFile, path string) component.OutputFile {
 	for _, f := range files {
 		if f.Path == path {
 			return f
 		}
 	}
-	return templates.OutputFile{}
+	return component.OutputFile{}
 }
 
 func checkGolden(t *testing.T, path string, got []byte) {

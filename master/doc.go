@@ -5,7 +5,7 @@
 //
 // The component list is in one place, Components in components.go: etcd
 // (`anvil etcd --config /etc/anvil/etcd.yaml`), kube-apiserver,
-// kube-controller-manager and kube-scheduler, each one templates.Component
+// kube-controller-manager and kube-scheduler, each one component.Spec
 // with its ordered flags and the reason for every secure default beside it.
 // They are computed from a Plan (plan.go): the cluster file, this host, the
 // runtime root paths are relative to, the Kubernetes version and the etcd

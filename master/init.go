@@ -19,11 +19,11 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/internal/layout"
+	"anvil.dev/anvil/layout"
 	"anvil.dev/anvil/pki"
-	"anvil.dev/anvil/templates"
 )
 
 // ClusterFile is where init keeps the cluster file it ran with, so later
@@ -147,7 +147,7 @@ type initRun struct {
 	log     *slog.Logger
 	started time.Time
 	// startedHere lists what this run started, so a failure stops it again.
-	startedHere []templates.Component
+	startedHere []component.Spec
 	createdData bool
 	result      InitResult
 	// only is the phase when a single one runs.
@@ -327,34 +327,34 @@ func configPhase(ctx context.Context, r *initRun) error {
 	if err != nil {
 		return err
 	}
-	var keep []templates.OutputFile
+	var keep []component.OutputFile
 	for _, f := range files {
-		if !strings.HasPrefix(f.Path, templates.ProcessSpecDir+"/") {
+		if !strings.HasPrefix(f.Path, component.ProcessSpecDir+"/") {
 			keep = append(keep, f)
 		}
 	}
 	if fi, err := os.Stat(r.o.Root.EtcdData()); err != nil || fi.Size() == 0 {
 		r.createdData = true
 	}
-	_, err = templates.WriteTree(r.o.Root, keep)
+	_, err = component.WriteTree(r.o.Root, keep)
 	return err
 }
 
 // renderedFiles is the control plane's whole tree for the layout (the node
 // agent is installed by join and by the agent phase, not here).
-func (r *initRun) renderedFiles() ([]templates.OutputFile, error) {
+func (r *initRun) renderedFiles() ([]component.OutputFile, error) {
 	cs, err := Components(r.plan)
 	if err != nil {
 		return nil, err
 	}
-	var out []templates.OutputFile
+	var out []component.OutputFile
 	switch r.o.Layout {
 	case v1alpha1.LayoutSystemd:
-		out, err = templates.Units(cs)
+		out, err = component.Units(cs)
 	case v1alpha1.LayoutStaticPod:
-		out, err = templates.StaticPods(cs)
+		out, err = component.StaticPods(cs)
 	case v1alpha1.LayoutProcess:
-		out, err = templates.Processes(cs, ProcessOptions(r.plan))
+		out, err = component.Processes(cs, ProcessOptions(r.plan))
 	default:
 		return nil, fmt.Errorf("unknown layout %q: use one of %v", r.o.Layout, v1alpha1.Layouts)
 	}
@@ -369,12 +369,12 @@ func (r *initRun) renderedFiles() ([]templates.OutputFile, error) {
 	return append(out, files...), nil
 }
 
-func (r *initRun) components(names ...string) ([]templates.Component, error) {
+func (r *initRun) components(names ...string) ([]component.Spec, error) {
 	all, err := Components(r.plan)
 	if err != nil {
 		return nil, err
 	}
-	var out []templates.Component
+	var out []component.Spec
 	for _, c := range all {
 		if slices.Contains(names, c.Name) {
 			out = append(out, c)
@@ -385,7 +385,7 @@ func (r *initRun) components(names ...string) ([]templates.Component, error) {
 
 // start writes the process specs of cs (process layout) and has the layout
 // run them.
-func (r *initRun) start(ctx context.Context, cs []templates.Component) error {
+func (r *initRun) start(ctx context.Context, cs []component.Spec) error {
 	if r.o.Layout == v1alpha1.LayoutProcess {
 		// Specs are rendered against the whole set, so dependencies resolve,
 		// and only those of cs are written.
@@ -393,19 +393,19 @@ func (r *initRun) start(ctx context.Context, cs []templates.Component) error {
 		if err != nil {
 			return err
 		}
-		specs, err := templates.Processes(all, ProcessOptions(r.plan))
+		specs, err := component.Processes(all, ProcessOptions(r.plan))
 		if err != nil {
 			return err
 		}
-		var mine []templates.OutputFile
+		var mine []component.OutputFile
 		for _, f := range specs {
 			for _, c := range cs {
-				if f.Path == path.Join(templates.ProcessSpecDir, c.Name+".json") {
+				if f.Path == path.Join(component.ProcessSpecDir, c.Name+".json") {
 					mine = append(mine, f)
 				}
 			}
 		}
-		if _, err := templates.WriteTree(r.o.Root, mine); err != nil {
+		if _, err := component.WriteTree(r.o.Root, mine); err != nil {
 			return err
 		}
 	}
@@ -444,7 +444,7 @@ func controlPlanePhase(ctx context.Context, r *initRun) error {
 	}
 	// Everything after etcd: the apiserver, controller-manager, scheduler,
 	// and the VIP manager when the cluster has a VIP.
-	cs := slices.DeleteFunc(all, func(c templates.Component) bool { return c.Name == Etcd })
+	cs := slices.DeleteFunc(all, func(c component.Spec) bool { return c.Name == Etcd })
 	return r.start(ctx, cs)
 }
 
@@ -588,7 +588,7 @@ func (r *initRun) rollback(cause error) {
 		r.log.Error("rollback: stop failed", "err", err)
 	}
 	if r.o.Layout == v1alpha1.LayoutProcess {
-		specs, _ := filepath.Glob(filepath.Join(r.o.Root.Path(templates.ProcessSpecDir), "*.json"))
+		specs, _ := filepath.Glob(filepath.Join(r.o.Root.Path(component.ProcessSpecDir), "*.json"))
 		for _, s := range specs {
 			os.Remove(s)
 		}

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"anvil.dev/anvil/images"
-	"anvil.dev/anvil/internal/supervise"
+	"anvil.dev/anvil/supervise"
 )
 
 // PreflightError lists every check that failed, so the operator fixes them

@@ -7,8 +7,8 @@ import (
 
 	"anvil.dev/anvil/agent"
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/templates"
 )
 
 // NodeComponents is every component p's node runs in layout, in start
@@ -17,12 +17,12 @@ import (
 //
 // The static-pod layout hands the node to a kubelet, which registers the
 // Node itself, so anvil's agent is left out there.
-func NodeComponents(p Plan, layout v1alpha1.Layout) ([]templates.Component, error) {
+func NodeComponents(p Plan, layout v1alpha1.Layout) ([]component.Spec, error) {
 	p, err := p.Complete()
 	if err != nil {
 		return nil, err
 	}
-	var out []templates.Component
+	var out []component.Spec
 	if p.Node.IsMaster() {
 		if out, err = Components(p); err != nil {
 			return nil, err
@@ -46,9 +46,9 @@ func NodeComponents(p Plan, layout v1alpha1.Layout) ([]templates.Component, erro
 // layout: one unit, manifest or process spec per component, then the
 // control plane's config files and the directories the components write
 // to. Paths are host paths; write them under a root with
-// templates.WriteTree, or compare with templates.DiffTree. read supplies
+// component.WriteTree, or compare with component.DiffTree. read supplies
 // what is already there (see ConfigFiles).
-func RenderNode(p Plan, layout v1alpha1.Layout, read ReadFunc) ([]templates.OutputFile, error) {
+func RenderNode(p Plan, layout v1alpha1.Layout, read ReadFunc) ([]component.OutputFile, error) {
 	p, err := p.Complete()
 	if err != nil {
 		return nil, err
@@ -57,15 +57,15 @@ func RenderNode(p Plan, layout v1alpha1.Layout, read ReadFunc) ([]templates.Outp
 	if err != nil {
 		return nil, err
 	}
-	var out []templates.OutputFile
+	var out []component.OutputFile
 	switch layout {
 	case v1alpha1.LayoutSystemd:
-		out, err = templates.Units(cs)
+		out, err = component.Units(cs)
 	case v1alpha1.LayoutStaticPod:
-		out, err = templates.StaticPods(cs)
+		out, err = component.StaticPods(cs)
 	case v1alpha1.LayoutProcess:
-		out, err = templates.Processes(cs, ProcessOptions(p))
-		out = append(out, templates.OutputFile{Path: hostfs.LogDir, Mode: fs.ModeDir | 0o700})
+		out, err = component.Processes(cs, ProcessOptions(p))
+		out = append(out, component.OutputFile{Path: hostfs.LogDir, Mode: fs.ModeDir | 0o700})
 	default:
 		return nil, fmt.Errorf("unknown layout %q: use one of %v", layout, v1alpha1.Layouts)
 	}
@@ -89,8 +89,8 @@ func RenderNode(p Plan, layout v1alpha1.Layout, read ReadFunc) ([]templates.Outp
 
 // ProcessOptions is where the process layout's supervised processes live:
 // logs in Root/var/log/anvil/NAME.log, working directory the root itself.
-func ProcessOptions(p Plan) templates.ProcessOptions {
-	return templates.ProcessOptions{LogDir: p.Root.Logs(), Dir: p.Root.Path("/")}
+func ProcessOptions(p Plan) component.ProcessOptions {
+	return component.ProcessOptions{LogDir: p.Root.Logs(), Dir: p.Root.Path("/")}
 }
 
 // RenderOptions are the inputs of `anvil render`.
@@ -113,7 +113,7 @@ type RenderOptions struct {
 // RenderResult is what Render did.
 type RenderResult struct {
 	// Written lists every path and what happened to it (not for Diff).
-	Written []templates.Written
+	Written []component.Written
 	// Diff is the unified diff (only for Diff); Changed says whether there
 	// is any difference.
 	Diff    string
@@ -142,9 +142,9 @@ func Render(o RenderOptions) (RenderResult, error) {
 		return RenderResult{}, err
 	}
 	if o.Diff {
-		d, changed, err := templates.DiffTree(o.Root, files)
+		d, changed, err := component.DiffTree(o.Root, files)
 		return RenderResult{Diff: d, Changed: changed}, err
 	}
-	w, err := templates.WriteTree(o.Root, files)
+	w, err := component.WriteTree(o.Root, files)
 	return RenderResult{Written: w}, err
 }

@@ -9,10 +9,10 @@ import (
 	"testing"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
-	"anvil.dev/anvil/templates"
 )
 
 // readUnder reads host paths under root, as `anvil render` does.
@@ -38,7 +38,7 @@ func TestRenderedTreeModes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := templates.WriteTree(out, files); err != nil {
+			if _, err := component.WriteTree(out, files); err != nil {
 				t.Fatal(err)
 			}
 
@@ -108,7 +108,7 @@ func TestRenderedTreeModes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			written, err := templates.WriteTree(out, again)
+			written, err := component.WriteTree(out, again)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,7 +117,7 @@ func TestRenderedTreeModes(t *testing.T) {
 					t.Errorf("second run: %s %s", w.Path, w.Outcome)
 				}
 			}
-			if d, changed, err := templates.DiffTree(out, again); err != nil || changed {
+			if d, changed, err := component.DiffTree(out, again); err != nil || changed {
 				t.Errorf("diff after writing: changed %v, %v\n%s", changed, err, d)
 			}
 		})
@@ -132,7 +132,7 @@ func TestDiffTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, changed, err := templates.DiffTree(out, files)
+	d, changed, err := component.DiffTree(out, files)
 	if err != nil || !changed {
 		t.Fatalf("fresh root: changed %v, %v", changed, err)
 	}
@@ -153,7 +153,7 @@ func TestDiffTree(t *testing.T) {
 		t.Error("diff shows the encryption config")
 	}
 
-	if _, err := templates.WriteTree(out, files); err != nil {
+	if _, err := component.WriteTree(out, files); err != nil {
 		t.Fatal(err)
 	}
 	unit := out.Path("/etc/systemd/system/kube-scheduler.service")
@@ -163,7 +163,7 @@ func TestDiffTree(t *testing.T) {
 	if err := os.Chmod(unit, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d, changed, err = templates.DiffTree(out, files)
+	d, changed, err = component.DiffTree(out, files)
 	if err != nil || !changed {
 		t.Fatalf("changed %v, %v", changed, err)
 	}

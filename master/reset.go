@@ -12,12 +12,12 @@ import (
 	"time"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/internal/layout"
-	"anvil.dev/anvil/internal/supervise"
+	"anvil.dev/anvil/layout"
 	"anvil.dev/anvil/pki"
-	"anvil.dev/anvil/templates"
+	"anvil.dev/anvil/supervise"
 )
 
 // ResetOptions are the inputs of `anvil reset`.
@@ -97,9 +97,9 @@ func Reset(ctx context.Context, o ResetOptions) (*ResetResult, error) {
 	}
 	if len(units) > 0 && (o.Root == "" || o.Root == "/") {
 		say("stopping " + strings.Join(units, ", "))
-		var cs []templates.Component
+		var cs []component.Spec
 		for i := len(units) - 1; i >= 0; i-- {
-			cs = append(cs, templates.Component{Name: strings.TrimSuffix(units[i], ".service"), Unit: units[i]})
+			cs = append(cs, component.Spec{Name: strings.TrimSuffix(units[i], ".service"), Unit: units[i]})
 		}
 		if err := layout.Stop(ctx, layout.Options{Layout: v1alpha1.LayoutSystemd}, cs, true); err != nil {
 			errs = append(errs, err)

@@ -31,13 +31,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/internal/layout"
-	"anvil.dev/anvil/internal/supervise"
+	"anvil.dev/anvil/layout"
 	"anvil.dev/anvil/pki"
-	"anvil.dev/anvil/templates"
+	"anvil.dev/anvil/supervise"
 )
 
 // RestoreMode is what `anvil restore` does on this master.
@@ -223,7 +223,7 @@ type restoreRun struct {
 	state    *NodeState
 	cluster  *v1alpha1.Cluster
 	plan     Plan
-	cs       []templates.Component
+	cs       []component.Spec
 	etcdCfg  *embed.Config
 	dataDir  string
 	caHash   string
@@ -238,7 +238,7 @@ type restoreRun struct {
 	// specs are the process layout's specs of what was stopped, put back
 	// by start.
 	specs     map[string][]byte
-	stopped   []templates.Component
+	stopped   []component.Spec
 	downSince time.Time
 	served    int64
 	newDir    string
@@ -547,7 +547,7 @@ func restoreStopControlPlanePhase(ctx context.Context, r *restoreRun) error {
 		return nil
 	}
 	r.downSince = time.Now()
-	var cp []templates.Component
+	var cp []component.Spec
 	for _, c := range r.cs {
 		if c.Name != Etcd {
 			cp = append(cp, c)
@@ -690,7 +690,7 @@ func restoreStartPhase(ctx context.Context, r *restoreRun) error {
 	if err := r.dropLeaderLeases(ctx); err != nil {
 		return err
 	}
-	var rest []templates.Component
+	var rest []component.Spec
 	for _, c := range r.stopped {
 		if c.Name != Etcd {
 			rest = append(rest, c)
@@ -740,8 +740,8 @@ func (r *restoreRun) dropLeaderLeases(ctx context.Context) error {
 	return nil
 }
 
-func (r *restoreRun) components(names ...string) []templates.Component {
-	var out []templates.Component
+func (r *restoreRun) components(names ...string) []component.Spec {
+	var out []component.Spec
 	for _, c := range r.cs {
 		if slices.Contains(names, c.Name) {
 			out = append(out, c)
@@ -774,13 +774,13 @@ const killGrace = 3 * time.Second
 // supervisor or systemd says so and their ports are closed. What is still
 // running after grace (if positive) is killed. The process layout's specs
 // are kept, to be put back by start.
-func (r *restoreRun) stop(ctx context.Context, cs []templates.Component, grace time.Duration) error {
+func (r *restoreRun) stop(ctx context.Context, cs []component.Spec, grace time.Duration) error {
 	if r.state.Layout == v1alpha1.LayoutProcess {
 		if r.specs == nil {
 			r.specs = map[string][]byte{}
 		}
 		for _, c := range cs {
-			p := r.o.Root.Join(templates.ProcessSpecDir, c.Name+".json")
+			p := r.o.Root.Join(component.ProcessSpecDir, c.Name+".json")
 			b, err := os.ReadFile(p)
 			if errors.Is(err, fs.ErrNotExist) && r.o.Mode != RestoreSnapshot {
 				continue // stopped by an earlier leave
@@ -836,8 +836,8 @@ func (r *restoreRun) stop(ctx context.Context, cs []templates.Component, grace t
 
 // stillRunning returns the components of cs that still run, and how that
 // shows.
-func (r *restoreRun) stillRunning(cs []templates.Component) ([]templates.Component, []string) {
-	var out []templates.Component
+func (r *restoreRun) stillRunning(cs []component.Spec) ([]component.Spec, []string) {
+	var out []component.Spec
 	var why []string
 	var st *supervise.Status
 	if r.state.Layout == v1alpha1.LayoutProcess {
@@ -875,7 +875,7 @@ func (r *restoreRun) stillRunning(cs []templates.Component) ([]templates.Compone
 
 // start puts back the specs of cs (process layout) and has the layout run
 // them.
-func (r *restoreRun) start(ctx context.Context, cs []templates.Component) error {
+func (r *restoreRun) start(ctx context.Context, cs []component.Spec) error {
 	if len(cs) == 0 {
 		return nil
 	}
@@ -885,8 +885,8 @@ func (r *restoreRun) start(ctx context.Context, cs []templates.Component) error 
 			if !ok {
 				continue
 			}
-			p := r.o.Root.Join(templates.ProcessSpecDir, c.Name+".json")
-			if err := fsutil.WriteFile(p, b, templates.ConfigMode, templates.DirMode); err != nil {
+			p := r.o.Root.Join(component.ProcessSpecDir, c.Name+".json")
+			if err := fsutil.WriteFile(p, b, component.ConfigMode, component.DirMode); err != nil {
 				return err
 			}
 		}
@@ -894,8 +894,8 @@ func (r *restoreRun) start(ctx context.Context, cs []templates.Component) error 
 	if err := layout.Start(ctx, r.layoutOptions(), cs); err != nil {
 		return err
 	}
-	r.stopped = slices.DeleteFunc(r.stopped, func(s templates.Component) bool {
-		return slices.ContainsFunc(cs, func(c templates.Component) bool { return c.Name == s.Name })
+	r.stopped = slices.DeleteFunc(r.stopped, func(s component.Spec) bool {
+		return slices.ContainsFunc(cs, func(c component.Spec) bool { return c.Name == s.Name })
 	})
 	return nil
 }
@@ -931,9 +931,9 @@ func (r *restoreRun) rollback(cause error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var order []templates.Component
+	var order []component.Spec
 	for _, c := range r.cs { // start order
-		if slices.ContainsFunc(r.stopped, func(s templates.Component) bool { return s.Name == c.Name }) {
+		if slices.ContainsFunc(r.stopped, func(s component.Spec) bool { return s.Name == c.Name }) {
 			order = append(order, c)
 		}
 	}

@@ -12,9 +12,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/pki"
-	"anvil.dev/anvil/templates"
 )
 
 // A cluster restore never restores a snapshot on more than one master:
@@ -157,7 +157,7 @@ func rejoinMemberPhase(ctx context.Context, r *restoreRun) error {
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(files, func(f templates.OutputFile) bool { return f.Path == EtcdConfigFile })
+	i := slices.IndexFunc(files, func(f component.OutputFile) bool { return f.Path == EtcdConfigFile })
 	if i < 0 {
 		return errors.New("the rendered control-plane files have no etcd config")
 	}
@@ -169,7 +169,7 @@ func rejoinMemberPhase(ctx context.Context, r *restoreRun) error {
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	if err := fsutil.WriteFile(cfgPath, files[i].Data, files[i].Mode, templates.DirMode); err != nil {
+	if err := fsutil.WriteFile(cfgPath, files[i].Data, files[i].Mode, component.DirMode); err != nil {
 		return err
 	}
 	r.result.Replaced = append(r.result.Replaced, cfgPath)
@@ -187,7 +187,7 @@ func rejoinEtcdPhase(ctx context.Context, r *restoreRun) error {
 	if err := run.start(ctx, etcd); err != nil {
 		return err
 	}
-	r.stopped = slices.DeleteFunc(r.stopped, func(c templates.Component) bool { return c.Name == Etcd })
+	r.stopped = slices.DeleteFunc(r.stopped, func(c component.Spec) bool { return c.Name == Etcd })
 	if err := run.waitReady(ctx, etcd, r.o.Timeout); err != nil {
 		return err
 	}
@@ -210,7 +210,7 @@ func rejoinEtcdPhase(ctx context.Context, r *restoreRun) error {
 
 func rejoinStartPhase(ctx context.Context, r *restoreRun) error {
 	run := r.initRun()
-	var rest []templates.Component
+	var rest []component.Spec
 	for _, c := range r.cs {
 		if c.Name != Etcd {
 			rest = append(rest, c)

@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/buildinfo"
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/internal/layout"
-	"anvil.dev/anvil/internal/supervise"
+	"anvil.dev/anvil/layout"
 	"anvil.dev/anvil/pki"
-	"anvil.dev/anvil/templates"
+	"anvil.dev/anvil/supervise"
 )
 
 // Status is what `anvil status` reports about this machine.
@@ -97,7 +97,7 @@ func ReadStatus(ctx context.Context, root hostfs.Root) (*Status, error) {
 	if st.Layout == v1alpha1.LayoutProcess {
 		p.Root = root
 	}
-	var cs []templates.Component
+	var cs []component.Spec
 	if h.IsMaster() {
 		if cs, err = Components(p); err != nil {
 			return nil, err
@@ -138,7 +138,7 @@ func ReadStatus(ctx context.Context, root hostfs.Root) (*Status, error) {
 
 // componentStates reads the state, PID, start time and restart count of cs
 // from whatever runs them.
-func componentStates(ctx context.Context, root hostfs.Root, l v1alpha1.Layout, cs []templates.Component) []ComponentStatus {
+func componentStates(ctx context.Context, root hostfs.Root, l v1alpha1.Layout, cs []component.Spec) []ComponentStatus {
 	out := make([]ComponentStatus, len(cs))
 	for i, c := range cs {
 		out[i] = ComponentStatus{Name: c.Name, State: "unknown"}

@@ -15,9 +15,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"anvil.dev/anvil/api/v1alpha1"
-	"anvil.dev/anvil/internal/layout"
-	"anvil.dev/anvil/internal/supervise"
-	"anvil.dev/anvil/templates"
+	"anvil.dev/anvil/component"
+	"anvil.dev/anvil/layout"
+	"anvil.dev/anvil/supervise"
 )
 
 // crashLoopRestarts is how many restarts during a wait mean a component
@@ -42,7 +42,7 @@ func (e *NotReadyError) Error() string {
 
 // waitReady polls the readiness probes of cs until all pass, a component
 // crash-loops, or timeout passes.
-func (r *initRun) waitReady(ctx context.Context, cs []templates.Component, timeout time.Duration) error {
+func (r *initRun) waitReady(ctx context.Context, cs []component.Spec, timeout time.Duration) error {
 	probe := supervise.NewProber()
 	defer probe.Close()
 	deadline := time.Now().Add(timeout)

@@ -4,7 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/internal/supervise"
+	"anvil.dev/anvil/supervise"
 )
 
 func newSuperviseCmd(a *app) *cobra.Command {

@@ -1,4 +1,4 @@
-package templates
+package component
 
 import (
 	"encoding/json"
@@ -42,7 +42,7 @@ type ProcessOptions struct {
 }
 
 // ProcessSpec renders c for anvil's supervisor.
-func ProcessSpec(c Component, o ProcessOptions) (Process, error) {
+func ProcessSpec(c Spec, o ProcessOptions) (Process, error) {
 	if err := c.Validate(); err != nil {
 		return Process{}, err
 	}
@@ -74,7 +74,7 @@ func ProcessSpec(c Component, o ProcessOptions) (Process, error) {
 
 // ProcessJSON renders c's process spec as indented JSON, the file the
 // process layout writes for review (and that a supervisor may read back).
-func ProcessJSON(c Component, o ProcessOptions) ([]byte, error) {
+func ProcessJSON(c Spec, o ProcessOptions) ([]byte, error) {
 	p, err := ProcessSpec(c, o)
 	if err != nil {
 		return nil, err

@@ -1,7 +1,7 @@
 // Package layout starts and stops rendered components the way their layout
 // runs them: systemd units through systemd's D-Bus API, supervised
 // processes through anvil's own supervisor, static pods by leaving them to
-// the kubelet. Rendering (templates) and deciding what runs (master, agent)
+// the kubelet. Rendering (component) and deciding what runs (master, agent)
 // happen elsewhere; this package only turns "these components, this layout"
 // into running or stopped processes.
 package layout
@@ -20,9 +20,9 @@ import (
 	"github.com/coreos/go-systemd/v22/dbus"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/internal/supervise"
-	"anvil.dev/anvil/templates"
+	"anvil.dev/anvil/supervise"
 )
 
 // Options says where and how the components run.
@@ -39,7 +39,7 @@ type Options struct {
 // Start makes the given components run; their files (units, manifests,
 // process specs) must already be written. Starting what already runs is a
 // no-op for systemd and a reload for the supervisor, so it is safe to repeat.
-func Start(ctx context.Context, o Options, cs []templates.Component) error {
+func Start(ctx context.Context, o Options, cs []component.Spec) error {
 	switch o.Layout {
 	case v1alpha1.LayoutProcess:
 		if o.Anvil == "" {
@@ -60,14 +60,14 @@ func Start(ctx context.Context, o Options, cs []templates.Component) error {
 // Stop stops the given components in reverse order. For the process layout
 // it stops the supervisor (and so everything it runs) when all=true, else
 // it removes their specs and has the supervisor reload.
-func Stop(ctx context.Context, o Options, cs []templates.Component, all bool) error {
+func Stop(ctx context.Context, o Options, cs []component.Spec, all bool) error {
 	switch o.Layout {
 	case v1alpha1.LayoutProcess:
 		if all {
 			return supervise.Stop(ctx, o.Root, 60*time.Second)
 		}
 		for _, c := range cs {
-			p := filepath.Join(o.Root.Path(templates.ProcessSpecDir), c.Name+".json")
+			p := filepath.Join(o.Root.Path(component.ProcessSpecDir), c.Name+".json")
 			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
@@ -92,7 +92,7 @@ func Stop(ctx context.Context, o Options, cs []templates.Component, all bool) er
 // waiting for anything: for a stop that must not wait out a component's
 // graceful shutdown (restore does not let an apiserver drain its watches
 // for a minute). The supervisor or systemd still sees the process end.
-func Kill(ctx context.Context, o Options, cs []templates.Component, sig syscall.Signal) error {
+func Kill(ctx context.Context, o Options, cs []component.Spec, sig syscall.Signal) error {
 	switch o.Layout {
 	case v1alpha1.LayoutProcess:
 		st, err := supervise.ReadStatus(o.Root)
@@ -171,7 +171,7 @@ func SystemdStates(ctx context.Context, units []string) ([]UnitState, error) {
 	return out, nil
 }
 
-func unitNames(cs []templates.Component) []string {
+func unitNames(cs []component.Spec) []string {
 	var out []string
 	for _, c := range cs {
 		out = append(out, c.UnitName())

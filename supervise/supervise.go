@@ -35,9 +35,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/templates"
 )
 
 // Dir is where the supervisor keeps its lock, PID files, notify sockets and
@@ -132,7 +132,7 @@ type supervisor struct {
 }
 
 type supervised struct {
-	spec   templates.Process
+	spec   component.Process
 	ready  chan struct{} // closed once the process first became ready
 	notify *net.UnixConn // sd_notify socket, for specs with Notify
 	cancel context.CancelFunc
@@ -184,7 +184,7 @@ func newSupervisor(o Options) (*supervisor, error) {
 	return s, nil
 }
 
-func newSupervised(spec templates.Process) *supervised {
+func newSupervised(spec component.Process) *supervised {
 	return &supervised{
 		spec:   spec,
 		ready:  make(chan struct{}),
@@ -207,8 +207,8 @@ func (s *supervisor) release() {
 
 // LoadSpecs reads the process specs under root and orders them so that
 // every process comes after what it requires.
-func LoadSpecs(root hostfs.Root) ([]templates.Process, error) {
-	dir := root.Path(templates.ProcessSpecDir)
+func LoadSpecs(root hostfs.Root) ([]component.Process, error) {
+	dir := root.Path(component.ProcessSpecDir)
 	paths, err := filepath.Glob(filepath.Join(dir, "*.json"))
 	if err != nil {
 		return nil, err
@@ -216,13 +216,13 @@ func LoadSpecs(root hostfs.Root) ([]templates.Process, error) {
 	if len(paths) == 0 {
 		return nil, fmt.Errorf("no process specs in %s", dir)
 	}
-	byName := map[string]templates.Process{}
+	byName := map[string]component.Process{}
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			return nil, err
 		}
-		var spec templates.Process
+		var spec component.Process
 		if err := json.Unmarshal(b, &spec); err != nil {
 			return nil, fmt.Errorf("read process spec %s: %w", p, err)
 		}
@@ -233,8 +233,8 @@ func LoadSpecs(root hostfs.Root) ([]templates.Process, error) {
 
 // orderByRequires is a topological sort with ties broken by name, so the
 // order is the same every time.
-func orderByRequires(byName map[string]templates.Process) ([]templates.Process, error) {
-	var out []templates.Process
+func orderByRequires(byName map[string]component.Process) ([]component.Process, error) {
+	var out []component.Process
 	placed := map[string]bool{}
 	for len(placed) < len(byName) {
 		var next []string
@@ -302,7 +302,7 @@ func (s *supervisor) reload(ctx context.Context) {
 		s.log.Error("reload: keeping the running set", "err", err)
 		return
 	}
-	want := map[string]templates.Process{}
+	want := map[string]component.Process{}
 	for _, sp := range specs {
 		want[sp.Name] = sp
 	}

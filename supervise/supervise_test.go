@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/sdnotify"
-	"anvil.dev/anvil/templates"
 )
 
 // The test binary doubles as a notify-speaking child: with this variable set
@@ -34,9 +34,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func writeSpecs(t *testing.T, root hostfs.Root, specs ...templates.Process) {
+func writeSpecs(t *testing.T, root hostfs.Root, specs ...component.Process) {
 	t.Helper()
-	dir := root.Path(templates.ProcessSpecDir)
+	dir := root.Path(component.ProcessSpecDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -54,10 +54,10 @@ func writeSpecs(t *testing.T, root hostfs.Root, specs ...templates.Process) {
 	}
 }
 
-func shell(name, script string, requires ...string) templates.Process {
-	return templates.Process{
+func shell(name, script string, requires ...string) component.Process {
+	return component.Process{
 		Name: name, Path: "/bin/sh", Args: []string{"-c", script}, Requires: requires,
-		Restart: templates.RestartPolicy{Delay: 50 * time.Millisecond, MaxDelay: 200 * time.Millisecond},
+		Restart: component.RestartPolicy{Delay: 50 * time.Millisecond, MaxDelay: 200 * time.Millisecond},
 	}
 }
 
@@ -84,8 +84,8 @@ func TestSupervisor(t *testing.T) {
 		return "trap 'echo " + name + " >> " + order + "; exit 0' TERM; while :; do sleep 0.05; done"
 	}
 	writeSpecs(t, root,
-		templates.Process{Name: "etcd", Path: self, Notify: true, Env: []string{childEnv + "=notify", "ORDER_FILE=" + order},
-			Restart: templates.RestartPolicy{Delay: 50 * time.Millisecond}},
+		component.Process{Name: "etcd", Path: self, Notify: true, Env: []string{childEnv + "=notify", "ORDER_FILE=" + order},
+			Restart: component.RestartPolicy{Delay: 50 * time.Millisecond}},
 		shell("apiserver", loop("apiserver"), "etcd"),
 		shell("crasher", "echo boom; exit 3", "etcd"),
 		shell("scheduler", loop("scheduler"), "apiserver"),
@@ -207,7 +207,7 @@ func TestSupervisorKillsStaleProcesses(t *testing.T) {
 }
 
 func TestOrderByRequires(t *testing.T) {
-	specs := map[string]templates.Process{
+	specs := map[string]component.Process{
 		"kube-scheduler":          {Name: "kube-scheduler", Requires: []string{"kube-apiserver"}},
 		"kube-controller-manager": {Name: "kube-controller-manager", Requires: []string{"kube-apiserver"}},
 		"kube-apiserver":          {Name: "kube-apiserver", Requires: []string{"etcd"}},
@@ -224,7 +224,7 @@ func TestOrderByRequires(t *testing.T) {
 	if want := "etcd,kube-apiserver,kube-controller-manager,kube-scheduler"; strings.Join(names, ",") != want {
 		t.Errorf("order %v, want %s", names, want)
 	}
-	specs["etcd"] = templates.Process{Name: "etcd", Requires: []string{"kube-scheduler"}}
+	specs["etcd"] = component.Process{Name: "etcd", Requires: []string{"kube-scheduler"}}
 	if _, err := orderByRequires(specs); err == nil {
 		t.Error("a cycle was accepted")
 	}
@@ -256,7 +256,7 @@ func TestSupervisorReload(t *testing.T) {
 	before := pids()
 
 	// b removed, a unchanged, c added.
-	os.Remove(filepath.Join(root.Path(templates.ProcessSpecDir), "b.json"))
+	os.Remove(filepath.Join(root.Path(component.ProcessSpecDir), "b.json"))
 	writeSpecs(t, root, shell("c", "exec sleep 1000", "a"))
 	syscall.Kill(os.Getpid(), syscall.SIGHUP)
 	waitFor(t, "b gone and c running", 10*time.Second, func() bool {

@@ -1,4 +1,4 @@
-package templates_test
+package component_test
 
 import (
 	"path/filepath"
@@ -8,11 +8,11 @@ import (
 
 	"github.com/coreos/go-systemd/v22/unit"
 
-	"anvil.dev/anvil/templates"
+	"anvil.dev/anvil/component"
 )
 
-func backupJob() templates.ScheduledJob {
-	return templates.ScheduledJob{
+func backupJob() component.ScheduledJob {
+	return component.ScheduledJob{
 		Name:        "anvil-backup",
 		Description: "anvil scheduled etcd backup",
 		Command:     []string{"/usr/local/bin/anvil", "backup", "--scheduled", "--log-format", "json"},
@@ -27,7 +27,7 @@ func backupJob() templates.ScheduledJob {
 // TestTimerGolden compares the rendered service and timer with
 // testdata/systemd (run with -update after an intended change).
 func TestTimerGolden(t *testing.T) {
-	files, err := templates.TimerUnits(backupJob())
+	files, err := component.TimerUnits(backupJob())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestTimerGolden(t *testing.T) {
 		t.Fatalf("files: %+v", files)
 	}
 	for _, f := range files {
-		if f.Mode != templates.UnitMode {
+		if f.Mode != component.UnitMode {
 			t.Errorf("%s mode %v", f.Path, f.Mode)
 		}
 		checkGolden(t, filepath.Join("testdata", "systemd", filepath.Base(f.Path)), f.Data)
@@ -50,16 +50,16 @@ func TestTimerGolden(t *testing.T) {
 }
 
 func TestTimerRefuses(t *testing.T) {
-	for name, edit := range map[string]func(*templates.ScheduledJob){
-		"relative binary":       func(j *templates.ScheduledJob) { j.Command[0] = "anvil" },
-		"no calendar":           func(j *templates.ScheduledJob) { j.OnCalendar = " " },
-		"calendar with newline": func(j *templates.ScheduledJob) { j.OnCalendar = "daily\nExecStart=/bin/sh" },
-		"bad name":              func(j *templates.ScheduledJob) { j.Name = "Anvil Backup" },
+	for name, edit := range map[string]func(*component.ScheduledJob){
+		"relative binary":       func(j *component.ScheduledJob) { j.Command[0] = "anvil" },
+		"no calendar":           func(j *component.ScheduledJob) { j.OnCalendar = " " },
+		"calendar with newline": func(j *component.ScheduledJob) { j.OnCalendar = "daily\nExecStart=/bin/sh" },
+		"bad name":              func(j *component.ScheduledJob) { j.Name = "Anvil Backup" },
 	} {
 		t.Run(name, func(t *testing.T) {
 			j := backupJob()
 			edit(&j)
-			if _, err := templates.TimerUnits(j); err == nil {
+			if _, err := component.TimerUnits(j); err == nil {
 				t.Error("rendered")
 			}
 		})

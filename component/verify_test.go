@@ -1,4 +1,4 @@
-package templates_test
+package component_test
 
 import (
 	"bytes"
@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/templates"
 )
 
 // TestUnitsPassSystemdAnalyzeVerify runs Debian's own unit checker on every
@@ -31,7 +31,7 @@ func TestUnitsPassSystemdAnalyzeVerify(t *testing.T) {
 
 	// The node's units, and one exercising User=, Environment= and quoting.
 	all := append(nodeComponents(t, ""), odd())
-	files, err := templates.Units(all)
+	files, err := component.Units(all)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestUnitsPassSystemdAnalyzeVerify(t *testing.T) {
 	if out, err := exec.Command("cp", "-a", systemUnits, root.Path("/usr/lib/systemd/")).CombinedOutput(); err != nil {
 		t.Fatalf("copy system units: %v\n%s", err, out)
 	}
-	if _, err := templates.WriteTree(root, files); err != nil {
+	if _, err := component.WriteTree(root, files); err != nil {
 		t.Fatal(err)
 	}
 	var names []string

@@ -1,4 +1,4 @@
-package templates_test
+package component_test
 
 import (
 	"errors"
@@ -7,18 +7,18 @@ import (
 	"testing"
 	"time"
 
-	"anvil.dev/anvil/templates"
+	"anvil.dev/anvil/component"
 )
 
 // odd is a made-up component exercising what the real ones do not: a
 // non-root user, environment, and argument values systemd would otherwise
 // split, expand or treat as a command separator.
-func odd() templates.Component {
-	return templates.Component{
+func odd() component.Spec {
+	return component.Spec{
 		Name:       "odd",
 		Binary:     "/opt/odd/bin/odd",
 		Subcommand: []string{"serve"},
-		Args: []templates.Arg{
+		Args: []component.Arg{
 			{Name: "greeting", Value: `hello "world" \ back`},
 			{Name: "percent", Value: "100%d"},
 			{Name: "dollar", Value: "$HOME and ${PATH}"},
@@ -26,18 +26,18 @@ func odd() templates.Component {
 			{Name: "tab", Value: "a\tb"},
 			{Name: "empty", Value: ""},
 		},
-		Env:     []templates.EnvVar{{Name: "GODEBUG", Value: "x509sha1=0"}, {Name: "NOTE", Value: "two words"}},
+		Env:     []component.EnvVar{{Name: "GODEBUG", Value: "x509sha1=0"}, {Name: "NOTE", Value: "two words"}},
 		User:    "odd",
-		Restart: templates.RestartPolicy{Delay: 1500 * time.Millisecond, MaxDelay: time.Minute},
-		Health:  templates.Health{Ready: &templates.Probe{URL: "http://127.0.0.1:9000/ready"}},
-		Files:   []templates.File{{Path: "/var/lib/odd", Mode: 0o700, Dir: true, Writable: true}},
-		Image:   templates.Image{Ref: "localhost/odd:v1", Binary: "/usr/local/bin/odd"},
+		Restart: component.RestartPolicy{Delay: 1500 * time.Millisecond, MaxDelay: time.Minute},
+		Health:  component.Health{Ready: &component.Probe{URL: "http://127.0.0.1:9000/ready"}},
+		Files:   []component.File{{Path: "/var/lib/odd", Mode: 0o700, Dir: true, Writable: true}},
+		Image:   component.Image{Ref: "localhost/odd:v1", Binary: "/usr/local/bin/odd"},
 	}
 }
 
 func TestSystemdQuoting(t *testing.T) {
 	c := odd()
-	u, err := templates.SystemdUnit(c, nil)
+	u, err := component.SystemdUnit(c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,20 +67,20 @@ func TestSystemdQuoting(t *testing.T) {
 }
 
 func TestMergeArgs(t *testing.T) {
-	declared := []templates.Arg{
+	declared := []component.Arg{
 		{Name: "secure-port", Value: "6443"},
 		{Name: "profiling", Value: "false"},
 		{Name: "service-account-issuer", Value: "a"},
 		{Name: "service-account-issuer", Value: "b"},
 	}
 	t.Run("add and change", func(t *testing.T) {
-		got, err := templates.MergeArgs("x", declared, map[string]string{
+		got, err := component.MergeArgs("x", declared, map[string]string{
 			"v": "4", "profiling": "true", "audit-log-maxage": "9", "service-account-issuer": "c",
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []templates.Arg{
+		want := []component.Arg{
 			{Name: "secure-port", Value: "6443"},
 			{Name: "profiling", Value: "true"},
 			{Name: "service-account-issuer", Value: "c"},
@@ -90,20 +90,20 @@ func TestMergeArgs(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("got %v\nwant %v", got, want)
 		}
-		if !slices.Equal(declared[3:], []templates.Arg{{Name: "service-account-issuer", Value: "b"}}) {
+		if !slices.Equal(declared[3:], []component.Arg{{Name: "service-account-issuer", Value: "b"}}) {
 			t.Error("MergeArgs changed its input")
 		}
 	})
 	t.Run("nothing extra", func(t *testing.T) {
-		got, err := templates.MergeArgs("x", declared, nil)
+		got, err := component.MergeArgs("x", declared, nil)
 		if err != nil || !slices.Equal(got, declared) {
 			t.Errorf("got %v, %v", got, err)
 		}
 	})
 	t.Run("tls-private-key-file cannot be overridden", func(t *testing.T) {
-		_, err := templates.MergeArgs("kube-apiserver", declared, map[string]string{"tls-private-key-file": "/tmp/k", "v": "2"})
-		var fe *templates.FlagError
-		if !errors.As(err, &fe) || !errors.Is(err, templates.ErrProtectedFlag) {
+		_, err := component.MergeArgs("kube-apiserver", declared, map[string]string{"tls-private-key-file": "/tmp/k", "v": "2"})
+		var fe *component.FlagError
+		if !errors.As(err, &fe) || !errors.Is(err, component.ErrProtectedFlag) {
 			t.Fatalf("got %v", err)
 		}
 		if fe.Component != "kube-apiserver" || fe.Flag != "tls-private-key-file" {
@@ -117,9 +117,9 @@ func TestMergeArgs(t *testing.T) {
 		for _, extra := range []map[string]string{
 			{"--v": "2"}, {"": "x"}, {"a b": "x"}, {"v": "2\nExecStartPre=/bin/evil"},
 		} {
-			_, err := templates.MergeArgs("x", declared, extra)
-			var fe *templates.FlagError
-			if !errors.As(err, &fe) || errors.Is(err, templates.ErrProtectedFlag) {
+			_, err := component.MergeArgs("x", declared, extra)
+			var fe *component.FlagError
+			if !errors.As(err, &fe) || errors.Is(err, component.ErrProtectedFlag) {
 				t.Errorf("%q: got %v", extra, err)
 			}
 		}
@@ -138,7 +138,7 @@ func TestProtectedFlag(t *testing.T) {
 		"authentication-config", "anonymous-auth", "kubeconfig", "authentication-kubeconfig",
 		"authorization-kubeconfig", "cert-dir", "config",
 	} {
-		if _, ok := templates.ProtectedFlag(f); !ok {
+		if _, ok := component.ProtectedFlag(f); !ok {
 			t.Errorf("--%s is not protected", f)
 		}
 	}
@@ -148,17 +148,17 @@ func TestProtectedFlag(t *testing.T) {
 		"node-monitor-grace-period", "tls-min-version", "tls-cipher-suites", "event-ttl",
 		"service-account-issuer", "api-audiences", "requestheader-allowed-names",
 	} {
-		if why, ok := templates.ProtectedFlag(f); ok {
+		if why, ok := component.ProtectedFlag(f); ok {
 			t.Errorf("--%s is protected (%s)", f, why)
 		}
 	}
 }
 
 func TestStartOrder(t *testing.T) {
-	c := func(name string, req ...string) templates.Component {
-		return templates.Component{Name: name, Requires: req}
+	c := func(name string, req ...string) component.Spec {
+		return component.Spec{Name: name, Requires: req}
 	}
-	got, err := templates.StartOrder([]templates.Component{c("sched", "api"), c("agent"), c("api", "etcd"), c("etcd")})
+	got, err := component.StartOrder([]component.Spec{c("sched", "api"), c("agent"), c("api", "etcd"), c("etcd")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,27 +169,27 @@ func TestStartOrder(t *testing.T) {
 	if want := []string{"etcd", "api", "sched", "agent"}; !slices.Equal(names, want) {
 		t.Errorf("order %v, want %v", names, want)
 	}
-	for _, bad := range [][]templates.Component{
+	for _, bad := range [][]component.Spec{
 		{c("a", "b"), c("b", "a")},
 		{c("a", "missing")},
 		{c("a"), c("a")},
 	} {
-		if _, err := templates.StartOrder(bad); err == nil {
+		if _, err := component.StartOrder(bad); err == nil {
 			t.Errorf("%v: no error", bad)
 		}
 	}
 }
 
 func TestValidateRefusesBrokenDeclarations(t *testing.T) {
-	for name, mutate := range map[string]func(*templates.Component){
-		"relative binary": func(c *templates.Component) { c.Binary = "odd" },
-		"bad name":        func(c *templates.Component) { c.Name = "Odd_1" },
-		"newline in arg":  func(c *templates.Component) { c.Args[0].Value = "a\nb" },
-		"bad flag name":   func(c *templates.Component) { c.Args[0].Name = "--x" },
-		"relative file":   func(c *templates.Component) { c.Files[0].Path = "var/lib" },
-		"probe port":      func(c *templates.Component) { c.Health.Ready.URL = "http://127.0.0.1/ready" },
-		"watchdog":        func(c *templates.Component) { c.Watchdog = time.Second },
-		"self dependency": func(c *templates.Component) { c.Requires = []string{"odd"} },
+	for name, mutate := range map[string]func(*component.Spec){
+		"relative binary": func(c *component.Spec) { c.Binary = "odd" },
+		"bad name":        func(c *component.Spec) { c.Name = "Odd_1" },
+		"newline in arg":  func(c *component.Spec) { c.Args[0].Value = "a\nb" },
+		"bad flag name":   func(c *component.Spec) { c.Args[0].Name = "--x" },
+		"relative file":   func(c *component.Spec) { c.Files[0].Path = "var/lib" },
+		"probe port":      func(c *component.Spec) { c.Health.Ready.URL = "http://127.0.0.1/ready" },
+		"watchdog":        func(c *component.Spec) { c.Watchdog = time.Second },
+		"self dependency": func(c *component.Spec) { c.Requires = []string{"odd"} },
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := odd()
@@ -201,7 +201,7 @@ func TestValidateRefusesBrokenDeclarations(t *testing.T) {
 			if err := c.Validate(); err == nil {
 				t.Error("no error")
 			}
-			if _, err := templates.SystemdUnit(c, nil); err == nil {
+			if _, err := component.SystemdUnit(c, nil); err == nil {
 				t.Error("unit rendered")
 			}
 		})
@@ -210,14 +210,14 @@ func TestValidateRefusesBrokenDeclarations(t *testing.T) {
 
 func TestStaticPodMounts(t *testing.T) {
 	c := odd()
-	c.Files = []templates.File{
+	c.Files = []component.File{
 		{Path: "/etc/pki", Mode: 0o700, Dir: true},
 		{Path: "/etc/pki/a.crt", Mode: 0o644},
 		{Path: "/etc/pki/sub", Mode: 0o700, Dir: true},
 		{Path: "/etc/pki/sub/w", Mode: 0o700, Dir: true, Writable: true},
 		{Path: "/etc/odd.yaml", Mode: 0o600},
 	}
-	pod, err := templates.StaticPod(c)
+	pod, err := component.StaticPod(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,8 +231,8 @@ func TestStaticPodMounts(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("mounts %v, want %v", got, want)
 	}
-	c.Image = templates.Image{}
-	if _, err := templates.StaticPod(c); err == nil {
+	c.Image = component.Image{}
+	if _, err := component.StaticPod(c); err == nil {
 		t.Error("static pod without an image")
 	}
 }

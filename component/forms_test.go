@@ -1,4 +1,4 @@
-package templates_test
+package component_test
 
 import (
 	"slices"
@@ -8,7 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/json"
 
-	"anvil.dev/anvil/templates"
+	"anvil.dev/anvil/component"
 )
 
 // TestFormsHaveTheSameCommandLine proves the point of declaring a component
@@ -23,7 +23,7 @@ func TestFormsHaveTheSameCommandLine(t *testing.T) {
 				t.Fatal("component has no flags")
 			}
 
-			u, err := templates.SystemdUnit(c, all)
+			u, err := component.SystemdUnit(c, all)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -44,7 +44,7 @@ func TestFormsHaveTheSameCommandLine(t *testing.T) {
 				t.Errorf("pod arguments differ:\n got %q %q\nwant %q", cmd[1:], pod.Spec.Containers[0].Args, want)
 			}
 
-			p, err := templates.ProcessSpec(c, templates.ProcessOptions{LogDir: "/var/log/anvil"})
+			p, err := component.ProcessSpec(c, component.ProcessOptions{LogDir: "/var/log/anvil"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -86,7 +86,7 @@ func TestStaticPodsDecodeStrictly(t *testing.T) {
 	}
 }
 
-func writable(c templates.Component, path string) bool {
+func writable(c component.Spec, path string) bool {
 	for _, f := range c.Files {
 		if f.Path == path {
 			return f.Writable
@@ -95,9 +95,9 @@ func writable(c templates.Component, path string) bool {
 	return false
 }
 
-func decodePodStrict(t *testing.T, c templates.Component) *corev1.Pod {
+func decodePodStrict(t *testing.T, c component.Spec) *corev1.Pod {
 	t.Helper()
-	b, err := templates.StaticPodManifest(c)
+	b, err := component.StaticPodManifest(c)
 	if err != nil {
 		t.Fatal(err)
 	}

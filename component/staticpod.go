@@ -1,4 +1,4 @@
-package templates
+package component
 
 import (
 	"fmt"
@@ -25,7 +25,7 @@ const (
 )
 
 // StaticPod renders c as a static Pod for the kubelet.
-func StaticPod(c Component) (*corev1.Pod, error) {
+func StaticPod(c Spec) (*corev1.Pod, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -100,7 +100,7 @@ func StaticPod(c Component) (*corev1.Pod, error) {
 }
 
 // StaticPodManifest renders c as the YAML manifest the kubelet reads.
-func StaticPodManifest(c Component) ([]byte, error) {
+func StaticPodManifest(c Spec) ([]byte, error) {
 	pod, err := StaticPod(c)
 	if err != nil {
 		return nil, err

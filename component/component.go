@@ -1,4 +1,4 @@
-package templates
+package component
 
 import (
 	"errors"
@@ -10,9 +10,9 @@ import (
 	"time"
 )
 
-// Component is one program anvil runs, declared once and rendered as a
+// Spec is one program anvil runs, declared once and rendered as a
 // systemd unit, a static pod or a supervised process.
-type Component struct {
+type Spec struct {
 	// Name identifies the component: the static pod, the process and the
 	// key dependencies refer to ("etcd", "kube-apiserver").
 	Name string
@@ -151,7 +151,7 @@ type Requests struct {
 }
 
 // UnitName is the systemd unit the component runs as.
-func (c Component) UnitName() string {
+func (c Spec) UnitName() string {
 	if c.Unit != "" {
 		return c.Unit
 	}
@@ -159,13 +159,13 @@ func (c Component) UnitName() string {
 }
 
 // Command is the full command line: binary, subcommand, then the flags.
-func (c Component) Command() []string {
+func (c Spec) Command() []string {
 	out := append([]string{c.Binary}, c.Subcommand...)
 	return append(out, c.ArgStrings()...)
 }
 
 // ArgStrings renders the flags in order.
-func (c Component) ArgStrings() []string {
+func (c Spec) ArgStrings() []string {
 	out := make([]string, len(c.Args))
 	for i, a := range c.Args {
 		out[i] = a.String()
@@ -174,7 +174,7 @@ func (c Component) ArgStrings() []string {
 }
 
 // Arg returns the value of the first flag called name.
-func (c Component) Arg(name string) (string, bool) {
+func (c Spec) Arg(name string) (string, bool) {
 	for _, a := range c.Args {
 		if a.Name == name {
 			return a.Value, true
@@ -185,7 +185,7 @@ func (c Component) Arg(name string) (string, bool) {
 
 // Validate checks what every renderer relies on, so that a mistake in a
 // declaration fails before anything is written.
-func (c Component) Validate() error {
+func (c Spec) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if !validName(c.Name) {

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"anvil.dev/anvil/templates"
+	"anvil.dev/anvil/component"
 )
 
 // Prober checks the health endpoints components declare. One Prober keeps
@@ -20,14 +20,14 @@ import (
 // hundred milliseconds during init costs no new TLS handshakes.
 type Prober struct {
 	mu      sync.Mutex
-	clients map[templates.Probe]*http.Client
+	clients map[component.Probe]*http.Client
 }
 
 // NewProber returns an empty Prober.
-func NewProber() *Prober { return &Prober{clients: map[templates.Probe]*http.Client{}} }
+func NewProber() *Prober { return &Prober{clients: map[component.Probe]*http.Client{}} }
 
 // Check does one probe: nil when the endpoint answers 200 within timeout.
-func (p *Prober) Check(ctx context.Context, pr templates.Probe, timeout time.Duration) error {
+func (p *Prober) Check(ctx context.Context, pr component.Probe, timeout time.Duration) error {
 	c, err := p.client(pr)
 	if err != nil {
 		return err
@@ -50,7 +50,7 @@ func (p *Prober) Check(ctx context.Context, pr templates.Probe, timeout time.Dur
 	return nil
 }
 
-func (p *Prober) client(pr templates.Probe) (*http.Client, error) {
+func (p *Prober) client(pr component.Probe) (*http.Client, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.clients[pr]; ok {

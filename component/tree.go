@@ -1,4 +1,4 @@
-package templates
+package component
 
 import (
 	"bytes"
@@ -45,8 +45,8 @@ type OutputFile struct {
 
 // Units renders cs as systemd units under /etc/systemd/system, in start
 // order.
-func Units(cs []Component) ([]OutputFile, error) {
-	return renderEach(cs, func(c Component) (OutputFile, error) {
+func Units(cs []Spec) ([]OutputFile, error) {
+	return renderEach(cs, func(c Spec) (OutputFile, error) {
 		b, err := SystemdUnit(c, cs)
 		return OutputFile{Path: path.Join(hostfs.UnitDir, c.UnitName()), Mode: UnitMode, Data: b}, err
 	})
@@ -54,8 +54,8 @@ func Units(cs []Component) ([]OutputFile, error) {
 
 // StaticPods renders cs as manifests under /etc/kubernetes/manifests, in
 // start order.
-func StaticPods(cs []Component) ([]OutputFile, error) {
-	return renderEach(cs, func(c Component) (OutputFile, error) {
+func StaticPods(cs []Spec) ([]OutputFile, error) {
+	return renderEach(cs, func(c Spec) (OutputFile, error) {
 		b, err := StaticPodManifest(c)
 		return OutputFile{Path: path.Join(hostfs.ManifestsDir, c.Name+".yaml"), Mode: ManifestMode, Data: b}, err
 	})
@@ -63,14 +63,14 @@ func StaticPods(cs []Component) ([]OutputFile, error) {
 
 // Processes renders cs as process specs under ProcessSpecDir, in start
 // order.
-func Processes(cs []Component, o ProcessOptions) ([]OutputFile, error) {
-	return renderEach(cs, func(c Component) (OutputFile, error) {
+func Processes(cs []Spec, o ProcessOptions) ([]OutputFile, error) {
+	return renderEach(cs, func(c Spec) (OutputFile, error) {
 		b, err := ProcessJSON(c, o)
 		return OutputFile{Path: path.Join(ProcessSpecDir, c.Name+".json"), Mode: ConfigMode, Data: b}, err
 	})
 }
 
-func renderEach(cs []Component, render func(Component) (OutputFile, error)) ([]OutputFile, error) {
+func renderEach(cs []Spec, render func(Spec) (OutputFile, error)) ([]OutputFile, error) {
 	ordered, err := StartOrder(cs)
 	if err != nil {
 		return nil, err
@@ -89,11 +89,11 @@ func renderEach(cs []Component, render func(Component) (OutputFile, error)) ([]O
 // StartOrder sorts cs so every component comes after the ones it requires,
 // keeping the given order otherwise. A supervisor starts in this order and
 // stops in the reverse.
-func StartOrder(cs []Component) ([]Component, error) {
-	out := make([]Component, 0, len(cs))
+func StartOrder(cs []Spec) ([]Spec, error) {
+	out := make([]Spec, 0, len(cs))
 	state := map[string]int{} // 1 visiting, 2 done
-	var visit func(c Component, chain []string) error
-	visit = func(c Component, chain []string) error {
+	var visit func(c Spec, chain []string) error
+	visit = func(c Spec, chain []string) error {
 		switch state[c.Name] {
 		case 2:
 			return nil
@@ -115,7 +115,7 @@ func StartOrder(cs []Component) ([]Component, error) {
 		return nil
 	}
 	for i, c := range cs {
-		if slices.ContainsFunc(cs[:i], func(o Component) bool { return o.Name == c.Name }) {
+		if slices.ContainsFunc(cs[:i], func(o Spec) bool { return o.Name == c.Name }) {
 			return nil, fmt.Errorf("component %s declared twice", c.Name)
 		}
 	}

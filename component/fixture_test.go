@@ -1,4 +1,4 @@
-package templates_test
+package component_test
 
 import (
 	"flag"
@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
-	"anvil.dev/anvil/templates"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/ from the current output")
@@ -54,7 +54,7 @@ func testCluster() *v1alpha1.Cluster {
 
 // nodeComponents is every component the first master runs, the agent
 // included, with paths under root (the runtime root).
-func nodeComponents(t *testing.T, root hostfs.Root) []templates.Component {
+func nodeComponents(t *testing.T, root hostfs.Root) []component.Spec {
 	t.Helper()
 	p, err := master.NewPlan(testCluster(), "lab-m1", root)
 	if err != nil {

@@ -1,4 +1,4 @@
-package templates
+package component
 
 import (
 	"fmt"
@@ -12,7 +12,7 @@ import (
 
 // SystemdUnit renders c as a systemd service unit. all is every component
 // the node runs; c.Requires are looked up in it for their unit names.
-func SystemdUnit(c Component, all []Component) ([]byte, error) {
+func SystemdUnit(c Spec, all []Spec) ([]byte, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -78,7 +78,7 @@ func SystemdUnit(c Component, all []Component) ([]byte, error) {
 
 // execStart puts one word per line, so a reviewer reads the flags as a list
 // and a diff shows exactly the flag that changed.
-func execStart(c Component) string {
+func execStart(c Spec) string {
 	words := c.Command()
 	quoted := make([]string, len(words))
 	for i, w := range words {
@@ -122,11 +122,11 @@ func timespan(d time.Duration) string {
 	return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
 }
 
-func find(cs []Component, name string) (Component, bool) {
+func find(cs []Spec, name string) (Spec, bool) {
 	for _, c := range cs {
 		if c.Name == name {
 			return c, true
 		}
 	}
-	return Component{}, false
+	return Spec{}, false
 }

@@ -1,4 +1,4 @@
-package templates_test
+package component_test
 
 import (
 	"bytes"
@@ -6,28 +6,28 @@ import (
 	"path/filepath"
 	"testing"
 
-	"anvil.dev/anvil/templates"
+	"anvil.dev/anvil/component"
 )
 
 // TestGolden renders every component in every form and compares with
-// testdata/<form>/<file>. Run `go test ./templates -run TestGolden -update`
+// testdata/<form>/<file>. Run `go test ./component -run TestGolden -update`
 // after an intended change, and review the diff of testdata/.
 func TestGolden(t *testing.T) {
 	forms := []struct {
 		name   string
 		root   string
-		file   func(templates.Component) string
-		render func(c templates.Component, all []templates.Component) ([]byte, error)
+		file   func(component.Spec) string
+		render func(c component.Spec, all []component.Spec) ([]byte, error)
 	}{
-		{"systemd", "", func(c templates.Component) string { return c.UnitName() },
-			templates.SystemdUnit},
-		{"static-pod", "", func(c templates.Component) string { return c.Name + ".yaml" },
-			func(c templates.Component, _ []templates.Component) ([]byte, error) {
-				return templates.StaticPodManifest(c)
+		{"systemd", "", func(c component.Spec) string { return c.UnitName() },
+			component.SystemdUnit},
+		{"static-pod", "", func(c component.Spec) string { return c.Name + ".yaml" },
+			func(c component.Spec, _ []component.Spec) ([]byte, error) {
+				return component.StaticPodManifest(c)
 			}},
-		{"process", processRoot, func(c templates.Component) string { return c.Name + ".json" },
-			func(c templates.Component, _ []templates.Component) ([]byte, error) {
-				return templates.ProcessJSON(c, templates.ProcessOptions{LogDir: processRoot + "/var/log/anvil", Dir: processRoot})
+		{"process", processRoot, func(c component.Spec) string { return c.Name + ".json" },
+			func(c component.Spec, _ []component.Spec) ([]byte, error) {
+				return component.ProcessJSON(c, component.ProcessOptions{LogDir: processRoot + "/var/log/anvil", Dir: processRoot})
 			}},
 	}
 	for _, form := range forms {

@@ -1,4 +1,4 @@
-package templates_test
+package component_test
 
 import (
 	"fmt"
