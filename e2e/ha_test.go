@@ -4,6 +4,7 @@
 package e2e_test
 
 import (
+	"anvil.dev/anvil/etcd"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -152,13 +153,13 @@ func (h *haCluster) agentRSS(t testing.TB, host string) (int64, error) {
 }
 
 // members is `anvil etcd members` as seen from one of hosts.
-func (h *haCluster) members(t testing.TB, hosts ...string) ([]master.Member, error) {
+func (h *haCluster) members(t testing.TB, hosts ...string) ([]etcd.Member, error) {
 	t.Helper()
 	out, err := h.onMaster(t, hosts, "etcd members -o json")
 	if err != nil {
 		return nil, fmt.Errorf("anvil etcd members: %v: %s", err, out)
 	}
-	var ms []master.Member
+	var ms []etcd.Member
 	if err := json.Unmarshal([]byte(out), &ms); err != nil {
 		return nil, fmt.Errorf("anvil etcd members -o json: %v: %s", err, out)
 	}
@@ -210,10 +211,10 @@ func (h *haCluster) waitHealthy(t testing.TB, timeout time.Duration) time.Durati
 
 // waitConsistent waits until `anvil etcd check` finds every member's hash
 // equal at one revision.
-func (h *haCluster) waitConsistent(t testing.TB, timeout time.Duration) (time.Duration, master.ConsistencyReport) {
+func (h *haCluster) waitConsistent(t testing.TB, timeout time.Duration) (time.Duration, etcd.ConsistencyReport) {
 	t.Helper()
 	start := time.Now()
-	var rep master.ConsistencyReport
+	var rep etcd.ConsistencyReport
 	var last string
 	for time.Since(start) < timeout {
 		out, err := h.onMaster(t, h.masters, "etcd check -o json")

@@ -1,6 +1,7 @@
 package installer
 
 import (
+	"anvil.dev/anvil/etcd"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -76,8 +77,8 @@ type RestoreResult struct {
 	Restore  *master.RestoreResult  `json:"restore,omitempty"`
 	Rejoined []master.RestoreResult `json:"rejoined,omitempty"`
 	// Consistency is etcd's members compared once the last one rejoined.
-	Consistency *master.ConsistencyReport `json:"consistency,omitempty"`
-	Elapsed     time.Duration             `json:"elapsed"`
+	Consistency *etcd.ConsistencyReport `json:"consistency,omitempty"`
+	Elapsed     time.Duration           `json:"elapsed"`
 }
 
 // restoreState is what a cluster restore carries between its phases.
@@ -357,7 +358,7 @@ func (s *restoreState) planRestore(r *run) plan {
 
 func (s *restoreState) planRejoin(r *run) plan {
 	pl := plan{before: s.gate(r), oneAtATime: true}
-	endpoint := "https://" + net.JoinHostPort(s.first.NodeAddress().String(), strconv.Itoa(master.EtcdClientPort))
+	endpoint := "https://" + net.JoinHostPort(s.first.NodeAddress().String(), strconv.Itoa(etcd.ClientPort))
 	for i, h := range s.others {
 		last := i == len(s.others)-1
 		pl.steps = append(pl.steps, step{host: h, do: "anvil restore --rejoin " + endpoint + ": a fresh member that catches up from " + s.first.Name, run: func(ctx context.Context) (string, error) {

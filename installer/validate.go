@@ -1,6 +1,7 @@
 package installer
 
 import (
+	"anvil.dev/anvil/etcd"
 	"context"
 	"fmt"
 	"net/netip"
@@ -109,7 +110,7 @@ func pickPrimary(c *v1alpha1.Cluster, hosts []*host) *host {
 func requiredPorts(c *v1alpha1.Cluster, role v1alpha1.Role) []uint16 {
 	ports := []uint16{agent.MetricsPort}
 	if role == v1alpha1.RoleMaster {
-		ports = append(ports, c.ControlPlane.Port, master.EtcdClientPort, master.EtcdPeerPort, master.EtcdMetricsPort, master.EtcdClientHTTPPort,
+		ports = append(ports, c.ControlPlane.Port, etcd.ClientPort, etcd.PeerPort, etcd.MetricsPort, etcd.ClientHTTPPort,
 			master.ControllerManagerPort, master.SchedulerPort)
 	}
 	return ports
@@ -245,7 +246,7 @@ func portUser(c *v1alpha1.Cluster, port uint16) string {
 	switch port {
 	case c.ControlPlane.Port:
 		return "kube-apiserver"
-	case master.EtcdClientPort, master.EtcdPeerPort, master.EtcdMetricsPort:
+	case etcd.ClientPort, etcd.PeerPort, etcd.MetricsPort:
 		return "etcd"
 	case master.ControllerManagerPort:
 		return "kube-controller-manager"

@@ -1,6 +1,7 @@
 package master
 
 import (
+	"anvil.dev/anvil/etcd"
 	"context"
 	"errors"
 	"fmt"
@@ -145,7 +146,7 @@ func openBackupSource(ctx context.Context, o BackupOptions) (*backupSource, erro
 		if o.Endpoint != "" {
 			eps = []string{o.Endpoint}
 		}
-		if s.client, err = EtcdClient(ctx, o.Root, eps...); err != nil {
+		if s.client, err = etcd.Dial(ctx, o.Root, eps...); err != nil {
 			return nil, err
 		}
 		s.owned = true

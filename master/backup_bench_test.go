@@ -1,6 +1,7 @@
 package master_test
 
 import (
+	"anvil.dev/anvil/etcd"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -41,7 +42,7 @@ func BenchmarkBackupRestore(b *testing.B) {
 	cp := mastertest.Start(b, mastertest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	cli, err := master.EtcdClient(ctx, cp.Root, cp.EtcdEndpoint())
+	cli, err := etcd.Dial(ctx, cp.Root, cp.EtcdEndpoint())
 	if err != nil {
 		b.Fatal(err)
 	}

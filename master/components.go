@@ -1,6 +1,7 @@
 package master
 
 import (
+	"anvil.dev/anvil/etcd"
 	"fmt"
 	"io/fs"
 	"path"
@@ -144,10 +145,10 @@ func etcdComponent(p Plan) (component.Spec, error) {
 			{Path: p.Root.EtcdData(), Mode: 0o700, Dir: true, Writable: true, Secret: true},
 		},
 		Ports: []component.Port{
-			{Name: "client", Number: EtcdClientPort, Protocol: "TCP"},
-			{Name: "peer", Address: p.AdvertiseAddress.String(), Number: EtcdPeerPort, Protocol: "TCP"},
-			{Name: "metrics", Address: "127.0.0.1", Number: EtcdMetricsPort, Protocol: "TCP"},
-			{Name: "client-http", Address: "127.0.0.1", Number: EtcdClientHTTPPort, Protocol: "TCP"},
+			{Name: "client", Number: etcd.ClientPort, Protocol: "TCP"},
+			{Name: "peer", Address: p.AdvertiseAddress.String(), Number: etcd.PeerPort, Protocol: "TCP"},
+			{Name: "metrics", Address: "127.0.0.1", Number: etcd.MetricsPort, Protocol: "TCP"},
+			{Name: "client-http", Address: "127.0.0.1", Number: etcd.ClientHTTPPort, Protocol: "TCP"},
 		},
 		// Plain HTTP on loopback, as kubeadm does: the probes then need no
 		// client certificate, and nothing but health and metrics is served.

@@ -1,6 +1,7 @@
 package master_test
 
 import (
+	"anvil.dev/anvil/etcd"
 	"bytes"
 	"encoding/base64"
 	"errors"
@@ -41,7 +42,7 @@ func TestEtcdConfigLoadsWithEmbed(t *testing.T) {
 	root := hostfs.Root(t.TempDir())
 	p := testPlan(t, testCluster(), "lab-m1", root)
 	p.Etcd = master.EtcdMember{
-		InitialCluster: []master.EtcdPeer{
+		InitialCluster: []etcd.Peer{
 			{Name: "lab-m2", PeerURL: "https://10.0.0.12:2380"},
 			{Name: "lab-m1", PeerURL: "https://10.0.0.11:2380"},
 		},

@@ -1,6 +1,7 @@
 package master_test
 
 import (
+	"anvil.dev/anvil/etcd"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -272,7 +273,7 @@ func componentOf(t *testing.T, st *master.Status, name string) master.ComponentS
 
 func etcdClient(t *testing.T, ctx context.Context, cp *mastertest.ControlPlane) *clientv3.Client {
 	t.Helper()
-	cli, err := master.EtcdClient(ctx, cp.Root, cp.EtcdEndpoint())
+	cli, err := etcd.Dial(ctx, cp.Root, cp.EtcdEndpoint())
 	if err != nil {
 		t.Fatal(err)
 	}

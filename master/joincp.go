@@ -1,6 +1,7 @@
 package master
 
 import (
+	"anvil.dev/anvil/etcd"
 	"context"
 	"errors"
 	"fmt"
@@ -153,7 +154,7 @@ func joinDownloadCertsPhase(ctx context.Context, r *initRun) error {
 // that are already there, and points its etcd config at them.
 func joinEtcdMemberPhase(ctx context.Context, r *initRun) error {
 	j := r.join
-	port := strconv.Itoa(EtcdClientPort)
+	port := strconv.Itoa(etcd.ClientPort)
 	for _, m := range r.o.Cluster.Masters() {
 		if m.Name != r.o.Node {
 			j.etcdPeers = append(j.etcdPeers, "https://"+net.JoinHostPort(m.NodeAddress().String(), port))
@@ -162,7 +163,7 @@ func joinEtcdMemberPhase(ctx context.Context, r *initRun) error {
 	if len(j.etcdPeers) == 0 {
 		return errors.New("the cluster file names no other master to join")
 	}
-	cli, err := EtcdClient(ctx, r.o.Root, j.etcdPeers...)
+	cli, err := etcd.Dial(ctx, r.o.Root, j.etcdPeers...)
 	if err != nil {
 		return err
 	}
@@ -172,7 +173,7 @@ func joinEtcdMemberPhase(ctx context.Context, r *initRun) error {
 	if err := os.RemoveAll(r.o.Root.EtcdData()); err != nil {
 		return err
 	}
-	res, err := AddLearner(ctx, cli, r.o.Node, r.plan.etcdPeerURL(), r.o.Force)
+	res, err := etcd.AddLearner(ctx, cli, r.o.Node, r.plan.etcdPeerURL(), r.o.Force)
 	if err != nil {
 		return err
 	}
@@ -198,12 +199,12 @@ func joinEtcdPhase(ctx context.Context, r *initRun) error {
 	if err := r.waitReady(ctx, cs, r.o.Timeout); err != nil {
 		return err
 	}
-	cli, err := EtcdClient(ctx, r.o.Root, r.join.etcdPeers...)
+	cli, err := etcd.Dial(ctx, r.o.Root, r.join.etcdPeers...)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
-	if err := PromoteWhenReady(ctx, cli, r.join.learnerID, r.o.Timeout); err != nil {
+	if err := etcd.PromoteWhenReady(ctx, cli, r.join.learnerID, r.o.Timeout); err != nil {
 		return err
 	}
 	r.join.promoted = true
@@ -217,7 +218,7 @@ func (j *joinState) withdrawLearner(ctx context.Context, r *initRun) {
 	if j.learnerID == 0 || j.promoted {
 		return
 	}
-	cli, err := EtcdClient(ctx, r.o.Root, j.etcdPeers...)
+	cli, err := etcd.Dial(ctx, r.o.Root, j.etcdPeers...)
 	if err != nil {
 		r.log.Error("rollback: cannot reach etcd to remove the learner", "err", err)
 		return

@@ -12,10 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"anvil.dev/anvil/etcd"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/master/mastertest"
 )
 
@@ -107,7 +108,7 @@ func TestControlPlaneJoinE2E(t *testing.T) {
 		if err != nil {
 			t.Fatalf("anvil etcd check: %v\n%s", err, out)
 		}
-		var rep master.ConsistencyReport
+		var rep etcd.ConsistencyReport
 		if err := json.Unmarshal([]byte(out), &rep); err != nil {
 			t.Fatalf("anvil etcd check -o json: %v\n%s", err, out)
 		}
@@ -165,7 +166,7 @@ func assertMembers(ctx context.Context, t *testing.T, cp *mastertest.ControlPlan
 	if err != nil {
 		t.Fatalf("anvil etcd members: %v\n%s", err, out)
 	}
-	var ms []master.Member
+	var ms []etcd.Member
 	if err := json.Unmarshal([]byte(out), &ms); err != nil {
 		t.Fatalf("anvil etcd members -o json: %v\n%s", err, out)
 	}

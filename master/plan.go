@@ -1,6 +1,7 @@
 package master
 
 import (
+	"anvil.dev/anvil/etcd"
 	"errors"
 	"fmt"
 	"net"
@@ -59,19 +60,13 @@ const (
 	EtcdExistingCluster EtcdClusterState = "existing"
 )
 
-// EtcdPeer is one entry of etcd's initial-cluster.
-type EtcdPeer struct {
-	Name    string
-	PeerURL string
-}
-
 // EtcdMember is this master's etcd membership.
 type EtcdMember struct {
 	// Name is the member name; empty means the node name.
 	Name string
 	// InitialCluster lists every member including this one; empty means
 	// this member alone.
-	InitialCluster []EtcdPeer
+	InitialCluster []etcd.Peer
 	// State is "new" unless a join sets "existing".
 	State EtcdClusterState
 	// Token keeps members of different clusters from joining each other by
@@ -80,16 +75,9 @@ type EtcdMember struct {
 	Token string
 }
 
-// Ports the control plane listens on besides the apiserver's (which the
-// cluster file sets).
+// Ports of the controller-manager and the scheduler (etcd's are package
+// etcd's, the apiserver's the cluster file's).
 const (
-	EtcdClientPort  = 2379
-	EtcdPeerPort    = 2380
-	EtcdMetricsPort = 2381
-	// EtcdClientHTTPPort serves etcd's HTTP API (JSON gateway, /health,
-	// /version) on loopback with mutual TLS, so that the client port
-	// serves only gRPC, through gRPC's own transport.
-	EtcdClientHTTPPort    = 2382
 	ControllerManagerPort = 10257
 	SchedulerPort         = 10259
 )
@@ -150,7 +138,7 @@ func (p Plan) Complete() (Plan, error) {
 		p.Etcd.Name = p.Node.Name
 	}
 	if len(p.Etcd.InitialCluster) == 0 && p.AdvertiseAddress.IsValid() {
-		p.Etcd.InitialCluster = []EtcdPeer{{Name: p.Etcd.Name, PeerURL: p.etcdPeerURL()}}
+		p.Etcd.InitialCluster = []etcd.Peer{{Name: p.Etcd.Name, PeerURL: p.etcdPeerURL()}}
 	}
 	if p.Etcd.State == "" {
 		p.Etcd.State = EtcdNewCluster
@@ -200,15 +188,15 @@ func (p Plan) k8sBinary(component string) string { return path.Join(p.BinDir, co
 func (p Plan) hostPort(port int) string {
 	return net.JoinHostPort(p.AdvertiseAddress.String(), strconv.Itoa(port))
 }
-func (p Plan) etcdPeerURL() string   { return "https://" + p.hostPort(EtcdPeerPort) }
-func (p Plan) etcdClientURL() string { return "https://" + p.hostPort(EtcdClientPort) }
+func (p Plan) etcdPeerURL() string   { return "https://" + p.hostPort(etcd.PeerPort) }
+func (p Plan) etcdClientURL() string { return "https://" + p.hostPort(etcd.ClientPort) }
 func (p Plan) apiserverPort() int    { return int(p.Cluster.ControlPlane.Port) }
 
 // etcdLocalClientURL is what the local apiserver talks to: the member on
 // the same machine, over loopback, as kubeadm's stacked etcd does.
-func etcdLocalClientURL() string { return "https://127.0.0.1:" + strconv.Itoa(EtcdClientPort) }
-func etcdMetricsURL() string     { return "http://127.0.0.1:" + strconv.Itoa(EtcdMetricsPort) }
-func etcdLocalHTTPURL() string   { return "https://127.0.0.1:" + strconv.Itoa(EtcdClientHTTPPort) }
+func etcdLocalClientURL() string { return "https://127.0.0.1:" + strconv.Itoa(etcd.ClientPort) }
+func etcdMetricsURL() string     { return "http://127.0.0.1:" + strconv.Itoa(etcd.MetricsPort) }
+func etcdLocalHTTPURL() string   { return "https://127.0.0.1:" + strconv.Itoa(etcd.ClientHTTPPort) }
 
 func (p Plan) serviceAccountIssuer() string {
 	return "https://kubernetes.default.svc." + p.Cluster.Networking.ClusterDomain

@@ -1,6 +1,7 @@
 package master
 
 import (
+	"anvil.dev/anvil/etcd"
 	"bufio"
 	"context"
 	"errors"
@@ -103,11 +104,11 @@ func checkPorts(_ context.Context, r *initRun) ([]string, []string) {
 	}
 	adv := r.plan.AdvertiseAddress.String()
 	ports := []port{
-		{"127.0.0.1", EtcdClientPort, "etcd clients"},
-		{adv, EtcdClientPort, "etcd clients"},
-		{adv, EtcdPeerPort, "etcd peers"},
-		{"127.0.0.1", EtcdMetricsPort, "etcd metrics"},
-		{"127.0.0.1", EtcdClientHTTPPort, "etcd HTTP clients"},
+		{"127.0.0.1", etcd.ClientPort, "etcd clients"},
+		{adv, etcd.ClientPort, "etcd clients"},
+		{adv, etcd.PeerPort, "etcd peers"},
+		{"127.0.0.1", etcd.MetricsPort, "etcd metrics"},
+		{"127.0.0.1", etcd.ClientHTTPPort, "etcd HTTP clients"},
 		{"", int(r.o.Cluster.ControlPlane.Port), "kube-apiserver"},
 		{"127.0.0.1", ControllerManagerPort, "kube-controller-manager"},
 		{"127.0.0.1", SchedulerPort, "kube-scheduler"},

@@ -1,6 +1,7 @@
 package master
 
 import (
+	"anvil.dev/anvil/etcd"
 	"context"
 	"errors"
 	"fmt"
@@ -195,7 +196,7 @@ func leaveEtcd(ctx context.Context, root hostfs.Root, name string, force bool) (
 		c, _, err := v1alpha1.Load(root.Path(ClusterFile))
 		return err == nil && len(c.Masters()) <= 1
 	}
-	cli, err := EtcdClient(cctx, root)
+	cli, err := etcd.Dial(cctx, root)
 	if err != nil {
 		if alone() {
 			return false, nil
@@ -203,7 +204,7 @@ func leaveEtcd(ctx context.Context, root hostfs.Root, name string, force bool) (
 		return false, err
 	}
 	defer cli.Close()
-	ms, err := ListMembers(cctx, cli)
+	ms, err := etcd.ListMembers(cctx, cli)
 	if err != nil {
 		if alone() {
 			return false, nil // a single master whose etcd is already down
@@ -213,8 +214,8 @@ func leaveEtcd(ctx context.Context, root hostfs.Root, name string, force bool) (
 	if len(ms) <= 1 {
 		return false, nil // the last member: the cluster goes with it
 	}
-	if _, err := RemoveMember(cctx, cli, name, force); err != nil {
-		if errors.Is(err, ErrNoSuchMember) {
+	if _, err := etcd.RemoveMember(cctx, cli, name, force); err != nil {
+		if errors.Is(err, etcd.ErrNoSuchMember) {
 			return false, nil
 		}
 		return false, err

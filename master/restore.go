@@ -1,6 +1,7 @@
 package master
 
 import (
+	"anvil.dev/anvil/etcd"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -108,10 +109,10 @@ type RestoreResult struct {
 	CACertHash string `json:"caCertHash,omitempty"`
 	// Members is the etcd membership this master saw before it changed
 	// anything (empty when no member answered).
-	Members []Member `json:"members,omitempty"`
+	Members []etcd.Member `json:"members,omitempty"`
 	// Consistency (RestoreRejoin) compares every member of the restored
 	// cluster once this master has rejoined it.
-	Consistency *ConsistencyReport `json:"consistency,omitempty"`
+	Consistency *etcd.ConsistencyReport `json:"consistency,omitempty"`
 	// SnapshotRevision is the snapshot's own latest revision; ServedRevision
 	// the highest this member had served (0 when it could not be read);
 	// Revision the restored cluster's, after the bump, marked compacted.
@@ -584,7 +585,7 @@ func (r *restoreRun) liveRevision(ctx context.Context) int64 {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	cli, err := EtcdClient(ctx, r.o.Root)
+	cli, err := etcd.Dial(ctx, r.o.Root)
 	if err != nil {
 		return 0
 	}
@@ -726,7 +727,7 @@ func (r *restoreRun) dropLeaderLeases(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cli, err := EtcdClient(ctx, r.o.Root)
+	cli, err := etcd.Dial(ctx, r.o.Root)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package master
 
 import (
+	"anvil.dev/anvil/etcd"
 	"context"
 	"fmt"
 	"net"
@@ -16,12 +17,12 @@ import (
 // file names; with each member's health. It is nil when no member answers.
 // The list is read serializably, so it works without quorum: that is when
 // it matters most.
-func (r *restoreRun) readMembership(ctx context.Context) []Member {
+func (r *restoreRun) readMembership(ctx context.Context) []etcd.Member {
 	tries := [][]string{nil} // this master's own member
 	var others []string
 	for _, m := range r.cluster.Masters() {
 		if m.Name != r.state.Node {
-			others = append(others, "https://"+net.JoinHostPort(m.NodeAddress().String(), strconv.Itoa(EtcdClientPort)))
+			others = append(others, "https://"+net.JoinHostPort(m.NodeAddress().String(), strconv.Itoa(etcd.ClientPort)))
 		}
 	}
 	if len(others) > 0 {
@@ -44,7 +45,7 @@ func (r *restoreRun) readMembership(ctx context.Context) []Member {
 // master's etcd client port, so that a stopped member costs no client
 // timeout.
 func localEtcdListens() bool {
-	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(EtcdClientPort)), 500*time.Millisecond)
+	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(etcd.ClientPort)), 500*time.Millisecond)
 	if err != nil {
 		return false
 	}
@@ -52,15 +53,15 @@ func localEtcdListens() bool {
 	return true
 }
 
-func (r *restoreRun) listMembers(ctx context.Context, eps []string) ([]Member, error) {
+func (r *restoreRun) listMembers(ctx context.Context, eps []string) ([]etcd.Member, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	cli, err := EtcdClient(ctx, r.o.Root, eps...)
+	cli, err := etcd.Dial(ctx, r.o.Root, eps...)
 	if err != nil {
 		return nil, err
 	}
 	defer cli.Close()
-	return ListMembers(ctx, cli)
+	return etcd.ListMembers(ctx, cli)
 }
 
 // masterNames are the masters of the cluster file.
@@ -81,7 +82,7 @@ const clusterRestoreHint = "run anvil cluster restore from the workstation, whic
 // ahead without --force, or "" when self is the only voting member. ms is
 // the membership as readMembership saw it (nil when no member answered);
 // masters are the cluster file's.
-func soloRestoreRefusal(ms []Member, self string, masters []string) string {
+func soloRestoreRefusal(ms []etcd.Member, self string, masters []string) string {
 	if ms == nil {
 		others := slices.DeleteFunc(slices.Clone(masters), func(m string) bool { return m == self })
 		if len(others) == 0 {
@@ -110,7 +111,7 @@ func soloRestoreRefusal(ms []Member, self string, masters []string) string {
 	if len(others) == 0 {
 		return ""
 	}
-	if need := Quorum(len(voters)); len(healthy) < need {
+	if need := etcd.Quorum(len(voters)); len(healthy) < need {
 		return fmt.Sprintf("etcd has lost quorum: %d of its %d voting members answer (down: %s) and it needs %d. "+
 			"Restoring this member alone turns it into a one-member cluster holding the backup, and the members that are down "+
 			"would come back to a cluster that no longer exists. Bring them back and %s; pass --force only if they are gone for good",
@@ -123,7 +124,7 @@ func soloRestoreRefusal(ms []Member, self string, masters []string) string {
 
 // leaveRefusal says why stopping the member self must not go ahead without
 // --force (etcd would lose its quorum), or "".
-func leaveRefusal(ms []Member, self string) string {
+func leaveRefusal(ms []etcd.Member, self string) string {
 	var voters, rest, down []string
 	for _, m := range ms {
 		if m.Learner {
@@ -141,7 +142,7 @@ func leaveRefusal(ms []Member, self string) string {
 	if !slices.Contains(voters, self) {
 		return ""
 	}
-	need := Quorum(len(voters))
+	need := etcd.Quorum(len(voters))
 	if len(rest) >= need {
 		return ""
 	}
@@ -159,7 +160,7 @@ func leaveRefusal(ms []Member, self string) string {
 func checkEtcdEndpoint(ep string) error {
 	u, err := url.Parse(ep)
 	if err != nil || u.Scheme != "https" || u.Hostname() == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return fmt.Errorf("etcd endpoint %q: want https://HOST:PORT, the restored master's etcd client URL (https://ADDRESS:%d)", ep, EtcdClientPort)
+		return fmt.Errorf("etcd endpoint %q: want https://HOST:PORT, the restored master's etcd client URL (https://ADDRESS:%d)", ep, etcd.ClientPort)
 	}
 	return nil
 }

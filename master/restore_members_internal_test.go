@@ -1,15 +1,16 @@
 package master
 
 import (
+	"anvil.dev/anvil/etcd"
 	"strings"
 	"testing"
 )
 
-func members(spec ...string) []Member {
-	var out []Member
+func members(spec ...string) []etcd.Member {
+	var out []etcd.Member
 	for _, s := range spec {
 		name, flags, _ := strings.Cut(s, ":")
-		out = append(out, Member{Name: name, Healthy: !strings.Contains(flags, "down"), Learner: strings.Contains(flags, "learner")})
+		out = append(out, etcd.Member{Name: name, Healthy: !strings.Contains(flags, "down"), Learner: strings.Contains(flags, "learner")})
 	}
 	return out
 }
@@ -17,7 +18,7 @@ func members(spec ...string) []Member {
 func TestRestoreSoloRefusal(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		ms      []Member
+		ms      []etcd.Member
 		masters []string
 		want    string // "" means no refusal
 	}{
@@ -48,7 +49,7 @@ func TestRestoreSoloRefusal(t *testing.T) {
 func TestRestoreLeaveRefusal(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		ms   []Member
+		ms   []etcd.Member
 		want string
 	}{
 		{"three healthy: two stay", members("m1", "m2", "m3"), ""},

@@ -1,6 +1,7 @@
 package master
 
 import (
+	"anvil.dev/anvil/etcd"
 	"context"
 	"errors"
 	"fmt"
@@ -82,7 +83,7 @@ func rejoinCheckPhase(ctx context.Context, r *restoreRun) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	cli, err := EtcdClient(cctx, r.o.Root, r.o.Endpoint)
+	cli, err := etcd.Dial(cctx, r.o.Root, r.o.Endpoint)
 	if err != nil {
 		return err
 	}
@@ -91,7 +92,7 @@ func rejoinCheckPhase(ctx context.Context, r *restoreRun) error {
 	if err != nil {
 		return fmt.Errorf("etcd at %s (the restored cluster) does not answer: %w", r.o.Endpoint, err)
 	}
-	ms, err := ListMembers(ctx, cli)
+	ms, err := etcd.ListMembers(ctx, cli)
 	if err != nil {
 		return fmt.Errorf("etcd at %s: %w", r.o.Endpoint, err)
 	}
@@ -104,7 +105,7 @@ func rejoinCheckPhase(ctx context.Context, r *restoreRun) error {
 		r.progress("check", fmt.Sprintf("this master's member is already in the cluster of %s: only the control plane is left to start", r.o.Endpoint))
 		return nil
 	}
-	self := slices.IndexFunc(ms, func(m Member) bool { return m.Name == r.etcdCfg.Name })
+	self := slices.IndexFunc(ms, func(m etcd.Member) bool { return m.Name == r.etcdCfg.Name })
 	if self >= 0 && ms[self].Healthy && !ms[self].Learner {
 		return fmt.Errorf("the cluster of %s has a healthy voting member named %s, but it is not this master's: another machine answers as %s", r.o.Endpoint, r.etcdCfg.Name, r.etcdCfg.Name)
 	}
@@ -119,7 +120,7 @@ func (r *restoreRun) localStatus(ctx context.Context) *clientv3.StatusResponse {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	cli, err := EtcdClient(ctx, r.o.Root)
+	cli, err := etcd.Dial(ctx, r.o.Root)
 	if err != nil {
 		return nil
 	}
@@ -138,12 +139,12 @@ func rejoinMemberPhase(ctx context.Context, r *restoreRun) error {
 	if r.rejoin.joined {
 		return nil
 	}
-	cli, err := EtcdClient(ctx, r.o.Root, r.o.Endpoint)
+	cli, err := etcd.Dial(ctx, r.o.Root, r.o.Endpoint)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
-	res, err := AddLearner(ctx, cli, r.etcdCfg.Name, r.plan.etcdPeerURL(), r.o.Force)
+	res, err := etcd.AddLearner(ctx, cli, r.etcdCfg.Name, r.plan.etcdPeerURL(), r.o.Force)
 	if err != nil {
 		return err
 	}
@@ -183,20 +184,20 @@ func rejoinEtcdPhase(ctx context.Context, r *restoreRun) error {
 		return nil
 	}
 	run := r.initRun()
-	etcd := r.components(Etcd)
-	if err := run.start(ctx, etcd); err != nil {
+	member := r.components(Etcd)
+	if err := run.start(ctx, member); err != nil {
 		return err
 	}
 	r.stopped = slices.DeleteFunc(r.stopped, func(c component.Spec) bool { return c.Name == Etcd })
-	if err := run.waitReady(ctx, etcd, r.o.Timeout); err != nil {
+	if err := run.waitReady(ctx, member, r.o.Timeout); err != nil {
 		return err
 	}
-	cli, err := EtcdClient(ctx, r.o.Root, r.o.Endpoint)
+	cli, err := etcd.Dial(ctx, r.o.Root, r.o.Endpoint)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
-	if err := PromoteWhenReady(ctx, cli, r.rejoin.learnerID, r.o.Timeout); err != nil {
+	if err := etcd.PromoteWhenReady(ctx, cli, r.rejoin.learnerID, r.o.Timeout); err != nil {
 		return err
 	}
 	r.rejoin.promoted = true
@@ -232,16 +233,16 @@ func rejoinStartPhase(ctx context.Context, r *restoreRun) error {
 	if err := waitLeaders(ctx, cli, r.o.Timeout, ControllerManager, Scheduler); err != nil {
 		return err
 	}
-	ecli, err := EtcdClient(ctx, r.o.Root, r.o.Endpoint)
+	ecli, err := etcd.Dial(ctx, r.o.Root, r.o.Endpoint)
 	if err != nil {
 		return err
 	}
 	defer ecli.Close()
 	// A member that has just caught up may not have applied the revision
 	// the others report yet: that settles within seconds.
-	var c *ConsistencyReport
+	var c *etcd.ConsistencyReport
 	for deadline := time.Now().Add(15 * time.Second); ; {
-		c, err = CheckConsistency(ctx, ecli)
+		c, err = etcd.CheckConsistency(ctx, ecli)
 		if err == nil && c.Consistent || time.Now().After(deadline) {
 			break
 		}
@@ -266,7 +267,7 @@ func (r *restoreRun) withdrawLearner() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cli, err := EtcdClient(ctx, r.o.Root, r.o.Endpoint)
+	cli, err := etcd.Dial(ctx, r.o.Root, r.o.Endpoint)
 	if err != nil {
 		r.log.Error("rollback: cannot reach etcd to remove the learner", "err", err)
 		return

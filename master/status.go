@@ -1,6 +1,7 @@
 package master
 
 import (
+	"anvil.dev/anvil/etcd"
 	"context"
 	"errors"
 	"fmt"
@@ -186,7 +187,7 @@ func etcdStatus(ctx context.Context, root hostfs.Root) *EtcdStatus {
 	out := &EtcdStatus{}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	cli, err := EtcdClient(ctx, root)
+	cli, err := etcd.Dial(ctx, root)
 	if err != nil {
 		out.Error = err.Error()
 		return out

@@ -6,15 +6,16 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"anvil.dev/anvil/etcd"
+
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/master"
 )
 
 func newEtcdCmd(a *app) *cobra.Command {
-	o := master.EtcdServerOptions{}
+	o := etcd.ServerOptions{}
 	cmd := &cobra.Command{
 		Use:   "etcd --config FILE",
 		Short: "Run this master's embedded etcd member",
@@ -30,7 +31,7 @@ it cleanly.`,
 				return usageError("anvil etcd needs --config FILE")
 			}
 			o.Log = a.logger()
-			return master.RunEtcd(cmd.Context(), o)
+			return etcd.Serve(cmd.Context(), o)
 		},
 	}
 	cmd.Flags().StringVar(&o.ConfigFile, "config", "/etc/anvil/etcd.yaml", "etcd configuration file (etcd's own keys)")
@@ -52,7 +53,7 @@ func (f *etcdClientFlags) add(cmd *cobra.Command) {
 }
 
 func (f *etcdClientFlags) client(cmd *cobra.Command) (*clientv3.Client, error) {
-	return master.EtcdClient(cmd.Context(), hostfs.Root(f.root), f.endpoints...)
+	return etcd.Dial(cmd.Context(), hostfs.Root(f.root), f.endpoints...)
 }
 
 // with runs fn with a client of the members, closed afterwards.
@@ -75,7 +76,7 @@ func newEtcdMembersCmd(a *app) *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.with(cmd, func(cli *clientv3.Client) error {
-				ms, err := master.ListMembers(cmd.Context(), cli)
+				ms, err := etcd.ListMembers(cmd.Context(), cli)
 				if err != nil {
 					return err
 				}
@@ -108,9 +109,9 @@ shows here.`,
 		Example: "  anvil etcd check\n  anvil etcd check -o json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var rep *master.ConsistencyReport
+			var rep *etcd.ConsistencyReport
 			err := f.with(cmd, func(cli *clientv3.Client) (err error) {
-				rep, err = master.CheckConsistency(cmd.Context(), cli)
+				rep, err = etcd.CheckConsistency(cmd.Context(), cli)
 				return err
 			})
 			if err != nil {
@@ -151,7 +152,7 @@ members would not have quorum, unless --force.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return f.with(cmd, func(cli *clientv3.Client) error {
-				m, err := master.RemoveMember(cmd.Context(), cli, args[0], force)
+				m, err := etcd.RemoveMember(cmd.Context(), cli, args[0], force)
 				if err != nil {
 					return err
 				}

@@ -1,4 +1,4 @@
-package master
+package etcd
 
 import (
 	"net/url"
@@ -33,7 +33,7 @@ func TestCheckEtcdSecurity(t *testing.T) {
 		cfg.PeerTLSInfo.ClientCertAuth = true
 		return cfg
 	}
-	if err := checkEtcdSecurity(secure(), "etcd.yaml"); err != nil {
+	if err := checkSecurity(secure(), "etcd.yaml"); err != nil {
 		t.Fatalf("the secure configuration was refused: %v", err)
 	}
 	for _, tc := range []struct {
@@ -52,7 +52,7 @@ func TestCheckEtcdSecurity(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := secure()
 			tc.change(cfg)
-			err := checkEtcdSecurity(cfg, "/etc/anvil/etcd.yaml")
+			err := checkSecurity(cfg, "/etc/anvil/etcd.yaml")
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "/etc/anvil/etcd.yaml") {
 				t.Errorf("got %v, want an error naming the file and %q", err, tc.want)
 			}

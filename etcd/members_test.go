@@ -1,4 +1,4 @@
-package master
+package etcd
 
 import (
 	"context"
@@ -47,7 +47,7 @@ func etcdPKI(t *testing.T) hostfs.Root {
 	return root
 }
 
-func startMember(t *testing.T, root hostfs.Root, name string, port int, initial []EtcdPeer, state string) *testMember {
+func startMember(t *testing.T, root hostfs.Root, name string, port int, initial []Peer, state string) *testMember {
 	t.Helper()
 	m := &testMember{name: name, clientPort: port, peerPort: port + 1, dir: filepath.Join(t.TempDir(), name), pkiDir: root.PKI()}
 	m.client = fmt.Sprintf("https://127.0.0.1:%d", port)
@@ -108,7 +108,7 @@ func TestEtcdMembership(t *testing.T) {
 	defer cancel()
 	root := etcdPKI(t)
 	m1 := startMember(t, root, "m1", 22379, nil, "new")
-	cli, err := EtcdClient(ctx, root, m1.client)
+	cli, err := Dial(ctx, root, m1.client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestEtcdMembership(t *testing.T) {
 		// local member, which stops as soon as it applies its removal.
 		m4 := join("m4", 22429)
 		defer m4.stop()
-		self, err := EtcdClient(ctx, root, m4.client)
+		self, err := Dial(ctx, root, m4.client)
 		if err != nil {
 			t.Fatal(err)
 		}

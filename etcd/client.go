@@ -1,4 +1,4 @@
-package master
+package etcd
 
 import (
 	"context"
@@ -17,16 +17,33 @@ import (
 	"anvil.dev/anvil/pki"
 )
 
+// Ports an etcd member listens on.
+const (
+	ClientPort  = 2379
+	PeerPort    = 2380
+	MetricsPort = 2381
+	// ClientHTTPPort serves etcd's HTTP API (JSON gateway, /health,
+	// /version) on loopback with mutual TLS, so that the client port
+	// serves only gRPC, through gRPC's own transport.
+	ClientHTTPPort = 2382
+)
+
+// Peer is one entry of etcd's initial-cluster.
+type Peer struct {
+	Name    string
+	PeerURL string
+}
+
 // etcdWindowBytes is the HTTP/2 flow-control window anvil's etcd clients
 // offer, per stream and per connection.
 const etcdWindowBytes = 4 << 20
 
-// EtcdClient connects to etcd members with the healthcheck client
+// Dial connects to etcd members with the healthcheck client
 // certificate from the etcd CA: the least privileged identity a master has
 // that etcd accepts. Endpoints default to the local member.
-func EtcdClient(ctx context.Context, root hostfs.Root, endpoints ...string) (*clientv3.Client, error) {
+func Dial(ctx context.Context, root hostfs.Root, endpoints ...string) (*clientv3.Client, error) {
 	if len(endpoints) == 0 {
-		endpoints = []string{fmt.Sprintf("https://127.0.0.1:%d", EtcdClientPort)}
+		endpoints = []string{fmt.Sprintf("https://127.0.0.1:%d", ClientPort)}
 	}
 	dir := root.PKI()
 	tlsInfo := transport.TLSInfo{

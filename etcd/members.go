@@ -1,4 +1,4 @@
-package master
+package etcd
 
 import (
 	"context"
@@ -184,7 +184,7 @@ type AddLearnerResult struct {
 	ID uint64
 	// InitialCluster lists every member (name=peerURL), this one included,
 	// for the new member's initial-cluster.
-	InitialCluster []EtcdPeer
+	InitialCluster []Peer
 	// Replaced names a stale member of the same name or peer URL that was
 	// removed first.
 	Replaced string
@@ -267,7 +267,7 @@ func AddLearner(ctx context.Context, cli *clientv3.Client, name, peerURL string,
 			continue // another learner that never started; it is not ours to name
 		}
 		for _, u := range m.PeerURLs {
-			res.InitialCluster = append(res.InitialCluster, EtcdPeer{Name: n, PeerURL: u})
+			res.InitialCluster = append(res.InitialCluster, Peer{Name: n, PeerURL: u})
 		}
 	}
 	return res, nil

@@ -1,4 +1,4 @@
-package master
+package etcd
 
 import (
 	"context"
@@ -16,8 +16,8 @@ import (
 	"anvil.dev/anvil/internal/sdnotify"
 )
 
-// EtcdServerOptions configures `anvil etcd`.
-type EtcdServerOptions struct {
+// ServerOptions configures `anvil etcd`.
+type ServerOptions struct {
 	// ConfigFile is an etcd configuration file in etcd's own keys
 	// (/etc/anvil/etcd.yaml), so any etcd tool can audit it.
 	ConfigFile string
@@ -28,17 +28,17 @@ type EtcdServerOptions struct {
 	Log          *slog.Logger
 }
 
-// ErrEtcdStopped means the member stopped by itself, for instance because it
+// ErrStopped means the member stopped by itself, for instance because it
 // was removed from the cluster.
-var ErrEtcdStopped = errors.New("etcd member stopped by itself")
+var ErrStopped = errors.New("etcd member stopped by itself")
 
-// RunEtcd runs the embedded etcd member until ctx ends (a clean stop) or the
+// Serve runs the embedded etcd member until ctx ends (a clean stop) or the
 // member fails. The life cycle:
 //
 //	start ──► wait ReadyNotify ──► READY=1, watchdog ──► serve
 //	  │            │ timeout / Err()                      │ ctx done: STOPPING=1, Close
 //	  └► error     └► error (supervisor restarts)         └► Err() or self-stop: error
-func RunEtcd(ctx context.Context, o EtcdServerOptions) error {
+func Serve(ctx context.Context, o ServerOptions) error {
 	log := o.Log
 	if log == nil {
 		log = slog.Default()
@@ -48,7 +48,7 @@ func RunEtcd(ctx context.Context, o EtcdServerOptions) error {
 	if err != nil {
 		return fmt.Errorf("read etcd config %s: %w", o.ConfigFile, err)
 	}
-	if err := checkEtcdSecurity(cfg, o.ConfigFile); err != nil {
+	if err := checkSecurity(cfg, o.ConfigFile); err != nil {
 		return err
 	}
 	cfg.GRPCAdditionalServerOptions = append(cfg.GRPCAdditionalServerOptions, grpccodec.ServerOption())
@@ -103,14 +103,14 @@ func RunEtcd(ctx context.Context, o EtcdServerOptions) error {
 	case err := <-e.Err():
 		return fmt.Errorf("etcd failed: %w", err)
 	case <-e.Server.StopNotify():
-		return ErrEtcdStopped
+		return ErrStopped
 	}
 }
 
-// checkEtcdSecurity refuses a configuration that would serve etcd without
+// checkSecurity refuses a configuration that would serve etcd without
 // mutual TLS: every client and peer must present a certificate from etcd's
 // own CA, and etcd must never make up its own certificates.
-func checkEtcdSecurity(cfg *embed.Config, file string) error {
+func checkSecurity(cfg *embed.Config, file string) error {
 	var problems []string
 	ci, pi := cfg.ClientTLSInfo, cfg.PeerTLSInfo
 	if !ci.ClientCertAuth {
