@@ -18,6 +18,8 @@ import (
 
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/phase"
+	"anvil.dev/anvil/internal/progress"
 	"anvil.dev/anvil/pki"
 )
 
@@ -51,30 +53,31 @@ type JoinOptions struct {
 	CSRTimeout       time.Duration
 	ReadyTimeout     time.Duration
 	Log              *slog.Logger
-	// Progress tells the person at the terminal what is happening.
-	Progress func(phase, msg string)
+	// Task tells the person at the terminal what is happening.
+	Task *progress.Task
 }
 
-// JoinPhase is one step of a join.
-type JoinPhase struct {
-	Name        string
-	Description string
-	Run         func(ctx context.Context, j *joinRun) error
-}
+type joinPhase = phase.Phase[*joinRun]
 
-// JoinPhases is the worker join, top to bottom. Nothing is written before
+// joinPhases is the worker join, top to bottom. Nothing is written before
 // the kubeconfig phase: a wrong token, a wrong CA hash or a refused CSR
 // leaves the machine as it was.
-func JoinPhases() []JoinPhase {
-	return []JoinPhase{
-		{"preflight", "check the inputs and what an earlier join left here", joinPreflight},
-		{"discovery", "read cluster-info trusting nothing; check its signature with the token and its CA against the pin", joinDiscovery},
-		{"tls-bootstrap", "get the node's client certificate through a CSR sent with the token; the key stays here", joinTLSBootstrap},
-		{"kubeconfig", "write the agent's kubeconfig (0600) and forget the token", joinKubeconfig},
-		{"agent", "write agent.yaml and start anvil-agent", joinAgent},
-		{"wait", "wait for the Node to be registered and Ready", joinWait},
+func joinPhases() []joinPhase {
+	return []joinPhase{
+		{Name: "preflight", Description: "check the inputs and what an earlier join left here", Run: joinPreflight},
+		{Name: "discovery", Description: "read cluster-info trusting nothing; check its signature with the token and its CA against the pin", Run: joinDiscovery},
+		{Name: "tls-bootstrap", Description: "get the node's client certificate through a CSR sent with the token; the key stays here", Run: joinTLSBootstrap},
+		{Name: "kubeconfig", Description: "write the agent's kubeconfig (0600) and forget the token", Mutates: true, Run: joinKubeconfig},
+		{Name: "agent", Description: "write agent.yaml and start anvil-agent", Mutates: true, Run: joinAgent},
+		{Name: "wait", Description: "wait for the Node to be registered and Ready", Run: joinWait},
 	}
 }
+
+// JoinPhaseNames lists the worker join's phases, in order.
+func JoinPhaseNames() []string { return phase.Names(joinPhases()) }
+
+// JoinPhaseHelp describes the worker join's phases for --help.
+func JoinPhaseHelp() string { return phase.Help(joinPhases()) }
 
 // JoinResult is what a join did.
 type JoinResult struct {
@@ -108,13 +111,8 @@ func Join(ctx context.Context, o JoinOptions) (*JoinResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range JoinPhases() {
-		start := time.Now()
-		j.progress(p.Name, p.Description)
-		if err := p.Run(ctx, j); err != nil {
-			return nil, fmt.Errorf("join phase %s: %w", p.Name, err)
-		}
-		j.log.Debug("phase done", "phase", p.Name, "elapsed", time.Since(start))
+	if err := phase.Run(ctx, joinPhases(), j, phase.Options{Command: "join", Task: o.Task}); err != nil {
+		return nil, err
 	}
 	j.result.Elapsed = time.Since(j.started)
 	return &j.result, nil
@@ -135,13 +133,6 @@ func newJoinRun(o JoinOptions) (*joinRun, error) {
 	}
 	j := &joinRun{o: o, log: o.Log.With("node", o.NodeName), started: time.Now(), token: o.Token}
 	return j, nil
-}
-
-func (j *joinRun) progress(phase, msg string) {
-	if j.o.Progress != nil {
-		j.o.Progress(phase, msg)
-	}
-	j.log.Debug(msg, "phase", phase)
 }
 
 // kubeconfigPath is where the agent's kubeconfig is written from here.
@@ -194,12 +185,12 @@ func joinPreflight(ctx context.Context, j *joinRun) error {
 	switch {
 	case why == "":
 		j.creds, j.joined = creds, true
-		j.progress("preflight", "already joined: keeping "+j.kcPath)
+		j.o.Task.Say("already joined: keeping %s", j.kcPath)
 		return nil
 	case !o.Force:
 		return fmt.Errorf("%s exists and %s; run `anvil reset` first or pass --force", j.kcPath, why)
 	}
-	j.progress("preflight", fmt.Sprintf("replacing %s (%s)", j.kcPath, why))
+	j.o.Task.Say("replacing %s (%s)", j.kcPath, why)
 	return nil
 }
 
@@ -237,7 +228,7 @@ func joinDiscovery(ctx context.Context, j *joinRun) error {
 	}
 	j.info = info
 	j.servers = info.Servers(j.o.Servers...)
-	j.progress("discovery", fmt.Sprintf("cluster CA %s verified; apiservers %s", pki.CAHashOf(info.CA), strings.Join(j.servers, ", ")))
+	j.o.Task.Say("cluster CA %s verified; apiservers %s", pki.CAHashOf(info.CA), strings.Join(j.servers, ", "))
 	return nil
 }
 
@@ -269,7 +260,7 @@ func joinTLSBootstrap(ctx context.Context, j *joinRun) error {
 		return err
 	}
 	j.creds = Credentials{Server: j.servers[0], CAPEM: j.info.CAPEM, CertPEM: certPEM, KeyPEM: keyPEM}
-	j.progress("tls-bootstrap", "client certificate for "+NodeUser(j.o.NodeName)+" issued")
+	j.o.Task.Say("client certificate for %s issued", NodeUser(j.o.NodeName))
 	return nil
 }
 
@@ -327,7 +318,7 @@ func joinWait(ctx context.Context, j *joinRun) error {
 		err := cli.do(ctx, "GET", nodesPath+"/"+j.o.NodeName, "", nil, &n)
 		switch {
 		case err == nil && serverReady(&n):
-			j.progress("wait", fmt.Sprintf("node %s is Ready", j.o.NodeName))
+			j.o.Task.Say("node %s is Ready", j.o.NodeName)
 			return nil
 		case err == nil:
 			state = "registered, not Ready"

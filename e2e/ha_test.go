@@ -4,7 +4,6 @@
 package e2e_test
 
 import (
-	"anvil.dev/anvil/etcd"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 	"k8s.io/client-go/util/connrotation"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/internal/sshx"
 	"anvil.dev/anvil/lab/labtest"
 	"anvil.dev/anvil/master"

@@ -286,7 +286,7 @@ func PromoteWhenReady(ctx context.Context, cli *clientv3.Client, id uint64, time
 		if err == nil {
 			return nil
 		}
-		if strings.Contains(err.Error(), "is not a learner") {
+		if errors.Is(err, rpctypes.ErrMemberNotLearner) {
 			return nil // a re-run after the promotion went through
 		}
 		last = err

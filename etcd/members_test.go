@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"anvil.dev/anvil/api/v1alpha1"
@@ -117,13 +118,16 @@ func TestEtcdMembership(t *testing.T) {
 	join := func(name string, port int) *testMember {
 		t.Helper()
 		peer := fmt.Sprintf("https://127.0.0.1:%d", port+1)
-		res, err := AddLearner(ctx, cli, name, peer, false)
+		l, err := JoinAsLearner(ctx, root, []string{m1.client}, name, peer, false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := startMember(t, root, name, port, res.InitialCluster, "existing")
-		if err := PromoteWhenReady(ctx, cli, res.ID, time.Minute); err != nil {
+		m := startMember(t, root, name, port, l.Added.InitialCluster, "existing")
+		if err := l.Promote(ctx, time.Minute); err != nil {
 			t.Fatal(err)
+		}
+		if removed, err := l.Withdraw(ctx); removed || err != nil {
+			t.Fatalf("withdrawing a promoted member: removed %v, %v", removed, err)
 		}
 		return m
 	}
@@ -192,6 +196,48 @@ func TestEtcdMembership(t *testing.T) {
 		}
 		if slices.ContainsFunc(ms, func(m Member) bool { return m.Name == "m4" }) {
 			t.Errorf("m4 is still a member: %+v", ms)
+		}
+	})
+
+	t.Run("a promotion that already went through is not an error", func(t *testing.T) {
+		// A join re-run after its promotion: etcd answers that the member
+		// is not a learner, which means the work is done.
+		ms, err := ListMembers(ctx, cli)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(ms, func(m Member) bool { return m.Name == "m2" })
+		if i < 0 || ms[i].Learner {
+			t.Fatalf("m2 is not a voter: %+v", ms)
+		}
+		_, err = cli.MemberPromote(ctx, ms[i].ID)
+		if !errors.Is(err, rpctypes.ErrMemberNotLearner) {
+			t.Fatalf("etcd's answer to promoting a voter is %v, want %v", err, rpctypes.ErrMemberNotLearner)
+		}
+		start := time.Now()
+		if err := PromoteWhenReady(ctx, cli, ms[i].ID, 20*time.Second); err != nil {
+			t.Fatalf("promoting a voter again: %v", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("promoting a voter again took %s: the answer was not recognised", d)
+		}
+	})
+
+	t.Run("a learner that never started is withdrawn", func(t *testing.T) {
+		l, err := JoinAsLearner(ctx, root, []string{m1.client}, "m6", "https://127.0.0.1:22439", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if removed, err := l.Withdraw(ctx); !removed || err != nil {
+			t.Fatalf("withdraw: removed %v, %v", removed, err)
+		}
+		ms, _ := ListMembers(ctx, cli)
+		if slices.ContainsFunc(ms, func(m Member) bool { return m.ID == l.Added.ID }) {
+			t.Errorf("the learner is still a member: %+v", ms)
+		}
+		var none *Learner
+		if removed, err := none.Withdraw(ctx); removed || err != nil {
+			t.Errorf("withdrawing nothing: %v %v", removed, err)
 		}
 	})
 

@@ -3,7 +3,9 @@
 # then puts the clock back where it would have been (the time CMD took is
 # measured on the monotonic clock, which setting the date leaves alone).
 # It changes the clock of the whole machine: only for a machine that runs
-# nothing else, such as a throwaway VM. Used to show that anvil's tests do
+# nothing else, such as a throwaway VM. Go's build cache trims entries by
+# age, so a clock years ahead would empty the shared cache under any build
+# running beside it: CMD gets a cache of its own. Used to show that anvil's tests do
 # not depend on today's date:
 #   hack/with-clock.sh 2030-12-31T12:00:00Z go test -short -count=1 ./...
 set -euo pipefail
@@ -21,7 +23,9 @@ restore() {
   date -u -s "@$now" >/dev/null
   echo "with-clock: clock restored to $(date -u +%FT%TZ)" >&2
 }
-trap restore EXIT
+cache=$(mktemp -d /tmp/with-clock-gocache.XXXXXX)
+trap 'restore; rm -rf "$cache"' EXIT
+export GOCACHE=$cache
 date -u -s "@$target" >/dev/null
 echo "with-clock: clock set to $(date -u +%FT%TZ)" >&2
 "$@"

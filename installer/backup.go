@@ -14,9 +14,10 @@ import (
 	"filippo.io/age"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/backup"
+	"anvil.dev/anvil/backup/envelope"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/master"
 )
 
 // `anvil cluster backup`: the snapshot is taken on the etcd leader (the
@@ -41,7 +42,7 @@ const anvilOnHost = hostfs.LinkDir + "/" + images.AnvilBinary
 type BackupOptions struct {
 	Options
 	// Output is the local file. Empty means a new file named as the
-	// masters name theirs (master.BackupName) in the current directory; a
+	// masters name theirs (backup.BackupName) in the current directory; a
 	// directory means a new file in it; "-" streams the backup to Stdout.
 	Output string
 	Stdout io.Writer
@@ -54,10 +55,10 @@ type BackupOptions struct {
 // BackupResult is what a cluster backup wrote.
 type BackupResult struct {
 	// Host is the master the snapshot was taken on.
-	Host   string              `json:"host"`
-	Path   string              `json:"path,omitempty"`
-	Header master.BackupHeader `json:"header"`
-	Bytes  int64               `json:"bytes"`
+	Host   string                `json:"host"`
+	Path   string                `json:"path,omitempty"`
+	Header envelope.BackupHeader `json:"header"`
+	Bytes  int64                 `json:"bytes"`
 	// Verified says every layer was checked; else only the header and the
 	// payload's framing (an encrypted backup without its identity).
 	Verified bool          `json:"verified"`
@@ -203,12 +204,12 @@ func (b *backupState) stream(ctx context.Context, r *run, h *host) (string, erro
 	}
 	pr, pw := io.Pipe()
 	type verified struct {
-		v   *master.Verification
+		v   *envelope.Verification
 		err error
 	}
 	done := make(chan verified, 1)
 	go func() {
-		v, err := master.VerifyBackup(pr, o.Identities)
+		v, err := envelope.VerifyBackup(pr, o.Identities)
 		// Keep the pipe flowing so the download ends either way.
 		io.Copy(io.Discard, pr)
 		done <- verified{v, err}
@@ -235,7 +236,7 @@ func (b *backupState) stream(ctx context.Context, r *run, h *host) (string, erro
 		}
 		final := o.Output
 		if final == "" || toDir {
-			final = filepath.Join(dir, master.BackupName(hd.Cluster, hd.Node, hd.Created))
+			final = filepath.Join(dir, backup.BackupName(hd.Cluster, hd.Node, hd.Created))
 		}
 		if err := os.Rename(tmp.Name(), final); err != nil {
 			return "", fmt.Errorf("backup file: %w", err)
@@ -271,7 +272,7 @@ func (c *countWriter) Write(p []byte) (int, error) {
 // checkBackupForCluster refuses, from its verified header, a backup the
 // cluster file's cluster must not get: another cluster's (unless force)
 // or one of a Kubernetes version anvil cannot run.
-func checkBackupForCluster(c *v1alpha1.Cluster, h master.BackupHeader, force bool) error {
+func checkBackupForCluster(c *v1alpha1.Cluster, h envelope.BackupHeader, force bool) error {
 	if _, err := images.Lookup(h.KubernetesVersion); err != nil {
 		return fmt.Errorf("the backup is of Kubernetes %s, which this anvil cannot run: %w", h.KubernetesVersion, err)
 	}

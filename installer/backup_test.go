@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/backup/envelope"
 	"anvil.dev/anvil/master"
 )
 
@@ -50,7 +51,7 @@ func nameOfOrEmpty(h *host) string {
 
 func TestCheckBackupForCluster(t *testing.T) {
 	c := &v1alpha1.Cluster{Name: "lab"}
-	h := master.BackupHeader{Cluster: "lab", KubernetesVersion: v1alpha1.DefaultKubernetesVersion}
+	h := envelope.BackupHeader{Cluster: "lab", KubernetesVersion: v1alpha1.DefaultKubernetesVersion}
 	if err := checkBackupForCluster(c, h, false); err != nil {
 		t.Errorf("the cluster's own backup: %v", err)
 	}

@@ -1,7 +1,6 @@
 package installer
 
 import (
-	"anvil.dev/anvil/etcd"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -20,8 +19,10 @@ import (
 
 	"filippo.io/age"
 
+	"anvil.dev/anvil/backup"
+	"anvil.dev/anvil/backup/envelope"
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/internal/sshx"
-	"anvil.dev/anvil/master"
 )
 
 // `anvil cluster restore`: the same snapshot for every master, and no
@@ -65,7 +66,7 @@ type RestoreOptions struct {
 
 // RestoreResult is what a cluster restore did.
 type RestoreResult struct {
-	Header master.BackupHeader `json:"header"`
+	Header envelope.BackupHeader `json:"header"`
 	// First is the master the snapshot was restored on; the others
 	// rejoined it.
 	First string `json:"first"`
@@ -74,8 +75,8 @@ type RestoreResult struct {
 	ServedRevision int64 `json:"servedRevision"`
 	// Restore is the first master's `anvil restore`; Rejoined the others'
 	// `anvil restore --rejoin`, in order.
-	Restore  *master.RestoreResult  `json:"restore,omitempty"`
-	Rejoined []master.RestoreResult `json:"rejoined,omitempty"`
+	Restore  *backup.RestoreResult  `json:"restore,omitempty"`
+	Rejoined []backup.RestoreResult `json:"rejoined,omitempty"`
 	// Consistency is etcd's members compared once the last one rejoined.
 	Consistency *etcd.ConsistencyReport `json:"consistency,omitempty"`
 	Elapsed     time.Duration           `json:"elapsed"`
@@ -84,7 +85,7 @@ type RestoreResult struct {
 // restoreState is what a cluster restore carries between its phases.
 type restoreState struct {
 	o          RestoreOptions
-	header     master.BackupHeader
+	header     envelope.BackupHeader
 	sha256     string
 	size       int64
 	first      *host
@@ -156,7 +157,7 @@ func (s *restoreState) verifyLocal(r *run) error {
 	}
 	defer f.Close()
 	h := sha256.New()
-	v, err := master.VerifyBackup(io.TeeReader(f, h), s.identities)
+	v, err := envelope.VerifyBackup(io.TeeReader(f, h), s.identities)
 	if err != nil {
 		return fmt.Errorf("backup %s: %w", s.o.Backup, err)
 	}
@@ -192,13 +193,13 @@ func (s *restoreState) gate(r *run) []step {
 
 // restoreCommand is anvil restore with args on a master, holding the
 // host's apply lock; its stdout (JSON) is decoded into res.
-func (s *restoreState) restoreCommand(ctx context.Context, r *run, h *host, what string, args []string, stdin io.Reader) (*master.RestoreResult, error) {
+func (s *restoreState) restoreCommand(ctx context.Context, r *run, h *host, what string, args []string, stdin io.Reader) (*backup.RestoreResult, error) {
 	var out bytes.Buffer
 	cmd := anvilOnHost + " restore " + strings.Join(args, " ") + " -o json"
 	if err := r.runLogged(ctx, h, what, locked(cmd), stdin, &out); err != nil {
 		return nil, err
 	}
-	var res master.RestoreResult
+	var res backup.RestoreResult
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		return nil, fmt.Errorf("%s: its output is not a restore result: %w", what, err)
 	}
@@ -298,7 +299,7 @@ func (s *restoreState) upload(ctx context.Context, r *run, h *host) error {
 		return err
 	}
 	defer f.Close()
-	s.remote = path.Join(restoreDir, "backup"+master.BackupFileExt)
+	s.remote = path.Join(restoreDir, "backup"+backup.BackupFileExt)
 	s.uploaded = true
 	q := sshx.ShellQuote(s.remote)
 	script := strings.Join([]string{

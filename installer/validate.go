@@ -1,7 +1,6 @@
 package installer
 
 import (
-	"anvil.dev/anvil/etcd"
 	"context"
 	"fmt"
 	"net/netip"
@@ -11,6 +10,7 @@ import (
 
 	"anvil.dev/anvil/agent"
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
 )

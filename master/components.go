@@ -1,7 +1,6 @@
 package master
 
 import (
-	"anvil.dev/anvil/etcd"
 	"fmt"
 	"io/fs"
 	"path"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"anvil.dev/anvil/component"
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/pki"

@@ -128,15 +128,15 @@ func etcdConfig(p Plan) etcdConfigFile {
 		DataDir: p.Root.EtcdData(),
 		// Loopback for the local apiserver, the node's address for the
 		// other masters' apiservers and for backups.
-		ListenClientURLs: etcdLocalClientURL() + "," + p.etcdClientURL(),
+		ListenClientURLs: etcdLocalClientURL() + "," + p.EtcdClientURL(),
 		// HTTP clients (the JSON gateway, /health) get a loopback port of
 		// their own. Then the client port serves gRPC alone, through
 		// gRPC's transport rather than net/http's: snapshots stream about
 		// twice as fast and every request costs less.
 		ListenClientHTTPURLs:     etcdLocalHTTPURL(),
-		AdvertiseClientURLs:      p.etcdClientURL(),
-		ListenPeerURLs:           p.etcdPeerURL(),
-		InitialAdvertisePeerURLs: p.etcdPeerURL(),
+		AdvertiseClientURLs:      p.EtcdClientURL(),
+		ListenPeerURLs:           p.EtcdPeerURL(),
+		InitialAdvertisePeerURLs: p.EtcdPeerURL(),
 		// Health and metrics over plain HTTP on loopback only, for probes
 		// that need no client certificate (as kubeadm does).
 		ListenMetricsURLs:   etcdMetricsURL(),
@@ -338,7 +338,7 @@ func encryptionConfig(read ReadFunc) ([]byte, error) {
 	old, err := read(EncryptionConfigFile)
 	switch {
 	case err == nil:
-		if err := checkEncryptionConfig(old); err != nil {
+		if err := CheckEncryptionConfig(old); err != nil {
 			return nil, fmt.Errorf("%s: %w: %w (fix or remove it by hand)", EncryptionConfigFile, ErrEncryptionConfig, err)
 		}
 		return old, nil
@@ -364,9 +364,9 @@ func encryptionConfig(read ReadFunc) ([]byte, error) {
 	return marshalYAML(doc)
 }
 
-// checkEncryptionConfig accepts a configuration whose first provider for
+// CheckEncryptionConfig accepts a configuration whose first provider for
 // secrets encrypts (an operator may have rotated keys or moved to KMS).
-func checkEncryptionConfig(b []byte) error {
+func CheckEncryptionConfig(b []byte) error {
 	var doc encryptionConfiguration
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)

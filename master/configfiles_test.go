@@ -1,7 +1,6 @@
 package master_test
 
 import (
-	"anvil.dev/anvil/etcd"
 	"bytes"
 	"encoding/base64"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"anvil.dev/anvil/component"
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
 )

@@ -1,12 +1,10 @@
 package master_test
 
 import (
-	"anvil.dev/anvil/etcd"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"io/fs"
 	"net"
@@ -25,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/master/mastertest"
 )
@@ -250,15 +249,7 @@ func TestInitNamesTheProcessOnABusyPort(t *testing.T) {
 	}
 }
 
-func statusOf(t testing.TB, cp *mastertest.ControlPlane) *master.Status {
-	t.Helper()
-	out, err := cp.NS.Command(context.Background(), cp.Anvil, "status", "--root", string(cp.Root), "-o", "json").Output()
-	var st master.Status
-	if jerr := json.Unmarshal(out, &st); jerr != nil {
-		t.Fatalf("anvil status: %v %v\n%s", err, jerr, out)
-	}
-	return &st
-}
+func statusOf(t testing.TB, cp *mastertest.ControlPlane) *master.Status { return cp.Status(t) }
 
 func componentOf(t *testing.T, st *master.Status, name string) master.ComponentStatus {
 	t.Helper()

@@ -2,44 +2,19 @@ package master_test
 
 import (
 	"flag"
-	"net/netip"
 	"testing"
-	"time"
 
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
+	"anvil.dev/anvil/master/mastertest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/ from the current output")
 
-// testCluster is a small, fully defaulted cluster built in code, so these
-// tests do not depend on the cluster-file decoder.
-func testCluster() *v1alpha1.Cluster {
-	return &v1alpha1.Cluster{
-		APIVersion:        v1alpha1.APIVersion,
-		Kind:              v1alpha1.KindCluster,
-		Name:              "lab",
-		KubernetesVersion: "v1.37.2",
-		ControlPlane:      v1alpha1.ControlPlane{Endpoint: "10.0.0.11", Port: 6443, Layout: v1alpha1.LayoutSystemd},
-		Hosts: []v1alpha1.Host{
-			{Name: "lab-m1", Address: netip.MustParseAddr("10.0.0.11"), Role: v1alpha1.RoleMaster},
-			{Name: "lab-m2", Address: netip.MustParseAddr("10.0.0.12"), Role: v1alpha1.RoleMaster},
-			{Name: "lab-w1", Address: netip.MustParseAddr("10.0.0.21"), Role: v1alpha1.RoleWorker},
-		},
-		Networking: v1alpha1.Networking{
-			ServiceCIDR:   netip.MustParsePrefix("10.96.0.0/12"),
-			PodCIDR:       netip.MustParsePrefix("10.244.0.0/16"),
-			ClusterDomain: "cluster.local",
-		},
-		Etcd: v1alpha1.Etcd{
-			QuotaBackendBytes: 8 << 30,
-			SnapshotCount:     10000,
-			HeartbeatInterval: v1alpha1.Duration{Duration: 100 * time.Millisecond},
-			ElectionTimeout:   v1alpha1.Duration{Duration: time.Second},
-		},
-	}
-}
+// testCluster is mastertest.Cluster: a small defaulted cluster built in
+// code.
+func testCluster() *v1alpha1.Cluster { return mastertest.Cluster() }
 
 func testPlan(t *testing.T, c *v1alpha1.Cluster, node string, root hostfs.Root) master.Plan {
 	t.Helper()

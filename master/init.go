@@ -8,20 +8,19 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/phase"
+	"anvil.dev/anvil/internal/progress"
 	"anvil.dev/anvil/layout"
 	"anvil.dev/anvil/pki"
 )
@@ -91,37 +90,38 @@ type InitOptions struct {
 	// UploadCerts seals the shared secrets in the cluster so that more
 	// masters can join during the next hour (prints the certificate key).
 	UploadCerts bool
-	// Log is for details; Progress is what the person at the terminal sees.
-	Log      *slog.Logger
-	Progress func(phase, msg string)
+	// Log is for details; Task is what the person at the terminal sees.
+	Log  *slog.Logger
+	Task *progress.Task
 }
 
-// Phase is one step of init. Each phase can run alone (`anvil init phase
-// NAME`), deriving what it needs from the options and what earlier phases
-// left on disk.
-type Phase struct {
-	Name        string
-	Description string
-	Run         func(ctx context.Context, r *initRun) error
-}
+type initPhase = phase.Phase[*initRun]
 
-// InitPhases is the init flow, top to bottom.
-func InitPhases() []Phase {
-	return []Phase{
-		{"preflight", "check that this machine can run a control plane", preflightPhase},
-		{"certs", "make the cluster CAs and this master's certificates", certsPhase},
-		{"kubeconfig", "write the admin, super-admin, controller-manager and scheduler kubeconfigs", kubeconfigPhase},
-		{"config", "write the cluster file, component configs and the layout's units, manifests or specs", configPhase},
-		{"etcd", "start the embedded etcd member", etcdPhase},
-		{"control-plane", "start kube-apiserver, kube-controller-manager, kube-scheduler (and the VIP manager)", controlPlanePhase},
-		{"wait", "wait for /readyz, both /healthz and both leader leases", waitPhase},
-		{"bootstrap", "create RBAC, a bootstrap token, cluster-info and the anvil ConfigMap", bootstrapPhase},
-		{"agent", "install and start the node agent, with node credentials from the CA", agentPhase},
-		{"mark-control-plane", "label and taint this master's Node as control plane", markControlPlanePhase},
-		{"upload-certs", "with --upload-certs: seal the shared CAs and keys in the cluster for an hour, for joining masters", uploadCertsPhase},
-		{"finish", "mark the machine initialised and print how to use and join the cluster", finishPhase},
+// initPhases is the init flow, top to bottom. Each phase can run alone
+// (`anvil init phase NAME`), deriving what it needs from the options and
+// what earlier phases left on disk.
+func initPhases() []initPhase {
+	return []initPhase{
+		{Name: "preflight", Description: "check that this machine can run a control plane", Run: preflightPhase},
+		{Name: "certs", Description: "make the cluster CAs and this master's certificates", Mutates: true, Run: certsPhase},
+		{Name: "kubeconfig", Description: "write the admin, super-admin, controller-manager and scheduler kubeconfigs", Mutates: true, Run: kubeconfigPhase},
+		{Name: "config", Description: "write the cluster file, component configs and the layout's units, manifests or specs", Mutates: true, Run: configPhase},
+		{Name: "etcd", Description: "start the embedded etcd member", Mutates: true, Run: etcdPhase},
+		{Name: "control-plane", Description: "start kube-apiserver, kube-controller-manager, kube-scheduler (and the VIP manager)", Mutates: true, Run: controlPlanePhase},
+		{Name: "wait", Description: "wait for /readyz, both /healthz and both leader leases", Run: waitPhase},
+		{Name: "bootstrap", Description: "create RBAC, a bootstrap token, cluster-info and the anvil ConfigMap", Mutates: true, Run: bootstrapPhase},
+		{Name: "agent", Description: "install and start the node agent, with node credentials from the CA", Mutates: true, Run: agentPhase},
+		{Name: "mark-control-plane", Description: "label and taint this master's Node as control plane", Mutates: true, Run: markControlPlanePhase},
+		{Name: "upload-certs", Description: "with --upload-certs: seal the shared CAs and keys in the cluster for an hour, for joining masters", Mutates: true, Run: uploadCertsPhase},
+		{Name: "finish", Description: "mark the machine initialised and print how to use and join the cluster", Mutates: true, Run: finishPhase},
 	}
 }
+
+// InitPhaseNames lists the init phases, in order.
+func InitPhaseNames() []string { return phase.Names(initPhases()) }
+
+// InitPhaseHelp describes the init phases, one line each, for --help.
+func InitPhaseHelp() string { return phase.Help(initPhases()) }
 
 // InitResult is what init leaves for the person who ran it.
 type InitResult struct {
@@ -141,9 +141,11 @@ type InitResult struct {
 
 // initRun is the state one run of init carries from phase to phase.
 type initRun struct {
-	o       InitOptions
-	plan    Plan
-	pkiCfg  pki.Config
+	o      InitOptions
+	plan   Plan
+	pkiCfg pki.Config
+	// cp runs the components; it is made with the plan.
+	cp      *ControlPlane
 	log     *slog.Logger
 	started time.Time
 	// startedHere lists what this run started, so a failure stops it again.
@@ -165,20 +167,11 @@ func Init(ctx context.Context, o InitOptions) (*InitResult, error) {
 }
 
 // RunInitPhases runs the named phases (all when names is empty) in the
-// order of InitPhases.
+// order of the init flow.
 func RunInitPhases(ctx context.Context, o InitOptions, names []string) (res *InitResult, err error) {
 	r, err := newInitRun(o)
 	if err != nil {
 		return nil, err
-	}
-	known := map[string]bool{}
-	for _, p := range InitPhases() {
-		known[p.Name] = true
-	}
-	for _, n := range names {
-		if !known[n] {
-			return nil, fmt.Errorf("unknown init phase %q: phases are %s", n, strings.Join(PhaseNames(), ", "))
-		}
 	}
 	if len(names) == 1 {
 		r.only = names[0]
@@ -188,28 +181,11 @@ func RunInitPhases(ctx context.Context, o InitOptions, names []string) (res *Ini
 			r.rollback(err)
 		}
 	}()
-	for _, p := range InitPhases() {
-		if len(names) > 0 && !slices.Contains(names, p.Name) {
-			continue
-		}
-		start := time.Now()
-		r.progress(p.Name, p.Description)
-		if err := p.Run(ctx, r); err != nil {
-			return nil, fmt.Errorf("init phase %s: %w", p.Name, err)
-		}
-		r.log.Debug("phase done", "phase", p.Name, "elapsed", time.Since(start))
+	if err := phase.Run(ctx, initPhases(), r, phase.Options{Command: "init", Only: names, Task: o.Task}); err != nil {
+		return nil, err
 	}
 	r.result.Elapsed = time.Since(r.started)
 	return &r.result, nil
-}
-
-// PhaseNames lists the init phases.
-func PhaseNames() []string {
-	var out []string
-	for _, p := range InitPhases() {
-		out = append(out, p.Name)
-	}
-	return out
 }
 
 func newInitRun(o InitOptions) (*initRun, error) {
@@ -270,17 +246,11 @@ func (r *initRun) setCluster(c *v1alpha1.Cluster) error {
 		cfg.NodeIPs = append(cfg.NodeIPs, o.AdvertiseAddress)
 	}
 	r.plan, r.pkiCfg = p, cfg
+	r.cp = &ControlPlane{Plan: p, Layout: o.Layout, Root: o.Root, Anvil: o.Anvil, Log: r.log, Task: o.Task}
 	r.result.Endpoint = c.APIServerURL()
 	r.result.AdminKubeconfig = o.Root.Kubeconfig(pki.AdminKubeconfig)
 	r.result.Layout = o.Layout
 	return nil
-}
-
-func (r *initRun) progress(phase, msg string) {
-	if r.o.Progress != nil {
-		r.o.Progress(phase, msg)
-	}
-	r.log.Debug(msg, "phase", phase)
 }
 
 func certsPhase(ctx context.Context, r *initRun) error {
@@ -306,7 +276,7 @@ func (r *initRun) reportPKI(phase string, res []pki.Result) {
 	for _, x := range res {
 		counts[x.Action]++
 		if x.Action == pki.Reissued || x.Action == pki.Replaced {
-			r.progress(phase, fmt.Sprintf("%s %s: %s", x.Action, x.Name, x.Reason))
+			r.o.Task.Say("%s %s: %s", x.Action, x.Name, x.Reason)
 		}
 	}
 	r.log.Debug("pki", "phase", phase, "created", counts[pki.Created], "kept", counts[pki.Kept], "reissued", counts[pki.Reissued])
@@ -369,59 +339,18 @@ func (r *initRun) renderedFiles() ([]component.OutputFile, error) {
 	return append(out, files...), nil
 }
 
-func (r *initRun) components(names ...string) ([]component.Spec, error) {
-	all, err := Components(r.plan)
-	if err != nil {
-		return nil, err
-	}
-	var out []component.Spec
-	for _, c := range all {
-		if slices.Contains(names, c.Name) {
-			out = append(out, c)
-		}
-	}
-	return out, nil
-}
-
-// start writes the process specs of cs (process layout) and has the layout
-// run them.
+// start has the layout run cs, and remembers them so a failed run stops
+// them again.
 func (r *initRun) start(ctx context.Context, cs []component.Spec) error {
-	if r.o.Layout == v1alpha1.LayoutProcess {
-		// Specs are rendered against the whole set, so dependencies resolve,
-		// and only those of cs are written.
-		all, err := Components(r.plan)
-		if err != nil {
-			return err
-		}
-		specs, err := component.Processes(all, ProcessOptions(r.plan))
-		if err != nil {
-			return err
-		}
-		var mine []component.OutputFile
-		for _, f := range specs {
-			for _, c := range cs {
-				if f.Path == path.Join(component.ProcessSpecDir, c.Name+".json") {
-					mine = append(mine, f)
-				}
-			}
-		}
-		if _, err := component.WriteTree(r.o.Root, mine); err != nil {
-			return err
-		}
-	}
-	if err := layout.Start(ctx, r.layoutOptions(), cs); err != nil {
+	if err := r.cp.Start(ctx, cs); err != nil {
 		return err
 	}
 	r.startedHere = append(r.startedHere, cs...)
 	return nil
 }
 
-func (r *initRun) layoutOptions() layout.Options {
-	return layout.Options{Layout: r.o.Layout, Root: r.o.Root, Anvil: r.o.Anvil}
-}
-
 func etcdPhase(ctx context.Context, r *initRun) error {
-	cs, err := r.components("etcd")
+	cs, err := r.cp.Components(Etcd)
 	if err != nil {
 		return err
 	}
@@ -432,7 +361,7 @@ func etcdPhase(ctx context.Context, r *initRun) error {
 		// Run alone, the phase is done when etcd serves; in the whole
 		// flow the wait phase waits for it, so the apiserver's start-up
 		// overlaps etcd's first election.
-		return r.waitReady(ctx, cs, r.o.Timeout)
+		return r.cp.WaitReady(ctx, cs, r.o.Timeout)
 	}
 	return nil
 }
@@ -449,27 +378,23 @@ func controlPlanePhase(ctx context.Context, r *initRun) error {
 }
 
 func waitPhase(ctx context.Context, r *initRun) error {
-	cs, err := Components(r.plan)
+	cs, err := r.cp.Components()
 	if err != nil {
 		return err
 	}
-	if err := r.waitReady(ctx, cs, r.o.Timeout); err != nil {
+	if err := r.cp.WaitReady(ctx, cs, r.o.Timeout); err != nil {
 		return err
 	}
-	cli, err := r.client(pki.SuperAdminKubeconfig)
-	if err != nil {
-		return err
-	}
-	if err := waitLeaders(ctx, cli, r.o.Timeout, "kube-controller-manager", "kube-scheduler"); err != nil {
+	if err := r.cp.WaitLeaders(ctx, r.o.Timeout); err != nil {
 		return err
 	}
 	r.result.Ready = time.Since(r.started)
-	r.progress("wait", fmt.Sprintf("control plane ready after %s", r.result.Ready.Round(10*time.Millisecond)))
+	r.o.Task.Say("control plane ready after %s", r.result.Ready.Round(10*time.Millisecond))
 	return nil
 }
 
 func bootstrapPhase(ctx context.Context, r *initRun) error {
-	cli, err := r.client(pki.SuperAdminKubeconfig)
+	cli, err := r.cp.Client(pki.SuperAdminKubeconfig)
 	if err != nil {
 		return err
 	}
@@ -506,7 +431,7 @@ func uploadCertsPhase(ctx context.Context, r *initRun) error {
 	if !r.o.UploadCerts && r.only != "upload-certs" {
 		return nil
 	}
-	cs, err := r.client(pki.AdminKubeconfig)
+	cs, err := r.cp.Client(pki.AdminKubeconfig)
 	if err != nil {
 		return err
 	}
@@ -544,25 +469,12 @@ func finishPhase(ctx context.Context, r *initRun) error {
 		return err
 	}
 	if sched.Note != "" {
-		r.progress("finish", sched.Note)
+		r.o.Task.Say("%s", sched.Note)
 	}
 	return WriteNodeState(r.o.Root, NodeState{
 		Node: r.o.Node, Role: v1alpha1.RoleMaster, Layout: r.o.Layout, KubernetesVersion: r.plan.KubernetesVersion,
 		Root: string(r.o.Root), Initialized: time.Now().UTC().Truncate(time.Second),
 	})
-}
-
-// client is a clientset for the local apiserver with one of the
-// kubeconfigs init wrote.
-func (r *initRun) client(kubeconfig string) (kubernetes.Interface, error) {
-	path := r.o.Root.Kubeconfig(kubeconfig)
-	cfg, err := clientcmd.BuildConfigFromFlags(r.pkiCfg.LocalAPIServerURL, path)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	cfg.QPS, cfg.Burst = 50, 100
-	cfg.Timeout = 15 * time.Second
-	return kubernetes.NewForConfig(cfg)
 }
 
 // rollback stops what this run started, so a failed init leaves no
@@ -572,7 +484,7 @@ func (r *initRun) rollback(cause error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	if len(r.startedHere) > 0 {
-		r.progress("rollback", "stopping what this run started: "+cause.Error())
+		r.o.Task.Start("rollback", "stopping what this run started: "+cause.Error())
 	}
 	if r.join != nil {
 		defer r.join.withdrawLearner(ctx, r)
@@ -584,7 +496,7 @@ func (r *initRun) rollback(cause error) {
 		return
 	}
 	all := r.o.Layout == v1alpha1.LayoutProcess
-	if err := layout.Stop(ctx, r.layoutOptions(), r.startedHere, all); err != nil {
+	if err := layout.Stop(ctx, r.cp.LayoutOptions(), r.startedHere, all); err != nil {
 		r.log.Error("rollback: stop failed", "err", err)
 	}
 	if r.o.Layout == v1alpha1.LayoutProcess {

@@ -1,7 +1,6 @@
 package master
 
 import (
-	"anvil.dev/anvil/etcd"
 	"context"
 	"errors"
 	"fmt"
@@ -18,7 +17,9 @@ import (
 
 	"anvil.dev/anvil/agent"
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/internal/netinfo"
+	"anvil.dev/anvil/internal/phase"
 	"anvil.dev/anvil/pki"
 )
 
@@ -37,36 +38,37 @@ type joinState struct {
 	o         JoinOptions
 	info      *agent.ClusterInfo
 	bootstrap kubernetes.Interface
-	learnerID uint64
-	promoted  bool
-	etcdPeers []string
+	learner   *etcd.Learner
 	// newHost is set when this master was not in the cluster file yet.
 	newHost bool
 }
 
-// JoinPhases is the control-plane join, top to bottom: discover and verify
+// joinPhases is the control-plane join, top to bottom: discover and verify
 // the cluster with the token, fetch the cluster file and the sealed shared
 // secrets, make this master's own certificates, join etcd as a learner and
 // promote it once it has caught up, then run the same control plane as init.
-func JoinPhases() []Phase {
-	return []Phase{
-		{"discovery", "fetch cluster-info, check its signature and the CA hash before any credential is sent", joinDiscoveryPhase},
-		{"cluster-file", "read the cluster file the cluster was made with", joinClusterFilePhase},
-		{"preflight", "check that this machine can run a control plane", preflightPhase},
-		{"download-certs", "fetch and decrypt the shared CAs, service-account keys and encryption config", joinDownloadCertsPhase},
-		{"certs", "issue this master's own certificates from the shared CAs", certsPhase},
-		{"kubeconfig", "write this master's kubeconfigs", kubeconfigPhase},
-		{"etcd-member", "add this master to etcd as a learner (replacing a stale member of the same name)", joinEtcdMemberPhase},
-		{"config", "write component configs and the layout's units or specs", configPhase},
-		{"etcd", "start the member, wait until it has caught up, promote it to a voter", joinEtcdPhase},
-		{"control-plane", "start kube-apiserver, kube-controller-manager, kube-scheduler (and the VIP manager)", controlPlanePhase},
-		{"wait", "wait for /readyz, both /healthz and both leader leases", waitPhase},
-		{"agent", "install and start the node agent, with node credentials from the CA", agentPhase},
-		{"mark-control-plane", "label and taint this master's Node as control plane", markControlPlanePhase},
-		{"cluster-config", "record this master in the anvil ConfigMap", joinRecordPhase},
-		{"finish", "mark the machine as a master of the cluster", finishPhase},
+func joinPhases() []initPhase {
+	return []initPhase{
+		{Name: "discovery", Description: "fetch cluster-info, check its signature and the CA hash before any credential is sent", Run: joinDiscoveryPhase},
+		{Name: "cluster-file", Description: "read the cluster file the cluster was made with", Run: joinClusterFilePhase},
+		{Name: "preflight", Description: "check that this machine can run a control plane", Run: preflightPhase},
+		{Name: "download-certs", Description: "fetch and decrypt the shared CAs, service-account keys and encryption config", Mutates: true, Run: joinDownloadCertsPhase},
+		{Name: "certs", Description: "issue this master's own certificates from the shared CAs", Mutates: true, Run: certsPhase},
+		{Name: "kubeconfig", Description: "write this master's kubeconfigs", Mutates: true, Run: kubeconfigPhase},
+		{Name: "etcd-member", Description: "add this master to etcd as a learner (replacing a stale member of the same name)", Mutates: true, Run: joinEtcdMemberPhase},
+		{Name: "config", Description: "write component configs and the layout's units or specs", Mutates: true, Run: configPhase},
+		{Name: "etcd", Description: "start the member, wait until it has caught up, promote it to a voter", Mutates: true, Run: joinEtcdPhase},
+		{Name: "control-plane", Description: "start kube-apiserver, kube-controller-manager, kube-scheduler (and the VIP manager)", Mutates: true, Run: controlPlanePhase},
+		{Name: "wait", Description: "wait for /readyz, both /healthz and both leader leases", Run: waitPhase},
+		{Name: "agent", Description: "install and start the node agent, with node credentials from the CA", Mutates: true, Run: agentPhase},
+		{Name: "mark-control-plane", Description: "label and taint this master's Node as control plane", Mutates: true, Run: markControlPlanePhase},
+		{Name: "cluster-config", Description: "record this master in the anvil ConfigMap", Mutates: true, Run: joinRecordPhase},
+		{Name: "finish", Description: "mark the machine as a master of the cluster", Mutates: true, Run: finishPhase},
 	}
 }
+
+// JoinPhaseHelp describes the control-plane join's phases for --help.
+func JoinPhaseHelp() string { return phase.Help(joinPhases()) }
 
 // JoinControlPlane runs the control-plane join. On failure it stops what it
 // started, and a re-run converges: a stale etcd member of this master is
@@ -82,13 +84,8 @@ func JoinControlPlane(ctx context.Context, o JoinOptions) (res *InitResult, err 
 			r.rollback(err)
 		}
 	}()
-	for _, p := range JoinPhases() {
-		start := time.Now()
-		r.progress(p.Name, p.Description)
-		if err := p.Run(ctx, r); err != nil {
-			return nil, fmt.Errorf("join phase %s: %w", p.Name, err)
-		}
-		r.log.Debug("phase done", "phase", p.Name, "elapsed", time.Since(start))
+	if err := phase.Run(ctx, joinPhases(), r, phase.Options{Command: "join", Task: o.Task}); err != nil {
+		return nil, err
 	}
 	r.result.Elapsed = time.Since(r.started)
 	return &r.result, nil
@@ -153,35 +150,31 @@ func joinDownloadCertsPhase(ctx context.Context, r *initRun) error {
 // joinEtcdMemberPhase adds this master as a learner, through the members
 // that are already there, and points its etcd config at them.
 func joinEtcdMemberPhase(ctx context.Context, r *initRun) error {
-	j := r.join
+	var peers []string
 	port := strconv.Itoa(etcd.ClientPort)
 	for _, m := range r.o.Cluster.Masters() {
 		if m.Name != r.o.Node {
-			j.etcdPeers = append(j.etcdPeers, "https://"+net.JoinHostPort(m.NodeAddress().String(), port))
+			peers = append(peers, "https://"+net.JoinHostPort(m.NodeAddress().String(), port))
 		}
 	}
-	if len(j.etcdPeers) == 0 {
+	if len(peers) == 0 {
 		return errors.New("the cluster file names no other master to join")
 	}
-	cli, err := etcd.Dial(ctx, r.o.Root, j.etcdPeers...)
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
 	// A new member starts empty: data from an earlier, unfinished attempt
-	// belongs to a member that AddLearner replaces.
+	// belongs to a member AddLearner replaces.
 	if err := os.RemoveAll(r.o.Root.EtcdData()); err != nil {
 		return err
 	}
-	res, err := etcd.AddLearner(ctx, cli, r.o.Node, r.plan.etcdPeerURL(), r.o.Force)
+	l, err := etcd.JoinAsLearner(ctx, r.o.Root, peers, r.o.Node, r.plan.EtcdPeerURL(), r.o.Force)
 	if err != nil {
 		return err
 	}
-	if res.Replaced != "" {
-		r.progress("etcd-member", "replaced the stale etcd member "+res.Replaced)
+	if l.Added.Replaced != "" {
+		r.o.Task.Say("replaced the stale etcd member %s", l.Added.Replaced)
 	}
-	j.learnerID = res.ID
-	r.plan.Etcd = EtcdMember{Name: r.o.Node, InitialCluster: res.InitialCluster, State: EtcdExistingCluster, Token: r.plan.Etcd.Token}
+	r.join.learner = l
+	r.plan.Etcd = EtcdMember{Name: r.o.Node, InitialCluster: l.Added.InitialCluster, State: EtcdExistingCluster, Token: r.plan.Etcd.Token}
+	r.cp.Plan = r.plan
 	r.createdData = true
 	return nil
 }
@@ -189,46 +182,32 @@ func joinEtcdMemberPhase(ctx context.Context, r *initRun) error {
 // joinEtcdPhase starts the learner, waits until it serves, and promotes it
 // once it has caught up with the leader.
 func joinEtcdPhase(ctx context.Context, r *initRun) error {
-	cs, err := r.components(Etcd)
+	cs, err := r.cp.Components(Etcd)
 	if err != nil {
 		return err
 	}
 	if err := r.start(ctx, cs); err != nil {
 		return err
 	}
-	if err := r.waitReady(ctx, cs, r.o.Timeout); err != nil {
+	if err := r.cp.WaitReady(ctx, cs, r.o.Timeout); err != nil {
 		return err
 	}
-	cli, err := etcd.Dial(ctx, r.o.Root, r.join.etcdPeers...)
-	if err != nil {
+	if err := r.join.learner.Promote(ctx, r.o.Timeout); err != nil {
 		return err
 	}
-	defer cli.Close()
-	if err := etcd.PromoteWhenReady(ctx, cli, r.join.learnerID, r.o.Timeout); err != nil {
-		return err
-	}
-	r.join.promoted = true
-	r.progress("etcd", "promoted to a voting member")
+	r.o.Task.Say("promoted to a voting member")
 	return nil
 }
 
-// withdrawLearner removes the learner a failed join added: etcd allows one
-// learner at a time, so a dead one would block the next master's join.
+// withdrawLearner removes the learner a failed join added.
 func (j *joinState) withdrawLearner(ctx context.Context, r *initRun) {
-	if j.learnerID == 0 || j.promoted {
-		return
-	}
-	cli, err := etcd.Dial(ctx, r.o.Root, j.etcdPeers...)
+	removed, err := j.learner.Withdraw(ctx)
 	if err != nil {
-		r.log.Error("rollback: cannot reach etcd to remove the learner", "err", err)
-		return
+		r.log.Error("rollback: cannot remove the etcd learner", "err", err)
 	}
-	defer cli.Close()
-	if _, err := cli.MemberRemove(ctx, j.learnerID); err != nil {
-		r.log.Error("rollback: cannot remove the learner", "err", err)
-		return
+	if removed {
+		r.o.Task.Say("removed this master's etcd learner")
 	}
-	r.progress("rollback", "removed this master's etcd learner")
 }
 
 // joinRecordPhase writes the cluster file with this master in it back to
@@ -237,7 +216,7 @@ func joinRecordPhase(ctx context.Context, r *initRun) error {
 	if !r.join.newHost {
 		return nil
 	}
-	cs, err := r.client(pki.AdminKubeconfig)
+	cs, err := r.cp.Client(pki.AdminKubeconfig)
 	if err != nil {
 		return err
 	}

@@ -12,11 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"anvil.dev/anvil/etcd"
-
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/master/mastertest"
 )
 

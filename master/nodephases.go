@@ -76,7 +76,7 @@ func (r *initRun) apiServers(local string) []string {
 // has registered it: NodeRestriction forbids a node to give itself the
 // control-plane role, so an administrator does it.
 func markControlPlanePhase(ctx context.Context, r *initRun) error {
-	cs, err := r.client(pki.AdminKubeconfig)
+	cs, err := r.cp.Client(pki.AdminKubeconfig)
 	if err != nil {
 		return err
 	}

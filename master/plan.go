@@ -1,7 +1,6 @@
 package master
 
 import (
-	"anvil.dev/anvil/etcd"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +9,7 @@ import (
 	"strconv"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/pki"
@@ -138,7 +138,7 @@ func (p Plan) Complete() (Plan, error) {
 		p.Etcd.Name = p.Node.Name
 	}
 	if len(p.Etcd.InitialCluster) == 0 && p.AdvertiseAddress.IsValid() {
-		p.Etcd.InitialCluster = []etcd.Peer{{Name: p.Etcd.Name, PeerURL: p.etcdPeerURL()}}
+		p.Etcd.InitialCluster = []etcd.Peer{{Name: p.Etcd.Name, PeerURL: p.EtcdPeerURL()}}
 	}
 	if p.Etcd.State == "" {
 		p.Etcd.State = EtcdNewCluster
@@ -188,8 +188,12 @@ func (p Plan) k8sBinary(component string) string { return path.Join(p.BinDir, co
 func (p Plan) hostPort(port int) string {
 	return net.JoinHostPort(p.AdvertiseAddress.String(), strconv.Itoa(port))
 }
-func (p Plan) etcdPeerURL() string   { return "https://" + p.hostPort(etcd.PeerPort) }
-func (p Plan) etcdClientURL() string { return "https://" + p.hostPort(etcd.ClientPort) }
+
+// EtcdPeerURL is this master's etcd peer URL.
+func (p Plan) EtcdPeerURL() string { return "https://" + p.hostPort(etcd.PeerPort) }
+
+// EtcdClientURL is this master's etcd client URL.
+func (p Plan) EtcdClientURL() string { return "https://" + p.hostPort(etcd.ClientPort) }
 func (p Plan) apiserverPort() int    { return int(p.Cluster.ControlPlane.Port) }
 
 // etcdLocalClientURL is what the local apiserver talks to: the member on

@@ -1,7 +1,6 @@
 package master
 
 import (
-	"anvil.dev/anvil/etcd"
 	"bufio"
 	"context"
 	"errors"
@@ -17,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/supervise"
 )
@@ -54,7 +54,7 @@ func preflightPhase(ctx context.Context, r *initRun) error {
 		p, w := c.run(ctx, r)
 		problems = append(problems, p...)
 		for _, msg := range w {
-			r.progress("preflight", "warning: "+msg)
+			r.o.Task.Warn("%s", msg)
 		}
 	}
 	if len(problems) > 0 {

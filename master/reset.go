@@ -1,7 +1,6 @@
 package master
 
 import (
-	"anvil.dev/anvil/etcd"
 	"context"
 	"errors"
 	"fmt"
@@ -14,8 +13,11 @@ import (
 
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/component"
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/phase"
+	"anvil.dev/anvil/internal/progress"
 	"anvil.dev/anvil/layout"
 	"anvil.dev/anvil/pki"
 	"anvil.dev/anvil/supervise"
@@ -33,7 +35,7 @@ type ResetOptions struct {
 	// would lack quorum (or goes on when the member cannot be removed).
 	IgnoreQuorum bool
 	Log          *slog.Logger
-	Progress     func(phase, msg string)
+	Task         *progress.Task
 }
 
 // ResetResult lists what reset removed and kept.
@@ -43,10 +45,30 @@ type ResetResult struct {
 	Kept    []string
 }
 
-// unitNamesAnvilOwns are the systemd units anvil writes.
-func unitNamesAnvilOwns() []string {
-	return []string{"anvil-agent.service", "anvil-vip.service", "kube-scheduler.service", "kube-controller-manager.service", "kube-apiserver.service", "anvil-etcd.service", "anvil-backup.service", "anvil-backup.timer"}
+type resetRun struct {
+	o    ResetOptions
+	res  ResetResult
+	errs []error
 }
+
+type resetPhase = phase.Phase[*resetRun]
+
+// resetPhases is `anvil reset`, top to bottom. Only leaving etcd can stop
+// it; every later phase goes on past a failure and reports it at the end,
+// so one stuck file never leaves the rest of the machine as it was.
+func resetPhases() []resetPhase {
+	return []resetPhase{
+		{Name: "leave-etcd", Description: "on a master, remove this machine's etcd member (refused without quorum unless --ignore-quorum)", Mutates: true, Run: resetLeaveEtcdPhase},
+		{Name: "stop-supervisor", Description: "stop anvil's supervisor and everything it runs (process layout)", Mutates: true, Run: resetStopSupervisorPhase},
+		{Name: "stop-units", Description: "stop and remove the systemd units anvil wrote", Mutates: true, Run: resetStopUnitsPhase},
+		{Name: "remove-manifests", Description: "remove the static pods anvil wrote (the kubelet stops them)", Mutates: true, Run: resetManifestsPhase},
+		{Name: "remove-files", Description: "remove the PKI, kubeconfigs, /etc/anvil and anvil's state (backups kept unless asked)", Mutates: true, Run: resetFilesPhase},
+		{Name: "remove-binaries", Description: "remove /opt/anvil and its links in /usr/local/bin (unless --keep-binaries)", Mutates: true, Run: resetBinariesPhase},
+	}
+}
+
+// ResetPhaseHelp describes reset's phases for --help.
+func ResetPhaseHelp() string { return phase.Help(resetPhases()) }
 
 // Reset stops everything anvil runs on this machine, in every layout it
 // finds, and removes every file anvil wrote. It only deletes what anvil
@@ -56,135 +78,159 @@ func Reset(ctx context.Context, o ResetOptions) (*ResetResult, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	say := func(msg string) {
-		if o.Progress != nil {
-			o.Progress("reset", msg)
-		}
-		o.Log.Debug(msg, "phase", "reset")
+	r := &resetRun{o: o}
+	if err := phase.Run(ctx, resetPhases(), r, phase.Options{Command: "reset", Task: o.Task}); err != nil {
+		return &r.res, err
 	}
-	res := &ResetResult{}
-	var errs []error
+	if err := errors.Join(r.errs...); err != nil {
+		return &r.res, fmt.Errorf("reset: %w", err)
+	}
+	return &r.res, nil
+}
 
-	// A master leaves etcd first, while its member still runs, so the
-	// others do not keep waiting for it (and a later join of this machine
-	// finds no stale member).
-	if st, err := ReadNodeState(o.Root); err == nil && st.Role == v1alpha1.RoleMaster {
-		switch removed, err := leaveEtcd(ctx, o.Root, st.Node, o.IgnoreQuorum); {
-		case err != nil && !o.IgnoreQuorum:
-			return res, fmt.Errorf("reset: %w", err)
-		case err != nil:
-			say("could not leave etcd, going on: " + err.Error())
-		case removed:
-			say("removed this master's etcd member " + st.Node)
-		}
+// resetLeaveEtcdPhase takes a master out of etcd first, while its member
+// still runs, so the others do not keep waiting for it (and a later join of
+// this machine finds no stale member).
+func resetLeaveEtcdPhase(ctx context.Context, r *resetRun) error {
+	st, err := ReadNodeState(r.o.Root)
+	if err != nil || st.Role != v1alpha1.RoleMaster {
+		return nil
 	}
+	switch removed, err := leaveEtcd(ctx, r.o.Root, st.Node, r.o.IgnoreQuorum); {
+	case err != nil && !r.o.IgnoreQuorum:
+		return err
+	case err != nil:
+		r.o.Task.Warn("could not leave etcd, going on: %v", err)
+	case removed:
+		r.o.Task.Say("removed this master's etcd member %s", st.Node)
+	}
+	return nil
+}
 
-	// The supervisor (process layout) first: stopping it stops its children
-	// in reverse order.
-	if supervise.Running(o.Root) {
-		say("stopping the supervisor and everything it runs")
-		res.Stopped = append(res.Stopped, "supervisor")
+// resetStopSupervisorPhase stops the process layout's supervisor, which
+// stops its children in reverse order.
+func resetStopSupervisorPhase(ctx context.Context, r *resetRun) error {
+	if supervise.Running(r.o.Root) {
+		r.o.Task.Say("stopping the supervisor and everything it runs")
+		r.res.Stopped = append(r.res.Stopped, "supervisor")
 	}
-	if err := supervise.Stop(ctx, o.Root, 90*time.Second); err != nil {
-		errs = append(errs, err)
+	if err := supervise.Stop(ctx, r.o.Root, 90*time.Second); err != nil {
+		r.errs = append(r.errs, err)
 	}
+	return nil
+}
 
-	// systemd units, when this root is a real host with systemd.
+// resetStopUnitsPhase stops anvil's systemd units (on a real host with
+// systemd) and removes their files.
+func resetStopUnitsPhase(ctx context.Context, r *resetRun) error {
 	var units []string
-	for _, u := range unitNamesAnvilOwns() {
-		if ok, _ := fsutil.Exists(filepath.Join(o.Root.Units(), u)); ok {
+	for _, u := range OwnedUnits() {
+		if ok, _ := fsutil.Exists(filepath.Join(r.o.Root.Units(), u)); ok {
 			units = append(units, u)
 		}
 	}
-	if len(units) > 0 && (o.Root == "" || o.Root == "/") {
-		say("stopping " + strings.Join(units, ", "))
+	realRoot := r.o.Root == "" || r.o.Root == "/"
+	if len(units) > 0 && realRoot {
+		r.o.Task.Say("stopping %s", strings.Join(units, ", "))
 		var cs []component.Spec
 		for i := len(units) - 1; i >= 0; i-- {
 			cs = append(cs, component.Spec{Name: strings.TrimSuffix(units[i], ".service"), Unit: units[i]})
 		}
 		if err := layout.Stop(ctx, layout.Options{Layout: v1alpha1.LayoutSystemd}, cs, true); err != nil {
-			errs = append(errs, err)
+			r.errs = append(r.errs, err)
 		}
-		res.Stopped = append(res.Stopped, units...)
+		r.res.Stopped = append(r.res.Stopped, units...)
 	}
 	for _, u := range units {
-		res.Removed = appendRemoved(res.Removed, filepath.Join(o.Root.Units(), u), &errs)
+		r.remove(filepath.Join(r.o.Root.Units(), u))
 	}
-	if len(units) > 0 && (o.Root == "" || o.Root == "/") {
+	if len(units) > 0 && realRoot {
 		if err := layout.Reload(ctx); err != nil {
-			errs = append(errs, err)
+			r.errs = append(r.errs, err)
 		}
 	}
+	return nil
+}
 
-	// Static pods anvil wrote (the kubelet stops them when they go).
-	for _, name := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
-		p := filepath.Join(o.Root.Manifests(), name+".yaml")
+func resetManifestsPhase(_ context.Context, r *resetRun) error {
+	for _, name := range OwnedStaticPods() {
+		p := filepath.Join(r.o.Root.Manifests(), name+".yaml")
 		if ok, _ := fsutil.Exists(p); ok {
-			res.Removed = appendRemoved(res.Removed, p, &errs)
+			r.remove(p)
 		}
 	}
+	return nil
+}
 
-	// Files: kubeadm-named PKI and kubeconfigs, anvil's directories.
-	paths := []string{
-		o.Root.PKI(),
-		o.Root.Kubeconfig(pki.AdminKubeconfig),
-		o.Root.Kubeconfig(pki.SuperAdminKubeconfig),
-		o.Root.Kubeconfig(pki.ControllerManagerKubeconfig),
-		o.Root.Kubeconfig(pki.SchedulerKubeconfig),
-		o.Root.Kubeconfig(pki.VIPKubeconfig),
-		o.Root.AnvilConf(),
-		o.Root.Logs(),
-		o.Root.Run(),
+// resetFilesPhase removes kubeadm-named PKI and kubeconfigs and anvil's
+// directories; /var/lib/anvil's backups stay unless asked, its labs always
+// (they belong to the workstation side of anvil, not to this node).
+func resetFilesPhase(_ context.Context, r *resetRun) error {
+	root := r.o.Root
+	paths := []string{root.PKI()}
+	for _, kc := range []string{pki.AdminKubeconfig, pki.SuperAdminKubeconfig, pki.ControllerManagerKubeconfig, pki.SchedulerKubeconfig, pki.VIPKubeconfig} {
+		paths = append(paths, root.Kubeconfig(kc))
 	}
+	paths = append(paths, root.AnvilConf(), root.Logs(), root.Run())
 	for _, p := range paths {
 		if ok, _ := fsutil.Exists(p); ok {
-			res.Removed = appendRemoved(res.Removed, p, &errs)
+			r.remove(p)
 		}
 	}
-	// /var/lib/anvil, except backups unless asked.
-	state := o.Root.State()
+	state := root.State()
 	entries, err := os.ReadDir(state)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		errs = append(errs, err)
+		r.errs = append(r.errs, err)
 	}
 	for _, e := range entries {
 		p := filepath.Join(state, e.Name())
-		// Labs belong to the workstation side of anvil, not to this node.
 		if e.Name() == "lab" {
-			res.Kept = append(res.Kept, p)
+			r.res.Kept = append(r.res.Kept, p)
 			continue
 		}
-		if p == o.Root.Backups() && o.KeepBackups {
+		if p == root.Backups() && r.o.KeepBackups {
 			if n, _ := os.ReadDir(p); len(n) > 0 {
-				res.Kept = append(res.Kept, p)
+				r.res.Kept = append(r.res.Kept, p)
 				continue
 			}
 		}
-		res.Removed = appendRemoved(res.Removed, p, &errs)
+		r.remove(p)
 	}
 	if rest, _ := os.ReadDir(state); len(rest) == 0 {
 		os.Remove(state)
 	}
-	if !o.KeepBinaries {
-		for _, name := range []string{"anvil", "kubectl", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
-			link := o.Root.Join(hostfs.LinkDir, name)
+	return nil
+}
+
+func resetBinariesPhase(_ context.Context, r *resetRun) error {
+	root := r.o.Root
+	if !r.o.KeepBinaries {
+		links, _ := os.ReadDir(root.Path(hostfs.LinkDir))
+		for _, l := range links {
+			link := root.Join(hostfs.LinkDir, l.Name())
 			if target, err := os.Readlink(link); err == nil && strings.Contains(target, "/opt/anvil/") {
-				res.Removed = appendRemoved(res.Removed, link, &errs)
+				r.remove(link)
 			}
 		}
-		if ok, _ := fsutil.Exists(o.Root.Path("/opt/anvil")); ok {
-			res.Removed = appendRemoved(res.Removed, o.Root.Path("/opt/anvil"), &errs)
+		if ok, _ := fsutil.Exists(root.Path("/opt/anvil")); ok {
+			r.remove(root.Path("/opt/anvil"))
 		}
 	}
-	for _, d := range []string{o.Root.Manifests(), o.Root.Kubernetes()} {
+	for _, d := range []string{root.Manifests(), root.Kubernetes()} {
 		if rest, err := os.ReadDir(d); err == nil && len(rest) == 0 {
 			os.Remove(d)
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return res, fmt.Errorf("reset: %w", err)
+	return nil
+}
+
+// remove deletes p and records it, or records why it could not.
+func (r *resetRun) remove(p string) {
+	if err := os.RemoveAll(p); err != nil {
+		r.errs = append(r.errs, err)
+		return
 	}
-	return res, nil
+	r.res.Removed = append(r.res.Removed, p)
 }
 
 // leaveEtcd removes this master's member when other members exist. It
@@ -221,12 +267,4 @@ func leaveEtcd(ctx context.Context, root hostfs.Root, name string, force bool) (
 		return false, err
 	}
 	return true, nil
-}
-
-func appendRemoved(removed []string, p string, errs *[]error) []string {
-	if err := os.RemoveAll(p); err != nil {
-		*errs = append(*errs, err)
-		return removed
-	}
-	return append(removed, p)
 }

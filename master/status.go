@@ -1,7 +1,6 @@
 package master
 
 import (
-	"anvil.dev/anvil/etcd"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/component"
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/buildinfo"
 	"anvil.dev/anvil/internal/hostfs"

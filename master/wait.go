@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/layout"
+	"anvil.dev/anvil/pki"
 	"anvil.dev/anvil/supervise"
 )
 
@@ -40,40 +40,42 @@ func (e *NotReadyError) Error() string {
 	return s
 }
 
-// waitReady polls the readiness probes of cs until all pass, a component
-// crash-loops, or timeout passes.
-func (r *initRun) waitReady(ctx context.Context, cs []component.Spec, timeout time.Duration) error {
+// WaitReady polls the readiness probes of cs until all pass, a component
+// crash-loops, or timeout passes. A component that does not come up is a
+// *NotReadyError with the end of its log.
+func (c *ControlPlane) WaitReady(ctx context.Context, cs []component.Spec, timeout time.Duration) error {
 	probe := supervise.NewProber()
 	defer probe.Close()
-	deadline := time.Now().Add(timeout)
+	started := time.Now()
+	deadline := started.Add(timeout)
 	ready := map[string]bool{}
 	lastErr := map[string]error{}
 	lastReport := time.Now()
 	for {
 		var waiting []string
-		for _, c := range cs {
-			if ready[c.Name] || c.Health.Ready == nil {
+		for _, s := range cs {
+			if ready[s.Name] || s.Health.Ready == nil {
 				continue
 			}
-			if err := probe.Check(ctx, *c.Health.Ready, 2*time.Second); err != nil {
-				lastErr[c.Name] = err
-				waiting = append(waiting, c.Name)
+			if err := probe.Check(ctx, *s.Health.Ready, 2*time.Second); err != nil {
+				lastErr[s.Name] = err
+				waiting = append(waiting, s.Name)
 				continue
 			}
-			ready[c.Name] = true
-			r.log.Debug("component ready", "component", c.Name, "after", time.Since(r.started))
+			ready[s.Name] = true
+			c.log().Debug("component ready", "component", s.Name, "after", time.Since(started))
 		}
 		if len(waiting) == 0 {
 			return nil
 		}
-		if name, restarts := r.crashLooping(ctx, waiting); name != "" {
-			return &NotReadyError{Components: []string{name}, Reason: fmt.Sprintf("crash-looping (%d restarts): %v", restarts, lastErr[name]), LogTail: r.logTail(name)}
+		if name, restarts := c.crashLooping(ctx, waiting); name != "" {
+			return &NotReadyError{Components: []string{name}, Reason: fmt.Sprintf("crash-looping (%d restarts): %v", restarts, lastErr[name]), LogTail: c.logTail(name)}
 		}
 		if time.Now().After(deadline) {
-			return &NotReadyError{Components: waiting, Reason: fmt.Sprintf("still failing after %s: %v", timeout, lastErr[waiting[0]]), LogTail: r.logTail(waiting[0])}
+			return &NotReadyError{Components: waiting, Reason: fmt.Sprintf("still failing after %s: %v", timeout, lastErr[waiting[0]]), LogTail: c.logTail(waiting[0])}
 		}
 		if time.Since(lastReport) > 10*time.Second {
-			r.progress("wait", "waiting for "+strings.Join(waiting, ", "))
+			c.Task.Say("waiting for %s", strings.Join(waiting, ", "))
 			lastReport = time.Now()
 		}
 		select {
@@ -85,10 +87,10 @@ func (r *initRun) waitReady(ctx context.Context, cs []component.Spec, timeout ti
 }
 
 // crashLooping names a component among names that keeps restarting.
-func (r *initRun) crashLooping(ctx context.Context, names []string) (string, int) {
-	switch r.o.Layout {
+func (c *ControlPlane) crashLooping(ctx context.Context, names []string) (string, int) {
+	switch c.Layout {
 	case v1alpha1.LayoutProcess:
-		st, err := supervise.ReadStatus(r.o.Root)
+		st, err := supervise.ReadStatus(c.Root)
 		if err != nil {
 			return "", 0
 		}
@@ -99,11 +101,9 @@ func (r *initRun) crashLooping(ctx context.Context, names []string) (string, int
 		}
 	case v1alpha1.LayoutSystemd:
 		units := map[string]string{}
-		cs, _ := Components(r.plan)
-		for _, c := range cs {
-			if slices.Contains(names, c.Name) {
-				units[c.UnitName()] = c.Name
-			}
+		cs, _ := c.Components(names...)
+		for _, s := range cs {
+			units[s.UnitName()] = s.Name
 		}
 		var list []string
 		for u := range units {
@@ -124,21 +124,19 @@ func (r *initRun) crashLooping(ctx context.Context, names []string) (string, int
 
 // logTail is the end of a component's log: its file in the process layout,
 // the journal under systemd.
-func (r *initRun) logTail(name string) string {
-	switch r.o.Layout {
+func (c *ControlPlane) logTail(name string) string {
+	switch c.Layout {
 	case v1alpha1.LayoutProcess:
-		b, err := os.ReadFile(filepath.Join(ProcessOptions(r.plan).LogDir, name+".log"))
+		b, err := os.ReadFile(filepath.Join(ProcessOptions(c.Plan).LogDir, name+".log"))
 		if err != nil {
 			return ""
 		}
 		return lastLines(b, 15)
 	case v1alpha1.LayoutSystemd:
-		cs, _ := Components(r.plan)
-		for _, c := range cs {
-			if c.Name == name {
-				out, _ := exec.Command("journalctl", "-u", c.UnitName(), "-n", "15", "--no-pager", "-o", "cat").Output()
-				return strings.TrimSpace(string(out))
-			}
+		cs, _ := c.Components(name)
+		for _, s := range cs {
+			out, _ := exec.Command("journalctl", "-u", s.UnitName(), "-n", "15", "--no-pager", "-o", "cat").Output()
+			return strings.TrimSpace(string(out))
 		}
 	}
 	return ""
@@ -150,6 +148,16 @@ func lastLines(b []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return string(bytes.Join(lines, []byte("\n")))
+}
+
+// WaitLeaders waits until the controller-manager and the scheduler hold
+// their leader leases: the control plane is doing its job.
+func (c *ControlPlane) WaitLeaders(ctx context.Context, timeout time.Duration) error {
+	cli, err := c.Client(pki.SuperAdminKubeconfig)
+	if err != nil {
+		return err
+	}
+	return waitLeaders(ctx, cli, timeout, ControllerManager, Scheduler)
 }
 
 // waitLeaders waits until each named component holds its leader lease in

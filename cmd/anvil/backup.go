@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/backup"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
 )
@@ -53,16 +54,10 @@ same schedule (the same calendar expression) itself.`,
   anvil backup --recipient age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			start := time.Now()
-			o := master.BackupOptions{
-				Root: hostfs.Root(root), Recipients: recipients, Endpoint: endpoint, Log: a.logger(),
-				Progress: func(phase, msg string) {
-					if phase == "warning" {
-						fmt.Fprintln(a.errOut, msg)
-						return
-					}
-					fmt.Fprintf(a.errOut, "[%6.2fs] %-8s %s\n", time.Since(start).Seconds(), phase, msg)
-				},
+			task, done := a.nodeTask(hostnameOr("backup"))
+			defer done()
+			o := backup.BackupOptions{
+				Root: hostfs.Root(root), Recipients: recipients, Endpoint: endpoint, Log: a.logger(), Task: task,
 			}
 			ctx := cmd.Context()
 			switch {
@@ -71,7 +66,7 @@ same schedule (the same calendar expression) itself.`,
 					return usageError("--loop runs the schedule: use it as --scheduled --loop, without -o")
 				}
 				log := a.logger()
-				return master.RunBackupSchedule(ctx, o, func(res *master.ScheduledResult, err error) {
+				return backup.RunBackupSchedule(ctx, o, func(res *backup.ScheduledResult, err error) {
 					switch {
 					case err != nil:
 						log.Error("scheduled backup failed", "err", err)
@@ -86,7 +81,7 @@ same schedule (the same calendar expression) itself.`,
 				if output != "" {
 					return usageError("--scheduled writes into backup.dir: leave out -o")
 				}
-				res, err := master.ScheduledBackup(ctx, o)
+				res, err := backup.ScheduledBackup(ctx, o)
 				if err != nil {
 					return err
 				}
@@ -103,21 +98,21 @@ same schedule (the same calendar expression) itself.`,
 				if f, ok := a.out.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 					return usageError("refusing to write a binary backup to a terminal: redirect stdout, or use -o FILE")
 				}
-				res, err := master.Backup(ctx, o, a.out)
+				res, err := backup.Backup(ctx, o, a.out)
 				if err != nil {
 					return err
 				}
 				printBackupResult(a.errOut, res)
 				return nil
 			case output == "":
-				res, err := master.BackupToDir(ctx, o)
+				res, err := backup.BackupToDir(ctx, o)
 				if err != nil {
 					return err
 				}
 				printBackupResult(a.out, res)
 				return nil
 			default:
-				res, err := master.BackupToFile(ctx, o, output)
+				res, err := backup.BackupToFile(ctx, o, output)
 				if err != nil {
 					return err
 				}
@@ -136,7 +131,7 @@ same schedule (the same calendar expression) itself.`,
 	return cmd
 }
 
-func printBackupResult(w io.Writer, r *master.BackupResult) {
+func printBackupResult(w io.Writer, r *backup.BackupResult) {
 	where := r.Path
 	if where == "" {
 		where = "stdout"
@@ -179,7 +174,7 @@ func (f *backupDirFlags) resolve() (string, error) {
 	if f.dir != "" {
 		return f.dir, nil
 	}
-	return master.BackupDir(hostfs.Root(f.root))
+	return backup.BackupDir(hostfs.Root(f.root))
 }
 
 func newBackupListCmd(a *app) *cobra.Command {
@@ -196,7 +191,7 @@ func newBackupListCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			es, err := master.ListBackups(dir)
+			es, err := backup.ListBackups(dir)
 			if err != nil {
 				return err
 			}
@@ -208,7 +203,7 @@ func newBackupListCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-func printBackupEntries(w io.Writer, es []master.BackupEntry) error {
+func printBackupEntries(w io.Writer, es []backup.BackupEntry) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CREATED\tCLUSTER\tNODE\tREVISION\tKUBERNETES\tTRIGGER\tENCRYPTED\tSIZE\tFILE")
 	for _, e := range es {
@@ -253,7 +248,7 @@ backup is never removed.`,
 			if !cmd.Flags().Changed("keep") {
 				keep = c.Backup.Retain
 			}
-			removed, err := master.PruneBackups(dir, master.PruneOptions{Cluster: c.Name, Keep: keep, Manual: manual, DryRun: dryRun})
+			removed, err := backup.PruneBackups(dir, backup.PruneOptions{Cluster: c.Name, Keep: keep, Manual: manual, DryRun: dryRun})
 			if perr := printOutput(a.out, output, removed, func() error {
 				verb := "removed"
 				if dryRun {
@@ -301,7 +296,7 @@ nothing; a damaged backup makes it fail with the reason.`,
 				return err
 			}
 			defer closeFn()
-			in, err := master.InspectBackup(r, ids)
+			in, err := backup.InspectBackup(r, ids)
 			if err != nil {
 				return fmt.Errorf("backup %s: %w", args[0], err)
 			}
@@ -313,7 +308,7 @@ nothing; a damaged backup makes it fail with the reason.`,
 	return cmd
 }
 
-func printInspection(w io.Writer, in *master.Inspection) error {
+func printInspection(w io.Writer, in *backup.Inspection) error {
 	h := in.Header
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "cluster\t%s\n", h.Cluster)
@@ -379,7 +374,7 @@ backup has been verified.`,
 				return err
 			}
 			defer closeFn()
-			c, err := master.ExportSnapshot(r, ids, output)
+			c, err := backup.ExportSnapshot(r, ids, output)
 			if err != nil {
 				return fmt.Errorf("backup %s: %w", args[0], err)
 			}
@@ -423,7 +418,7 @@ then restore the same backup.`,
 				return err
 			}
 			defer closeFn()
-			files, err := master.ExportFiles(r, ids, hostfs.Root(root), force)
+			files, err := backup.ExportFiles(r, ids, hostfs.Root(root), force)
 			if err != nil {
 				return fmt.Errorf("backup %s: %w", args[0], err)
 			}
@@ -459,7 +454,7 @@ directory, and refused with the reason — damaged, truncated, the wrong key,
 another cluster's, a Kubernetes version anvil cannot run — before anything
 on the machine changes. Then:
 
-` + "  " + strings.Join(master.RestorePhaseNames(master.RestoreSnapshot), "\n  ") + `
+` + backup.RestorePhaseHelp(backup.RestoreSnapshot) + `
 
 The restored revision is raised above anything the old cluster served and
 marked compacted, so every watcher (informers, controllers) relists instead
@@ -507,17 +502,17 @@ backup is a file: never from the command line or the environment.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o := master.RestoreOptions{
+			o := backup.RestoreOptions{
 				Root: hostfs.Root(root), Force: force, DryRun: dryRun, MinRevision: minRevision,
 				Timeout: timeout, Log: a.logger(),
 			}
 			switch {
 			case leave:
-				o.Mode = master.RestoreLeave
+				o.Mode = backup.RestoreLeave
 			case rejoin != "":
-				o.Mode, o.Endpoint = master.RestoreRejoin, rejoin
+				o.Mode, o.Endpoint = backup.RestoreRejoin, rejoin
 			default:
-				o.Mode, o.Name = master.RestoreSnapshot, args[0]
+				o.Mode, o.Name = backup.RestoreSnapshot, args[0]
 				r, ids, closeFn, err := openBackup(a, identities, args[0])
 				if err != nil {
 					return err
@@ -530,11 +525,10 @@ backup is a file: never from the command line or the environment.`,
 				return err
 			}
 			o.Anvil = self
-			start := time.Now()
-			o.Progress = func(phase, msg string) {
-				fmt.Fprintf(a.errOut, "[%6.2fs] %-18s %s\n", time.Since(start).Seconds(), phase, msg)
-			}
-			res, err := master.Restore(cmd.Context(), o)
+			task, done := a.nodeTask(hostnameOr("restore"))
+			o.Task = task
+			res, err := backup.Restore(cmd.Context(), o)
+			done()
 			if err != nil {
 				return err
 			}
@@ -553,21 +547,21 @@ backup is a file: never from the command line or the environment.`,
 	return cmd
 }
 
-func printRestoreResult(w io.Writer, res *master.RestoreResult) error {
+func printRestoreResult(w io.Writer, res *backup.RestoreResult) error {
 	if res.DryRun {
 		fmt.Fprintf(w, "dry run on %s: every check passed, nothing was changed\n", res.Node)
 	}
 	switch {
-	case res.Mode == master.RestoreLeave && !res.DryRun:
+	case res.Mode == backup.RestoreLeave && !res.DryRun:
 		fmt.Fprintf(w, "%s left: its control plane and etcd member are stopped (last revision served %d); rejoin it with anvil restore --rejoin once the cluster is restored\n",
 			res.Node, res.ServedRevision)
-	case res.Mode == master.RestoreRejoin && !res.DryRun:
+	case res.Mode == backup.RestoreRejoin && !res.DryRun:
 		fmt.Fprintf(w, "%s rejoined the restored cluster at revision %d; down %.1fs, took %.1fs\n", res.Node, res.Revision, res.Downtime.Seconds(), res.Elapsed.Seconds())
-	case res.Mode == master.RestoreSnapshot && res.DryRun:
+	case res.Mode == backup.RestoreSnapshot && res.DryRun:
 		h := res.Header
 		fmt.Fprintf(w, "would restore cluster %s from the backup taken on %s at %s: revision %d, then %d (bumped by %d above the %d served so far, compacted)\n",
 			h.Cluster, h.Node, h.Created.Format(time.RFC3339), res.SnapshotRevision, res.Revision, res.RevisionBump, res.ServedRevision)
-	case res.Mode == master.RestoreSnapshot:
+	case res.Mode == backup.RestoreSnapshot:
 		h := res.Header
 		fmt.Fprintf(w, "restored cluster %s from the backup taken on %s at %s: revision %d, now %d (bumped by %d, compacted); down %.1fs, restore took %.1fs\n",
 			h.Cluster, h.Node, h.Created.Format(time.RFC3339), res.SnapshotRevision, res.Revision,

@@ -12,7 +12,8 @@ import (
 
 	"filippo.io/age"
 
-	"anvil.dev/anvil/master"
+	"anvil.dev/anvil/backup"
+	"anvil.dev/anvil/backup/envelope"
 )
 
 // execBackup runs anvil with stdin in and returns stdout, stderr and the
@@ -40,11 +41,11 @@ func testSnapshot() []byte {
 func testBackup(t *testing.T, recipients ...string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	w, err := master.NewEnvelopeWriter(&buf, master.BackupHeader{
+	w, err := envelope.NewEnvelopeWriter(&buf, envelope.BackupHeader{
 		Cluster: "lab", KubernetesVersion: "v1.37.2", EtcdVersion: "3.7.3", Revision: 42,
-		Members: []master.BackupMember{{Name: "m1", ID: "0123456789abcdef", PeerURLs: []string{"https://10.0.0.1:2380"}}},
+		Members: []envelope.BackupMember{{Name: "m1", ID: "0123456789abcdef", PeerURLs: []string{"https://10.0.0.1:2380"}}},
 		Node:    "m1", Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), AnvilVersion: "v0.1.0",
-		Trigger: master.TriggerManual, CACertHash: "sha256:" + strings.Repeat("0", 64),
+		Trigger: envelope.TriggerManual, CACertHash: "sha256:" + strings.Repeat("0", 64),
 	}, recipients)
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +108,7 @@ func TestBackupInspectListExport(t *testing.T) {
 	}
 	// From stdin, with the key, as JSON.
 	out, _, code = execBackup(t, testBackup(t, id.Recipient().String()), "backup", "inspect", "-", "--identity", keyFile, "-o", "json")
-	var in master.Inspection
+	var in backup.Inspection
 	if code != 0 || json.Unmarshal([]byte(out), &in) != nil || !in.Verified || in.Contents.SnapshotSize != int64(len(testSnapshot())) {
 		t.Errorf("inspect - --identity: %d %+v\n%s", code, in, out)
 	}
@@ -118,7 +119,7 @@ func TestBackupInspectListExport(t *testing.T) {
 	}
 
 	out, _, code = execBackup(t, nil, "backup", "list", "--dir", dir, "-o", "json")
-	var es []master.BackupEntry
+	var es []backup.BackupEntry
 	if code != 0 || json.Unmarshal([]byte(out), &es) != nil || len(es) != 2 {
 		t.Errorf("list: %d\n%s", code, out)
 	}
@@ -167,7 +168,7 @@ func TestBackupIdentityHandling(t *testing.T) {
 		t.Error("the key appears in the error")
 	}
 	out, errOut, code := execBackup(t, []byte("# key\n"+id.String()+"\n"), "backup", "inspect", enc, "--identity", "-", "-o", "json")
-	var in master.Inspection
+	var in backup.Inspection
 	if code != 0 || json.Unmarshal([]byte(out), &in) != nil || !in.Verified {
 		t.Errorf("inspect with the key on stdin: %d %s %s", code, out, errOut)
 	}

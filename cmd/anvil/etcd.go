@@ -6,11 +6,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"anvil.dev/anvil/etcd"
-
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/internal/hostfs"
 )
 

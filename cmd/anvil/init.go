@@ -146,6 +146,14 @@ func clusterFromFlags(f *initFlags, adv netip.Addr) (*v1alpha1.Cluster, string, 
 	return c, node, nil
 }
 
+// hostnameOr is this machine's host name, or fallback when it has none.
+func hostnameOr(fallback string) string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return fallback
+}
+
 func fileExists(p string) bool {
 	ok, _ := fsutil.Exists(p)
 	return ok
@@ -163,7 +171,7 @@ supervises itself. Returns once the control plane is ready, and prints how to
 use it and how to join more machines.
 
 The phases, in order (run one with 'anvil init phase NAME'):
-` + phaseList(),
+` + master.InitPhaseHelp(),
 		Example: `  # A control plane on this machine, supervised by anvil (no systemd needed)
   anvil init --layout process
 
@@ -183,7 +191,7 @@ The phases, in order (run one with 'anvil init phase NAME'):
 		Short:     "Run one phase of init",
 		Example:   "  anvil init phase preflight --layout process\n  anvil init phase certs -f cluster.yaml --node m1",
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: master.PhaseNames(),
+		ValidArgs: master.InitPhaseNames(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runInit(cmd, a, f, args)
 		},
@@ -193,24 +201,15 @@ The phases, in order (run one with 'anvil init phase NAME'):
 	return cmd
 }
 
-func phaseList() string {
-	var b strings.Builder
-	for _, p := range master.InitPhases() {
-		fmt.Fprintf(&b, "  %-14s %s\n", p.Name, p.Description)
-	}
-	return b.String()
-}
-
 func runInit(cmd *cobra.Command, a *app, f *initFlags, phases []string) error {
 	o, err := f.options(a)
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	o.Progress = func(phase, msg string) {
-		fmt.Fprintf(a.errOut, "[%6.2fs] %-13s %s\n", time.Since(start).Seconds(), phase, msg)
-	}
+	task, done := a.nodeTask(o.Node)
+	o.Task = task
 	res, err := master.RunInitPhases(cmd.Context(), o, phases)
+	done()
 	if err != nil {
 		return err
 	}
@@ -263,7 +262,10 @@ out of the cluster (refused if that would break quorum, unless
 --ignore-quorum), then removes the units, manifests,
 PKI, kubeconfigs, etcd data, /etc/anvil, /var/lib/anvil and the installed
 binaries. Local backups in /var/lib/anvil/backups are kept unless
---remove-backups. Asks for confirmation unless --force.`,
+--remove-backups. Asks for confirmation unless --force.
+
+The phases, in order:
+` + master.ResetPhaseHelp(),
 		Example: `  anvil reset
   anvil reset --force --root /tmp/cp`,
 		Args: cobra.NoArgs,
@@ -277,13 +279,11 @@ binaries. Local backups in /var/lib/anvil/backups are kept unless
 					return exitError{code: 1, msg: "reset cancelled; nothing was changed"}
 				}
 			}
-			start := time.Now()
+			task, done := a.nodeTask(hostnameOr("reset"))
 			res, err := master.Reset(cmd.Context(), master.ResetOptions{
-				Root: r, KeepBackups: !removeBackups, KeepBinaries: keep, IgnoreQuorum: ignoreQuorum, Log: a.logger(),
-				Progress: func(phase, msg string) {
-					fmt.Fprintf(a.errOut, "[%6.2fs] %-13s %s\n", time.Since(start).Seconds(), phase, msg)
-				},
+				Root: r, KeepBackups: !removeBackups, KeepBinaries: keep, IgnoreQuorum: ignoreQuorum, Log: a.logger(), Task: task,
 			})
+			done()
 			if res != nil {
 				for _, p := range res.Removed {
 					fmt.Fprintf(a.out, "removed %s\n", p)

@@ -66,7 +66,7 @@ cost etcd its quorum is refused. Re-running a join that failed half-way
 converges.
 
 The phases, in order:
-` + joinPhaseList() + `
+` + agent.JoinPhaseHelp() + `
 The bootstrap token is a credential: prefer --token-file - (stdin) to
 --token, which shows in the process list while join runs. No credential is
 sent anywhere before the cluster's CA has matched --ca-cert-hash; the token
@@ -99,11 +99,10 @@ certificate, not the token.`,
 			if err != nil {
 				return err
 			}
-			start := time.Now()
-			o.Progress = func(phase, msg string) {
-				fmt.Fprintf(a.errOut, "[%6.2fs] %-13s %s\n", time.Since(start).Seconds(), phase, msg)
-			}
+			task, done := a.nodeTask(o.NodeName)
+			o.Task = task
 			res, err := agent.Join(cmd.Context(), o)
+			done()
 			if err != nil {
 				return err
 			}
@@ -131,14 +130,6 @@ certificate, not the token.`,
 	fl.StringVar(&f.certKeyFile, "certificate-key-file", "", "with --control-plane: file holding the certificate key, or - for stdin (the line after the token when both come from stdin)")
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "how long to wait for the apiserver, and then for the Node to be Ready")
 	return cmd
-}
-
-func joinPhaseList() string {
-	var b strings.Builder
-	for _, p := range agent.JoinPhases() {
-		fmt.Fprintf(&b, "  %-14s %s\n", p.Name, p.Description)
-	}
-	return b.String()
 }
 
 func (f *joinFlags) options(a *app, args []string) (agent.JoinOptions, error) {
@@ -351,11 +342,10 @@ func runControlPlaneJoin(cmd *cobra.Command, a *app, f *joinFlags, args []string
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	o.Progress = func(phase, msg string) {
-		fmt.Fprintf(a.errOut, "[%6.2fs] %-18s %s\n", time.Since(start).Seconds(), phase, msg)
-	}
+	task, done := a.nodeTask(o.Node)
+	o.Task = task
 	res, err := master.JoinControlPlane(cmd.Context(), o)
+	done()
 	if err != nil {
 		return err
 	}

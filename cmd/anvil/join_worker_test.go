@@ -31,9 +31,9 @@ func TestJoinHelp(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("join --help: exit %d", code)
 	}
-	for _, p := range agent.JoinPhases() {
-		if !strings.Contains(out, p.Name) {
-			t.Errorf("join --help does not list phase %s", p.Name)
+	for _, p := range agent.JoinPhaseNames() {
+		if !strings.Contains(out, p) {
+			t.Errorf("join --help does not list phase %s", p)
 		}
 	}
 	for _, want := range []string{"Examples:", "--token-file - --ca-cert-hash sha256:", "--layout process --root", "--token-file FILE|-"} {

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"anvil.dev/anvil/internal/progress"
 )
 
 // app is what every command shares: the streams and the logger. It is built
@@ -88,6 +90,17 @@ member and the node agent.`,
 // progress tells the person at the terminal what a long step is doing. It
 // goes to stderr so that stdout stays parseable.
 func (a *app) progress(msg string) { fmt.Fprintln(a.errOut, msg) }
+
+// nodeTask is how a command on one machine (init, join, reset, restore,
+// backup) shows its phases and messages: one task named for the node, on
+// stderr, live on a terminal and as plain timestamped lines otherwise. The
+// returned func ends the view.
+func (a *app) nodeTask(name string) (*progress.Task, func()) {
+	o := progress.ForTerminal(a.errOut)
+	o.NoSummary = true
+	rep := progress.New(a.errOut, o)
+	return rep.Task(name), rep.Close
+}
 
 // usageError marks a problem with the command line itself.
 func usageError(format string, args ...any) error {

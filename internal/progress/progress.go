@@ -30,6 +30,9 @@ type Options struct {
 	Interval time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// NoSummary leaves out the summary table Close prints (a command on one
+	// machine, whose phases the lines above already show).
+	NoSummary bool
 }
 
 // ForTerminal returns the options for w: live, as wide as the terminal,
@@ -75,13 +78,14 @@ type Reporter struct {
 	o     Options
 	start time.Time
 
-	mu     sync.Mutex
-	tasks  []*Task
-	phases []string
-	drawn  int // lines of the live view now on screen
-	closed bool
-	stop   chan struct{}
-	done   chan struct{}
+	mu       sync.Mutex
+	tasks    []*Task
+	phases   []string
+	warnings []string
+	drawn    int // lines of the live view now on screen
+	closed   bool
+	stop     chan struct{}
+	done     chan struct{}
 }
 
 // New starts a reporter writing to w.
@@ -143,8 +147,18 @@ func (r *Reporter) Close() {
 		r.redraw()
 		r.drawn = 0
 	}
-	fmt.Fprintln(r.w)
-	r.summary(r.w)
+	if !r.o.NoSummary {
+		fmt.Fprintln(r.w)
+		r.summary(r.w)
+	}
+}
+
+// Warnings returns every warning any task gave, in order, each as
+// "TASK: message".
+func (r *Reporter) Warnings() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.warnings...)
 }
 
 // Elapsed is the time since the reporter started.
@@ -238,7 +252,9 @@ func (r *Reporter) nameWidth() int {
 	return n
 }
 
-// Task is one row of the view: a host going through phases.
+// Task is one row of the view: a host going through phases. Every method
+// of a nil *Task does nothing, so code that reports progress needs no check
+// for a caller that does not want it.
 type Task struct {
 	r          *Reporter
 	name       string
@@ -259,11 +275,19 @@ func (t *Task) line(phase, msg string) {
 }
 
 // Name is the task's name.
-func (t *Task) Name() string { return t.name }
+func (t *Task) Name() string {
+	if t == nil {
+		return ""
+	}
+	return t.name
+}
 
 // Start begins phase, ending a phase still running as done. detail says
 // what the phase is about to do; it is shown until Detail replaces it.
 func (t *Task) Start(phase, detail string) {
+	if t == nil {
+		return
+	}
 	r := t.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -282,6 +306,9 @@ func (t *Task) Start(phase, detail string) {
 // Detail changes what the current phase says it is doing. Only the live
 // view shows it, so frequent calls (byte counts) cost nothing in logs.
 func (t *Task) Detail(format string, args ...any) {
+	if t == nil {
+		return
+	}
 	r := t.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -290,14 +317,35 @@ func (t *Task) Detail(format string, args ...any) {
 
 // Say prints a permanent line about this task in its current phase.
 func (t *Task) Say(format string, args ...any) {
+	if t == nil {
+		return
+	}
 	r := t.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t.line(t.phase, fmt.Sprintf(format, args...))
 }
 
+// Warn prints a warning about this task: something the operator should
+// know or fix that did not stop the command. Warnings are kept, for
+// Reporter.Warnings, and marked as such in every form of output.
+func (t *Task) Warn(format string, args ...any) {
+	if t == nil {
+		return
+	}
+	r := t.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	msg := fmt.Sprintf(format, args...)
+	r.warnings = append(r.warnings, t.name+": "+msg)
+	t.line(t.phase, "WARNING: "+msg)
+}
+
 // Done ends the current phase successfully with a short result.
 func (t *Task) Done(result string) {
+	if t == nil {
+		return
+	}
 	r := t.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -313,6 +361,9 @@ func (t *Task) Done(result string) {
 
 // Fail ends the current phase, and the task, with err.
 func (t *Task) Fail(err error) {
+	if t == nil {
+		return
+	}
 	r := t.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -331,6 +382,9 @@ func (t *Task) Fail(err error) {
 // Skip records that phase had nothing to do for this task, and why; plain
 // output says so in one line.
 func (t *Task) Skip(phase, reason string) {
+	if t == nil {
+		return
+	}
 	r := t.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -351,6 +405,9 @@ func (t *Task) Skip(phase, reason string) {
 // Finish marks the task as completed; its row says so with the total
 // time.
 func (t *Task) Finish() {
+	if t == nil {
+		return
+	}
 	r := t.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -366,6 +423,9 @@ func (t *Task) Finish() {
 
 // Failed reports whether the task failed.
 func (t *Task) Failed() bool {
+	if t == nil {
+		return false
+	}
 	t.r.mu.Lock()
 	defer t.r.mu.Unlock()
 	return t.state == Failed

@@ -8,8 +8,10 @@ package mastertest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +29,7 @@ import (
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/netnstest"
+	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/pki"
 )
 
@@ -312,4 +315,44 @@ func (cp *ControlPlane) LogFile(component string) string {
 
 func (cp *ControlPlane) String() string {
 	return fmt.Sprintf("control plane %s in %s under %s", cp.URL, cp.NS.Name, cp.Root)
+}
+
+// Status is `anvil status -o json` of this master.
+func (cp *ControlPlane) Status(t testing.TB) *master.Status {
+	t.Helper()
+	out, err := cp.NS.Command(context.Background(), cp.Anvil, "status", "--root", string(cp.Root), "-o", "json").Output()
+	var st master.Status
+	if jerr := json.Unmarshal(out, &st); jerr != nil {
+		t.Fatalf("anvil status: %v %v\n%s", err, jerr, out)
+	}
+	return &st
+}
+
+// Cluster is a small, fully defaulted cluster built in code (masters
+// lab-m1, lab-m2, worker lab-w1), so unit tests do not depend on the
+// cluster-file decoder.
+func Cluster() *v1alpha1.Cluster {
+	return &v1alpha1.Cluster{
+		APIVersion:        v1alpha1.APIVersion,
+		Kind:              v1alpha1.KindCluster,
+		Name:              "lab",
+		KubernetesVersion: "v1.37.2",
+		ControlPlane:      v1alpha1.ControlPlane{Endpoint: "10.0.0.11", Port: 6443, Layout: v1alpha1.LayoutSystemd},
+		Hosts: []v1alpha1.Host{
+			{Name: "lab-m1", Address: netip.MustParseAddr("10.0.0.11"), Role: v1alpha1.RoleMaster},
+			{Name: "lab-m2", Address: netip.MustParseAddr("10.0.0.12"), Role: v1alpha1.RoleMaster},
+			{Name: "lab-w1", Address: netip.MustParseAddr("10.0.0.21"), Role: v1alpha1.RoleWorker},
+		},
+		Networking: v1alpha1.Networking{
+			ServiceCIDR:   netip.MustParsePrefix("10.96.0.0/12"),
+			PodCIDR:       netip.MustParsePrefix("10.244.0.0/16"),
+			ClusterDomain: "cluster.local",
+		},
+		Etcd: v1alpha1.Etcd{
+			QuotaBackendBytes: 8 << 30,
+			SnapshotCount:     10000,
+			HeartbeatInterval: v1alpha1.Duration{Duration: 100 * time.Millisecond},
+			ElectionTimeout:   v1alpha1.Duration{Duration: time.Second},
+		},
+	}
 }

@@ -1,7 +1,6 @@
-package master
+package backup
 
 import (
-	"anvil.dev/anvil/etcd"
 	"context"
 	"fmt"
 	"net"
@@ -10,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"anvil.dev/anvil/etcd"
 )
 
 // readMembership is the etcd membership as this master can see it now,

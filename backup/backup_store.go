@@ -1,4 +1,4 @@
-package master
+package backup
 
 import (
 	"bufio"
@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"anvil.dev/anvil/backup/envelope"
 )
 
 // BackupEntry is one backup file in a backup directory.
@@ -17,8 +19,8 @@ type BackupEntry struct {
 	Path string `json:"path"`
 	Size int64  `json:"size"`
 	// Header is nil when the file's header cannot be read; Problem says why.
-	Header  *BackupHeader `json:"header,omitempty"`
-	Problem string        `json:"problem,omitempty"`
+	Header  *envelope.BackupHeader `json:"header,omitempty"`
+	Problem string                 `json:"problem,omitempty"`
 }
 
 // Created is when the backup was taken (the file's time for an unreadable
@@ -80,13 +82,13 @@ func ListBackups(dir string) ([]BackupEntry, error) {
 	return out, nil
 }
 
-func readHeaderFile(p string) (*BackupHeader, error) {
+func readHeaderFile(p string) (*envelope.BackupHeader, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return ReadBackupHeader(bufio.NewReaderSize(f, 4096))
+	return envelope.ReadBackupHeader(bufio.NewReaderSize(f, 4096))
 }
 
 // PruneOptions say which backups PruneBackups may remove.
@@ -119,7 +121,7 @@ func PruneBackups(dir string, o PruneOptions) ([]BackupEntry, error) {
 		if e.Header == nil || (o.Cluster != "" && e.Header.Cluster != o.Cluster) {
 			continue
 		}
-		if e.Header.Trigger == TriggerScheduled || o.Manual {
+		if e.Header.Trigger == envelope.TriggerScheduled || o.Manual {
 			cand = append(cand, e)
 		}
 	}

@@ -1,4 +1,4 @@
-package master_test
+package envelope_test
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 
 	"filippo.io/age"
 
-	"anvil.dev/anvil/master"
+	"anvil.dev/anvil/backup/envelope"
 )
 
 // fuzzIdentity is a key made for this test only, so the fuzzer can reach
@@ -28,7 +28,7 @@ func FuzzEnvelope(f *testing.F) {
 	}
 	empty := func() []byte {
 		var b bytes.Buffer
-		w, _ := master.NewEnvelopeWriter(&b, testHeader(), nil)
+		w, _ := envelope.NewEnvelopeWriter(&b, testHeader(), nil)
 		w.WriteSnapshot(bytes.NewReader(nil))
 		w.Close()
 		return b.Bytes()
@@ -44,23 +44,23 @@ func FuzzEnvelope(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		complete := func(what string, err error) {
-			var ee *master.EnvelopeError
+			var ee *envelope.EnvelopeError
 			if !errors.As(err, &ee) || ee.Err == nil || ee.Part == "" || ee.Detail == "" {
-				t.Fatalf("%s: not a complete *EnvelopeError: %T %v", what, err, err)
+				t.Fatalf("%s: not a complete *envelope.EnvelopeError: %T %v", what, err, err)
 			}
 		}
 		// VerifyBackup without the key (the framing of an encrypted
 		// backup, everything of a plain one) never panics, and accepts
 		// nothing the full read refuses.
-		v, verr := master.VerifyBackup(bytes.NewReader(data), nil)
+		v, verr := envelope.VerifyBackup(bytes.NewReader(data), nil)
 		if verr != nil {
-			complete("VerifyBackup", verr)
+			complete("envelope.VerifyBackup", verr)
 		}
 		c, snap, files, err := readAll(data, id)
 		if err != nil {
-			complete("ReadEnvelope", err)
+			complete("envelope.ReadEnvelope", err)
 			if verr == nil && v.Contents != nil {
-				t.Fatalf("VerifyBackup accepted what ReadEnvelope refuses (%v)", err)
+				t.Fatalf("envelope.VerifyBackup accepted what envelope.ReadEnvelope refuses (%v)", err)
 			}
 			return
 		}
@@ -68,18 +68,18 @@ func FuzzEnvelope(f *testing.F) {
 			t.Fatalf("the framing check without the key refused a backup that reads: %v", verr)
 		}
 		if verr == nil && v.Contents != nil && v.Contents.SnapshotSHA256 != c.SnapshotSHA256 {
-			t.Fatalf("VerifyBackup and ReadEnvelope disagree on the snapshot")
+			t.Fatalf("envelope.VerifyBackup and envelope.ReadEnvelope disagree on the snapshot")
 		}
-		h, herr := master.ReadBackupHeader(bytes.NewReader(data))
+		h, herr := envelope.ReadBackupHeader(bytes.NewReader(data))
 		if herr != nil || !reflect.DeepEqual(*h, c.Header) {
-			t.Fatalf("ReadEnvelope accepted what ReadBackupHeader did not: %v", herr)
+			t.Fatalf("envelope.ReadEnvelope accepted what envelope.ReadBackupHeader did not: %v", herr)
 		}
 		if int64(len(snap)) != c.SnapshotSize || len(files) != len(c.Files) {
 			t.Fatalf("contents disagree: %d bytes vs %d, %d files vs %d", len(snap), c.SnapshotSize, len(files), len(c.Files))
 		}
 		// Write it again and read that back.
 		var b bytes.Buffer
-		w, err := master.NewEnvelopeWriter(&b, c.Header, c.Header.Recipients)
+		w, err := envelope.NewEnvelopeWriter(&b, c.Header, c.Header.Recipients)
 		if err != nil {
 			t.Fatalf("an accepted header cannot be written: %v", err)
 		}

@@ -1,13 +1,11 @@
-package master_test
+package envelope_test
 
 import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"hash/crc32"
 	"io"
 	"io/fs"
 	"math/rand/v2"
@@ -17,24 +15,25 @@ import (
 
 	"filippo.io/age"
 
-	"anvil.dev/anvil/master"
+	"anvil.dev/anvil/backup/envelope"
+	"anvil.dev/anvil/backup/envelope/envelopetest"
 )
 
-func testHeader() master.BackupHeader {
-	return master.BackupHeader{
+func testHeader() envelope.BackupHeader {
+	return envelope.BackupHeader{
 		Cluster:            "lab",
 		KubernetesVersion:  "v1.37.2",
 		EtcdVersion:        "3.7.3",
 		EtcdStorageVersion: "3.7.0",
 		Revision:           4242,
-		Members: []master.BackupMember{{
+		Members: []envelope.BackupMember{{
 			Name: "lab-m1", ID: "8e9e05c52164694d",
 			PeerURLs: []string{"https://10.0.0.11:2380"}, ClientURLs: []string{"https://10.0.0.11:2379"},
 		}},
 		Node:         "lab-m1",
 		Created:      time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC),
 		AnvilVersion: "v0.1.0",
-		Trigger:      master.TriggerManual,
+		Trigger:      envelope.TriggerManual,
 		CACertHash:   "sha256:" + strings.Repeat("ab", 32),
 	}
 }
@@ -69,10 +68,10 @@ func testFiles() []testFile {
 	}
 }
 
-func buildEnvelope(t testing.TB, h master.BackupHeader, recipients []string, snapshot []byte) []byte {
+func buildEnvelope(t testing.TB, h envelope.BackupHeader, recipients []string, snapshot []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	w, err := master.NewEnvelopeWriter(&buf, h, recipients)
+	w, err := envelope.NewEnvelopeWriter(&buf, h, recipients)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,19 +89,10 @@ func buildEnvelope(t testing.TB, h master.BackupHeader, recipients []string, sna
 	return buf.Bytes()
 }
 
-func newIdentity(t testing.TB) *age.X25519Identity {
-	t.Helper()
-	id, err := age.GenerateX25519Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
-func readAll(b []byte, ids ...age.Identity) (*master.EnvelopeContents, []byte, map[string][]byte, error) {
+func readAll(b []byte, ids ...age.Identity) (*envelope.EnvelopeContents, []byte, map[string][]byte, error) {
 	var snap bytes.Buffer
 	files := map[string][]byte{}
-	c, err := master.ReadEnvelope(bytes.NewReader(b), master.ReadOptions{
+	c, err := envelope.ReadEnvelope(bytes.NewReader(b), envelope.ReadOptions{
 		Identities: ids,
 		Snapshot:   &snap,
 		File: func(p string, _ fs.FileMode, data []byte) error {
@@ -115,7 +105,7 @@ func readAll(b []byte, ids ...age.Identity) (*master.EnvelopeContents, []byte, m
 
 func TestEnvelopeRoundTrip(t *testing.T) {
 	snapshot := testSnapshot(3<<20 + 123)
-	id1, id2 := newIdentity(t), newIdentity(t)
+	id1, id2 := envelopetest.NewIdentity(t), envelopetest.NewIdentity(t)
 	for _, tc := range []struct {
 		name       string
 		recipients []string
@@ -149,7 +139,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 			if len(c.Files) != len(testFiles()) || c.Files[2].Mode != 0o644 {
 				t.Errorf("files: %+v", c.Files)
 			}
-			h, err := master.ReadBackupHeader(bytes.NewReader(b))
+			h, err := envelope.ReadBackupHeader(bytes.NewReader(b))
 			if err != nil || h.Cluster != "lab" || h.Revision != 4242 {
 				t.Errorf("header alone: %+v %v", h, err)
 			}
@@ -163,7 +153,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 // TestEnvelopeEmptySnapshot: the smallest valid envelope round-trips too.
 func TestEnvelopeEmptySnapshot(t *testing.T) {
 	var buf bytes.Buffer
-	w, err := master.NewEnvelopeWriter(&buf, testHeader(), nil)
+	w, err := envelope.NewEnvelopeWriter(&buf, testHeader(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +163,7 @@ func TestEnvelopeEmptySnapshot(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	c, err := master.ReadEnvelope(bytes.NewReader(buf.Bytes()), master.ReadOptions{})
+	c, err := envelope.ReadEnvelope(bytes.NewReader(buf.Bytes()), envelope.ReadOptions{})
 	if err != nil || c.SnapshotSize != 0 || len(c.Files) != 0 {
 		t.Fatalf("%+v %v", c, err)
 	}
@@ -182,13 +172,13 @@ func TestEnvelopeEmptySnapshot(t *testing.T) {
 func TestEnvelopeWriterRefuses(t *testing.T) {
 	bad := testHeader()
 	bad.Cluster = "Not A Name"
-	if _, err := master.NewEnvelopeWriter(io.Discard, bad, nil); err == nil || !strings.Contains(err.Error(), "header field cluster") {
+	if _, err := envelope.NewEnvelopeWriter(io.Discard, bad, nil); err == nil || !strings.Contains(err.Error(), "header field cluster") {
 		t.Errorf("bad header: %v", err)
 	}
-	if _, err := master.NewEnvelopeWriter(io.Discard, testHeader(), []string{"age1nope"}); err == nil {
+	if _, err := envelope.NewEnvelopeWriter(io.Discard, testHeader(), []string{"age1nope"}); err == nil {
 		t.Error("a bad recipient was accepted")
 	}
-	w, err := master.NewEnvelopeWriter(io.Discard, testHeader(), nil)
+	w, err := envelope.NewEnvelopeWriter(io.Discard, testHeader(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,14 +207,14 @@ func kindOf(err error) string {
 		name string
 		err  error
 	}{
-		{"not-backup", master.ErrNotBackup}, {"format", master.ErrUnsupportedFormat},
-		{"corrupt", master.ErrCorruptBackup}, {"truncated", master.ErrTruncatedBackup},
-		{"encrypted", master.ErrEncryptedBackup}, {"wrong-identity", master.ErrWrongIdentity},
+		{"not-backup", envelope.ErrNotBackup}, {"format", envelope.ErrUnsupportedFormat},
+		{"corrupt", envelope.ErrCorruptBackup}, {"truncated", envelope.ErrTruncatedBackup},
+		{"encrypted", envelope.ErrEncryptedBackup}, {"wrong-identity", envelope.ErrWrongIdentity},
 	} {
 		if errors.Is(err, k.err) {
-			var ee *master.EnvelopeError
+			var ee *envelope.EnvelopeError
 			if !errors.As(err, &ee) {
-				return k.name + " (not an *EnvelopeError)"
+				return k.name + " (not an *envelope.EnvelopeError)"
 			}
 			return k.name
 		}
@@ -240,7 +230,7 @@ func kindOf(err error) string {
 // the format version, as not a backup / an unsupported format).
 func TestEnvelopeFlippedBits(t *testing.T) {
 	snapshot := testSnapshot(600 << 10)
-	id := newIdentity(t)
+	id := envelopetest.NewIdentity(t)
 	for _, tc := range []struct {
 		name       string
 		recipients []string
@@ -280,7 +270,7 @@ func TestEnvelopeFlippedBits(t *testing.T) {
 // truncated (a cut inside the magic leaves too little to tell).
 func TestEnvelopeTruncated(t *testing.T) {
 	snapshot := testSnapshot(300 << 10)
-	id := newIdentity(t)
+	id := envelopetest.NewIdentity(t)
 	for _, tc := range []struct {
 		name       string
 		recipients []string
@@ -306,7 +296,7 @@ func TestEnvelopeTruncated(t *testing.T) {
 }
 
 func TestEnvelopeIdentities(t *testing.T) {
-	id, other := newIdentity(t), newIdentity(t)
+	id, other := envelopetest.NewIdentity(t), envelopetest.NewIdentity(t)
 	b := buildEnvelope(t, testHeader(), []string{id.Recipient().String()}, testSnapshot(1000))
 	_, _, _, err := readAll(b)
 	if kindOf(err) != "encrypted" || !strings.Contains(err.Error(), id.Recipient().String()) {
@@ -321,36 +311,14 @@ func TestEnvelopeIdentities(t *testing.T) {
 	}
 }
 
-// rewriteHeader replaces the clear header of b with h's encoding and a
-// correct CRC: what someone who edits the clear text would do.
-func rewriteHeader(t *testing.T, b []byte, edit func(*master.BackupHeader)) []byte {
-	t.Helper()
-	h, err := master.ReadBackupHeader(bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	oldLen := binary.BigEndian.Uint32(b[10:14])
-	edit(h)
-	hb, err := json.Marshal(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := append([]byte{}, b[:10]...)
-	out = binary.BigEndian.AppendUint32(out, uint32(len(hb)))
-	out = append(out, hb...)
-	crc := crc32.Checksum(out, crc32.MakeTable(crc32.Castagnoli))
-	out = binary.BigEndian.AppendUint32(out, crc)
-	return append(out, b[14+oldLen+4:]...)
-}
-
 // TestEnvelopeTamperedHeader: someone edits the clear header of an
 // encrypted backup (to pass it off as another cluster's) and fixes the
 // CRC; the authenticated copy inside gives it away.
 func TestEnvelopeTamperedHeader(t *testing.T) {
-	id := newIdentity(t)
+	id := envelopetest.NewIdentity(t)
 	b := buildEnvelope(t, testHeader(), []string{id.Recipient().String()}, testSnapshot(5000))
-	tampered := rewriteHeader(t, b, func(h *master.BackupHeader) { h.Cluster = "other" })
-	h, err := master.ReadBackupHeader(bytes.NewReader(tampered))
+	tampered := envelopetest.RewriteHeader(t, b, func(h *envelope.BackupHeader) { h.Cluster = "other" })
+	h, err := envelope.ReadBackupHeader(bytes.NewReader(tampered))
 	if err != nil || h.Cluster != "other" || !h.Encrypted {
 		t.Fatalf("the tampered header itself: %+v %v", h, err)
 	}
@@ -374,8 +342,8 @@ func TestEnvelopeTrailingAndOddData(t *testing.T) {
 	}
 	// The same header with different key order or spacing has the same
 	// meaning but is not canonical: refused.
-	plainHeader := rewriteHeader(t, b, func(h *master.BackupHeader) { h.Node = "lab-m2" })
-	if _, err := master.ReadBackupHeader(bytes.NewReader(plainHeader)); err != nil {
+	plainHeader := envelopetest.RewriteHeader(t, b, func(h *envelope.BackupHeader) { h.Node = "lab-m2" })
+	if _, err := envelope.ReadBackupHeader(bytes.NewReader(plainHeader)); err != nil {
 		t.Fatalf("a rewritten canonical header: %v", err)
 	}
 	if _, _, _, err := readAll(plainHeader); kindOf(err) != "corrupt" || !strings.Contains(err.Error(), "changed") {
@@ -387,16 +355,16 @@ func TestEnvelopeTrailingAndOddData(t *testing.T) {
 func TestEnvelopeSinkError(t *testing.T) {
 	b := buildEnvelope(t, testHeader(), nil, testSnapshot(2<<20))
 	boom := errors.New("disk full")
-	_, err := master.ReadEnvelope(bytes.NewReader(b), master.ReadOptions{Snapshot: failingWriter{boom}})
-	if !errors.Is(err, boom) || errors.Is(err, master.ErrCorruptBackup) {
+	_, err := envelope.ReadEnvelope(bytes.NewReader(b), envelope.ReadOptions{Snapshot: failingWriter{boom}})
+	if !errors.Is(err, boom) || errors.Is(err, envelope.ErrCorruptBackup) {
 		t.Errorf("got %v", err)
 	}
-	_, err = master.ReadEnvelope(bytes.NewReader(b), master.ReadOptions{File: func(string, fs.FileMode, []byte) error { return boom }})
+	_, err = envelope.ReadEnvelope(bytes.NewReader(b), envelope.ReadOptions{File: func(string, fs.FileMode, []byte) error { return boom }})
 	if !errors.Is(err, boom) {
 		t.Errorf("file callback: %v", err)
 	}
 	refuse := errors.New("another cluster")
-	_, err = master.ReadEnvelope(bytes.NewReader(b), master.ReadOptions{CheckHeader: func(*master.BackupHeader) error { return refuse }})
+	_, err = envelope.ReadEnvelope(bytes.NewReader(b), envelope.ReadOptions{CheckHeader: func(*envelope.BackupHeader) error { return refuse }})
 	if !errors.Is(err, refuse) {
 		t.Errorf("CheckHeader: %v", err)
 	}
@@ -419,7 +387,7 @@ func etcdSnapshot(pages int) []byte {
 // backup, the header and the payload's framing still catch a flipped bit
 // or a cut anywhere.
 func TestVerifyBackup(t *testing.T) {
-	id := newIdentity(t)
+	id := envelopetest.NewIdentity(t)
 	snap := etcdSnapshot(100)
 	plain := buildEnvelope(t, testHeader(), nil, snap)
 	enc := buildEnvelope(t, testHeader(), []string{id.Recipient().String()}, snap)
@@ -435,7 +403,7 @@ func TestVerifyBackup(t *testing.T) {
 		{"encrypted without its key", enc, nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v, err := master.VerifyBackup(bytes.NewReader(tc.b), tc.ids)
+			v, err := envelope.VerifyBackup(bytes.NewReader(tc.b), tc.ids)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -450,11 +418,11 @@ func TestVerifyBackup(t *testing.T) {
 				off := 400 + r.IntN(len(tc.b)-400)
 				c := bytes.Clone(tc.b)
 				c[off] ^= 1 << (off % 8)
-				if _, err := master.VerifyBackup(bytes.NewReader(c), tc.ids); kindOf(err) != "corrupt" {
+				if _, err := envelope.VerifyBackup(bytes.NewReader(c), tc.ids); kindOf(err) != "corrupt" {
 					t.Fatalf("bit flipped at %d of %d: %s (%v)", off, len(tc.b), kindOf(err), err)
 				}
 				n := 1 + r.IntN(len(tc.b)-1)
-				if _, err := master.VerifyBackup(bytes.NewReader(tc.b[:n]), tc.ids); kindOf(err) != "truncated" {
+				if _, err := envelope.VerifyBackup(bytes.NewReader(tc.b[:n]), tc.ids); kindOf(err) != "truncated" {
 					t.Fatalf("cut to %d of %d: %s (%v)", n, len(tc.b), kindOf(err), err)
 				}
 			}
@@ -462,7 +430,7 @@ func TestVerifyBackup(t *testing.T) {
 	}
 	// A snapshot without etcd's sha256 trailer is not what etcd streams.
 	odd := buildEnvelope(t, testHeader(), nil, testSnapshot(5000))
-	if _, err := master.VerifyBackup(bytes.NewReader(odd), nil); kindOf(err) != "corrupt" || !strings.Contains(err.Error(), "etcd's sha256") {
+	if _, err := envelope.VerifyBackup(bytes.NewReader(odd), nil); kindOf(err) != "corrupt" || !strings.Contains(err.Error(), "etcd's sha256") {
 		t.Errorf("a snapshot without etcd's trailer: %v", err)
 	}
 }

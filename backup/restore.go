@@ -1,27 +1,21 @@
-package master
+package backup
 
 import (
-	"anvil.dev/anvil/etcd"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"filippo.io/age"
@@ -32,13 +26,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/backup/envelope"
 	"anvil.dev/anvil/component"
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/layout"
+	"anvil.dev/anvil/internal/phase"
+	"anvil.dev/anvil/internal/progress"
+	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/pki"
-	"anvil.dev/anvil/supervise"
 )
 
 // RestoreMode is what `anvil restore` does on this master.
@@ -92,9 +89,9 @@ type RestoreOptions struct {
 	// supervisor if it is not running.
 	Anvil string
 	// Timeout bounds the wait for the control plane to be ready again.
-	Timeout  time.Duration
-	Log      *slog.Logger
-	Progress func(phase, msg string)
+	Timeout time.Duration
+	Log     *slog.Logger
+	Task    *progress.Task
 }
 
 // RestoreResult is what a restore did.
@@ -104,7 +101,7 @@ type RestoreResult struct {
 	DryRun bool   `json:"dryRun,omitempty"`
 	Node   string `json:"node"`
 	// Header is the backup's (RestoreSnapshot).
-	Header *BackupHeader `json:"header,omitempty"`
+	Header *envelope.BackupHeader `json:"header,omitempty"`
 	// CACertHash is this master's cluster CA pin (sha256:…).
 	CACertHash string `json:"caCertHash,omitempty"`
 	// Members is the etcd membership this master saw before it changed
@@ -163,57 +160,46 @@ const revisionMargin = 10_000
 // etcd's and Kubernetes' restore documentation use.
 const unknownRevisionBump = 1_000_000_000
 
-// restorePhase is one step of restore. Until the first phase that Changes
-// the machine nothing on it has changed; every refusal happens before.
-type restorePhase struct {
-	Name        string
-	Description string
-	// Changes marks the phases a dry run leaves out.
-	Changes bool
-	Run     func(ctx context.Context, r *restoreRun) error
-}
+type restorePhase = phase.Phase[*restoreRun]
 
-// restorePhases is the flow of each mode, top to bottom.
+// restorePhases is the flow of each mode, top to bottom. Until the first
+// phase that mutates nothing on the machine has changed; every refusal
+// happens before, and a dry run stops there.
 func restorePhases(mode RestoreMode) []restorePhase {
+	stopControlPlane := restorePhase{Name: "stop-control-plane", Description: "stop kube-scheduler, kube-controller-manager and kube-apiserver", Mutates: true, Run: restoreStopControlPlanePhase}
+	stopEtcd := restorePhase{Name: "stop-etcd", Description: "note the last revision etcd served, then stop it", Mutates: true, Run: restoreStopEtcdPhase}
 	switch mode {
 	case RestoreLeave:
 		return []restorePhase{
-			{"check", "read this master's state; refuse when stopping its member would cost etcd its quorum", false, leaveCheckPhase},
-			{"stop-control-plane", "stop kube-scheduler, kube-controller-manager and kube-apiserver", true, restoreStopControlPlanePhase},
-			{"stop-etcd", "note the last revision etcd served, then stop it", true, restoreStopEtcdPhase},
-			{"set-aside", "move the member's data aside, so nothing serves the old cluster from here again", true, setAsidePhase},
+			{Name: "check", Description: "read this master's state; refuse when stopping its member would cost etcd its quorum", Run: leaveCheckPhase},
+			stopControlPlane,
+			stopEtcd,
+			{Name: "set-aside", Description: "move the member's data aside, so nothing serves the old cluster from here again", Mutates: true, Run: setAsidePhase},
 		}
 	case RestoreRejoin:
 		return []restorePhase{
-			{"check", "read this master's state and the restored cluster's members through the endpoint", false, rejoinCheckPhase},
-			{"stop-control-plane", "stop kube-scheduler, kube-controller-manager and kube-apiserver", true, restoreStopControlPlanePhase},
-			{"stop-etcd", "note the last revision etcd served, then stop it", true, restoreStopEtcdPhase},
-			{"set-aside", "move the member's old data aside: it rejoins empty", true, setAsidePhase},
-			{"etcd-member", "add this master to the restored cluster as a learner (replacing a stale member of the same name)", true, rejoinMemberPhase},
-			{"etcd", "start the member, wait until it has caught up, promote it to a voter", true, rejoinEtcdPhase},
-			{"start", "start the control plane and wait until ready", true, rejoinStartPhase},
+			{Name: "check", Description: "read this master's state and the restored cluster's members through the endpoint", Run: rejoinCheckPhase},
+			stopControlPlane,
+			stopEtcd,
+			{Name: "set-aside", Description: "move the member's old data aside: it rejoins empty", Mutates: true, Run: setAsidePhase},
+			{Name: "etcd-member", Description: "add this master to the restored cluster as a learner (replacing a stale member of the same name)", Mutates: true, Run: rejoinMemberPhase},
+			{Name: "etcd", Description: "start the member, wait until it has caught up, promote it to a voter", Mutates: true, Run: rejoinEtcdPhase},
+			{Name: "start", Description: "start the control plane and wait until ready", Mutates: true, Run: rejoinStartPhase},
 		}
 	}
 	return []restorePhase{
-		{"check", "read this master's state and etcd's membership; refuse to fork a multi-member cluster", false, restoreCheckPhase},
-		{"verify", "decrypt, decompress and verify the whole backup into a staging directory, and check its header", false, restoreVerifyPhase},
-		{"stop-control-plane", "stop kube-scheduler, kube-controller-manager and kube-apiserver", true, restoreStopControlPlanePhase},
-		{"stop-etcd", "note the last revision etcd served, then stop it", true, restoreStopEtcdPhase},
-		{"restore", "restore the snapshot into a fresh data directory (etcd's own code), revision bumped and compacted", true, restoreDataPhase},
-		{"swap", "put the restored data and the backup's encryption config in place, the old ones aside", true, restoreSwapPhase},
-		{"start", "start etcd, drop stale leader leases, start the control plane and wait until ready", true, restoreStartPhase},
+		{Name: "check", Description: "read this master's state and etcd's membership; refuse to fork a multi-member cluster", Run: restoreCheckPhase},
+		{Name: "verify", Description: "decrypt, decompress and verify the whole backup into a staging directory, and check its header", Run: restoreVerifyPhase},
+		stopControlPlane,
+		stopEtcd,
+		{Name: "restore", Description: "restore the snapshot into a fresh data directory (etcd's own code), revision bumped and compacted", Mutates: true, Run: restoreDataPhase},
+		{Name: "swap", Description: "put the restored data and the backup's encryption config in place, the old ones aside", Mutates: true, Run: restoreSwapPhase},
+		{Name: "start", Description: "start etcd, drop stale leader leases, start the control plane and wait until ready", Mutates: true, Run: restoreStartPhase},
 	}
 }
 
-// RestorePhaseNames lists the phases of a restore mode, for the command's
-// help.
-func RestorePhaseNames(mode RestoreMode) []string {
-	var out []string
-	for _, p := range restorePhases(mode) {
-		out = append(out, fmt.Sprintf("%-19s %s", p.Name, p.Description))
-	}
-	return out
-}
+// RestorePhaseHelp describes the phases of a restore mode for --help.
+func RestorePhaseHelp(mode RestoreMode) string { return phase.Help(restorePhases(mode)) }
 
 type restoreRun struct {
 	o       RestoreOptions
@@ -221,9 +207,10 @@ type restoreRun struct {
 	started time.Time
 	stamp   string
 
-	state    *NodeState
+	state    *master.NodeState
 	cluster  *v1alpha1.Cluster
-	plan     Plan
+	plan     master.Plan
+	cp       *master.ControlPlane
 	cs       []component.Spec
 	etcdCfg  *embed.Config
 	dataDir  string
@@ -233,12 +220,10 @@ type restoreRun struct {
 	staging      string
 	stagedDB     string
 	stagedFiles  map[string][]byte
-	header       BackupHeader
+	header       envelope.BackupHeader
 	snapRevision int64
 
-	// specs are the process layout's specs of what was stopped, put back
-	// by start.
-	specs     map[string][]byte
+	// stopped is what this run stopped, in stop order, for rollback.
 	stopped   []component.Spec
 	downSince time.Time
 	served    int64
@@ -248,6 +233,7 @@ type restoreRun struct {
 	// starting etcd again before it rejoins would make a new, empty cluster.
 	setAside bool
 	rejoin   rejoinState
+	learner  *etcd.Learner
 	result   RestoreResult
 }
 
@@ -297,29 +283,14 @@ func Restore(ctx context.Context, o RestoreOptions) (res *RestoreResult, err err
 			r.rollback(err)
 		}
 	}()
-	for _, p := range restorePhases(o.Mode) {
-		if o.DryRun && p.Changes {
-			break
-		}
-		start := time.Now()
-		r.progress(p.Name, p.Description)
-		if err := p.Run(ctx, r); err != nil {
-			return nil, fmt.Errorf("restore phase %s: %w", p.Name, err)
-		}
-		r.log.Debug("phase done", "phase", p.Name, "elapsed", time.Since(start))
+	if err := phase.Run(ctx, restorePhases(o.Mode), r, phase.Options{Command: "restore", DryRun: o.DryRun, Task: o.Task}); err != nil {
+		return nil, err
 	}
 	r.result.Elapsed = time.Since(r.started)
 	if !r.downSince.IsZero() {
 		r.result.Downtime = time.Since(r.downSince)
 	}
 	return &r.result, nil
-}
-
-func (r *restoreRun) progress(phase, msg string) {
-	if r.o.Progress != nil {
-		r.o.Progress(phase, msg)
-	}
-	r.log.Debug(msg, "phase", phase)
 }
 
 func (r *restoreRun) refuse(forceable bool, format string, args ...any) error {
@@ -335,10 +306,10 @@ func (r *restoreRun) refuse(forceable bool, format string, args ...any) error {
 // restore lock.
 func (r *restoreRun) readNode() error {
 	root := r.o.Root
-	st, err := ReadNodeState(root)
+	st, err := master.ReadNodeState(root)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w: restore replaces the data of a running master. On a new or reset machine, first put the backup's CAs, keys and cluster file in place "+
-			"(anvil backup export-files FILE), then make it a master with them (anvil init -f %s --node NAME), then restore", ErrNotInitialized, ClusterFile)
+			"(anvil backup export-files FILE), then make it a master with them (anvil init -f %s --node NAME), then restore", master.ErrNotInitialized, master.ClusterFile)
 	}
 	if err != nil {
 		return err
@@ -354,16 +325,16 @@ func (r *restoreRun) readNode() error {
 	}
 	r.state = st
 	r.result.Node = st.Node
-	c, _, err := v1alpha1.Load(root.Path(ClusterFile))
+	c, _, err := v1alpha1.Load(root.Path(master.ClusterFile))
 	if err != nil {
 		return err
 	}
 	r.cluster = c
 	h, ok := c.Host(st.Node)
 	if !ok {
-		return fmt.Errorf("node %q is not in %s", st.Node, root.Path(ClusterFile))
+		return fmt.Errorf("node %q is not in %s", st.Node, root.Path(master.ClusterFile))
 	}
-	p := Plan{Cluster: c, Node: h, KubernetesVersion: st.KubernetesVersion}
+	p := master.Plan{Cluster: c, Node: h, KubernetesVersion: st.KubernetesVersion}
 	if st.Layout == v1alpha1.LayoutProcess {
 		p.Root, p.AnvilBinary = root, r.o.Anvil
 		if p.AnvilBinary == "" {
@@ -373,10 +344,11 @@ func (r *restoreRun) readNode() error {
 	if r.plan, err = p.Complete(); err != nil {
 		return err
 	}
-	if r.cs, err = Components(r.plan); err != nil {
+	r.cp = &master.ControlPlane{Plan: r.plan, Layout: st.Layout, Root: root, Anvil: r.o.Anvil, Log: r.log, Task: r.o.Task}
+	if r.cs, err = r.cp.Components(); err != nil {
 		return err
 	}
-	cfgPath := root.Path(EtcdConfigFile)
+	cfgPath := root.Path(master.EtcdConfigFile)
 	if r.etcdCfg, err = embed.ConfigFromFile(cfgPath); err != nil {
 		return fmt.Errorf("read etcd config %s: %w", cfgPath, err)
 	}
@@ -423,7 +395,7 @@ func restoreCheckPhase(ctx context.Context, r *restoreRun) error {
 
 // checkHeader refuses, from the clear header alone, a backup this master
 // must not take: before any decryption and before anything changes.
-func (r *restoreRun) checkHeader(h *BackupHeader) error {
+func (r *restoreRun) checkHeader(h *envelope.BackupHeader) error {
 	if _, err := images.Lookup(h.KubernetesVersion); err != nil {
 		return r.refuse(false, "it is of Kubernetes %s, which this anvil cannot run: %v", h.KubernetesVersion, err)
 	}
@@ -455,9 +427,9 @@ func restoreVerifyPhase(ctx context.Context, r *restoreRun) error {
 		return err
 	}
 	defer db.Close()
-	trailer := newTrailerCheck()
+	trailer := envelope.NewSnapshotTrailer()
 	r.stagedFiles = map[string][]byte{}
-	contents, err := ReadEnvelope(r.o.Backup, ReadOptions{
+	contents, err := envelope.ReadEnvelope(r.o.Backup, envelope.ReadOptions{
 		Identities:  r.o.Identities,
 		CheckHeader: r.checkHeader,
 		File: func(p string, _ fs.FileMode, data []byte) error {
@@ -481,30 +453,30 @@ func restoreVerifyPhase(ctx context.Context, r *restoreRun) error {
 	}
 	r.header = contents.Header
 	r.result.Header = &r.header
-	if err := trailer.check(); err != nil {
-		return fmt.Errorf("%s: %w", r.o.Name, envErr(ErrCorruptBackup, "snapshot", "%v", err))
+	if err := trailer.Check(); err != nil {
+		return fmt.Errorf("%s: %w", r.o.Name, envelope.NewError(envelope.ErrCorruptBackup, "snapshot", "%v", err))
 	}
 	for _, f := range BackupFiles() {
 		if _, ok := r.stagedFiles[f]; !ok {
-			return fmt.Errorf("%s: %w", r.o.Name, envErr(ErrCorruptBackup, "file", "%s is missing", f))
+			return fmt.Errorf("%s: %w", r.o.Name, envelope.NewError(envelope.ErrCorruptBackup, "file", "%s is missing", f))
 		}
 	}
 	// The CA inside (authenticated when encrypted) must be the one the
 	// clear header named.
 	ca := r.stagedFiles[path.Join(hostfs.PKIDir, pki.CertFile(pki.CACertAndKeyBaseName))]
 	if h, err := caHashOfPEM(ca); err != nil || h != contents.Header.CACertHash {
-		return fmt.Errorf("%s: %w", r.o.Name, envErr(ErrCorruptBackup, "file", "the CA inside does not match the header's %s (%s, %v)", contents.Header.CACertHash, h, err))
+		return fmt.Errorf("%s: %w", r.o.Name, envelope.NewError(envelope.ErrCorruptBackup, "file", "the CA inside does not match the header's %s (%s, %v)", contents.Header.CACertHash, h, err))
 	}
 	if err := r.checkFiles(); err != nil {
 		return err
 	}
 	if r.snapRevision, err = dbRevision(r.stagedDB, time.Second); err != nil {
-		return fmt.Errorf("%s: %w", r.o.Name, envErr(ErrCorruptBackup, "snapshot", "the snapshot is not an etcd database: %v", err))
+		return fmt.Errorf("%s: %w", r.o.Name, envelope.NewError(envelope.ErrCorruptBackup, "snapshot", "the snapshot is not an etcd database: %v", err))
 	}
 	r.result.SnapshotRevision = r.snapRevision
-	r.progress("verify", fmt.Sprintf("%s is a complete backup of cluster %s taken on %s at %s, revision %d (snapshot %s, sha256 %s…)",
+	r.o.Task.Say("%s is a complete backup of cluster %s taken on %s at %s, revision %d (snapshot %s, sha256 %s…)",
 		r.o.Name, contents.Header.Cluster, contents.Header.Node, contents.Header.Created.Format(time.RFC3339), r.snapRevision,
-		humanBytes(contents.SnapshotSize), contents.SnapshotSHA256[:16]))
+		humanBytes(contents.SnapshotSize), contents.SnapshotSHA256[:16])
 	if r.o.DryRun {
 		// What the restore would do if the cluster stopped now.
 		r.result.ServedRevision = r.liveRevision(ctx)
@@ -530,11 +502,11 @@ func (r *restoreRun) checkFiles() error {
 			continue
 		}
 		switch f {
-		case EncryptionConfigFile:
-			if err := checkEncryptionConfig(want); err != nil {
-				return fmt.Errorf("%s: %w", r.o.Name, envErr(ErrCorruptBackup, "file", "%s: %v", f, err))
+		case master.EncryptionConfigFile:
+			if err := master.CheckEncryptionConfig(want); err != nil {
+				return fmt.Errorf("%s: %w", r.o.Name, envelope.NewError(envelope.ErrCorruptBackup, "file", "%s: %v", f, err))
 			}
-		case ClusterFile:
+		case master.ClusterFile:
 			r.result.Notes = append(r.result.Notes, fmt.Sprintf("the backup's cluster file differs from %s, which is kept", r.o.Root.Path(f)))
 		default:
 			return r.refuse(false, "its %s differs from this master's: restore it onto a machine cleaned with anvil reset", f)
@@ -550,7 +522,7 @@ func restoreStopControlPlanePhase(ctx context.Context, r *restoreRun) error {
 	r.downSince = time.Now()
 	var cp []component.Spec
 	for _, c := range r.cs {
-		if c.Name != Etcd {
+		if c.Name != master.Etcd {
 			cp = append(cp, c)
 		}
 	}
@@ -564,7 +536,7 @@ func restoreStopEtcdPhase(ctx context.Context, r *restoreRun) error {
 	// With the apiservers stopped nothing writes; what etcd reports now is
 	// the highest revision it served.
 	live := r.liveRevision(ctx)
-	if err := r.stop(ctx, r.components(Etcd), 0); err != nil {
+	if err := r.stop(ctx, r.components(master.Etcd), 0); err != nil {
 		return err
 	}
 	// The data itself has the last word: the database's newest revision,
@@ -638,8 +610,8 @@ func restoreDataPhase(ctx context.Context, r *restoreRun) error {
 	if err := os.Chmod(r.newDir, 0o700); err != nil {
 		return err
 	}
-	r.progress("restore", fmt.Sprintf("revision %d bumped by %d to %d (this member had served up to %d), marked compacted",
-		r.snapRevision, bump, r.result.Revision, r.served))
+	r.o.Task.Say("revision %d bumped by %d to %d (this member had served up to %d), marked compacted",
+		r.snapRevision, bump, r.result.Revision, r.served)
 	return nil
 }
 
@@ -662,7 +634,7 @@ func restoreSwapPhase(ctx context.Context, r *restoreRun) error {
 	r.swapped = true
 	r.newDir = ""
 	// The encryption config the snapshot's Secrets need.
-	f := EncryptionConfigFile
+	f := master.EncryptionConfigFile
 	want := r.stagedFiles[f]
 	have, err := os.ReadFile(r.o.Root.Path(f))
 	if err == nil && !bytes.Equal(have, want) {
@@ -680,12 +652,11 @@ func restoreSwapPhase(ctx context.Context, r *restoreRun) error {
 }
 
 func restoreStartPhase(ctx context.Context, r *restoreRun) error {
-	etcd := r.components(Etcd)
-	if err := r.start(ctx, etcd); err != nil {
+	member := r.components(master.Etcd)
+	if err := r.start(ctx, member); err != nil {
 		return err
 	}
-	run := r.initRun()
-	if err := run.waitReady(ctx, etcd, r.o.Timeout); err != nil {
+	if err := r.cp.WaitReady(ctx, member, r.o.Timeout); err != nil {
 		return err
 	}
 	if err := r.dropLeaderLeases(ctx); err != nil {
@@ -693,24 +664,20 @@ func restoreStartPhase(ctx context.Context, r *restoreRun) error {
 	}
 	var rest []component.Spec
 	for _, c := range r.stopped {
-		if c.Name != Etcd {
+		if c.Name != master.Etcd {
 			rest = append(rest, c)
 		}
 	}
 	if err := r.start(ctx, rest); err != nil {
 		return err
 	}
-	if err := run.waitReady(ctx, r.cs, r.o.Timeout); err != nil {
+	if err := r.cp.WaitReady(ctx, r.cs, r.o.Timeout); err != nil {
 		return err
 	}
-	cli, err := run.client(pki.SuperAdminKubeconfig)
-	if err != nil {
+	if err := r.cp.WaitLeaders(ctx, r.o.Timeout); err != nil {
 		return err
 	}
-	if err := waitLeaders(ctx, cli, r.o.Timeout, ControllerManager, Scheduler); err != nil {
-		return err
-	}
-	r.progress("start", fmt.Sprintf("control plane ready after %s down; the old data is in %s", time.Since(r.downSince).Round(10*time.Millisecond), r.result.Aside))
+	r.o.Task.Say("control plane ready after %s down; the old data is in %s", time.Since(r.downSince).Round(10*time.Millisecond), r.result.Aside)
 	return nil
 }
 
@@ -721,7 +688,7 @@ func restoreStartPhase(ctx context.Context, r *restoreRun) error {
 func (r *restoreRun) dropLeaderLeases(ctx context.Context) error {
 	prefix := "/registry"
 	for _, c := range r.cs {
-		if v, ok := c.Arg("etcd-prefix"); ok && c.Name == APIServer {
+		if v, ok := c.Arg("etcd-prefix"); ok && c.Name == master.APIServer {
 			prefix = v
 		}
 	}
@@ -732,7 +699,7 @@ func (r *restoreRun) dropLeaderLeases(ctx context.Context) error {
 		return err
 	}
 	defer cli.Close()
-	for _, name := range []string{ControllerManager, Scheduler, VIPLease} {
+	for _, name := range []string{master.ControllerManager, master.Scheduler, master.VIPLease} {
 		key := path.Join(prefix, "leases", "kube-system", name)
 		if _, err := cli.Delete(ctx, key); err != nil {
 			return fmt.Errorf("delete stale leader lease %s: %w", key, err)
@@ -751,148 +718,22 @@ func (r *restoreRun) components(names ...string) []component.Spec {
 	return out
 }
 
-func (r *restoreRun) initRun() *initRun {
-	cfg, _ := pki.ConfigFromCluster(r.cluster, r.state.Node)
-	return &initRun{
-		o:       InitOptions{Layout: r.state.Layout, Root: r.o.Root, Log: r.log, Progress: r.o.Progress, Anvil: r.o.Anvil},
-		plan:    r.plan,
-		pkiCfg:  cfg,
-		log:     r.log,
-		started: r.started,
-	}
-}
-
-func (r *restoreRun) layoutOptions() layout.Options {
-	return layout.Options{Layout: r.state.Layout, Root: r.o.Root, Anvil: r.o.Anvil}
-}
-
 // killGrace is how long a stopping control-plane component gets before
 // restore kills it: an apiserver drains its watches for up to its request
 // timeout (a minute), and what it would finish is about to be replaced.
 const killGrace = 3 * time.Second
 
-// stop stops cs (in reverse order) and waits until they are gone: their
-// supervisor or systemd says so and their ports are closed. What is still
-// running after grace (if positive) is killed. The process layout's specs
-// are kept, to be put back by start.
+// stop stops cs and waits until they are gone (see ControlPlane.Stop),
+// noting them first so that a stop that fails half way is still undone.
 func (r *restoreRun) stop(ctx context.Context, cs []component.Spec, grace time.Duration) error {
-	if r.state.Layout == v1alpha1.LayoutProcess {
-		if r.specs == nil {
-			r.specs = map[string][]byte{}
-		}
-		for _, c := range cs {
-			p := r.o.Root.Join(component.ProcessSpecDir, c.Name+".json")
-			b, err := os.ReadFile(p)
-			if errors.Is(err, fs.ErrNotExist) && r.o.Mode != RestoreSnapshot {
-				continue // stopped by an earlier leave
-			}
-			if err != nil {
-				return fmt.Errorf("process spec of %s: %w", c.Name, err)
-			}
-			r.specs[c.Name] = b
-		}
-	}
-	// Recorded first: a stop that fails half way is still undone.
 	r.stopped = append(r.stopped, cs...)
-	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
-	// systemd's stop waits for the units; the supervisor's returns at once.
-	stopped := make(chan error, 1)
-	go func() { stopped <- layout.Stop(ctx, r.layoutOptions(), cs, false) }()
-	var names []string
-	for _, c := range cs {
-		names = append(names, c.Name)
-	}
-	start, stopDone, killed := time.Now(), false, false
-	for {
-		if !stopDone {
-			select {
-			case err := <-stopped:
-				if err != nil {
-					return err
-				}
-				stopDone = true
-			default:
-			}
-		}
-		running, why := r.stillRunning(cs)
-		if stopDone && len(running) == 0 {
-			r.progress("stop", fmt.Sprintf("stopped %s in %s", strings.Join(names, ", "), time.Since(start).Round(10*time.Millisecond)))
-			return nil
-		}
-		if grace > 0 && !killed && len(running) > 0 && time.Since(start) > grace {
-			killed = true
-			r.progress("stop", fmt.Sprintf("killing what did not stop within %s: %s", grace, strings.Join(why, "; ")))
-			if err := layout.Kill(ctx, r.layoutOptions(), running, syscall.SIGKILL); err != nil {
-				r.log.Warn("kill", "err", err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s still running after 90s: %s", strings.Join(names, ", "), strings.Join(why, "; "))
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	// A leave in an earlier run stopped them already.
+	return r.cp.Stop(ctx, cs, grace, r.o.Mode != RestoreSnapshot)
 }
 
-// stillRunning returns the components of cs that still run, and how that
-// shows.
-func (r *restoreRun) stillRunning(cs []component.Spec) ([]component.Spec, []string) {
-	var out []component.Spec
-	var why []string
-	var st *supervise.Status
-	if r.state.Layout == v1alpha1.LayoutProcess {
-		st, _ = supervise.ReadStatus(r.o.Root)
-	}
-	for _, c := range cs {
-		var reasons []string
-		if st != nil {
-			// The status file is written after a reload, so check the PID.
-			if p, ok := st.Process(c.Name); ok && p.PID > 0 && supervise.Alive(p.PID) {
-				reasons = append(reasons, fmt.Sprintf("%s is pid %d", c.Name, p.PID))
-			}
-		}
-		for _, p := range c.Ports {
-			host := p.Address
-			if host == "" || host == "0.0.0.0" {
-				host = "127.0.0.1"
-				if c.Name == APIServer {
-					host = r.plan.AdvertiseAddress.String()
-				}
-			}
-			addr := net.JoinHostPort(host, strconv.Itoa(int(p.Number)))
-			if conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-				conn.Close()
-				reasons = append(reasons, fmt.Sprintf("%s listens on %s", c.Name, addr))
-			}
-		}
-		if len(reasons) > 0 {
-			out = append(out, c)
-			why = append(why, reasons...)
-		}
-	}
-	return out, why
-}
-
-// start puts back the specs of cs (process layout) and has the layout run
-// them.
+// start has the layout run cs again (their process specs put back).
 func (r *restoreRun) start(ctx context.Context, cs []component.Spec) error {
-	if len(cs) == 0 {
-		return nil
-	}
-	if r.state.Layout == v1alpha1.LayoutProcess {
-		for _, c := range cs {
-			b, ok := r.specs[c.Name]
-			if !ok {
-				continue
-			}
-			p := r.o.Root.Join(component.ProcessSpecDir, c.Name+".json")
-			if err := fsutil.WriteFile(p, b, component.ConfigMode, component.DirMode); err != nil {
-				return err
-			}
-		}
-	}
-	if err := layout.Start(ctx, r.layoutOptions(), cs); err != nil {
+	if err := r.cp.Start(ctx, cs); err != nil {
 		return err
 	}
 	r.stopped = slices.DeleteFunc(r.stopped, func(s component.Spec) bool {
@@ -919,16 +760,16 @@ func (r *restoreRun) rollback(cause error) {
 		if r.result.Aside == "" {
 			where = "this member had left already"
 		}
-		r.progress("rollback", fmt.Sprintf("the control plane stays stopped until this master rejoins the restored cluster (anvil restore --rejoin ENDPOINT); %s: %v", where, cause))
+		r.o.Task.Say("the control plane stays stopped until this master rejoins the restored cluster (anvil restore --rejoin ENDPOINT); %s: %v", where, cause)
 		return
 	}
 	switch {
 	case r.o.Mode == RestoreRejoin:
-		r.progress("rollback", "this member rejoined; starting the control plane again: "+cause.Error())
+		r.o.Task.Say("this member rejoined; starting the control plane again: %s", cause.Error())
 	case r.swapped:
-		r.progress("rollback", fmt.Sprintf("the restored data is in place but did not come up: %v; the old data is in %s", cause, r.result.Aside))
+		r.o.Task.Say("the restored data is in place but did not come up: %v; the old data is in %s", cause, r.result.Aside)
 	default:
-		r.progress("rollback", "starting the control plane again on its old data: "+cause.Error())
+		r.o.Task.Say("starting the control plane again on its old data: %s", cause.Error())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -978,44 +819,6 @@ func dbRevision(file string, timeout time.Duration) (int64, error) {
 		return nil
 	})
 	return rev, err
-}
-
-// trailerCheck verifies, as the snapshot streams by, the sha256 that etcd
-// appends to every snapshot it sends: the last 32 bytes are the sha256 of
-// all bytes before them, and the database before it is whole pages.
-type trailerCheck struct {
-	h    hash.Hash
-	tail []byte
-	n    int64
-}
-
-func newTrailerCheck() *trailerCheck { return &trailerCheck{h: sha256.New()} }
-
-func (t *trailerCheck) Write(p []byte) (int, error) {
-	t.n += int64(len(p))
-	if len(p) >= sha256.Size {
-		t.h.Write(t.tail)
-		t.h.Write(p[:len(p)-sha256.Size])
-		t.tail = append(t.tail[:0], p[len(p)-sha256.Size:]...)
-		return len(p), nil
-	}
-	buf := append(t.tail, p...)
-	if len(buf) > sha256.Size {
-		t.h.Write(buf[:len(buf)-sha256.Size])
-		buf = buf[len(buf)-sha256.Size:]
-	}
-	t.tail = append(make([]byte, 0, sha256.Size), buf...)
-	return len(p), nil
-}
-
-func (t *trailerCheck) check() error {
-	if t.n%512 != sha256.Size {
-		return fmt.Errorf("the snapshot is %d bytes, not a database with etcd's sha256 after it", t.n)
-	}
-	if !bytes.Equal(t.h.Sum(nil), t.tail) {
-		return errors.New("the snapshot does not match the sha256 etcd appended to it")
-	}
-	return nil
 }
 
 // caHashOfPEM is the CA pin of a PEM certificate.

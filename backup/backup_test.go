@@ -1,9 +1,8 @@
-package master_test
+package backup_test
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"net/url"
@@ -21,9 +20,14 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/backup"
+	"anvil.dev/anvil/backup/envelope"
+	"anvil.dev/anvil/backup/envelope/envelopetest"
 	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/progress"
 	"anvil.dev/anvil/master"
+	"anvil.dev/anvil/master/mastertest"
 	"anvil.dev/anvil/pki"
 )
 
@@ -118,31 +122,31 @@ func TestBackupOfARealMember(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := testCluster()
+	c := mastertest.Cluster()
 	root := masterRoot(t, c)
-	id := newIdentity(t)
+	id := envelopetest.NewIdentity(t)
 
 	for _, tc := range []struct {
 		name       string
 		recipients []string
 	}{{"plain", nil}, {"encrypted", []string{id.Recipient().String()}}} {
 		t.Run(tc.name, func(t *testing.T) {
-			var buf bytes.Buffer
-			var said []string
-			res, err := master.Backup(ctx, master.BackupOptions{
-				Root: root, Client: cli, Recipients: tc.recipients,
-				Progress: func(phase, msg string) { said = append(said, phase+": "+msg) },
+			var buf, said bytes.Buffer
+			rep := progress.New(&said, progress.Options{})
+			res, err := backup.Backup(ctx, backup.BackupOptions{
+				Root: root, Client: cli, Recipients: tc.recipients, Task: rep.Task("lab-m1"),
 			}, &buf)
+			rep.Close()
 			if err != nil {
 				t.Fatal(err)
 			}
-			warned := strings.Contains(strings.Join(said, "\n"), "NOT encrypted")
+			warned := strings.Contains(said.String(), "NOT encrypted")
 			if warned != (len(tc.recipients) == 0) {
 				t.Errorf("warning about an unencrypted backup: %v, encrypted %v", warned, len(tc.recipients) > 0)
 			}
 			h := res.Header
 			if h.Cluster != "lab" || h.Node != "lab-m1" || h.KubernetesVersion != "v1.37.2" || h.Revision < last.Header.Revision ||
-				len(h.Members) != 1 || h.Members[0].Name != "test" || h.EtcdVersion == "" || h.Trigger != master.TriggerManual {
+				len(h.Members) != 1 || h.Members[0].Name != "test" || h.EtcdVersion == "" || h.Trigger != envelope.TriggerManual {
 				t.Errorf("header: %+v", h)
 			}
 			if res.Bytes != int64(buf.Len()) || res.SnapshotBytes < 1<<20 {
@@ -154,7 +158,7 @@ func TestBackupOfARealMember(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cont, err := master.ReadEnvelope(bytes.NewReader(buf.Bytes()), master.ReadOptions{
+			cont, err := envelope.ReadEnvelope(bytes.NewReader(buf.Bytes()), envelope.ReadOptions{
 				Identities: []age.Identity{id}, Snapshot: out,
 				File: func(p string, _ fs.FileMode, d []byte) error { files["/"+p] = d; return nil },
 			})
@@ -165,7 +169,7 @@ func TestBackupOfARealMember(t *testing.T) {
 			if cont.SnapshotSHA256 != res.SnapshotSHA256 {
 				t.Errorf("sha256 %s, backup said %s", cont.SnapshotSHA256, res.SnapshotSHA256)
 			}
-			for _, f := range master.BackupFiles() {
+			for _, f := range backup.BackupFiles() {
 				want, err := os.ReadFile(root.Path(f))
 				if err != nil || !bytes.Equal(files[f], want) {
 					t.Errorf("%s in the backup differs from the master's (%v)", f, err)
@@ -178,7 +182,7 @@ func TestBackupOfARealMember(t *testing.T) {
 	t.Run("to a file, 0600, atomically", func(t *testing.T) {
 		dir := t.TempDir()
 		p := filepath.Join(dir, "sub", "b.anvilbak")
-		res, err := master.BackupToFile(ctx, master.BackupOptions{Root: root, Client: cli}, p)
+		res, err := backup.BackupToFile(ctx, backup.BackupOptions{Root: root, Client: cli}, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,7 +193,7 @@ func TestBackupOfARealMember(t *testing.T) {
 		// A backup that fails half way leaves nothing under its name.
 		cctx, ccancel := context.WithCancel(ctx)
 		ccancel()
-		if _, err := master.BackupToFile(cctx, master.BackupOptions{Root: root, Client: cli}, filepath.Join(dir, "sub", "failed.anvilbak")); err == nil {
+		if _, err := backup.BackupToFile(cctx, backup.BackupOptions{Root: root, Client: cli}, filepath.Join(dir, "sub", "failed.anvilbak")); err == nil {
 			t.Fatal("a cancelled backup succeeded")
 		}
 		des, _ := os.ReadDir(filepath.Join(dir, "sub"))
@@ -199,7 +203,7 @@ func TestBackupOfARealMember(t *testing.T) {
 		exported := filepath.Join(dir, "exported.db")
 		f, _ := os.Open(p)
 		defer f.Close()
-		if _, err := master.ExportSnapshot(f, nil, exported); err != nil {
+		if _, err := backup.ExportSnapshot(f, nil, exported); err != nil {
 			t.Fatal(err)
 		}
 		if fi, err := os.Stat(exported); err != nil || fi.Mode().Perm() != 0o600 {
@@ -238,21 +242,21 @@ func TestScheduledBackupPrunes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cli := startTestEtcd(t, "")
-	c := testCluster()
+	c := mastertest.Cluster()
 	c.Backup = v1alpha1.Backup{Schedule: "hourly", Retain: 2, Dir: "/var/lib/anvil/backups"}
 	root := masterRoot(t, c)
 	dir := root.Path(c.Backup.Dir)
-	manual, err := master.BackupToDir(ctx, master.BackupOptions{Root: root, Client: cli})
+	manual, err := backup.BackupToDir(ctx, backup.BackupOptions{Root: root, Client: cli})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var scheduled []string
 	for range 3 {
-		res, err := master.ScheduledBackup(ctx, master.BackupOptions{Root: root, Client: cli})
+		res, err := backup.ScheduledBackup(ctx, backup.BackupOptions{Root: root, Client: cli})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Skipped != "" || res.Backup == nil || res.Backup.Header.Trigger != master.TriggerScheduled {
+		if res.Skipped != "" || res.Backup == nil || res.Backup.Header.Trigger != envelope.TriggerScheduled {
 			t.Fatalf("%+v", res)
 		}
 		scheduled = append(scheduled, res.Backup.Path)
@@ -260,7 +264,7 @@ func TestScheduledBackupPrunes(t *testing.T) {
 	}
 	stranger := filepath.Join(dir, "notes.anvilbak")
 	writeFile(t, stranger, []byte("not a backup"))
-	es, err := master.ListBackups(dir)
+	es, err := backup.ListBackups(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,11 +287,11 @@ func TestScheduledBackupPrunes(t *testing.T) {
 		t.Errorf("not newest first, unreadable last: %v", names)
 	}
 	// --manual counts the hand-made one too.
-	removed, err := master.PruneBackups(dir, master.PruneOptions{Cluster: "lab", Keep: 1, Manual: true, DryRun: true})
+	removed, err := backup.PruneBackups(dir, backup.PruneOptions{Cluster: "lab", Keep: 1, Manual: true, DryRun: true})
 	if err != nil || len(removed) != 2 || removed[0].Path != manual.Path {
 		t.Errorf("dry run: %+v %v", removed, err)
 	}
-	if removed, err := master.PruneBackups(dir, master.PruneOptions{Cluster: "other", Keep: 0, Manual: true}); err != nil || len(removed) != 0 {
+	if removed, err := backup.PruneBackups(dir, backup.PruneOptions{Cluster: "other", Keep: 0, Manual: true}); err != nil || len(removed) != 0 {
 		t.Errorf("pruned another cluster's: %+v %v", removed, err)
 	}
 }
@@ -295,72 +299,19 @@ func TestScheduledBackupPrunes(t *testing.T) {
 // TestBackupScheduleUnits: with backup.schedule every master gets the
 // timer and its service (not in the process layout); without, an earlier
 // timer is removed.
-func TestBackupScheduleUnits(t *testing.T) {
-	ctx := context.Background()
-	c := testCluster()
-	c.Backup = v1alpha1.Backup{Schedule: "*-*-* 02:00:00", Retain: 7, Dir: "/var/lib/anvil/backups"}
-	p := testPlan(t, c, "lab-m1", "")
-	files, err := master.BackupScheduleUnits(p, v1alpha1.LayoutSystemd)
-	if err != nil || len(files) != 2 {
-		t.Fatalf("%v %v", files, err)
-	}
-	if !bytes.Contains(files[0].Data, []byte("ExecStart=/usr/local/bin/anvil backup --scheduled")) || !bytes.Contains(files[1].Data, []byte("OnCalendar=*-*-* 02:00:00")) {
-		t.Errorf("units:\n%s\n%s", files[0].Data, files[1].Data)
-	}
-	// The process layout has no systemd: anvil's supervisor runs the loop.
-	files, err = master.BackupScheduleUnits(p, v1alpha1.LayoutProcess)
-	if err != nil || len(files) != 1 || files[0].Path != "/etc/anvil/processes/anvil-backup.json" || files[0].Mode.Perm() != 0o600 {
-		t.Fatalf("process layout: %v %v", files, err)
-	}
-	var spec component.Process
-	if err := json.Unmarshal(files[0].Data, &spec); err != nil {
-		t.Fatal(err)
-	}
-	if spec.Path != "/usr/local/bin/anvil" || strings.Join(spec.Args, " ") != "backup --scheduled=true --loop=true --root= --log-format=json" || spec.Restart.Delay == 0 {
-		t.Errorf("process layout spec: %+v", spec)
-	}
-	bad := *c
-	bad.Backup.Schedule = "*-*~01 02:00"
-	if _, err := master.BackupScheduleUnits(testPlan(t, &bad, "lab-m1", ""), v1alpha1.LayoutProcess); err == nil || !strings.Contains(err.Error(), "backup.schedule") {
-		t.Errorf("a schedule the process layout cannot keep: %v", err)
-	}
-	if files, _ := master.BackupScheduleUnits(testPlan(t, c, "lab-w1", ""), v1alpha1.LayoutSystemd); len(files) != 0 {
-		t.Errorf("worker: %v", files)
-	}
-	root := hostfs.Root(t.TempDir())
-	if res, err := master.EnsureBackupSchedule(ctx, p, v1alpha1.LayoutSystemd, root); err != nil || res.Enabled {
-		t.Fatalf("%+v %v", res, err)
-	}
-	timer := filepath.Join(root.Units(), "anvil-backup.timer")
-	if _, err := os.Stat(timer); err != nil {
-		t.Fatal(err)
-	}
-	c.Backup.Schedule = ""
-	if _, err := master.EnsureBackupSchedule(ctx, testPlan(t, c, "lab-m1", ""), v1alpha1.LayoutSystemd, root); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(timer); err == nil {
-		t.Error("the timer stayed without a schedule")
-	}
-	c.Backup.Schedule = "every full moon"
-	if _, err := master.EnsureBackupSchedule(ctx, testPlan(t, c, "lab-m1", ""), v1alpha1.LayoutSystemd, root); err == nil {
-		t.Error("a schedule systemd cannot read was accepted")
-	}
-}
-
 // TestRunBackupSchedule runs the process layout's loop on a schedule of
 // every two seconds with backup.retain 2: it takes a backup at each time,
 // on the leader, and keeps the two newest.
 func TestRunBackupSchedule(t *testing.T) {
 	cli := startTestEtcd(t, "")
-	c := testCluster()
+	c := mastertest.Cluster()
 	c.Backup = v1alpha1.Backup{Schedule: "*:*:0/2", Retain: 2, Dir: "/var/lib/anvil/backups"}
 	root := masterRoot(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 7*time.Second)
 	defer cancel()
 	var taken []string
 	var failures []error
-	err := master.RunBackupSchedule(ctx, master.BackupOptions{Root: root, Client: cli}, func(res *master.ScheduledResult, err error) {
+	err := backup.RunBackupSchedule(ctx, backup.BackupOptions{Root: root, Client: cli}, func(res *backup.ScheduledResult, err error) {
 		switch {
 		case err != nil:
 			failures = append(failures, err)
@@ -374,7 +325,7 @@ func TestRunBackupSchedule(t *testing.T) {
 	if len(failures) > 0 || len(taken) < 2 {
 		t.Fatalf("took %d backups (%v), failures %v", len(taken), taken, failures)
 	}
-	es, err := master.ListBackups(root.Path(c.Backup.Dir))
+	es, err := backup.ListBackups(root.Path(c.Backup.Dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +336,7 @@ func TestRunBackupSchedule(t *testing.T) {
 	c.Backup.Schedule = ""
 	b, _ := yaml.Marshal(c)
 	writeFile(t, root.Path(master.ClusterFile), b)
-	if err := master.RunBackupSchedule(context.Background(), master.BackupOptions{Root: root, Client: cli}, nil); err == nil || !strings.Contains(err.Error(), "backup.schedule is empty") {
+	if err := backup.RunBackupSchedule(context.Background(), backup.BackupOptions{Root: root, Client: cli}, nil); err == nil || !strings.Contains(err.Error(), "backup.schedule is empty") {
 		t.Errorf("loop without a schedule: %v", err)
 	}
 }

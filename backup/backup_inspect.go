@@ -1,4 +1,4 @@
-package master
+package backup
 
 import (
 	"bytes"
@@ -12,17 +12,18 @@ import (
 
 	"filippo.io/age"
 
+	"anvil.dev/anvil/backup/envelope"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
 )
 
 // Inspection is what `anvil backup inspect` reports.
 type Inspection struct {
-	Header BackupHeader `json:"header"`
+	Header envelope.BackupHeader `json:"header"`
 	// Verified says the whole backup was read and every check passed;
 	// Contents is then what it holds.
-	Verified bool              `json:"verified"`
-	Contents *EnvelopeContents `json:"contents,omitempty"`
+	Verified bool                       `json:"verified"`
+	Contents *envelope.EnvelopeContents `json:"contents,omitempty"`
 	// Unverified says why the content was not checked (an encrypted backup
 	// without its identity).
 	Unverified string `json:"unverified,omitempty"`
@@ -33,7 +34,7 @@ type Inspection struct {
 // identity is given; else the clear header and the payload's framing. A
 // damaged backup is an error; an encrypted one without identity is not.
 func InspectBackup(r io.Reader, ids []age.Identity) (*Inspection, error) {
-	v, err := VerifyBackup(r, ids)
+	v, err := envelope.VerifyBackup(r, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -47,19 +48,19 @@ func InspectBackup(r io.Reader, ids []age.Identity) (*Inspection, error) {
 // (mode 0600), exactly as etcd's maintenance API streamed it, so stock etcd
 // tools (etcdutl snapshot restore) read it. The file appears only once the
 // whole backup has been verified.
-func ExportSnapshot(r io.Reader, ids []age.Identity, file string) (*EnvelopeContents, error) {
+func ExportSnapshot(r io.Reader, ids []age.Identity, file string) (*envelope.EnvelopeContents, error) {
 	pr, pw := io.Pipe()
 	type result struct {
-		c   *EnvelopeContents
+		c   *envelope.EnvelopeContents
 		err error
 	}
 	done := make(chan result, 1)
-	trailer := newTrailerCheck()
+	trailer := envelope.NewSnapshotTrailer()
 	go func() {
-		c, err := ReadEnvelope(r, ReadOptions{Identities: ids, Snapshot: io.MultiWriter(pw, trailer)})
+		c, err := envelope.ReadEnvelope(r, envelope.ReadOptions{Identities: ids, Snapshot: io.MultiWriter(pw, trailer)})
 		if err == nil {
-			if terr := trailer.check(); terr != nil {
-				err = envErr(ErrCorruptBackup, "snapshot", "%v", terr)
+			if terr := trailer.Check(); terr != nil {
+				err = envelope.NewError(envelope.ErrCorruptBackup, "snapshot", "%v", terr)
 			}
 		}
 		// Only a verified read closes the pipe cleanly, and only then does
@@ -103,8 +104,8 @@ func ExportFiles(r io.Reader, ids []age.Identity, root hostfs.Root, force bool) 
 		data []byte
 	}
 	var files []file
-	trailer := newTrailerCheck()
-	_, err := ReadEnvelope(r, ReadOptions{
+	trailer := envelope.NewSnapshotTrailer()
+	_, err := envelope.ReadEnvelope(r, envelope.ReadOptions{
 		Identities: ids,
 		File: func(p string, mode fs.FileMode, data []byte) error {
 			files = append(files, file{"/" + p, mode, data})
@@ -115,12 +116,12 @@ func ExportFiles(r io.Reader, ids []age.Identity, root hostfs.Root, force bool) 
 	if err != nil {
 		return nil, err
 	}
-	if err := trailer.check(); err != nil {
-		return nil, envErr(ErrCorruptBackup, "snapshot", "%v", err)
+	if err := trailer.Check(); err != nil {
+		return nil, envelope.NewError(envelope.ErrCorruptBackup, "snapshot", "%v", err)
 	}
 	for _, want := range BackupFiles() {
 		if !slices.ContainsFunc(files, func(f file) bool { return f.path == want }) {
-			return nil, envErr(ErrCorruptBackup, "file", "%s is missing", want)
+			return nil, envelope.NewError(envelope.ErrCorruptBackup, "file", "%s is missing", want)
 		}
 	}
 	var differ []string

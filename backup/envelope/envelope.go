@@ -1,4 +1,4 @@
-package master
+package envelope
 
 import (
 	"bufio"
@@ -82,7 +82,7 @@ const (
 	recSeal          = 'Z'
 	ageMagic         = "age-encryption.org/v1\n"
 	zstdMagic        = "\x28\xb5\x2f\xfd"
-	compressionZstd  = "zstd"
+	CompressionZstd  = "zstd"
 	zstdWindow       = 4 << 20
 	snapshotBufBytes = 256 << 10
 	payloadChunk     = 1 << 20
@@ -171,7 +171,7 @@ func (e *EnvelopeError) Error() string {
 
 func (e *EnvelopeError) Unwrap() error { return e.Err }
 
-func envErr(kind error, part, format string, args ...any) *EnvelopeError {
+func NewError(kind error, part, format string, args ...any) *EnvelopeError {
 	return &EnvelopeError{Err: kind, Part: part, Detail: fmt.Sprintf(format, args...)}
 }
 
@@ -236,8 +236,8 @@ func (h *BackupHeader) Validate() error {
 	if len(h.CACertHash) != len("sha256:")+64 || !strings.HasPrefix(h.CACertHash, "sha256:") || !isLowerHex(h.CACertHash[len("sha256:"):]) {
 		bad("caCertHash", "%q is not sha256:<64 hex digits>", h.CACertHash)
 	}
-	if h.Compression != compressionZstd {
-		bad("compression", "%q: only %q", h.Compression, compressionZstd)
+	if h.Compression != CompressionZstd {
+		bad("compression", "%q: only %q", h.Compression, CompressionZstd)
 	}
 	if h.Encrypted != (len(h.Recipients) > 0) {
 		bad("encrypted", "%v with %d recipients", h.Encrypted, len(h.Recipients))
@@ -362,7 +362,7 @@ func NewEnvelopeWriter(w io.Writer, h BackupHeader, recipients []string) (*Envel
 		h.Recipients = append(h.Recipients, r.String())
 	}
 	h.Encrypted = len(ars) > 0
-	h.Compression = compressionZstd
+	h.Compression = CompressionZstd
 	hb, err := encodeHeader(&h)
 	if err != nil {
 		return nil, err
@@ -576,7 +576,7 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 func (c *chunkReader) next() error {
 	short := func(err error, where string) error {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return envErr(ErrTruncatedBackup, "payload", "the file ends %s, %d bytes into the payload (chunk %d)", where, c.total, c.chunks+1)
+			return NewError(ErrTruncatedBackup, "payload", "the file ends %s, %d bytes into the payload (chunk %d)", where, c.total, c.chunks+1)
 		}
 		return err
 	}
@@ -591,10 +591,10 @@ func (c *chunkReader) next() error {
 			return short(err, "inside the payload's end marker")
 		}
 		if got := binary.BigEndian.Uint64(tot[:]); got != c.total {
-			return envErr(ErrCorruptBackup, "payload", "the end marker counts %d payload bytes, the chunks hold %d", got, c.total)
+			return NewError(ErrCorruptBackup, "payload", "the end marker counts %d payload bytes, the chunks hold %d", got, c.total)
 		}
 		if _, err := c.r.ReadByte(); err == nil {
-			return envErr(ErrCorruptBackup, "end", "data after the end of the payload")
+			return NewError(ErrCorruptBackup, "end", "data after the end of the payload")
 		} else if !errors.Is(err, io.EOF) {
 			return err
 		}
@@ -603,7 +603,7 @@ func (c *chunkReader) next() error {
 		return nil
 	}
 	if n > MaxPayloadChunk {
-		return envErr(ErrCorruptBackup, "payload", "chunk %d at payload byte %d claims %d bytes, more than %d", c.chunks+1, c.total, n, MaxPayloadChunk)
+		return NewError(ErrCorruptBackup, "payload", "chunk %d at payload byte %d claims %d bytes, more than %d", c.chunks+1, c.total, n, MaxPayloadChunk)
 	}
 	var sum [4]byte
 	if _, err := io.ReadFull(c.r, sum[:]); err != nil {
@@ -619,7 +619,7 @@ func (c *chunkReader) next() error {
 	}
 	if got, want := crc32.Checksum(c.buf, c.table), binary.BigEndian.Uint32(sum[:]); got != want {
 		c.buf = c.buf[:0]
-		return envErr(ErrCorruptBackup, "payload", "chunk %d (payload bytes %d to %d) fails its CRC-32C: %08x, recorded %08x", c.chunks+1, c.total, c.total+uint64(n), got, want)
+		return NewError(ErrCorruptBackup, "payload", "chunk %d (payload bytes %d to %d) fails its CRC-32C: %08x, recorded %08x", c.chunks+1, c.total, c.total+uint64(n), got, want)
 	}
 	c.total += uint64(n)
 	c.chunks++
@@ -656,24 +656,24 @@ func readHeader(r io.Reader) (*BackupHeader, []byte, error) {
 	}
 	if n < len(envelopeMagic) || string(prefix[:len(envelopeMagic)]) != envelopeMagic {
 		if n < len(envelopeMagic) && string(prefix[:n]) == envelopeMagic[:n] && n > 0 {
-			return nil, nil, envErr(ErrTruncatedBackup, "header", "the file ends after %d bytes", n)
+			return nil, nil, NewError(ErrTruncatedBackup, "header", "the file ends after %d bytes", n)
 		}
-		return nil, nil, envErr(ErrNotBackup, "header", "it does not start with %q", envelopeMagic)
+		return nil, nil, NewError(ErrNotBackup, "header", "it does not start with %q", envelopeMagic)
 	}
 	if n < envelopePrefix {
-		return nil, nil, envErr(ErrTruncatedBackup, "header", "the file ends after %d bytes", n)
+		return nil, nil, NewError(ErrTruncatedBackup, "header", "the file ends after %d bytes", n)
 	}
 	if v := binary.BigEndian.Uint16(prefix[8:]); v != EnvelopeFormat {
-		return nil, nil, envErr(ErrUnsupportedFormat, "header", "format version %d; this anvil reads version %d (the backup is from a newer anvil, or corrupt)", v, EnvelopeFormat)
+		return nil, nil, NewError(ErrUnsupportedFormat, "header", "format version %d; this anvil reads version %d (the backup is from a newer anvil, or corrupt)", v, EnvelopeFormat)
 	}
 	size := binary.BigEndian.Uint32(prefix[10:])
 	if size < 2 || size > MaxHeaderSize {
-		return nil, nil, envErr(ErrCorruptBackup, "header", "header length %d is outside 2..%d", size, MaxHeaderSize)
+		return nil, nil, NewError(ErrCorruptBackup, "header", "header length %d is outside 2..%d", size, MaxHeaderSize)
 	}
 	rest := make([]byte, size+4)
 	if _, err := io.ReadFull(r, rest); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, nil, envErr(ErrTruncatedBackup, "header", "the file ends inside the %d-byte header", size)
+			return nil, nil, NewError(ErrTruncatedBackup, "header", "the file ends inside the %d-byte header", size)
 		}
 		return nil, nil, err
 	}
@@ -682,11 +682,11 @@ func readHeader(r io.Reader) (*BackupHeader, []byte, error) {
 	crc.Write(prefix[:])
 	crc.Write(hb)
 	if got, want := crc.Sum32(), binary.BigEndian.Uint32(rest[size:]); got != want {
-		return nil, nil, envErr(ErrCorruptBackup, "header", "CRC-32C is %08x, the header says %08x", got, want)
+		return nil, nil, NewError(ErrCorruptBackup, "header", "CRC-32C is %08x, the header says %08x", got, want)
 	}
 	h, err := decodeHeader(hb)
 	if err != nil {
-		return nil, nil, envErr(ErrCorruptBackup, "header", "%v", err)
+		return nil, nil, NewError(ErrCorruptBackup, "header", "%v", err)
 	}
 	return h, hb, nil
 }
@@ -783,23 +783,23 @@ func VerifyBackup(r io.Reader, ids []age.Identity) (*Verification, error) {
 			if chunks.err != nil {
 				return nil, chunks.err
 			}
-			return nil, envErr(ErrCorruptBackup, "payload", "it ends before the age header")
+			return nil, NewError(ErrCorruptBackup, "payload", "it ends before the age header")
 		}
 		if string(magic) != ageMagic {
-			return nil, envErr(ErrCorruptBackup, "payload", "the header says encrypted but the payload is not an age file")
+			return nil, NewError(ErrCorruptBackup, "payload", "the header says encrypted but the payload is not an age file")
 		}
 		if _, err := io.Copy(io.Discard, chunks); err != nil {
 			return nil, err
 		}
 		return &Verification{Header: *h}, nil
 	}
-	trailer := newTrailerCheck()
+	trailer := NewSnapshotTrailer()
 	c, err := readPayload(br, h, hb, ReadOptions{Identities: ids, Snapshot: trailer})
 	if err != nil {
 		return nil, err
 	}
-	if err := trailer.check(); err != nil {
-		return nil, envErr(ErrCorruptBackup, "snapshot", "%v", err)
+	if err := trailer.Check(); err != nil {
+		return nil, NewError(ErrCorruptBackup, "snapshot", "%v", err)
 	}
 	return &Verification{Header: c.Header, Contents: c}, nil
 }
@@ -841,10 +841,10 @@ func openPayload(chunks *chunkReader, h *BackupHeader, ids []age.Identity) (io.R
 			if chunks.err != nil {
 				return nil, chunks.err
 			}
-			return nil, envErr(ErrCorruptBackup, "payload", "the header says encrypted but the payload is not an age file")
+			return nil, NewError(ErrCorruptBackup, "payload", "the header says encrypted but the payload is not an age file")
 		}
 		if len(ids) == 0 {
-			return nil, envErr(ErrEncryptedBackup, "payload", "it is encrypted to %s: pass the matching age identity (--identity KEYFILE)", strings.Join(h.Recipients, ", "))
+			return nil, NewError(ErrEncryptedBackup, "payload", "it is encrypted to %s: pass the matching age identity (--identity KEYFILE)", strings.Join(h.Recipients, ", "))
 		}
 		body, err := age.Decrypt(br, ids...)
 		if err != nil {
@@ -859,7 +859,7 @@ func openPayload(chunks *chunkReader, h *BackupHeader, ids []age.Identity) (io.R
 		if chunks.err != nil {
 			return nil, chunks.err
 		}
-		return nil, envErr(ErrCorruptBackup, "payload", "the header says not encrypted but the payload is not zstd")
+		return nil, NewError(ErrCorruptBackup, "payload", "the header says not encrypted but the payload is not zstd")
 	}
 	return br, nil
 }
@@ -871,7 +871,7 @@ func openPayload(chunks *chunkReader, h *BackupHeader, ids []age.Identity) (io.R
 func decryptError(err error, h *BackupHeader, ids []age.Identity) error {
 	var nomatch *age.NoIdentityMatchError
 	if !errors.As(err, &nomatch) {
-		return envErr(ErrCorruptBackup, "payload", "age: %v", err)
+		return NewError(ErrCorruptBackup, "payload", "age: %v", err)
 	}
 	var mine []string
 	for _, id := range ids {
@@ -882,11 +882,11 @@ func decryptError(err error, h *BackupHeader, ids []age.Identity) error {
 	for _, m := range mine {
 		for _, r := range h.Recipients {
 			if m == r {
-				return envErr(ErrCorruptBackup, "payload", "the age stanza for recipient %s does not open with its identity", r)
+				return NewError(ErrCorruptBackup, "payload", "the age stanza for recipient %s does not open with its identity", r)
 			}
 		}
 	}
-	return envErr(ErrWrongIdentity, "payload", "the backup is encrypted to %s; the identity given is for %s",
+	return NewError(ErrWrongIdentity, "payload", "the backup is encrypted to %s; the identity given is for %s",
 		strings.Join(h.Recipients, ", "), strings.Join(mine, ", "))
 }
 
@@ -904,12 +904,12 @@ func classify(perr error, rest io.Reader, chunks *chunkReader) error {
 		return ee
 	}
 	if lerr != nil {
-		return envErr(ErrCorruptBackup, "payload", "%v", lerr)
+		return NewError(ErrCorruptBackup, "payload", "%v", lerr)
 	}
 	if errors.Is(perr, io.ErrUnexpectedEOF) || errors.Is(perr, io.EOF) || errors.Is(perr, errSnapshotIncomplete) {
-		return envErr(ErrCorruptBackup, "end", "the content ends before its seal although the payload is complete: %v", perr)
+		return NewError(ErrCorruptBackup, "end", "the content ends before its seal although the payload is complete: %v", perr)
 	}
-	return envErr(ErrCorruptBackup, "payload", "%v", perr)
+	return NewError(ErrCorruptBackup, "payload", "%v", perr)
 }
 
 type contentReader struct {
@@ -959,21 +959,21 @@ func (c *contentReader) read() (*EnvelopeContents, error) {
 		return nil, err
 	}
 	if t != recHeader {
-		return nil, envErr(ErrCorruptBackup, "header copy", "record %q where the header copy belongs", t)
+		return nil, NewError(ErrCorruptBackup, "header copy", "record %q where the header copy belongs", t)
 	}
 	n, err := c.u32("header copy")
 	if err != nil {
 		return nil, err
 	}
 	if int(n) != len(c.hb) {
-		return nil, envErr(ErrCorruptBackup, "header copy", "it is %d bytes, the clear header %d: the clear header was changed", n, len(c.hb))
+		return nil, NewError(ErrCorruptBackup, "header copy", "it is %d bytes, the clear header %d: the clear header was changed", n, len(c.hb))
 	}
 	hc := make([]byte, n)
 	if err := c.full("header copy", hc); err != nil {
 		return nil, err
 	}
 	if !bytes.Equal(hc, c.hb) {
-		return nil, envErr(ErrCorruptBackup, "header copy", "the clear header differs from the one inside the payload: it was changed")
+		return nil, NewError(ErrCorruptBackup, "header copy", "the clear header differs from the one inside the payload: it was changed")
 	}
 	// Files, then the snapshot.
 	var last string
@@ -986,10 +986,10 @@ func (c *contentReader) read() (*EnvelopeContents, error) {
 			break
 		}
 		if t != recFile {
-			return nil, envErr(ErrCorruptBackup, "file", "record %q where a file or the snapshot belongs", t)
+			return nil, NewError(ErrCorruptBackup, "file", "record %q where a file or the snapshot belongs", t)
 		}
 		if len(out.Files) >= MaxBackupFiles {
-			return nil, envErr(ErrCorruptBackup, "file", "more than %d files", MaxBackupFiles)
+			return nil, NewError(ErrCorruptBackup, "file", "more than %d files", MaxBackupFiles)
 		}
 		f, data, err := c.file(last)
 		if err != nil {
@@ -1012,24 +1012,24 @@ func (c *contentReader) read() (*EnvelopeContents, error) {
 		return nil, err
 	}
 	if t != recSeal {
-		return nil, envErr(ErrCorruptBackup, "seal", "record %q where the seal belongs", t)
+		return nil, NewError(ErrCorruptBackup, "seal", "record %q where the seal belongs", t)
 	}
 	var seal [8 + sha256.Size + 4]byte
 	if err := c.full("seal", seal[:]); err != nil {
 		return nil, err
 	}
 	if want := binary.BigEndian.Uint64(seal[:8]); want != uint64(size) {
-		return nil, envErr(ErrCorruptBackup, "seal", "the snapshot is %d bytes, the seal says %d", size, want)
+		return nil, NewError(ErrCorruptBackup, "seal", "the snapshot is %d bytes, the seal says %d", size, want)
 	}
 	if !bytes.Equal(seal[8:8+sha256.Size], sum) {
-		return nil, envErr(ErrCorruptBackup, "seal", "the snapshot's sha256 is %x, the seal says %x", sum, seal[8:8+sha256.Size])
+		return nil, NewError(ErrCorruptBackup, "seal", "the snapshot's sha256 is %x, the seal says %x", sum, seal[8:8+sha256.Size])
 	}
 	if want := binary.BigEndian.Uint32(seal[8+sha256.Size:]); want != uint32(len(out.Files)) {
-		return nil, envErr(ErrCorruptBackup, "seal", "%d files, the seal says %d", len(out.Files), want)
+		return nil, NewError(ErrCorruptBackup, "seal", "%d files, the seal says %d", len(out.Files), want)
 	}
 	// Nothing after the seal, and every layer below must end cleanly.
 	if b, err := c.r.ReadByte(); err == nil {
-		return nil, envErr(ErrCorruptBackup, "end", "data after the seal (0x%02x…)", b)
+		return nil, NewError(ErrCorruptBackup, "end", "data after the seal (0x%02x…)", b)
 	} else if !errors.Is(err, io.EOF) {
 		return nil, err
 	}
@@ -1044,7 +1044,7 @@ func (c *contentReader) file(last string) (BackupFile, []byte, error) {
 		return BackupFile{}, nil, err
 	}
 	if pl == 0 || pl > maxPathLen {
-		return BackupFile{}, nil, envErr(ErrCorruptBackup, "file", "path length %d is outside 1..%d", pl, maxPathLen)
+		return BackupFile{}, nil, NewError(ErrCorruptBackup, "file", "path length %d is outside 1..%d", pl, maxPathLen)
 	}
 	pb := make([]byte, pl)
 	if err := c.full("file", pb); err != nil {
@@ -1052,24 +1052,24 @@ func (c *contentReader) file(last string) (BackupFile, []byte, error) {
 	}
 	p := string(pb)
 	if !validBackupPath(p) {
-		return BackupFile{}, nil, envErr(ErrCorruptBackup, "file", "%q is not a relative clean path", p)
+		return BackupFile{}, nil, NewError(ErrCorruptBackup, "file", "%q is not a relative clean path", p)
 	}
 	if p <= last {
-		return BackupFile{}, nil, envErr(ErrCorruptBackup, "file", "%s comes after %s: paths must increase", p, last)
+		return BackupFile{}, nil, NewError(ErrCorruptBackup, "file", "%s comes after %s: paths must increase", p, last)
 	}
 	mode, err := c.u32("file " + p)
 	if err != nil {
 		return BackupFile{}, nil, err
 	}
 	if mode != 0o600 && mode != 0o644 {
-		return BackupFile{}, nil, envErr(ErrCorruptBackup, "file", "%s has mode %#o; only 0600 and 0644", p, mode)
+		return BackupFile{}, nil, NewError(ErrCorruptBackup, "file", "%s has mode %#o; only 0600 and 0644", p, mode)
 	}
 	size, err := c.u32("file " + p)
 	if err != nil {
 		return BackupFile{}, nil, err
 	}
 	if size > MaxBackupFile {
-		return BackupFile{}, nil, envErr(ErrCorruptBackup, "file", "%s is %d bytes, more than %d", p, size, MaxBackupFile)
+		return BackupFile{}, nil, NewError(ErrCorruptBackup, "file", "%s is %d bytes, more than %d", p, size, MaxBackupFile)
 	}
 	data := make([]byte, size)
 	if err := c.full("file "+p, data); err != nil {
@@ -1095,7 +1095,7 @@ func (c *contentReader) snapshot() (int64, []byte, error) {
 			break
 		}
 		if n > MaxSnapshotChunk {
-			return size, nil, envErr(ErrCorruptBackup, "snapshot", "a chunk of %d bytes at offset %d, more than %d", n, size, MaxSnapshotChunk)
+			return size, nil, NewError(ErrCorruptBackup, "snapshot", "a chunk of %d bytes at offset %d, more than %d", n, size, MaxSnapshotChunk)
 		}
 		m, err := io.CopyN(sink, c.r, int64(n))
 		size += m

@@ -1,4 +1,4 @@
-package master_test
+package backup_test
 
 import (
 	"bytes"
@@ -27,6 +27,9 @@ import (
 	"k8s.io/client-go/informers"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/backup"
+	"anvil.dev/anvil/backup/envelope"
+	"anvil.dev/anvil/backup/envelope/envelopetest"
 	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/master/mastertest"
 	"anvil.dev/anvil/pki"
@@ -83,7 +86,7 @@ func TestBackupRestoreE2E(t *testing.T) {
 	}
 
 	// Backups: plain (with its loud warning) and encrypted.
-	id, other := newIdentity(t), newIdentity(t)
+	id, other := envelopetest.NewIdentity(t), envelopetest.NewIdentity(t)
 	idFile, otherFile := writeIdentity(t, dir, "id.key", id), writeIdentity(t, dir, "other.key", other)
 	plain, enc := filepath.Join(dir, "plain.anvilbak"), filepath.Join(dir, "enc.anvilbak")
 	start := time.Now()
@@ -104,11 +107,11 @@ func TestBackupRestoreE2E(t *testing.T) {
 		if !regexp.MustCompile(`verified +no: encrypted`).MatchString(out) || !regexp.MustCompile(`cluster +e2e`).MatchString(out) {
 			t.Errorf("inspect without identity:\n%s", out)
 		}
-		var in master.Inspection
+		var in backup.Inspection
 		if err := json.Unmarshal([]byte(runStdout(t, ctx, cp, "backup", "inspect", enc, "--identity", idFile, "-o", "json")), &in); err != nil {
 			t.Fatal(err)
 		}
-		if !in.Verified || in.Header.Cluster != "e2e" || !in.Header.Encrypted || len(in.Contents.Files) != len(master.BackupFiles()) ||
+		if !in.Verified || in.Header.Cluster != "e2e" || !in.Header.Encrypted || len(in.Contents.Files) != len(backup.BackupFiles()) ||
 			in.Header.Members[0].Name != "m1" || in.Contents.SnapshotSize < 64<<10 {
 			t.Errorf("inspect: %+v", in)
 		}
@@ -161,15 +164,15 @@ func TestBackupRestoreE2E(t *testing.T) {
 		truncated := filepath.Join(dir, "truncated.anvilbak")
 		writeFile(t, truncated, raw[:len(raw)-4096])
 		otherCluster := filepath.Join(dir, "other-cluster.anvilbak")
-		reencode(t, plain, otherCluster, func(h *master.BackupHeader) { h.Cluster = "other" })
+		reencode(t, plain, otherCluster, func(h *envelope.BackupHeader) { h.Cluster = "other" })
 		future := filepath.Join(dir, "future.anvilbak")
-		reencode(t, plain, future, func(h *master.BackupHeader) { h.KubernetesVersion = "v1.99.0" })
+		reencode(t, plain, future, func(h *envelope.BackupHeader) { h.KubernetesVersion = "v1.99.0" })
 		tampered := filepath.Join(dir, "tampered.anvilbak")
 		encRaw, err := os.ReadFile(enc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, tampered, rewriteHeader(t, encRaw, func(h *master.BackupHeader) { h.Node = "m9" }))
+		writeFile(t, tampered, envelopetest.RewriteHeader(t, encRaw, func(h *envelope.BackupHeader) { h.Node = "m9" }))
 		notBackup := filepath.Join(dir, "not-a-backup")
 		writeFile(t, notBackup, []byte("#!/bin/sh\n"))
 
@@ -211,7 +214,7 @@ func TestBackupRestoreE2E(t *testing.T) {
 	t.Run("a dry run verifies and changes nothing", func(t *testing.T) {
 		before := clusterFingerprint(t, ctx, cp)
 		out := runStdout(t, ctx, cp, "restore", "--root", root, enc, "--identity", idFile, "--dry-run", "-o", "json")
-		var res master.RestoreResult
+		var res backup.RestoreResult
 		if err := json.Unmarshal([]byte(out), &res); err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
@@ -228,7 +231,7 @@ func TestBackupRestoreE2E(t *testing.T) {
 		start := time.Now()
 		out := runStdout(t, ctx, cp, "restore", "--root", root, enc, "--identity", idFile, "-o", "json")
 		took := time.Since(start)
-		var res master.RestoreResult
+		var res backup.RestoreResult
 		if err := json.Unmarshal([]byte(out), &res); err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
@@ -279,7 +282,7 @@ func TestBackupRestoreE2E(t *testing.T) {
 		})
 		t.Logf("informer relisted %s after the restore returned", time.Since(relisted).Round(time.Millisecond))
 
-		st := statusOf(t, cp)
+		st := cp.Status(t)
 		if !st.Healthy {
 			t.Errorf("not healthy after the restore: %+v", st)
 		}
@@ -292,11 +295,11 @@ func TestBackupRestoreE2E(t *testing.T) {
 		if !strings.Contains(out, "written to "+cp.Root.Path("/var/lib/anvil/backups")) {
 			t.Errorf("scheduled backup on the leader:\n%s", out)
 		}
-		var es []master.BackupEntry
+		var es []backup.BackupEntry
 		if err := json.Unmarshal([]byte(runStdout(t, ctx, cp, "backup", "list", "--root", root, "-o", "json")), &es); err != nil {
 			t.Fatal(err)
 		}
-		if len(es) != 3 || es[0].Header == nil || es[0].Header.Trigger != master.TriggerScheduled || es[2].Header.Trigger != master.TriggerManual {
+		if len(es) != 3 || es[0].Header == nil || es[0].Header.Trigger != envelope.TriggerScheduled || es[2].Header.Trigger != envelope.TriggerManual {
 			t.Fatalf("list: %+v", es)
 		}
 		out = run(t, ctx, cp, "backup", "prune", "--root", root, "--keep", "1", "--manual")
@@ -330,10 +333,10 @@ func TestBackupRestoreE2E(t *testing.T) {
 		}
 		dir := cp.Root.Path(c.Backup.Dir)
 		scheduledSince := func() int {
-			es, _ := master.ListBackups(dir)
+			es, _ := backup.ListBackups(dir)
 			n := 0
 			for _, e := range es {
-				if e.Header != nil && e.Header.Trigger == master.TriggerScheduled && !e.Header.Created.Before(started) {
+				if e.Header != nil && e.Header.Trigger == envelope.TriggerScheduled && !e.Header.Created.Before(started) {
 					n++
 				}
 			}
@@ -353,13 +356,13 @@ func TestBackupRestoreE2E(t *testing.T) {
 			_, running := st.Process(master.BackupJobName)
 			return !running
 		})
-		es, err := master.ListBackups(dir)
+		es, err := backup.ListBackups(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
 		n := 0
 		for _, e := range es {
-			if e.Header != nil && e.Header.Trigger == master.TriggerScheduled {
+			if e.Header != nil && e.Header.Trigger == envelope.TriggerScheduled {
 				n++
 			}
 		}
@@ -380,22 +383,22 @@ func TestBackupRestoreE2E(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		backup := filepath.Join(dir, "dr.anvilbak")
-		run(t, ctx, cp, "backup", "--root", root, "-o", backup, "--recipient", id.Recipient().String())
+		bak := filepath.Join(dir, "dr.anvilbak")
+		run(t, ctx, cp, "backup", "--root", root, "-o", bak, "--recipient", id.Recipient().String())
 		caHash := cp.CAHash
 		run(t, ctx, cp, "reset", "--force", "--root", root)
 		if _, err := os.Stat(cp.Root.PKI()); err == nil {
 			t.Fatal("reset left the PKI")
 		}
-		out, err := cp.Run(ctx, "restore", "--root", root, backup, "--identity", idFile)
+		out, err := cp.Run(ctx, "restore", "--root", root, bak, "--identity", idFile)
 		if err == nil || !strings.Contains(out, "anvil backup export-files FILE") {
 			t.Errorf("restore onto a wiped machine did not say how to rebuild it: %v\n%s", err, out)
 		}
-		if out, err := cp.Run(ctx, "backup", "export-files", backup, "--root", root); err == nil || !strings.Contains(out, "no identity was given") {
+		if out, err := cp.Run(ctx, "backup", "export-files", bak, "--root", root); err == nil || !strings.Contains(out, "no identity was given") {
 			t.Errorf("export-files without the key: %v\n%s", err, out)
 		}
-		out = run(t, ctx, cp, "backup", "export-files", backup, "--root", root, "--identity", idFile)
-		if strings.Count(out, "created") != len(master.BackupFiles()) {
+		out = run(t, ctx, cp, "backup", "export-files", bak, "--root", root, "--identity", idFile)
+		if strings.Count(out, "created") != len(backup.BackupFiles()) {
 			t.Errorf("export-files:\n%s", out)
 		}
 		if fi, err := os.Stat(filepath.Join(cp.Root.PKI(), "ca.key")); err != nil || fi.Mode().Perm() != 0o600 {
@@ -411,10 +414,10 @@ func TestBackupRestoreE2E(t *testing.T) {
 		if h, err := pki.CAHashFromFile(filepath.Join(cp.Root.PKI(), "ca.crt")); err != nil || h != caHash {
 			t.Fatalf("init made CA %s, the backup's is %s (%v)", h, caHash, err)
 		}
-		run(t, ctx, cp, "restore", "--root", root, backup, "--identity", idFile)
+		run(t, ctx, cp, "restore", "--root", root, bak, "--identity", idFile)
 		t.Logf("init and restore on the wiped machine in %s", time.Since(start).Round(time.Millisecond))
 		// The client made before the wipe: its certificate is from the
-		// backup's CA.
+		// bak's CA.
 		got, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "dr", metav1.GetOptions{})
 		if err != nil || got.UID != dr.UID {
 			t.Fatalf("dr after the rebuild: %v %v", got, err)
@@ -481,7 +484,7 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 
 // reencode writes src's content again as dst with an edited header: a
 // complete, valid backup that says something else.
-func reencode(t *testing.T, src, dst string, edit func(*master.BackupHeader)) {
+func reencode(t *testing.T, src, dst string, edit func(*envelope.BackupHeader)) {
 	t.Helper()
 	in, err := os.Open(src)
 	if err != nil {
@@ -495,7 +498,7 @@ func reencode(t *testing.T, src, dst string, edit func(*master.BackupHeader)) {
 	}
 	var files []file
 	var snap bytes.Buffer
-	c, err := master.ReadEnvelope(in, master.ReadOptions{
+	c, err := envelope.ReadEnvelope(in, envelope.ReadOptions{
 		Snapshot: &snap,
 		File:     func(p string, m fs.FileMode, d []byte) error { files = append(files, file{p, m, d}); return nil },
 	})
@@ -505,7 +508,7 @@ func reencode(t *testing.T, src, dst string, edit func(*master.BackupHeader)) {
 	h := c.Header
 	edit(&h)
 	var out bytes.Buffer
-	w, err := master.NewEnvelopeWriter(&out, h, h.Recipients)
+	w, err := envelope.NewEnvelopeWriter(&out, h, h.Recipients)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,7 +532,7 @@ func reencode(t *testing.T, src, dst string, edit func(*master.BackupHeader)) {
 func clusterFingerprint(t *testing.T, ctx context.Context, cp *mastertest.ControlPlane) string {
 	t.Helper()
 	var b strings.Builder
-	st := statusOf(t, cp)
+	st := cp.Status(t)
 	for _, c := range st.Components {
 		fmt.Fprintf(&b, "%s pid %d restarts %d healthy %v; ", c.Name, c.PID, c.Restarts, c.Healthy)
 	}

@@ -1,8 +1,6 @@
-package master
+package backup
 
 import (
-	"bytes"
-	"crypto/sha256"
 	"testing"
 )
 
@@ -27,33 +25,5 @@ func TestRestoreRevisionBump(t *testing.T) {
 				t.Errorf("restored revision %d not above %d", tc.snap+int64(got), max(tc.served, tc.floor))
 			}
 		})
-	}
-}
-
-// TestTrailerCheck feeds a snapshot in every split, as the stream does.
-func TestRestoreTrailerCheck(t *testing.T) {
-	db := bytes.Repeat([]byte{7}, 4096)
-	sum := sha256.Sum256(db)
-	good := append(bytes.Clone(db), sum[:]...)
-	for _, step := range []int{1, 5, 31, 32, 33, 1000, len(good)} {
-		tc := newTrailerCheck()
-		for i := 0; i < len(good); i += step {
-			tc.Write(good[i:min(i+step, len(good))])
-		}
-		if err := tc.check(); err != nil {
-			t.Errorf("step %d: %v", step, err)
-		}
-	}
-	bad := bytes.Clone(good)
-	bad[10] ^= 1
-	tc := newTrailerCheck()
-	tc.Write(bad)
-	if tc.check() == nil {
-		t.Error("a changed database passed")
-	}
-	tc = newTrailerCheck()
-	tc.Write(db)
-	if tc.check() == nil {
-		t.Error("a database without etcd's trailer passed")
 	}
 }

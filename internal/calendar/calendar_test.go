@@ -1,4 +1,4 @@
-package master_test
+package calendar_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"anvil.dev/anvil/master"
+	"anvil.dev/anvil/internal/calendar"
 )
 
 // calendarExprs are the schedules the process layout must read exactly as
@@ -56,7 +56,7 @@ func TestScheduleCalendarMatchesSystemd(t *testing.T) {
 				if len(want) == 0 && !strings.Contains(string(out), "never") {
 					t.Fatalf("no times in systemd-analyze's output:\n%s", out)
 				}
-				c, err := master.ParseCalendar(expr)
+				c, err := calendar.Parse(expr)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -92,18 +92,18 @@ func TestScheduleCalendarRefuses(t *testing.T) {
 		{"Someday", "not a weekday"},
 	} {
 		t.Run(tc.expr, func(t *testing.T) {
-			_, err := master.ParseCalendar(tc.expr)
+			_, err := calendar.Parse(tc.expr)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("ParseCalendar(%q) = %v, want an error saying %q", tc.expr, err, tc.want)
+				t.Errorf("calendar.ParseCalendar(%q) = %v, want an error saying %q", tc.expr, err, tc.want)
 			}
 			if strings.Contains(tc.want, "other than") || strings.Contains(tc.want, "last-days") || strings.Contains(tc.want, "fractional") {
-				if !errors.Is(err, master.ErrCalendarUnsupported) && !strings.Contains(err.Error(), master.ErrCalendarUnsupported.Error()) {
+				if !errors.Is(err, calendar.ErrUnsupported) && !strings.Contains(err.Error(), calendar.ErrUnsupported.Error()) {
 					t.Errorf("%v does not say it is unsupported", err)
 				}
 			}
 		})
 	}
-	if c, _ := master.ParseCalendar("2020-01-01"); c != nil {
+	if c, _ := calendar.Parse("2020-01-01"); c != nil {
 		if _, ok := c.Next(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)); ok {
 			t.Error("a date in the past has a next time")
 		}

@@ -1,4 +1,4 @@
-package master_test
+package backup_test
 
 import (
 	"context"
@@ -24,10 +24,11 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/backup"
+	"anvil.dev/anvil/backup/envelope"
 	"anvil.dev/anvil/installer"
 	"anvil.dev/anvil/internal/sshx"
 	"anvil.dev/anvil/lab/labtest"
-	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/master/mastertest"
 )
 
@@ -94,13 +95,13 @@ func TestClusterRestoreLab(t *testing.T) {
 		}
 		scheduled := func(m string) int {
 			out := l.Run(t, m, "/usr/local/bin/anvil backup list -o json")
-			var es []master.BackupEntry
+			var es []backup.BackupEntry
 			if err := json.Unmarshal([]byte(out), &es); err != nil {
 				t.Fatalf("%s: anvil backup list: %v\n%s", m, err, out)
 			}
 			n := 0
 			for _, e := range es {
-				if e.Header != nil && e.Header.Trigger == master.TriggerScheduled {
+				if e.Header != nil && e.Header.Trigger == envelope.TriggerScheduled {
 					n++
 				}
 			}

@@ -1,4 +1,4 @@
-package master
+package calendar
 
 import (
 	"errors"
@@ -41,34 +41,42 @@ type yearRange struct{ lo, hi, step int }
 // String is the expression as given.
 func (c *Calendar) String() string { return c.expr }
 
-// ErrCalendarUnsupported marks a valid systemd expression this reader does
+// ErrUnsupported marks a valid systemd expression this reader does
 // not take.
-var ErrCalendarUnsupported = errors.New("not supported by anvil's scheduler (the process layout)")
+var ErrUnsupported = errors.New("not supported by anvil's scheduler (the process layout)")
 
-var calendarShorthands = map[string]string{
-	"minutely":     "*-*-* *:*:00",
-	"hourly":       "*-*-* *:00:00",
-	"daily":        "*-*-* 00:00:00",
-	"weekly":       "Mon *-*-* 00:00:00",
-	"monthly":      "*-*-01 00:00:00",
-	"quarterly":    "*-01,04,07,10-01 00:00:00",
-	"semiannually": "*-01,07-01 00:00:00",
-	"yearly":       "*-01-01 00:00:00",
-	"annually":     "*-01-01 00:00:00",
+// shorthand is the full expression a shorthand such as "hourly" stands for.
+func shorthand(s string) (string, bool) {
+	full, ok := map[string]string{
+		"minutely":     "*-*-* *:*:00",
+		"hourly":       "*-*-* *:00:00",
+		"daily":        "*-*-* 00:00:00",
+		"weekly":       "Mon *-*-* 00:00:00",
+		"monthly":      "*-*-01 00:00:00",
+		"quarterly":    "*-01,04,07,10-01 00:00:00",
+		"semiannually": "*-01,07-01 00:00:00",
+		"yearly":       "*-01-01 00:00:00",
+		"annually":     "*-01-01 00:00:00",
+	}[s]
+	return full, ok
 }
 
-var weekdayNames = map[string]time.Weekday{
-	"mon": time.Monday, "monday": time.Monday, "tue": time.Tuesday, "tuesday": time.Tuesday,
-	"wed": time.Wednesday, "wednesday": time.Wednesday, "thu": time.Thursday, "thursday": time.Thursday,
-	"fri": time.Friday, "friday": time.Friday, "sat": time.Saturday, "saturday": time.Saturday,
-	"sun": time.Sunday, "sunday": time.Sunday,
+// weekday reads a weekday's short or full English name.
+func weekday(s string) (time.Weekday, bool) {
+	d, ok := map[string]time.Weekday{
+		"mon": time.Monday, "monday": time.Monday, "tue": time.Tuesday, "tuesday": time.Tuesday,
+		"wed": time.Wednesday, "wednesday": time.Wednesday, "thu": time.Thursday, "thursday": time.Thursday,
+		"fri": time.Friday, "friday": time.Friday, "sat": time.Saturday, "saturday": time.Saturday,
+		"sun": time.Sunday, "sunday": time.Sunday,
+	}[s]
+	return d, ok
 }
 
-// ParseCalendar reads expr; its errors say which part is wrong.
-func ParseCalendar(expr string) (*Calendar, error) {
+// Parse reads expr; its errors say which part is wrong.
+func Parse(expr string) (*Calendar, error) {
 	c := &Calendar{expr: expr}
 	s := strings.TrimSpace(expr)
-	if full, ok := calendarShorthands[strings.ToLower(s)]; ok {
+	if full, ok := shorthand(strings.ToLower(s)); ok {
 		s = full
 	}
 	words := strings.Fields(s)
@@ -98,14 +106,14 @@ func ParseCalendar(expr string) (*Calendar, error) {
 		case strings.Contains(w, "-") && !haveDate && !haveTime:
 			date, haveDate = w, true
 		default:
-			return nil, bad(w, "not a weekday, date (YEAR-MONTH-DAY) or time (HOUR:MINUTE[:SECOND]) in its place (time zones other than UTC are %v)", ErrCalendarUnsupported)
+			return nil, bad(w, "not a weekday, date (YEAR-MONTH-DAY) or time (HOUR:MINUTE[:SECOND]) in its place (time zones other than UTC are %v)", ErrUnsupported)
 		}
 	}
 	if len(words) == 0 && c.anyOfWeek {
 		return nil, fmt.Errorf("calendar %q says no time", expr)
 	}
 	if strings.Contains(date, "~") {
-		return nil, bad(date, "the last-days form (~) is %v", ErrCalendarUnsupported)
+		return nil, bad(date, "the last-days form (~) is %v", ErrUnsupported)
 	}
 	dp := strings.Split(date, "-")
 	if len(dp) == 2 {
@@ -131,7 +139,7 @@ func ParseCalendar(expr string) (*Calendar, error) {
 		return nil, bad(clock, "a time is HOUR:MINUTE or HOUR:MINUTE:SECOND")
 	}
 	if strings.Contains(tp[2], ".") {
-		return nil, bad(clock, "fractional seconds are %v", ErrCalendarUnsupported)
+		return nil, bad(clock, "fractional seconds are %v", ErrUnsupported)
 	}
 	for i, f := range []struct {
 		name   string
@@ -149,13 +157,13 @@ func (c *Calendar) parseWeekdays(s string) error {
 	c.anyOfWeek = false
 	for _, item := range strings.Split(s, ",") {
 		lo, hi, isRange := strings.Cut(item, "..")
-		a, ok := weekdayNames[strings.ToLower(lo)]
+		a, ok := weekday(strings.ToLower(lo))
 		if !ok {
 			return fmt.Errorf("%q is not a weekday (Mon…Sun)", lo)
 		}
 		b := a
 		if isRange {
-			if b, ok = weekdayNames[strings.ToLower(hi)]; !ok {
+			if b, ok = weekday(strings.ToLower(hi)); !ok {
 				return fmt.Errorf("%q is not a weekday (Mon…Sun)", hi)
 			}
 		}

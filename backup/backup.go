@@ -1,7 +1,6 @@
-package master
+package backup
 
 import (
-	"anvil.dev/anvil/etcd"
 	"context"
 	"errors"
 	"fmt"
@@ -18,9 +17,13 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/backup/envelope"
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/internal/buildinfo"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/progress"
+	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/pki"
 )
 
@@ -43,8 +46,8 @@ const UnencryptedWarning = "WARNING: this backup is NOT encrypted. It holds the 
 func BackupFiles() []string {
 	pkiFile := func(name string) string { return path.Join(hostfs.PKIDir, name) }
 	files := []string{
-		ClusterFile,
-		EncryptionConfigFile,
+		master.ClusterFile,
+		master.EncryptionConfigFile,
 		pkiFile(pki.CertFile(pki.CACertAndKeyBaseName)),
 		pkiFile(pki.KeyFile(pki.CACertAndKeyBaseName)),
 		pkiFile(pki.CertFile(pki.EtcdCACertAndKeyBaseName)),
@@ -74,13 +77,13 @@ type BackupOptions struct {
 	// the cluster file's backup.recipients.
 	Recipients []string
 	// Trigger records who asked (manual unless the timer runs it).
-	Trigger BackupTrigger
+	Trigger envelope.BackupTrigger
 	// Endpoint is the member to snapshot; empty means this master's own.
 	Endpoint string
 	// Client replaces the connection EtcdClient makes (tests).
-	Client   *clientv3.Client
-	Log      *slog.Logger
-	Progress func(phase, msg string)
+	Client *clientv3.Client
+	Log    *slog.Logger
+	Task   *progress.Task
 	// Now is the clock the backup is stamped with (its header's Created
 	// and its file name); time.Now when nil.
 	Now func() time.Time
@@ -99,7 +102,7 @@ func frozen(t time.Time) func() time.Time { return func() time.Time { return t }
 
 // BackupResult describes a backup that was written completely.
 type BackupResult struct {
-	Header BackupHeader `json:"header"`
+	Header envelope.BackupHeader `json:"header"`
 	// Path is the file written, when the backup went to a file.
 	Path           string        `json:"path,omitempty"`
 	Files          []string      `json:"files"`
@@ -112,7 +115,7 @@ type BackupResult struct {
 // BackupSource is what a backup is taken from: this master's identity and
 // files, and an etcd client.
 type backupSource struct {
-	state   *NodeState
+	state   *master.NodeState
 	cluster *v1alpha1.Cluster
 	client  *clientv3.Client
 	owned   bool
@@ -126,9 +129,9 @@ func (s *backupSource) close() {
 }
 
 func openBackupSource(ctx context.Context, o BackupOptions) (*backupSource, error) {
-	st, err := ReadNodeState(o.Root)
+	st, err := master.ReadNodeState(o.Root)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, ErrNotInitialized
+		return nil, master.ErrNotInitialized
 	}
 	if err != nil {
 		return nil, err
@@ -136,7 +139,7 @@ func openBackupSource(ctx context.Context, o BackupOptions) (*backupSource, erro
 	if st.Role != v1alpha1.RoleMaster {
 		return nil, fmt.Errorf("node %s is a %s: backups are taken on masters", st.Node, st.Role)
 	}
-	c, _, err := v1alpha1.Load(o.Root.Path(ClusterFile))
+	c, _, err := v1alpha1.Load(o.Root.Path(master.ClusterFile))
 	if err != nil {
 		return nil, err
 	}
@@ -173,16 +176,10 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 	if log == nil {
 		log = slog.Default()
 	}
-	say := func(phase, msg string) {
-		if o.Progress != nil {
-			o.Progress(phase, msg)
-		}
-		log.Debug(msg, "phase", phase)
-	}
 	start := time.Now()
 	trigger := o.Trigger
 	if trigger == "" {
-		trigger = TriggerManual
+		trigger = envelope.TriggerManual
 	}
 	recipients := slices.Clone(s.cluster.Backup.Recipients)
 	for _, r := range o.Recipients {
@@ -191,7 +188,7 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 		}
 	}
 	if len(recipients) == 0 {
-		say("warning", UnencryptedWarning)
+		o.Task.Warn("%s", UnencryptedWarning)
 	}
 
 	// Everything that can fail cheaply is read before the snapshot starts.
@@ -219,20 +216,20 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 	if err != nil {
 		return nil, fmt.Errorf("etcd member list: %w", err)
 	}
-	members := make([]BackupMember, 0, len(ml.Members))
+	members := make([]envelope.BackupMember, 0, len(ml.Members))
 	for _, m := range ml.Members {
 		name := m.Name
 		if name == "" {
 			// A member added but not yet started has no name.
 			name = fmt.Sprintf("unstarted-%016x", m.ID)
 		}
-		members = append(members, BackupMember{
+		members = append(members, envelope.BackupMember{
 			Name: name, ID: fmt.Sprintf("%016x", m.ID),
 			PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, Learner: m.IsLearner,
 		})
 	}
 
-	say("snapshot", fmt.Sprintf("streaming a snapshot of %s (database %s)", s.ep, humanBytes(sr.DbSize)))
+	o.Task.Start("snapshot", fmt.Sprintf("streaming a snapshot of %s (database %s)", s.ep, humanBytes(sr.DbSize)))
 	snapCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	snap, err := s.client.SnapshotWithVersion(clientv3.WithRequireLeader(snapCtx))
@@ -244,7 +241,7 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 	if snap.Header != nil && snap.Header.Revision > 0 {
 		rev = snap.Header.Revision
 	}
-	h := BackupHeader{
+	h := envelope.BackupHeader{
 		Cluster:            s.cluster.Name,
 		KubernetesVersion:  s.state.KubernetesVersion,
 		EtcdVersion:        sr.Version,
@@ -258,7 +255,7 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 		CACertHash:         caHash.String(),
 	}
 	cw := &countingWriter{w: w}
-	ew, err := NewEnvelopeWriter(cw, h, recipients)
+	ew, err := envelope.NewEnvelopeWriter(cw, h, recipients)
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +274,7 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 		return nil, fmt.Errorf("write backup: %w", err)
 	}
 	sum := ew.SnapshotSHA256()
-	h.Encrypted, h.Recipients, h.Compression = len(recipients) > 0, recipients, compressionZstd
+	h.Encrypted, h.Recipients, h.Compression = len(recipients) > 0, recipients, envelope.CompressionZstd
 	res.Header = h
 	res.SnapshotBytes, res.SnapshotSHA256 = n, fmt.Sprintf("%x", sum[:])
 	res.Bytes, res.Elapsed = cw.n, time.Since(start)
@@ -353,7 +350,7 @@ func newBackupPath(dir, cluster, node string, created time.Time) string {
 // BackupDir is where this master keeps its backups: the cluster file's
 // backup.dir under root.
 func BackupDir(root hostfs.Root) (string, error) {
-	c, _, err := v1alpha1.Load(root.Path(ClusterFile))
+	c, _, err := v1alpha1.Load(root.Path(master.ClusterFile))
 	if err != nil {
 		return "", err
 	}
@@ -386,7 +383,7 @@ type ScheduledResult struct {
 // up once per run, not once per master; then scheduled backups beyond
 // backup.retain are pruned, oldest first.
 func ScheduledBackup(ctx context.Context, o BackupOptions) (*ScheduledResult, error) {
-	o.Trigger = TriggerScheduled
+	o.Trigger = envelope.TriggerScheduled
 	s, err := openBackupSource(ctx, o)
 	if err != nil {
 		return nil, err

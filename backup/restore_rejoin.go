@@ -1,7 +1,6 @@
-package master
+package backup
 
 import (
-	"anvil.dev/anvil/etcd"
 	"context"
 	"errors"
 	"fmt"
@@ -14,8 +13,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"anvil.dev/anvil/component"
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/internal/fsutil"
-	"anvil.dev/anvil/pki"
+	"anvil.dev/anvil/master"
 )
 
 // A cluster restore never restores a snapshot on more than one master:
@@ -31,9 +31,7 @@ import (
 type rejoinState struct {
 	// joined says this master's member already belongs to the restored
 	// cluster (a re-run after a rejoin that went through).
-	joined    bool
-	learnerID uint64
-	promoted  bool
+	joined bool
 }
 
 func leaveCheckPhase(ctx context.Context, r *restoreRun) error {
@@ -58,7 +56,7 @@ func setAsidePhase(ctx context.Context, r *restoreRun) error {
 	r.setAside = true
 	if ok, err := fsutil.Exists(r.dataDir); err != nil || !ok {
 		if err == nil {
-			r.progress("set-aside", "no data in "+r.dataDir+": this member left already")
+			r.o.Task.Say("no data in %s: this member left already", r.dataDir)
 		}
 		return err
 	}
@@ -70,7 +68,7 @@ func setAsidePhase(ctx context.Context, r *restoreRun) error {
 	if err := os.Rename(r.dataDir, filepath.Join(aside, filepath.Base(r.dataDir))); err != nil {
 		return fmt.Errorf("move %s aside: %w", r.dataDir, err)
 	}
-	r.progress("set-aside", fmt.Sprintf("the old data of this member is in %s; etcd stays stopped until the member rejoins (anvil restore --rejoin)", aside))
+	r.o.Task.Say("the old data of this member is in %s; etcd stays stopped until the member rejoins (anvil restore --rejoin)", aside)
 	return nil
 }
 
@@ -78,7 +76,7 @@ func rejoinCheckPhase(ctx context.Context, r *restoreRun) error {
 	if err := r.readNode(); err != nil {
 		return err
 	}
-	if r.o.Endpoint == r.plan.etcdClientURL() {
+	if r.o.Endpoint == r.plan.EtcdClientURL() {
 		return fmt.Errorf("etcd endpoint %s is this master's own member: give the client URL of the master the backup was restored on", r.o.Endpoint)
 	}
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -102,7 +100,7 @@ func rejoinCheckPhase(ctx context.Context, r *restoreRun) error {
 	// already: only the control plane may be left to start.
 	if local := r.localStatus(ctx); local != nil && local.Header.ClusterId == st.Header.ClusterId {
 		r.rejoin.joined = true
-		r.progress("check", fmt.Sprintf("this master's member is already in the cluster of %s: only the control plane is left to start", r.o.Endpoint))
+		r.o.Task.Say("this master's member is already in the cluster of %s: only the control plane is left to start", r.o.Endpoint)
 		return nil
 	}
 	self := slices.IndexFunc(ms, func(m etcd.Member) bool { return m.Name == r.etcdCfg.Name })
@@ -139,32 +137,27 @@ func rejoinMemberPhase(ctx context.Context, r *restoreRun) error {
 	if r.rejoin.joined {
 		return nil
 	}
-	cli, err := etcd.Dial(ctx, r.o.Root, r.o.Endpoint)
+	l, err := etcd.JoinAsLearner(ctx, r.o.Root, []string{r.o.Endpoint}, r.etcdCfg.Name, r.plan.EtcdPeerURL(), r.o.Force)
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
-	res, err := etcd.AddLearner(ctx, cli, r.etcdCfg.Name, r.plan.etcdPeerURL(), r.o.Force)
-	if err != nil {
-		return err
-	}
-	r.rejoin.learnerID = res.ID
-	if res.Replaced != "" {
-		r.progress("etcd-member", "replaced the stale etcd member "+res.Replaced)
+	r.learner = l
+	if l.Added.Replaced != "" {
+		r.o.Task.Say("replaced the stale etcd member %s", l.Added.Replaced)
 	}
 	p := r.plan
-	p.Etcd = EtcdMember{Name: r.etcdCfg.Name, InitialCluster: res.InitialCluster, State: EtcdExistingCluster, Token: r.etcdCfg.InitialClusterToken}
-	files, err := ConfigFiles(p, func(hp string) ([]byte, error) { return os.ReadFile(r.o.Root.Path(hp)) })
+	p.Etcd = master.EtcdMember{Name: r.etcdCfg.Name, InitialCluster: l.Added.InitialCluster, State: master.EtcdExistingCluster, Token: r.etcdCfg.InitialClusterToken}
+	files, err := master.ConfigFiles(p, func(hp string) ([]byte, error) { return os.ReadFile(r.o.Root.Path(hp)) })
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(files, func(f component.OutputFile) bool { return f.Path == EtcdConfigFile })
+	i := slices.IndexFunc(files, func(f component.OutputFile) bool { return f.Path == master.EtcdConfigFile })
 	if i < 0 {
 		return errors.New("the rendered control-plane files have no etcd config")
 	}
-	cfgPath := r.o.Root.Path(EtcdConfigFile)
+	cfgPath := r.o.Root.Path(master.EtcdConfigFile)
 	if old, err := os.ReadFile(cfgPath); err == nil && r.result.Aside != "" {
-		if err := fsutil.WriteFile(filepath.Join(r.result.Aside, "files", EtcdConfigFile), old, 0o600, 0o700); err != nil {
+		if err := fsutil.WriteFile(filepath.Join(r.result.Aside, "files", master.EtcdConfigFile), old, 0o600, 0o700); err != nil {
 			return err
 		}
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -183,54 +176,41 @@ func rejoinEtcdPhase(ctx context.Context, r *restoreRun) error {
 	if r.rejoin.joined {
 		return nil
 	}
-	run := r.initRun()
-	member := r.components(Etcd)
-	if err := run.start(ctx, member); err != nil {
+	member := r.components(master.Etcd)
+	// Written again from the plan: a leave in an earlier run took the
+	// process layout's spec away.
+	if err := r.start(ctx, member); err != nil {
 		return err
 	}
-	r.stopped = slices.DeleteFunc(r.stopped, func(c component.Spec) bool { return c.Name == Etcd })
-	if err := run.waitReady(ctx, member, r.o.Timeout); err != nil {
+	if err := r.cp.WaitReady(ctx, member, r.o.Timeout); err != nil {
 		return err
 	}
-	cli, err := etcd.Dial(ctx, r.o.Root, r.o.Endpoint)
-	if err != nil {
+	if err := r.learner.Promote(ctx, r.o.Timeout); err != nil {
 		return err
 	}
-	defer cli.Close()
-	if err := etcd.PromoteWhenReady(ctx, cli, r.rejoin.learnerID, r.o.Timeout); err != nil {
-		return err
-	}
-	r.rejoin.promoted = true
 	r.setAside = false
 	if st := r.localStatus(ctx); st != nil {
 		r.result.Revision = st.Header.Revision
 	}
-	r.progress("etcd", "caught up with the restored cluster and promoted to a voting member")
+	r.o.Task.Say("caught up with the restored cluster and promoted to a voting member")
 	return nil
 }
 
 func rejoinStartPhase(ctx context.Context, r *restoreRun) error {
-	run := r.initRun()
 	var rest []component.Spec
 	for _, c := range r.cs {
-		if c.Name != Etcd {
+		if c.Name != master.Etcd {
 			rest = append(rest, c)
 		}
 	}
-	// Written again from the plan: a leave in an earlier run took the
-	// process layout's specs away.
-	if err := run.start(ctx, rest); err != nil {
+	if err := r.start(ctx, rest); err != nil {
 		return err
 	}
 	r.stopped = nil
-	if err := run.waitReady(ctx, r.cs, r.o.Timeout); err != nil {
+	if err := r.cp.WaitReady(ctx, r.cs, r.o.Timeout); err != nil {
 		return err
 	}
-	cli, err := run.client(pki.SuperAdminKubeconfig)
-	if err != nil {
-		return err
-	}
-	if err := waitLeaders(ctx, cli, r.o.Timeout, ControllerManager, Scheduler); err != nil {
+	if err := r.cp.WaitLeaders(ctx, r.o.Timeout); err != nil {
 		return err
 	}
 	ecli, err := etcd.Dial(ctx, r.o.Root, r.o.Endpoint)
@@ -255,27 +235,20 @@ func rejoinStartPhase(ctx context.Context, r *restoreRun) error {
 	if !c.Consistent {
 		return fmt.Errorf("the members of the restored cluster disagree at revision %d: %+v", c.Revision, c.Members)
 	}
-	r.progress("start", fmt.Sprintf("control plane ready; the restored cluster's %d members hold the same data at revision %d", len(c.Members), c.Revision))
+	r.o.Task.Say("control plane ready; the restored cluster's %d members hold the same data at revision %d", len(c.Members), c.Revision)
 	return nil
 }
 
-// withdrawLearner removes the learner a failed rejoin added: etcd allows
-// one learner at a time, so a dead one would block the next rejoin.
+// withdrawLearner removes the learner a failed rejoin added (see
+// etcd.Learner).
 func (r *restoreRun) withdrawLearner() {
-	if r.rejoin.learnerID == 0 || r.rejoin.promoted {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cli, err := etcd.Dial(ctx, r.o.Root, r.o.Endpoint)
+	removed, err := r.learner.Withdraw(ctx)
 	if err != nil {
-		r.log.Error("rollback: cannot reach etcd to remove the learner", "err", err)
-		return
+		r.log.Error("rollback: cannot remove the etcd learner", "err", err)
 	}
-	defer cli.Close()
-	if _, err := cli.MemberRemove(ctx, r.rejoin.learnerID); err != nil {
-		r.log.Error("rollback: cannot remove the learner", "err", err)
-		return
+	if removed {
+		r.o.Task.Say("removed this master's etcd learner from the restored cluster")
 	}
-	r.progress("rollback", "removed this master's etcd learner from the restored cluster")
 }

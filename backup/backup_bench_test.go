@@ -1,7 +1,6 @@
-package master_test
+package backup_test
 
 import (
-	"anvil.dev/anvil/etcd"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -22,8 +21,10 @@ import (
 	"go.etcd.io/etcd/client/v3/snapshot"
 	"go.uber.org/zap"
 
+	"anvil.dev/anvil/backup"
+	"anvil.dev/anvil/backup/envelope/envelopetest"
+	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/internal/benchreport"
-	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/master/mastertest"
 )
 
@@ -82,7 +83,7 @@ func BenchmarkBackupRestore(b *testing.B) {
 	// real cluster's database was not written in the last seconds.
 	syscall.Sync()
 	dir := b.TempDir()
-	id := newIdentity(b)
+	id := envelopetest.NewIdentity(b)
 	keyFile := filepath.Join(dir, "id.key")
 	if err := os.WriteFile(keyFile, []byte(id.String()+"\n"), 0o600); err != nil {
 		b.Fatal(err)
@@ -103,8 +104,8 @@ func BenchmarkBackupRestore(b *testing.B) {
 	// through the same endpoint, from the start of the stream to the file
 	// synced and renamed into place (its Elapsed also covers reading the
 	// PKI, the member list and the status).
-	inProcess := func(name string, recipients []string) (float64, *master.BackupResult) {
-		res, err := master.BackupToFile(ctx, master.BackupOptions{
+	inProcess := func(name string, recipients []string) (float64, *backup.BackupResult) {
+		res, err := backup.BackupToFile(ctx, backup.BackupOptions{
 			Root: cp.Root, Endpoint: cp.EtcdEndpoint(), Recipients: recipients, Log: slog.New(slog.DiscardHandler),
 		}, filepath.Join(dir, name))
 		if err != nil {
@@ -117,7 +118,7 @@ func BenchmarkBackupRestore(b *testing.B) {
 	// always the first (the first stream after the load is the slowest);
 	// the figures are the medians.
 	var stockRuns, plainRuns, encRuns []float64
-	var encRes *master.BackupResult
+	var encRes *backup.BackupResult
 	for range 3 {
 		stockRuns = append(stockRuns, stockSave())
 		secs, _ := inProcess("plain.anvilbak", nil)
@@ -154,7 +155,7 @@ func BenchmarkBackupRestore(b *testing.B) {
 		Name: "restore-to-ready (256+ MB db)", Value: restoreSecs, Unit: "s", Anchor: 15,
 		Note: "target; verify, stop, etcd restore with revision bump, start, leases held",
 	})
-	if st := statusOf(b, cp); !st.Healthy {
+	if st := cp.Status(b); !st.Healthy {
 		b.Errorf("not healthy after the restore: %+v", st)
 	}
 }

@@ -1,9 +1,10 @@
-package master
+package backup
 
 import (
-	"anvil.dev/anvil/etcd"
 	"strings"
 	"testing"
+
+	"anvil.dev/anvil/etcd"
 )
 
 func members(spec ...string) []etcd.Member {

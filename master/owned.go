@@ -1,0 +1,65 @@
+package master
+
+import (
+	"net/netip"
+	"path"
+	"strings"
+
+	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/component"
+)
+
+// referencePlan is a master of a cluster with every optional component
+// turned on (a VIP, a backup schedule): its declarations name everything
+// anvil can run on a machine, so what reset removes and what preflight
+// checks is read off the declarations instead of kept in lists beside them.
+func referencePlan() Plan {
+	c := &v1alpha1.Cluster{
+		Name:         "reference",
+		ControlPlane: v1alpha1.ControlPlane{VIP: netip.MustParseAddr("192.0.2.100")},
+		Hosts:        []v1alpha1.Host{{Name: "m", Address: netip.MustParseAddr("192.0.2.1"), Role: v1alpha1.RoleMaster}},
+		Backup:       v1alpha1.Backup{Schedule: "daily"},
+	}
+	c.Default()
+	p, err := NewPlan(c, "m", "")
+	if err != nil {
+		panic("master: the reference plan does not complete: " + err.Error())
+	}
+	return p
+}
+
+// OwnedUnits names every systemd unit anvil can write on a machine, in
+// start order.
+func OwnedUnits() []string {
+	p := referencePlan()
+	cs, err := NodeComponents(p, v1alpha1.LayoutSystemd)
+	if err != nil {
+		panic("master: the reference components do not render: " + err.Error())
+	}
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.UnitName())
+	}
+	timers, err := component.TimerUnits(backupJob(p))
+	if err != nil {
+		panic("master: the reference backup timer does not render: " + err.Error())
+	}
+	for _, f := range timers {
+		out = append(out, path.Base(f.Path))
+	}
+	return out
+}
+
+// OwnedStaticPods names every static pod anvil can write (the control
+// plane's manifests, without ".yaml").
+func OwnedStaticPods() []string {
+	cs, err := Components(referencePlan())
+	if err != nil {
+		panic("master: the reference components do not render: " + err.Error())
+	}
+	var out []string
+	for _, c := range cs {
+		out = append(out, strings.TrimSuffix(c.Name, ".yaml"))
+	}
+	return out
+}
