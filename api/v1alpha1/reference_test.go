@@ -453,7 +453,7 @@ func (r *reference) markdown() []byte {
 	p("")
 	p("- [Top level](#top-level)")
 	for _, f := range r.fields {
-		if !strings.Contains(f.path, ".") && !r.scalar(f) {
+		if !strings.Contains(f.path, ".") && !scalar(f) {
 			p("- [`%s`](#%s)", f.path, strings.ToLower(f.path))
 		}
 	}
@@ -462,13 +462,13 @@ func (r *reference) markdown() []byte {
 	p("")
 	p("## Top level")
 	for _, f := range r.fields {
-		if !strings.Contains(f.path, ".") && r.scalar(f) {
+		if !strings.Contains(f.path, ".") && scalar(f) {
 			r.entry(&b, "###", f)
 		}
 	}
 	for _, f := range r.fields {
 		switch {
-		case !strings.Contains(f.path, ".") && !r.scalar(f):
+		case !strings.Contains(f.path, ".") && !scalar(f):
 			r.entry(&b, "##", f)
 		case strings.Contains(f.path, "."):
 			r.entry(&b, "###", f)
@@ -497,7 +497,7 @@ func (r *reference) markdown() []byte {
 }
 
 // scalar says whether f is a single value rather than a block of its own.
-func (r *reference) scalar(f refField) bool {
+func scalar(f refField) bool {
 	elem, _ := block(f.typ)
 	return elem == nil
 }
