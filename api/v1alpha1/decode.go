@@ -21,22 +21,38 @@ import (
 const maxVisits = 1 << 20
 
 // Load reads, decodes, defaults and validates the cluster file at path. On
-// success the warnings are worth showing the operator; on failure the error
-// is FieldErrors (every decode or validation problem, with lines) or an I/O
-// error, and the warnings are still returned when validation got that far.
+// success the warnings are worth showing the operator. On failure the error
+// is an I/O error or FieldErrors holding every problem in the file in one
+// pass, in file order: decode problems (unknown fields, values of the wrong
+// type or shape) together with what validation finds in the fields that did
+// decode. The warnings are returned either way.
 func Load(path string) (*Cluster, Warnings, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read cluster file: %w", err)
 	}
-	c, err := Decode(path, data)
-	if err != nil {
-		return nil, nil, err
+	return load(path, data)
+}
+
+// load is Load for data already read from filename.
+//
+// A field that fails to decode is left unset and remembered, decoding goes
+// on with the rest, and the cluster is defaulted and validated as far as it
+// decoded, so an operator sees an invalid name beside a misspelt key rather
+// than on the next run. Validation keeps quiet about the fields the decoder
+// rejected: one mistake, one message. Only a file that is not one YAML
+// mapping, or that expands past maxVisits, stops before validation.
+func load(filename string, data []byte) (*Cluster, Warnings, error) {
+	c, errs := decode(filename, data)
+	if c == nil {
+		return nil, nil, errs.err()
 	}
 	c.Default()
-	warnings, err := Validate(c)
-	if err != nil {
-		return nil, warnings, err
+	warnings, verrs := validate(c)
+	errs = append(errs, verrs...)
+	errs.sortByPosition()
+	if len(errs) > 0 {
+		return nil, warnings, errs
 	}
 	return c, warnings, nil
 }
@@ -44,22 +60,35 @@ func Load(path string) (*Cluster, Warnings, error) {
 // Decode parses data as one cluster file strictly: an unknown field, a value
 // of the wrong type, a duplicate key, several YAML documents or none are all
 // errors. Every problem is reported, as FieldErrors naming filename and line.
+// Load goes further, validating what decoded in the same pass.
 //
 // The returned Cluster is neither defaulted nor validated. It remembers the
 // line of each field it was given, so Validate's errors point at lines too.
 func Decode(filename string, data []byte) (*Cluster, error) {
-	d := &decoder{src: &source{file: filename, lines: map[string]int{}}}
+	c, errs := decode(filename, data)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return c, nil
+}
+
+// decode returns what it could decode of data and every problem on the
+// way, in file order. The cluster is nil when there is nothing worth
+// validating: no single YAML document, or one past the expansion bound.
+func decode(filename string, data []byte) (*Cluster, FieldErrors) {
+	d := &decoder{src: &source{file: filename, at: map[string]position{}, rejected: map[string]bool{}}}
 	root := d.document(data)
 	if root == nil {
 		return nil, d.finish()
 	}
 	c := &Cluster{}
-	d.value(root, "", root.Line, reflect.ValueOf(c).Elem())
-	if err := d.finish(); err != nil {
-		return nil, err
+	d.value(root, "", pos(root), reflect.ValueOf(c).Elem())
+	errs := d.finish()
+	if d.exhausted {
+		return nil, errs
 	}
 	c.src = d.src
-	return c, nil
+	return c, errs
 }
 
 type decoder struct {
@@ -67,45 +96,63 @@ type decoder struct {
 	errs    FieldErrors
 	visits  int
 	merging map[*yaml.Node]bool
+	// exhausted is set once the document expanded past maxVisits; what
+	// decoded by then is an arbitrary part of it.
+	exhausted bool
 }
 
 // spend counts n more values against maxVisits and says whether decoding
 // may go on; the first time it may not, it records why.
-func (d *decoder) spend(n int, path string, line int) bool {
-	if d.visits > maxVisits {
+func (d *decoder) spend(n int, path string, at position) bool {
+	if d.exhausted {
 		return false
 	}
 	d.visits += n
 	if d.visits > maxVisits {
-		d.errorf(path, line, ReasonInvalid, "the document expands to more than %d values through aliases and merges", maxVisits)
+		d.exhausted = true
+		d.errorf(path, at, ReasonInvalid, "the document expands to more than %d values through aliases and merges", maxVisits)
 		return false
 	}
 	return true
 }
 
-func (d *decoder) errorf(path string, line int, reason Reason, format string, args ...any) {
-	d.errs = append(d.errs, &FieldError{File: d.src.file, Line: line, Path: path, Reason: reason, Message: fmt.Sprintf(format, args...)})
+func (d *decoder) errorf(path string, at position, reason Reason, format string, args ...any) {
+	d.errs = append(d.errs, &FieldError{File: d.src.file, Line: at.line, Column: at.column, Path: path, Reason: reason, Message: fmt.Sprintf(format, args...)})
+}
+
+// reject reports a value the decoder could not read and leaves unset, and
+// marks path so that validation does not report it a second time.
+func (d *decoder) reject(path string, at position, format string, args ...any) {
+	d.errorf(path, at, ReasonInvalid, format, args...)
+	d.src.rejected[path] = true
 }
 
 // finish returns the problems in file order, each once: a block merged
 // twice into one mapping (<<: [*a, *a]) would report its mistakes twice.
-func (d *decoder) finish() error {
-	d.errs.sortByLine()
+func (d *decoder) finish() FieldErrors {
+	d.errs.sortByPosition()
 	type key struct {
-		line       int
+		at         position
 		path, text string
 	}
 	seen := map[key]bool{}
 	out := d.errs[:0]
 	for _, e := range d.errs {
-		k := key{e.Line, e.Path, e.Message}
+		k := key{position{e.Line, e.Column}, e.Path, e.Message}
 		if !seen[k] {
 			seen[k] = true
 			out = append(out, e)
 		}
 	}
 	d.errs = out
-	return d.errs.err()
+	return d.errs
+}
+
+func pos(n *yaml.Node) position {
+	if n == nil {
+		return position{}
+	}
+	return position{n.Line, n.Column}
 }
 
 // document returns the root node of the single YAML document in data, or
@@ -128,7 +175,7 @@ func (d *decoder) document(data []byte) *yaml.Node {
 		d.syntax(err)
 		return nil
 	default:
-		d.errorf("", next.Line, ReasonSyntax, "a second YAML document starts here; a cluster file holds exactly one")
+		d.errorf("", pos(&next), ReasonSyntax, "a second YAML document starts here; a cluster file holds exactly one")
 		return nil
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 || isNull(doc.Content[0]) {
@@ -139,7 +186,7 @@ func (d *decoder) document(data []byte) *yaml.Node {
 }
 
 func (d *decoder) empty(line int) {
-	d.errorf("", line, ReasonSyntax, "the file holds no cluster (anvil config init prints an example)")
+	d.errorf("", position{line: line}, ReasonSyntax, "the file holds no cluster (anvil config init prints an example)")
 }
 
 // syntax turns go-yaml's "yaml: line 3: did not find ..." into a FieldError
@@ -154,17 +201,18 @@ func (d *decoder) syntax(err error) {
 			}
 		}
 	}
-	d.errorf("", line, ReasonSyntax, "%s", msg)
+	d.errorf("", position{line: line}, ReasonSyntax, "%s", msg)
 }
 
-// value decodes n into v, reporting problems under path. line is where the
+// value decodes n into v, reporting problems under path. at is where the
 // value's key (or list item) was written, which is where an operator looks.
-func (d *decoder) value(n *yaml.Node, path string, line int, v reflect.Value) {
-	if !d.spend(1, path, line) {
+// A value that cannot be read leaves v as it was and is rejected.
+func (d *decoder) value(n *yaml.Node, path string, at position, v reflect.Value) {
+	if !d.spend(1, path, at) {
 		return
 	}
-	if _, ok := d.src.lines[path]; !ok {
-		d.src.lines[path] = line
+	if _, ok := d.src.at[path]; !ok {
+		d.src.at[path] = at
 	}
 	n = deref(n)
 	if n == nil || isNull(n) {
@@ -175,13 +223,13 @@ func (d *decoder) value(n *yaml.Node, path string, line int, v reflect.Value) {
 		if v.IsNil() {
 			v.Set(reflect.New(v.Type().Elem()))
 		}
-		d.value(n, path, line, v.Elem())
+		d.value(n, path, at, v.Elem())
 		return
 	}
 	if u, ok := v.Addr().Interface().(encoding.TextUnmarshaler); ok {
-		if d.expect(n, yaml.ScalarNode, path, line, v) {
+		if d.expect(n, yaml.ScalarNode, path, at, v) {
 			if err := u.UnmarshalText([]byte(n.Value)); err != nil {
-				d.errorf(path, line, ReasonInvalid, "%s", textError(v, n.Value, err))
+				d.reject(path, at, "%s", textError(v, n.Value, err))
 			}
 		}
 		return
@@ -189,67 +237,78 @@ func (d *decoder) value(n *yaml.Node, path string, line int, v reflect.Value) {
 
 	switch v.Kind() {
 	case reflect.Struct:
-		if d.expect(n, yaml.MappingNode, path, line, v) {
+		if d.expect(n, yaml.MappingNode, path, at, v) {
 			d.structure(n, path, v)
 		}
 	case reflect.Map:
-		if d.expect(n, yaml.MappingNode, path, line, v) {
+		if d.expect(n, yaml.MappingNode, path, at, v) {
 			d.mapping(n, path, v)
 		}
 	case reflect.Slice:
-		if d.expect(n, yaml.SequenceNode, path, line, v) {
+		if d.expect(n, yaml.SequenceNode, path, at, v) {
 			s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 			for i, item := range n.Content {
-				d.value(item, indexPath(path, i), item.Line, s.Index(i))
+				d.value(item, indexPath(path, i), pos(item), s.Index(i))
 			}
 			v.Set(s)
 		}
 	case reflect.String:
-		if d.expect(n, yaml.ScalarNode, path, line, v) {
+		if d.expect(n, yaml.ScalarNode, path, at, v) {
 			v.SetString(n.Value)
 		}
 	case reflect.Bool:
-		if d.expect(n, yaml.ScalarNode, path, line, v) {
+		if d.expect(n, yaml.ScalarNode, path, at, v) {
 			switch strings.ToLower(n.Value) {
 			case "true":
 				v.SetBool(true)
 			case "false":
 				v.SetBool(false)
 			default:
-				d.errorf(path, line, ReasonInvalid, "%q is not a boolean: use true or false", n.Value)
+				d.reject(path, at, "%q is not a boolean: use true or false", n.Value)
 			}
 		}
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		if d.expect(n, yaml.ScalarNode, path, line, v) {
-			d.integer(n, path, line, v)
+		if d.expect(n, yaml.ScalarNode, path, at, v) {
+			d.integer(n, path, at, v)
 		}
 	default:
 		// Only reachable by adding a field of a new kind to the types.
-		d.errorf(path, line, ReasonInvalid, "internal error: cannot decode into %s", v.Type())
+		d.reject(path, at, "internal error: cannot decode into %s", v.Type())
 	}
 }
 
 // expect reports a node of the wrong kind, like a list where a mapping
 // belongs, and says whether n has the wanted kind.
-func (d *decoder) expect(n *yaml.Node, kind yaml.Kind, path string, line int, v reflect.Value) bool {
+func (d *decoder) expect(n *yaml.Node, kind yaml.Kind, path string, at position, v reflect.Value) bool {
 	if n.Kind == kind {
 		return true
 	}
-	d.errorf(path, line, ReasonInvalid, "expected %s, found %s", describeType(v.Type()), describeNode(n))
+	d.reject(path, at, "expected %s, found %s", describeType(v.Type()), describeNode(n))
 	return false
 }
 
 func (d *decoder) structure(n *yaml.Node, path string, v reflect.Value) {
 	fields := structFields(v.Type())
-	for _, e := range d.entries(n, path) {
+	entries := d.entries(n, path)
+	written := map[string]bool{}
+	for _, e := range entries {
+		written[e.key.Value] = true
+	}
+	for _, e := range entries {
 		p := keyPath(path, e.key.Value)
 		i, ok := fields[e.key.Value]
 		if !ok {
-			d.errorf(p, e.key.Line, ReasonUnknownField, "%s", unknownField(e.key.Value, v.Type()))
+			msg, meant := unknownField(e.key.Value, v.Type())
+			d.errorf(p, pos(e.key), ReasonUnknownField, "%s", msg)
+			// The misspelt field is the one left out: "address: required"
+			// would repeat "adress: did you mean address?".
+			if meant != "" && !written[meant] {
+				d.src.rejected[keyPath(path, meant)] = true
+			}
 			continue
 		}
-		d.value(e.val, p, e.key.Line, v.Field(i))
+		d.value(e.val, p, pos(e.key), v.Field(i))
 	}
 }
 
@@ -259,7 +318,7 @@ func (d *decoder) mapping(n *yaml.Node, path string, v reflect.Value) {
 	}
 	for _, e := range d.entries(n, path) {
 		elem := reflect.New(v.Type().Elem()).Elem()
-		d.value(e.val, keyPath(path, e.key.Value), e.key.Line, elem)
+		d.value(e.val, keyPath(path, e.key.Value), pos(e.key), elem)
 		v.SetMapIndex(reflect.ValueOf(e.key.Value).Convert(v.Type().Key()), elem)
 	}
 }
@@ -272,7 +331,7 @@ type entry struct{ key, val *yaml.Node }
 // twice in n itself is an error.
 func (d *decoder) entries(n *yaml.Node, path string) []entry {
 	if d.merging[n] {
-		d.errorf(path, n.Line, ReasonInvalid, "a merge (<<) includes the mapping it is part of")
+		d.reject(path, pos(n), "a merge (<<) includes the mapping it is part of")
 		return nil
 	}
 	if d.merging == nil {
@@ -282,7 +341,7 @@ func (d *decoder) entries(n *yaml.Node, path string) []entry {
 	defer delete(d.merging, n)
 	// Merges of merges can expand exponentially without visiting a value;
 	// they count against the same budget.
-	if !d.spend(len(n.Content)/2, path, n.Line) {
+	if !d.spend(len(n.Content)/2, path, pos(n)) {
 		return nil
 	}
 
@@ -291,7 +350,7 @@ func (d *decoder) entries(n *yaml.Node, path string) []entry {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := deref(n.Content[i]), n.Content[i+1]
 		if k == nil || k.Kind != yaml.ScalarNode {
-			d.errorf(path, n.Content[i].Line, ReasonInvalid, "keys must be strings, found %s", describeNode(k))
+			d.errorf(path, pos(n.Content[i]), ReasonInvalid, "keys must be strings, found %s", describeNode(k))
 			continue
 		}
 		if k.ShortTag() == "!!merge" {
@@ -299,7 +358,7 @@ func (d *decoder) entries(n *yaml.Node, path string) []entry {
 			continue
 		}
 		if line, dup := first[k.Value]; dup {
-			d.errorf(keyPath(path, k.Value), k.Line, ReasonDuplicate, "duplicate key (first set on line %d)", line)
+			d.errorf(keyPath(path, k.Value), pos(k), ReasonDuplicate, "duplicate key (first set on line %d)", line)
 			continue
 		}
 		first[k.Value] = k.Line
@@ -326,21 +385,17 @@ func (d *decoder) mergeSources(n *yaml.Node, path string) []entry {
 				out = append(out, d.entries(m, path)...)
 				continue
 			}
-			d.errorf(path, item.Line, ReasonInvalid, "a merge (<<) takes mappings, found %s", describeNode(deref(item)))
+			d.reject(path, pos(item), "a merge (<<) takes mappings, found %s", describeNode(deref(item)))
 		}
 		return out
 	}
-	line := 0
-	if n != nil {
-		line = n.Line
-	}
-	d.errorf(path, line, ReasonInvalid, "a merge (<<) takes a mapping or a list of mappings, found %s", describeNode(n))
+	d.reject(path, pos(n), "a merge (<<) takes a mapping or a list of mappings, found %s", describeNode(n))
 	return nil
 }
 
 // integer parses YAML's integer forms (42, 0x2a, 0o52) and checks the
 // range of v's type, so that port: 70000 is an error rather than 4464.
-func (d *decoder) integer(n *yaml.Node, path string, line int, v reflect.Value) {
+func (d *decoder) integer(n *yaml.Node, path string, at position, v reflect.Value) {
 	var (
 		i64      int64
 		u64      uint64
@@ -355,21 +410,21 @@ func (d *decoder) integer(n *yaml.Node, path string, line int, v reflect.Value) 
 		}
 	}
 	if !ok {
-		d.errorf(path, line, ReasonInvalid, "%q is not a whole number", n.Value)
+		d.reject(path, at, "%q is not a whole number", n.Value)
 		return
 	}
 	switch v.Kind() {
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		limit := uint64(math.MaxUint64) >> (64 - v.Type().Bits())
 		if negative || u64 > limit {
-			d.errorf(path, line, ReasonInvalid, "%s is out of range (0 to %d)", n.Value, limit)
+			d.reject(path, at, "%s is out of range (0 to %d)", n.Value, limit)
 			return
 		}
 		v.SetUint(u64)
 	default:
 		lo, hi := int64(math.MinInt64)>>(64-v.Type().Bits()), int64(math.MaxInt64)>>(64-v.Type().Bits())
 		if (!negative && u64 > math.MaxInt64) || i64 < lo || i64 > hi {
-			d.errorf(path, line, ReasonInvalid, "%s is out of range (%d to %d)", n.Value, lo, hi)
+			d.reject(path, at, "%s is out of range (%d to %d)", n.Value, lo, hi)
 			return
 		}
 		v.SetInt(i64)
@@ -479,8 +534,9 @@ func yamlName(f reflect.StructField) (string, bool) {
 // unknownField explains an unknown key: the closest known key when the
 // operator probably misspelled one, the nested key when they wrote it one
 // level too high (user: beside address instead of under ssh:), else the
-// keys that are known here.
-func unknownField(key string, t reflect.Type) string {
+// keys that are known here. meant is the known key of t the operator
+// probably misspelled, or "".
+func unknownField(key string, t reflect.Type) (msg, meant string) {
 	var known []string
 	for i := range t.NumField() {
 		if name, ok := yamlName(t.Field(i)); ok {
@@ -488,7 +544,7 @@ func unknownField(key string, t reflect.Type) string {
 		}
 	}
 	if s := closest(key, known); s != "" {
-		return fmt.Sprintf("unknown field (did you mean %q?)", s)
+		return fmt.Sprintf("unknown field (did you mean %q?)", s), s
 	}
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -502,11 +558,11 @@ func unknownField(key string, t reflect.Type) string {
 		}
 		for j := range ft.NumField() {
 			if name, ok := yamlName(ft.Field(j)); ok && strings.EqualFold(name, key) {
-				return fmt.Sprintf("unknown field (did you mean %q under %q?)", name, parent)
+				return fmt.Sprintf("unknown field (did you mean %q under %q?)", name, parent), ""
 			}
 		}
 	}
-	return fmt.Sprintf("unknown field (known fields here: %s)", strings.Join(known, ", "))
+	return fmt.Sprintf("unknown field (known fields here: %s)", strings.Join(known, ", ")), ""
 }
 
 // closest returns the known key nearest to key when it is near enough to be

@@ -249,27 +249,32 @@ func TestLoad(t *testing.T) {
 	})
 }
 
-// TestLoadGolden pins the whole report for a file with many mistakes, so
+// TestLoadGolden pins the whole report for files with many mistakes, so
 // that a change of wording or order is a visible diff. Run with -update to
 // accept a change.
 func TestLoadGolden(t *testing.T) {
-	_, warnings, err := Load("testdata/invalid.yaml")
-	if err == nil {
-		t.Fatal("Load accepted testdata/invalid.yaml")
-	}
-	var b strings.Builder
-	for _, w := range warnings {
-		b.WriteString("warning: " + w.Error() + "\n")
-	}
-	b.WriteString(err.Error() + "\n")
-	golden := "testdata/invalid.golden"
-	if *update {
-		if err := os.WriteFile(golden, []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if want := string(mustRead(t, golden)); b.String() != want {
-		t.Errorf("report differs from %s (run with -update to accept):\n%s", golden, b.String())
+	for _, name := range []string{"invalid", "mixed"} {
+		t.Run(name, func(t *testing.T) {
+			file := "testdata/" + name + ".yaml"
+			_, warnings, err := Load(file)
+			if err == nil {
+				t.Fatalf("Load accepted %s", file)
+			}
+			var b strings.Builder
+			for _, w := range warnings {
+				b.WriteString("warning: " + w.Error() + "\n")
+			}
+			b.WriteString(err.Error() + "\n")
+			golden := "testdata/" + name + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(b.String()), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if want := string(mustRead(t, golden)); b.String() != want {
+				t.Errorf("report differs from %s (run go test ./api/v1alpha1 -run TestLoadGolden -update to accept):\n%s", golden, b.String())
+			}
+		})
 	}
 }
 

@@ -3,9 +3,9 @@
 //
 // Reading a file goes through Load, which decodes, defaults and validates in
 // that order. Decoding is strict because a misspelled field silently ignored
-// is a cluster built differently from what its operator wrote; validation
-// collects every problem so one run of `anvil config validate` shows all of
-// them. Both report problems as FieldErrors carrying the field path and, for
+// is a cluster built differently from what its operator wrote. Decoding goes
+// on past a bad field and validation checks what decoded, so one run of
+// `anvil config validate` shows every problem, each once. Both report problems as FieldErrors carrying the field path and, for
 // clusters that came from a file, the file and line, so other packages can
 // trust a *Cluster from Load without re-checking it.
 //

@@ -30,10 +30,12 @@ const (
 
 // FieldError is one problem with a cluster file.
 type FieldError struct {
-	// File and Line locate the problem; both are empty for a Cluster that
-	// did not come from Decode.
-	File string `json:"file,omitempty"`
-	Line int    `json:"line,omitempty"`
+	// File, Line and Column locate the problem; all are empty for a Cluster
+	// that did not come from a file. Column is 1-based and, like Line, points
+	// at the field's key (or list item), not at its value.
+	File   string `json:"file,omitempty"`
+	Line   int    `json:"line,omitempty"`
+	Column int    `json:"column,omitempty"`
 	// Path is the field's path from the document root, like
 	// hosts[2].address; empty for problems with the whole document.
 	Path    string `json:"path,omitempty"`
@@ -58,6 +60,8 @@ func (e *FieldError) Error() string {
 }
 
 // Location is "file:line", "file", "line N" or empty, whichever is known.
+// The column stays out of the text, which editors and scripts already
+// parse as file:line; it is in the JSON form and orders problems on a line.
 func (e *FieldError) Location() string {
 	switch {
 	case e.File != "" && e.Line > 0:
@@ -118,8 +122,11 @@ func (es FieldErrors) err() error {
 	return es
 }
 
-// sortByLine orders problems as they appear in the file; problems without a
-// line keep their relative order at the front.
-func (es FieldErrors) sortByLine() {
-	slices.SortStableFunc(es, func(a, b *FieldError) int { return cmp.Compare(a.Line, b.Line) })
+// sortByPosition orders problems as they appear in the file, by line and
+// then column; problems without a line keep their relative order at the
+// front, and so do problems at the same place.
+func (es FieldErrors) sortByPosition() {
+	slices.SortStableFunc(es, func(a, b *FieldError) int {
+		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
+	})
 }

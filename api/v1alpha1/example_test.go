@@ -23,7 +23,7 @@ func TestExampleClusterFile(t *testing.T) {
 		t.Errorf("%d workers, want 2", got)
 	}
 	for _, section := range []string{"apiVersion", "kind", "name", "kubernetesVersion", "controlPlane", "ssh", "hosts", "networking", "etcd", "pki", "backup", "components"} {
-		if _, ok := c.src.lines[section]; !ok {
+		if _, ok := c.src.at[section]; !ok {
 			t.Errorf("the example has no %s section", section)
 		}
 	}

@@ -7,9 +7,10 @@ import (
 	"testing"
 )
 
-// FuzzDecode checks that no input makes Decode panic, that every failure is
-// reported as FieldErrors, and that a cluster it accepts defaults
-// idempotently and validates the same way every time.
+// FuzzDecode checks that no input makes Decode or Load panic, that every
+// failure is reported as FieldErrors, that a cluster Decode accepts defaults
+// idempotently and validates the same way every time, and that Load's one
+// pass is Decode's problems plus Validate's, in file order.
 func FuzzDecode(f *testing.F) {
 	seeds, err := filepath.Glob("testdata/*.yaml")
 	if err != nil {
@@ -20,6 +21,8 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add([]byte(ExampleClusterFile))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		loaded, _, loadErr := load("fuzz.yaml", data)
+		checkLoad(t, loaded, loadErr)
 		c, err := Decode("fuzz.yaml", data)
 		if err != nil {
 			if c != nil {
@@ -27,6 +30,18 @@ func FuzzDecode(f *testing.F) {
 			}
 			if AsFieldErrors(err) == nil {
 				t.Fatalf("error is not FieldErrors: %v", err)
+			}
+			if loadErr == nil {
+				t.Fatalf("Load accepted what Decode refused: %v", err)
+			}
+			reported := map[string]bool{}
+			for _, e := range AsFieldErrors(loadErr) {
+				reported[e.Error()] = true
+			}
+			for _, e := range AsFieldErrors(err) {
+				if !reported[e.Error()] {
+					t.Fatalf("Load left out the decode problem %v:\n%v", e, loadErr)
+				}
 			}
 			return
 		}
@@ -39,6 +54,9 @@ func FuzzDecode(f *testing.F) {
 		if e1 != nil && AsFieldErrors(e1) == nil {
 			t.Fatalf("validation error is not FieldErrors: %v", e1)
 		}
+		if errString(e1) != errString(loadErr) {
+			t.Fatalf("Load and Decode+Validate differ on a file that decodes:\n%v\n%v", loadErr, e1)
+		}
 		again, err := Decode("fuzz.yaml", data)
 		if err != nil {
 			t.Fatalf("second Decode failed: %v", err)
@@ -49,6 +67,30 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("Default is not idempotent:\n%+v\n%+v", c, again)
 		}
 	})
+}
+
+// checkLoad holds load's result to its contract: a cluster or FieldErrors,
+// never both, the problems in file order.
+func checkLoad(t *testing.T, c *Cluster, err error) {
+	t.Helper()
+	if err == nil {
+		if c == nil {
+			t.Fatal("load returned neither a cluster nor an error")
+		}
+		return
+	}
+	if c != nil {
+		t.Fatal("load returned a cluster with its error")
+	}
+	es := AsFieldErrors(err)
+	if es == nil {
+		t.Fatalf("load error is not FieldErrors: %v", err)
+	}
+	for i := 1; i < len(es); i++ {
+		if p, e := es[i-1], es[i]; p.Line > e.Line || (p.Line == e.Line && p.Column > e.Column) {
+			t.Fatalf("load's problems are out of file order: %v before %v", p, e)
+		}
+	}
 }
 
 func errString(err error) string {

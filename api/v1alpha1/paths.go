@@ -40,15 +40,28 @@ func isPlainKey(s string) bool {
 }
 
 // source remembers where a decoded Cluster came from, so that problems
-// found after decoding can still point at a line.
+// found after decoding can still point at a line, and which fields the
+// decoder could not read, so that validation stays quiet about them.
 type source struct {
-	file  string
-	lines map[string]int
+	file string
+	// at is where the file wrote each path: the key's position for a field
+	// or map entry, the item's for a list item.
+	at map[string]position
+	// rejected holds the paths whose values the decoder reported and left
+	// unset (a wrong type, an unparsable address), and the fields an
+	// unknown key was probably meant to be (adress for address). Validation
+	// would only add a second message about the same mistake there, like
+	// "required" after "not an IP address".
+	rejected map[string]bool
 }
 
-// locate fills in e's file and line. A path with no line of its own (a
-// field left out, or filled in by Default) takes the line of its nearest
-// written ancestor: "hosts[2].role: required" then points at hosts[2].
+// position is a 1-based line and column, as go-yaml counts them.
+type position struct{ line, column int }
+
+// locate fills in e's file, line and column. A path with no position of
+// its own (a field left out, or filled in by Default) takes the position of
+// its nearest written ancestor: "hosts[2].role: required" then points at
+// hosts[2].
 func (s *source) locate(e *FieldError) {
 	if s == nil {
 		return
@@ -59,12 +72,28 @@ func (s *source) locate(e *FieldError) {
 	}
 	p := e.Path
 	for {
-		if l, ok := s.lines[p]; ok {
-			e.Line = l
+		if at, ok := s.at[p]; ok {
+			e.Line, e.Column = at.line, at.column
 			return
 		}
 		if p == "" {
 			return
+		}
+		p = parentPath(p)
+	}
+}
+
+// isRejected says whether the decoder rejected p or a path enclosing it.
+func (s *source) isRejected(p string) bool {
+	if s == nil || len(s.rejected) == 0 {
+		return false
+	}
+	for {
+		if s.rejected[p] {
+			return true
+		}
+		if p == "" {
+			return false
 		}
 		p = parentPath(p)
 	}

@@ -36,6 +36,13 @@ const (
 // carries the file and line of its field, or of the nearest enclosing one
 // when the field was left out.
 func Validate(c *Cluster) (warnings FieldErrors, err error) {
+	warnings, errs := validate(c)
+	return warnings, errs.err()
+}
+
+// validate is Validate with the errors as a list, for Load to add the
+// decode problems to. Fields the decoder rejected are not checked again.
+func validate(c *Cluster) (warnings, errs FieldErrors) {
 	v := &validator{src: c.src}
 	v.document(c)
 	addrs := v.hosts(c)
@@ -45,12 +52,12 @@ func Validate(c *Cluster) (warnings FieldErrors, err error) {
 	v.pki(c.PKI)
 	v.backup(c.Backup)
 	v.components(c.Components)
-	v.errs.sortByLine()
-	v.warns.sortByLine()
+	v.errs.sortByPosition()
+	v.warns.sortByPosition()
 	if len(v.warns) == 0 {
 		v.warns = nil
 	}
-	return v.warns, v.errs.err()
+	return v.warns, v.errs
 }
 
 type validator struct {
@@ -59,13 +66,27 @@ type validator struct {
 	warns FieldErrors
 }
 
+// errorf records a problem with path, unless the decoder already reported
+// that field (see source.rejected).
 func (v *validator) errorf(path string, reason Reason, format string, args ...any) {
+	if v.src.isRejected(path) {
+		return
+	}
 	e := &FieldError{Path: path, Reason: reason, Message: fmt.Sprintf(format, args...)}
 	v.src.locate(e)
 	v.errs = append(v.errs, e)
 }
 
+// decoded is false for a path the decoder rejected, where a default now
+// stands in for a value the file had. Rules that compare fields skip such a
+// field: comparing with a default the operator never wrote would report a
+// problem that is not in the file.
+func (v *validator) decoded(path string) bool { return !v.src.isRejected(path) }
+
 func (v *validator) warnf(path string, format string, args ...any) {
+	if v.src.isRejected(path) {
+		return
+	}
 	e := &FieldError{Path: path, Reason: ReasonInvalid, Message: fmt.Sprintf(format, args...)}
 	v.src.locate(e)
 	v.warns = append(v.warns, e)
@@ -127,9 +148,11 @@ func (v *validator) hosts(c *Cluster) hostAddrs {
 	}
 	names := map[string]int{}
 	masters := 0
+	rolesKnown := true
 	for i, h := range c.Hosts {
 		p := indexPath("hosts", i)
 		v.hostName(p, h.Name, names, i)
+		rolesKnown = rolesKnown && v.decoded(p+".role")
 
 		switch {
 		case !h.Address.IsValid():
@@ -157,6 +180,8 @@ func (v *validator) hosts(c *Cluster) hostAddrs {
 	v.ssh("ssh", c.SSH, nil)
 
 	switch {
+	case !rolesKnown:
+		// The count would be off by the roles the decoder rejected.
 	case masters == 0:
 		v.errorf("hosts", ReasonRequired, "at least one host must have role %q", RoleMaster)
 	case masters%2 == 0:
@@ -284,6 +309,9 @@ func (v *validator) taints(p string, taints []Taint) {
 			v.errorf(tp+".effect", ReasonNotSupported, "%q is not a taint effect: use one of %s", t.Effect, list(TaintEffects))
 		}
 		// The apiserver rejects a Node whose taints repeat a key and effect.
+		if !v.decoded(tp+".key") || !v.decoded(tp+".effect") {
+			continue
+		}
 		if j, dup := first[id{t.Key, t.Effect}]; dup {
 			v.errorf(tp, ReasonDuplicate, "same key and effect as %s", indexPath(p, j))
 		} else {
@@ -387,6 +415,8 @@ func (v *validator) networking(c *Cluster, addrs hostAddrs) {
 // with others still run after a host bit was set by mistake.
 func (v *validator) network(path string, p netip.Prefix) (netip.Prefix, bool) {
 	switch {
+	case !v.decoded(path):
+		return p, false
 	case !p.IsValid():
 		v.errorf(path, ReasonRequired, "required: a CIDR prefix")
 		return p, false
@@ -419,6 +449,7 @@ func (v *validator) etcd(e Etcd) {
 // millis checks a raft timing, which etcd takes in whole milliseconds.
 func (v *validator) millis(path string, d Duration) bool {
 	switch {
+	case !v.decoded(path):
 	case d.Duration <= 0:
 		v.errorf(path, ReasonInvalid, "%s is not positive", d)
 	case d.Duration%time.Millisecond != 0:
@@ -457,6 +488,9 @@ func (v *validator) pki(p PKI) {
 }
 
 func (v *validator) positive(path string, d Duration) bool {
+	if !v.decoded(path) {
+		return false
+	}
 	if d.Duration <= 0 {
 		v.errorf(path, ReasonInvalid, "%s is not positive", d)
 		return false

@@ -71,8 +71,10 @@ func TestConfigValidate(t *testing.T) {
 			"FILE: valid, 1 warning",
 		}},
 		{"decode errors", strings.Replace(twoMasters, "address: 10.0.0.12", "adress: 10.0.0.12", 1), nil, 1, []string{
+			// Validation runs in the same pass, so the warning comes too.
+			"FILE:4: warning: hosts: 2 masters tolerate no more failures than 1: etcd needs a majority of members up; use an odd number of masters",
 			`FILE:9: hosts[1].adress: unknown field (did you mean "address"?)`,
-			"FILE: 1 error",
+			"FILE: 1 error, 1 warning",
 		}},
 		{"validation errors", strings.Replace(twoMasters, "m2", "m1", 1), nil, 1, []string{
 			"FILE:4: warning: hosts: 2 masters tolerate no more failures than 1: etcd needs a majority of members up; use an odd number of masters",
