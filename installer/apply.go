@@ -18,18 +18,18 @@ import (
 // from the facts what to do on each host before doing anything, so a
 // second apply over an unchanged cluster does nothing, and --dry-run
 // prints exactly those decisions.
-func applyPhases() []phase {
-	return []phase{
-		{name: "connect", readOnly: true, plan: planConnect},   // connect.go: SSH, host keys, bastion, sudo
-		{name: "facts", readOnly: true, plan: planFacts},       // facts.go: OS, addresses, clock, ports, what is installed
-		{name: "validate", readOnly: true, plan: planValidate}, // validate.go: ports, duplicates, clock skew, roles
-		{name: "upload", plan: planUpload},                     // upload.go: binaries by sha256, zstd, atomic
-		{name: "init", plan: planInit},                         // init.go: the first master
-		{name: "join-masters", plan: planJoinMasters},          // join_masters.go: other masters, one at a time
-		{name: "join-workers", plan: planJoinWorkers},          // join_workers.go: workers, in parallel
-		{name: "credentials", plan: planCredentials},           // credentials.go: delete the join tokens the run made
-		{name: "ready", plan: planReady},                       // ready.go: every Node Ready
-		{name: "kubeconfig", plan: planKubeconfig},             // kubeconfig.go: the admin kubeconfig here
+func applyPhases() []flowPhase {
+	return []flowPhase{
+		looking("connect", planConnect),           // connect.go: SSH, host keys, bastion, sudo
+		looking("facts", planFacts),               // facts.go: OS, addresses, clock, ports, what is installed
+		looking("validate", planValidate),         // validate.go: ports, duplicates, clock skew, roles
+		changing("upload", planUpload),            // upload.go: binaries by sha256, zstd, atomic
+		changing("init", planInit),                // init.go: the first master
+		changing("join-masters", planJoinMasters), // join_masters.go: other masters, one at a time
+		changing("join-workers", planJoinWorkers), // join_workers.go: workers, in parallel
+		changing("credentials", planCredentials),  // credentials.go: delete the join tokens the run made
+		changing("ready", planReady),              // ready.go: every Node Ready
+		changing("kubeconfig", planKubeconfig),    // kubeconfig.go: the admin kubeconfig here
 	}
 }
 
@@ -114,7 +114,7 @@ func Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
 	r.apply = &applyState{o: o, bundle: b, compressor: comp, clusterFile: cf}
 	r.factsReq = factsRequest{version: b.version, files: b.components(), status: true, updateCache: !o.DryRun}
 
-	err = r.do(ctx, applyPhases())
+	err = r.do(ctx, "apply", applyPhases())
 	res := &ApplyResult{Plan: r.planned, BytesUploaded: r.apply.uploaded.Load(), DeletedTokens: r.apply.made.deleted(), Elapsed: time.Since(start), cluster: r.cluster}
 	if !o.DryRun && r.primary != nil && !r.primary.failed() && o.Kubeconfig != "" {
 		res.Kubeconfig = o.Kubeconfig

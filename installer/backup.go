@@ -27,11 +27,11 @@ import (
 // verified; nothing is written on the masters.
 
 // backupPhases is `anvil cluster backup`, top to bottom.
-func backupPhases(b *backupState) []phase {
-	return []phase{
-		{name: "connect", readOnly: true, plan: planConnect}, // connect.go
-		{name: "facts", readOnly: true, plan: planFacts},     // facts.go, with `anvil status -o json`
-		{name: "backup", readOnly: true, plan: b.planLeader}, // backup.go
+func backupPhases(b *backupState) []flowPhase {
+	return []flowPhase{
+		looking("connect", planConnect), // connect.go
+		looking("facts", planFacts),     // facts.go, with `anvil status -o json`
+		looking("backup", b.planLeader), // backup.go
 	}
 }
 
@@ -101,7 +101,7 @@ func Backup(ctx context.Context, o BackupOptions) (*BackupResult, error) {
 	r.factsReq = factsRequest{version: r.cluster.KubernetesVersion, status: true}
 	b := &backupState{o: o}
 	start := time.Now()
-	err = r.do(ctx, backupPhases(b))
+	err = r.do(ctx, "backup", backupPhases(b))
 	res := b.result
 	if res != nil {
 		res.Elapsed = time.Since(start)

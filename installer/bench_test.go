@@ -95,8 +95,8 @@ func slowestPhases(results map[string][]progress.PhaseResult) string {
 	}
 	var out []string
 	for _, p := range applyPhases() {
-		if d, ok := slowest[p.name]; ok && d >= 10*time.Millisecond {
-			out = append(out, fmt.Sprintf("%s %.1fs", p.name, d.Seconds()))
+		if d, ok := slowest[p.Name]; ok && d >= 10*time.Millisecond {
+			out = append(out, fmt.Sprintf("%s %.1fs", p.Name, d.Seconds()))
 		}
 	}
 	return "slowest host per phase: " + strings.Join(out, ", ")

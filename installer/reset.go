@@ -18,12 +18,12 @@ import (
 // a time with the primary last, so the control plane outlives every node
 // that talks to it and etcd loses one member at a time (`anvil reset` on a
 // master removes its own member first).
-func resetPhases() []phase {
-	return []phase{
-		{name: "connect", readOnly: true, plan: planConnect}, // connect.go
-		{name: "facts", readOnly: true, plan: planFacts},     // facts.go
-		{name: "reset-workers", plan: planResetWorkers},      // reset.go
-		{name: "reset-masters", plan: planResetMasters},      // reset.go
+func resetPhases() []flowPhase {
+	return []flowPhase{
+		looking("connect", planConnect),             // connect.go
+		looking("facts", planFacts),                 // facts.go
+		changing("reset-workers", planResetWorkers), // reset.go
+		changing("reset-masters", planResetMasters), // reset.go
 	}
 }
 
@@ -61,7 +61,7 @@ func Reset(ctx context.Context, o ResetOptions) (*ResetResult, error) {
 	r.dryRun = o.DryRun
 	r.reset = &o
 	r.factsReq = factsRequest{version: r.cluster.KubernetesVersion}
-	err = r.do(ctx, resetPhases())
+	err = r.do(ctx, "reset", resetPhases())
 	res := &ResetResult{Plan: r.planned, cluster: r.cluster}
 	if o.DryRun {
 		return res, err

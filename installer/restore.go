@@ -37,14 +37,14 @@ import (
 // only when every master passed the ones before.
 
 // restorePhases is `anvil cluster restore`, top to bottom.
-func restorePhases(s *restoreState) []phase {
-	return []phase{
-		{name: "connect", readOnly: true, plan: planConnect}, // connect.go
-		{name: "facts", readOnly: true, plan: planFacts},     // facts.go, with `anvil status -o json`
-		{name: "check", plan: s.planCheck},                   // restore.go: upload, dry runs
-		{name: "leave", plan: s.planLeave},                   // restore.go
-		{name: "restore", plan: s.planRestore},               // restore.go
-		{name: "rejoin", plan: s.planRejoin},                 // restore.go
+func restorePhases(s *restoreState) []flowPhase {
+	return []flowPhase{
+		looking("connect", planConnect),    // connect.go
+		looking("facts", planFacts),        // facts.go, with `anvil status -o json`
+		changing("check", s.planCheck),     // restore.go: upload, dry runs
+		changing("leave", s.planLeave),     // restore.go
+		changing("restore", s.planRestore), // restore.go
+		changing("rejoin", s.planRejoin),   // restore.go
 	}
 }
 
@@ -133,7 +133,7 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 	s.first = r.hosts[0]
 	s.others = r.hosts[1:]
 	s.result.First = s.first.Name
-	err = r.do(ctx, restorePhases(s))
+	err = r.do(ctx, "restore", restorePhases(s))
 	if s.uploaded && s.first.client != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		if rerr := s.first.client.RunAsRoot(cctx, "rm -rf "+restoreDir, nil, io.Discard, io.Discard); rerr != nil {

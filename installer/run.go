@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/internal/phase"
 	"anvil.dev/anvil/internal/progress"
 	"anvil.dev/anvil/internal/sshx"
 )
@@ -24,14 +25,35 @@ type HostError struct {
 func (e *HostError) Error() string { return fmt.Sprintf("%s: %s: %v", e.Host, e.Phase, e.Err) }
 func (e *HostError) Unwrap() error { return e.Err }
 
-// phase is one step of a flow. It first plans from what earlier phases
-// found (never touching a host), then the plan's steps run, so a dry run
-// shows exactly what a real run would do.
-type phase struct {
-	name string
-	// readOnly phases change nothing anywhere and run in a dry run too.
-	readOnly bool
-	plan     func(r *run) plan
+// A flow's phases are phase.Phase[*run]: each first plans from what
+// earlier phases found (never touching a host), then the plan's steps run
+// on the hosts, so a dry run shows exactly what a real run would do.
+type flowPhase = phase.Phase[*run]
+
+// looking is a phase that changes nothing anywhere: it runs in a dry run
+// too (connect, facts, validate).
+func looking(name string, plan func(r *run) plan) flowPhase {
+	return flowPhase{Name: name, Run: func(ctx context.Context, r *run) error {
+		r.execute(ctx, name, plan(r))
+		return nil
+	}}
+}
+
+// changing is a phase that changes hosts or the workstation: a dry run
+// records its plan and runs none of it.
+func changing(name string, plan func(r *run) plan) flowPhase {
+	return flowPhase{Name: name, Mutates: true,
+		Run: func(ctx context.Context, r *run) error {
+			pl := plan(r)
+			r.record(name, pl)
+			r.execute(ctx, name, pl)
+			return nil
+		},
+		Plan: func(_ context.Context, r *run) error {
+			r.record(name, plan(r))
+			return nil
+		},
+	}
 }
 
 // plan is what a phase will do.
@@ -163,26 +185,13 @@ func (r *run) alive() []*host {
 }
 
 // do runs phases in order: each plans, then acts (or, in a dry run,
-// records the plan of every phase that would change something). It
-// returns the hosts' failures joined, or ctx's error.
-func (r *run) do(ctx context.Context, phases []phase) error {
-	var names []string
-	for _, p := range phases {
-		names = append(names, p.name)
-	}
-	r.rep.Phases(names...)
-	for _, p := range phases {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		pl := p.plan(r)
-		if !p.readOnly {
-			r.record(p.name, pl)
-		}
-		if r.dryRun && !p.readOnly {
-			continue
-		}
-		r.execute(ctx, p.name, pl)
+// records the plan of every phase that would change something). A host
+// that fails takes part in no later phase; the others go on. It returns
+// the hosts' failures joined, or ctx's error.
+func (r *run) do(ctx context.Context, command string, phases []flowPhase) error {
+	r.rep.Phases(phase.Names(phases)...)
+	if err := phase.Run(ctx, phases, r, phase.Options{Command: command, DryRun: r.dryRun}); err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err

@@ -55,17 +55,17 @@ func eachHost(r *run, fn func(h *host) (string, error)) func(*run) plan {
 func TestFailuresNameHostAndPhaseAndSpareTheOthers(t *testing.T) {
 	r, out := newTestRun(t, "m1", "w1", "w2")
 	var second atomic.Int32
-	err := r.do(context.Background(), []phase{
-		{name: "first", plan: eachHost(r, func(h *host) (string, error) {
+	err := r.do(context.Background(), "test", []flowPhase{
+		changing("first", eachHost(r, func(h *host) (string, error) {
 			if h.Name == "w1" {
 				return "", errors.New("disk full")
 			}
 			return "", nil
-		})},
-		{name: "second", plan: eachHost(r, func(h *host) (string, error) {
+		})),
+		changing("second", eachHost(r, func(h *host) (string, error) {
 			second.Add(1)
 			return "", nil
-		})},
+		})),
 	})
 	var he *HostError
 	if !errors.As(err, &he) || he.Host != "w1" || he.Phase != "first" || !strings.Contains(err.Error(), "w1: first: disk full") {
@@ -83,7 +83,7 @@ func TestFailuresNameHostAndPhaseAndSpareTheOthers(t *testing.T) {
 func TestOneAtATimeStopsAtTheFirstFailure(t *testing.T) {
 	r, _ := newTestRun(t, "m1", "m2", "m3", "w1")
 	var ran []string
-	err := r.do(context.Background(), []phase{{name: "join-masters", plan: func(r *run) plan {
+	err := r.do(context.Background(), "test", []flowPhase{changing("join-masters", func(r *run) plan {
 		pl := plan{oneAtATime: true}
 		for _, h := range r.alive() {
 			if h.IsMaster() {
@@ -97,7 +97,7 @@ func TestOneAtATimeStopsAtTheFirstFailure(t *testing.T) {
 			}
 		}
 		return pl
-	}}})
+	})})
 	if strings.Join(ran, ",") != "m1,m2" {
 		t.Errorf("ran %v, want m1 then m2 and nothing after the failure", ran)
 	}
@@ -108,7 +108,7 @@ func TestOneAtATimeStopsAtTheFirstFailure(t *testing.T) {
 
 func TestBeforeStepFailureFailsItsHosts(t *testing.T) {
 	r, _ := newTestRun(t, "m1", "w1", "w2", "w3")
-	err := r.do(context.Background(), []phase{{name: "join-workers", plan: func(r *run) plan {
+	err := r.do(context.Background(), "test", []flowPhase{changing("join-workers", func(r *run) plan {
 		return plan{
 			before: []step{{host: r.hosts[0], do: "make a join token", run: func(context.Context) (string, error) { return "", errors.New("apiserver down") }}},
 			steps: []step{
@@ -117,7 +117,7 @@ func TestBeforeStepFailureFailsItsHosts(t *testing.T) {
 				{host: r.hosts[3], do: "nothing to do: already a node"},
 			},
 		}
-	}}})
+	})})
 	for _, want := range []string{"w1: join-workers: make a join token on m1 failed: apiserver down", "w2: join-workers"} {
 		if !strings.Contains(fmt.Sprint(err), want) {
 			t.Errorf("err = %v, want %q", err, want)
@@ -135,10 +135,10 @@ func TestDryRunOnlyRunsReadOnlyPhases(t *testing.T) {
 	r, _ := newTestRun(t, "m1")
 	r.dryRun = true
 	var looked, changed bool
-	err := r.do(context.Background(), []phase{
-		{name: "facts", readOnly: true, plan: eachHost(r, func(*host) (string, error) { looked = true; return "", nil })},
-		{name: "upload", plan: eachHost(r, func(*host) (string, error) { changed = true; return "", nil })},
-		{name: "init", plan: func(r *run) plan { return plan{steps: []step{{host: r.hosts[0], do: "nothing to do: initialised"}}} }},
+	err := r.do(context.Background(), "test", []flowPhase{
+		looking("facts", eachHost(r, func(*host) (string, error) { looked = true; return "", nil })),
+		changing("upload", eachHost(r, func(*host) (string, error) { changed = true; return "", nil })),
+		changing("init", func(r *run) plan { return plan{steps: []step{{host: r.hosts[0], do: "nothing to do: initialised"}}} }),
 	})
 	if err != nil || !looked || changed {
 		t.Fatalf("err %v, looked %v, changed %v", err, looked, changed)
@@ -157,7 +157,7 @@ func TestDryRunOnlyRunsReadOnlyPhases(t *testing.T) {
 func TestConcurrencyIsBounded(t *testing.T) {
 	r, _ := newTestRun(t, "w1", "w2", "w3", "w4", "w5")
 	var now, peak atomic.Int32
-	err := r.do(context.Background(), []phase{{name: "upload", plan: eachHost(r, func(*host) (string, error) {
+	err := r.do(context.Background(), "test", []flowPhase{changing("upload", eachHost(r, func(*host) (string, error) {
 		n := now.Add(1)
 		for {
 			p := peak.Load()
@@ -168,7 +168,7 @@ func TestConcurrencyIsBounded(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		now.Add(-1)
 		return "", nil
-	})}})
+	}))})
 	if err != nil || peak.Load() != 2 {
 		t.Errorf("err %v, at most %d at once, want 2", err, peak.Load())
 	}

@@ -10,10 +10,10 @@ import (
 
 // statusPhases is `anvil cluster status`: read-only, every host looked at
 // whatever happens on the others.
-func statusPhases() []phase {
-	return []phase{
-		{name: "connect", readOnly: true, plan: planConnect}, // connect.go
-		{name: "facts", readOnly: true, plan: planFacts},     // facts.go, with `anvil status -o json`
+func statusPhases() []flowPhase {
+	return []flowPhase{
+		looking("connect", planConnect), // connect.go
+		looking("facts", planFacts),     // facts.go, with `anvil status -o json`
 	}
 }
 
@@ -88,7 +88,7 @@ func Status(ctx context.Context, o Options) (*ClusterStatus, error) {
 	}
 	defer r.close()
 	r.factsReq = factsRequest{version: r.cluster.KubernetesVersion, status: true}
-	if err := r.do(ctx, statusPhases()); ctx.Err() != nil {
+	if err := r.do(ctx, "status", statusPhases()); ctx.Err() != nil {
 		return nil, err
 	}
 	for _, h := range r.hosts {

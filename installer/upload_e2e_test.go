@@ -31,12 +31,12 @@ func uploadOnly(t testing.TB, o Options, bin string, kube []string, cache string
 	r.factsReq = factsRequest{version: b.version, files: b.components()}
 	phases := applyPhases()
 	for i, p := range phases {
-		if p.name == "upload" {
+		if p.Name == "upload" {
 			phases = phases[:i+1]
 			break
 		}
 	}
-	err = r.do(context.Background(), phases)
+	err = r.do(context.Background(), "apply", phases)
 	o.Progress.Close()
 	return &ApplyResult{Plan: r.planned, BytesUploaded: r.apply.uploaded.Load()}, err
 }
