@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,7 +44,9 @@ const (
 )
 
 // DefaultMetricsAddress is where /healthz and /metrics are served.
-var DefaultMetricsAddress = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), MetricsPort)
+func DefaultMetricsAddress() netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), MetricsPort)
+}
 
 // RuntimeSockets are the container runtime endpoints a node is checked for
 // when its configuration names none, as host paths.
@@ -145,7 +148,7 @@ func (c *Config) Default() {
 		c.RotateCertificates = &t
 	}
 	if !c.MetricsAddress.IsValid() {
-		c.MetricsAddress = DefaultMetricsAddress
+		c.MetricsAddress = DefaultMetricsAddress()
 	}
 }
 
@@ -180,8 +183,8 @@ func (c *Config) Validate() error {
 	} else if msgs := validation.IsDNS1123Subdomain(c.NodeName); len(msgs) > 0 {
 		bad("nodeName", "%q is not a valid node name: %s", c.NodeName, strings.Join(msgs, "; "))
 	}
-	if !slices.Contains(v1alpha1.Roles, c.Role) {
-		bad("role", "%q is not one of %v", c.Role, v1alpha1.Roles)
+	if !slices.Contains(v1alpha1.Roles(), c.Role) {
+		bad("role", "%q is not one of %v", c.Role, v1alpha1.Roles())
 	}
 	if len(c.Servers) == 0 {
 		bad("servers", "name at least one apiserver URL")
@@ -213,8 +216,8 @@ func (c *Config) Validate() error {
 				bad(path+".value", "%q is not a valid taint value: %s", t.Value, strings.Join(msgs, "; "))
 			}
 		}
-		if !slices.Contains(v1alpha1.TaintEffects, t.Effect) {
-			bad(path+".effect", "%q is not one of %v", t.Effect, v1alpha1.TaintEffects)
+		if !slices.Contains(v1alpha1.TaintEffects(), t.Effect) {
+			bad(path+".effect", "%q is not one of %v", t.Effect, v1alpha1.TaintEffects())
 		}
 	}
 	for i, p := range c.ContainerRuntimeEndpoints {
@@ -278,7 +281,7 @@ func ParseEndpoint(s string) (string, error) {
 		return "", fmt.Errorf("endpoint %q: %w", s, err)
 	}
 	if u.Port() == "" {
-		u.Host = net.JoinHostPort(u.Hostname(), "6443")
+		u.Host = net.JoinHostPort(u.Hostname(), strconv.Itoa(v1alpha1.DefaultAPIServerPort))
 	}
 	u.Path = ""
 	out := u.Scheme + "://" + u.Host

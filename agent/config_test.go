@@ -93,7 +93,7 @@ func TestConfigDefaults(t *testing.T) {
 	if c.Role != v1alpha1.RoleWorker || c.Kubeconfig != KubeconfigFile || c.MaxPods != DefaultMaxPods ||
 		c.LeaseDuration != 40*time.Second || c.RenewInterval != 10*time.Second ||
 		c.StatusUpdateInterval != 10*time.Second || c.StatusReportInterval != 5*time.Minute ||
-		c.RotateCertificates == nil || !*c.RotateCertificates || c.MetricsAddress != DefaultMetricsAddress ||
+		c.RotateCertificates == nil || !*c.RotateCertificates || c.MetricsAddress != DefaultMetricsAddress() ||
 		len(c.ContainerRuntimeEndpoints) != len(RuntimeSockets()) || c.EphemeralStoragePath != "/var/lib" {
 		t.Errorf("defaults: %+v", c)
 	}
@@ -176,7 +176,7 @@ func TestDefaultMetricsAddressMatchesComponent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "http://" + DefaultMetricsAddress.String() + "/healthz"
+	want := "http://" + DefaultMetricsAddress().String() + "/healthz"
 	if c.Health.Live.URL != want {
 		t.Errorf("probe %s, want %s", c.Health.Live.URL, want)
 	}

@@ -120,7 +120,7 @@ func TestWorkerE2E(t *testing.T) {
 	})
 
 	t.Run("metrics and health on the node's loopback only", func(t *testing.T) {
-		base := "http://" + agent.DefaultMetricsAddress.String()
+		base := "http://" + agent.DefaultMetricsAddress().String()
 		health, err := w.get(ctx, base+"/healthz")
 		if err != nil || !strings.Contains(health, `"registered":true`) || !strings.Contains(health, `"healthy":true`) {
 			t.Errorf("/healthz: %v %s", err, health)
@@ -291,7 +291,7 @@ func TestWorkerE2E(t *testing.T) {
 			return err == nil && l.Spec.RenewTime.After(restarted), fmt.Sprint(err)
 		})
 		t.Logf("lease renewed %s after the restart", took.Round(time.Millisecond))
-		health, err := w.get(ctx, "http://"+agent.DefaultMetricsAddress.String()+"/healthz")
+		health, err := w.get(ctx, "http://"+agent.DefaultMetricsAddress().String()+"/healthz")
 		if err != nil || !strings.Contains(health, `"server":"`+cp.URL+`"`) {
 			t.Errorf("/healthz: %v %s, want it on %s", err, health, cp.URL)
 		}

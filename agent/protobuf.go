@@ -18,7 +18,7 @@ import (
 // carry generated Marshal and Unmarshal methods.
 const contentProtobuf = "application/vnd.kubernetes.protobuf"
 
-var protobufMagic = []byte{0x6b, 0x38, 0x73, 0x00} // "k8s\x00"
+const protobufMagic = "k8s\x00"
 
 // protoObject is a k8s.io/api type with its generated protobuf methods.
 type protoObject interface {
@@ -37,12 +37,12 @@ func encodeProtobuf(obj protoObject, apiVersion, kind string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return append(bytes.Clone(protobufMagic), env...), nil
+	return append([]byte(protobufMagic), env...), nil
 }
 
 // decodeProtobuf unwraps data into out.
 func decodeProtobuf(data []byte, out protoObject) error {
-	if !bytes.HasPrefix(data, protobufMagic) {
+	if !bytes.HasPrefix(data, []byte(protobufMagic)) {
 		return errors.New("not a Kubernetes protobuf message")
 	}
 	var u runtime.Unknown

@@ -8,9 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"anvil.dev/anvil/agent"
 	"anvil.dev/anvil/api/v1alpha1"
-	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
 )
@@ -106,21 +104,26 @@ func pickPrimary(c *v1alpha1.Cluster, hosts []*host) *host {
 	return masters[0]
 }
 
-// requiredPorts are what a new node of role needs free.
-func requiredPorts(c *v1alpha1.Cluster, role v1alpha1.Role) []uint16 {
-	ports := []uint16{agent.MetricsPort}
-	if role == v1alpha1.RoleMaster {
-		ports = append(ports, c.ControlPlane.Port, etcd.ClientPort, etcd.PeerPort, etcd.MetricsPort, etcd.ClientHTTPPort,
-			master.ControllerManagerPort, master.SchedulerPort)
+// requiredPorts are what host h needs free: the ports its components
+// declare.
+func requiredPorts(c *v1alpha1.Cluster, h v1alpha1.Host) ([]master.Listener, error) {
+	// A defaulted copy: the declarations need every value the defaults
+	// fill in, and the caller's cluster is not ours to change.
+	cc := *c
+	cc.Hosts = slices.Clone(c.Hosts)
+	cc.Default()
+	p, err := master.NewPlan(&cc, h.Name, "")
+	if err != nil {
+		return nil, err
 	}
-	return ports
+	return master.NodePorts(p, c.ControlPlane.Layout)
 }
 
 // ours are processes anvil runs: a port they hold on a host with leftovers
 // of an interrupted run is the run's own. ss shows the kernel's 15-byte
 // comm ("kube-controller").
 func ours(process string) bool {
-	return slices.ContainsFunc([]string{"anvil", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}, func(p string) bool {
+	return slices.ContainsFunc(master.OwnedPrograms(), func(p string) bool {
 		return process == p[:min(len(p), 15)]
 	})
 }
@@ -227,35 +230,29 @@ func suffixed(s string) string {
 func validatePorts(c *v1alpha1.Cluster, h *host, v *verdict) {
 	f := h.facts
 	interrupted := len(f.Leftovers) > 0
-	for _, port := range requiredPorts(c, h.Role) {
+	ports, err := requiredPorts(c, h.Host)
+	if err != nil {
+		v.problem("%v", err)
+		return
+	}
+	seen := map[uint16]bool{}
+	for _, port := range ports {
+		if seen[port.Port] {
+			continue
+		}
+		seen[port.Port] = true
 		for _, l := range f.Listening {
-			if l.Addr.Port() != port || (interrupted && ours(l.Process)) {
+			if l.Addr.Port() != port.Port || (interrupted && ours(l.Process)) {
 				continue
 			}
 			by := ""
 			if l.Process != "" {
 				by = " by " + l.Process
 			}
-			v.problem("port %d is in use%s (listening on %s); anvil's %s needs it", port, by, l.Addr, portUser(c, port))
+			v.problem("port %d is in use%s (listening on %s); anvil's %s needs it", port.Port, by, l.Addr, port.Component)
 			break
 		}
 	}
-}
-
-func portUser(c *v1alpha1.Cluster, port uint16) string {
-	switch port {
-	case c.ControlPlane.Port:
-		return "kube-apiserver"
-	case etcd.ClientPort, etcd.PeerPort, etcd.MetricsPort:
-		return "etcd"
-	case master.ControllerManagerPort:
-		return "kube-controller-manager"
-	case master.SchedulerPort:
-		return "kube-scheduler"
-	case agent.MetricsPort:
-		return "node agent"
-	}
-	return "control plane"
 }
 
 // duplicates reports a value that two hosts share, on both.

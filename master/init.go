@@ -326,7 +326,7 @@ func (r *initRun) renderedFiles() ([]component.OutputFile, error) {
 	case v1alpha1.LayoutProcess:
 		out, err = component.Processes(cs, ProcessOptions(r.plan))
 	default:
-		return nil, fmt.Errorf("unknown layout %q: use one of %v", r.o.Layout, v1alpha1.Layouts)
+		return nil, fmt.Errorf("unknown layout %q: use one of %v", r.o.Layout, v1alpha1.Layouts())
 	}
 	if err != nil {
 		return nil, err

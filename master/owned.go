@@ -3,6 +3,7 @@ package master
 import (
 	"net/netip"
 	"path"
+	"slices"
 	"strings"
 
 	"anvil.dev/anvil/api/v1alpha1"
@@ -60,6 +61,49 @@ func OwnedStaticPods() []string {
 	var out []string
 	for _, c := range cs {
 		out = append(out, strings.TrimSuffix(c.Name, ".yaml"))
+	}
+	return out
+}
+
+// Listener is a port a node's component listens on, as its declaration says.
+type Listener struct {
+	Component string
+	// Name is the port's name in the declaration ("client", "peer").
+	Name string
+	// Address is the address it binds; empty means every address.
+	Address string
+	Port    uint16
+}
+
+// NodePorts lists the ports p's node listens on in layout, read off its
+// component declarations: what preflight and the installer's validation
+// need free.
+func NodePorts(p Plan, l v1alpha1.Layout) ([]Listener, error) {
+	cs, err := NodeComponents(p, l)
+	if err != nil {
+		return nil, err
+	}
+	var out []Listener
+	for _, c := range cs {
+		for _, port := range c.Ports {
+			out = append(out, Listener{Component: c.Name, Name: port.Name, Address: port.Address, Port: port.Number})
+		}
+	}
+	return out, nil
+}
+
+// OwnedPrograms names the programs anvil runs on a machine, as the kernel
+// shows them (the executable's base name).
+func OwnedPrograms() []string {
+	cs, err := NodeComponents(referencePlan(), v1alpha1.LayoutSystemd)
+	if err != nil {
+		panic("master: the reference components do not render: " + err.Error())
+	}
+	var out []string
+	for _, c := range cs {
+		if b := path.Base(c.Binary); !slices.Contains(out, b) {
+			out = append(out, b)
+		}
 	}
 	return out
 }

@@ -16,7 +16,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/supervise"
 )
@@ -90,50 +89,39 @@ func checkBinaries(_ context.Context, r *initRun) ([]string, []string) {
 	return nil, nil
 }
 
-// checkPorts tries to bind every port the control plane listens on, on the
-// addresses it will use, and names the process holding a busy one. A port
+// checkPorts tries to bind every port this node's components declare, on
+// the addresses they will use, and names the process holding a busy one. A port
 // held by this root's own supervised components is not a problem on --force.
 func checkPorts(_ context.Context, r *initRun) ([]string, []string) {
 	if r.o.Force && supervise.Running(r.o.Root) {
 		return nil, nil
 	}
-	type port struct {
-		addr string
-		num  int
-		what string
-	}
-	adv := r.plan.AdvertiseAddress.String()
-	ports := []port{
-		{"127.0.0.1", etcd.ClientPort, "etcd clients"},
-		{adv, etcd.ClientPort, "etcd clients"},
-		{adv, etcd.PeerPort, "etcd peers"},
-		{"127.0.0.1", etcd.MetricsPort, "etcd metrics"},
-		{"127.0.0.1", etcd.ClientHTTPPort, "etcd HTTP clients"},
-		{"", int(r.o.Cluster.ControlPlane.Port), "kube-apiserver"},
-		{"127.0.0.1", ControllerManagerPort, "kube-controller-manager"},
-		{"127.0.0.1", SchedulerPort, "kube-scheduler"},
+	ports, err := NodePorts(r.plan, r.o.Layout)
+	if err != nil {
+		return []string{err.Error()}, nil
 	}
 	var problems []string
 	seen := map[int]bool{}
 	for _, p := range ports {
-		l, err := net.Listen("tcp", net.JoinHostPort(p.addr, strconv.Itoa(p.num)))
+		l, err := net.Listen("tcp", net.JoinHostPort(p.Address, strconv.Itoa(int(p.Port))))
 		if err == nil {
 			l.Close()
 			continue
 		}
-		if seen[p.num] {
+		if seen[int(p.Port)] {
 			continue
 		}
-		seen[p.num] = true
+		seen[int(p.Port)] = true
+		what := p.Component + " " + p.Name
 		if errors.Is(err, unix.EADDRNOTAVAIL) {
-			problems = append(problems, fmt.Sprintf("address %s is not on this machine (%s needs it)", p.addr, p.what))
+			problems = append(problems, fmt.Sprintf("address %s is not on this machine (%s needs it)", p.Address, what))
 			continue
 		}
-		holder := portHolder(p.num)
+		holder := portHolder(int(p.Port))
 		if holder == "" {
 			holder = "another process"
 		}
-		problems = append(problems, fmt.Sprintf("port %d (%s) is in use by %s", p.num, p.what, holder))
+		problems = append(problems, fmt.Sprintf("port %d (%s) is in use by %s", p.Port, what, holder))
 	}
 	return problems, nil
 }

@@ -67,7 +67,7 @@ func RenderNode(p Plan, layout v1alpha1.Layout, read ReadFunc) ([]component.Outp
 		out, err = component.Processes(cs, ProcessOptions(p))
 		out = append(out, component.OutputFile{Path: hostfs.LogDir, Mode: fs.ModeDir | 0o700})
 	default:
-		return nil, fmt.Errorf("unknown layout %q: use one of %v", layout, v1alpha1.Layouts)
+		return nil, fmt.Errorf("unknown layout %q: use one of %v", layout, v1alpha1.Layouts())
 	}
 	if err != nil {
 		return nil, err

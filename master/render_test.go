@@ -26,7 +26,7 @@ func readUnder(root hostfs.Root) master.ReadFunc {
 // directory anvil created 0700. A second run changes nothing and the diff
 // is then empty.
 func TestRenderedTreeModes(t *testing.T) {
-	for _, layout := range v1alpha1.Layouts {
+	for _, layout := range v1alpha1.Layouts() {
 		t.Run(string(layout), func(t *testing.T) {
 			out := hostfs.Root(t.TempDir())
 			runtime := hostfs.Root("")

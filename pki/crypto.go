@@ -35,7 +35,7 @@ func algorithmBits(a v1alpha1.KeyAlgorithm) (int, error) {
 	case v1alpha1.RSA4096:
 		return 4096, nil
 	}
-	return 0, fmt.Errorf("key algorithm %q is not one of %v", a, v1alpha1.KeyAlgorithms)
+	return 0, fmt.Errorf("key algorithm %q is not one of %v", a, v1alpha1.KeyAlgorithms())
 }
 
 // NewKey makes a private key of algorithm a (ECDSA-P256 when empty).

@@ -67,8 +67,8 @@ const (
 	RoleWorker Role = "worker"
 )
 
-// Roles lists the valid roles, for validation messages.
-var Roles = []Role{RoleMaster, RoleWorker}
+// Roles() lists the valid roles, for validation messages.
+func Roles() []Role { return []Role{RoleMaster, RoleWorker} }
 
 // Layout is how the control-plane components run on a master.
 type Layout string
@@ -79,8 +79,8 @@ const (
 	LayoutProcess   Layout = "process"
 )
 
-// Layouts lists the valid layouts, for validation messages and flags.
-var Layouts = []Layout{LayoutSystemd, LayoutStaticPod, LayoutProcess}
+// Layouts() lists the valid layouts, for validation messages and flags.
+func Layouts() []Layout { return []Layout{LayoutSystemd, LayoutStaticPod, LayoutProcess} }
 
 // KeyAlgorithm is the key type of every CA, leaf and the service-account key.
 type KeyAlgorithm string
@@ -92,8 +92,8 @@ const (
 	RSA4096   KeyAlgorithm = "RSA-4096"
 )
 
-// KeyAlgorithms lists the valid key algorithms, for validation messages.
-var KeyAlgorithms = []KeyAlgorithm{ECDSAP256, RSA2048, RSA3072, RSA4096}
+// KeyAlgorithms() lists the valid key algorithms, for validation messages.
+func KeyAlgorithms() []KeyAlgorithm { return []KeyAlgorithm{ECDSAP256, RSA2048, RSA3072, RSA4096} }
 
 // ControlPlane says where clients reach the apiserver and how masters run it.
 type ControlPlane struct {
@@ -178,8 +178,8 @@ const (
 	NoExecute        TaintEffect = "NoExecute"
 )
 
-// TaintEffects lists the valid effects.
-var TaintEffects = []TaintEffect{NoSchedule, PreferNoSchedule, NoExecute}
+// TaintEffects() lists the valid effects.
+func TaintEffects() []TaintEffect { return []TaintEffect{NoSchedule, PreferNoSchedule, NoExecute} }
 
 // Taint is put on the host's Node when it registers.
 type Taint struct {

@@ -59,17 +59,22 @@ func (d Duration) IsZero() bool { return d.Duration == 0 }
 // (Ki, Mi, Gi, Ti), as in Kubernetes quantities.
 type Size int64
 
-var sizeSuffixes = []struct {
+type sizeSuffix struct {
 	suffix string
 	shift  uint
-}{{"Ki", 10}, {"Mi", 20}, {"Gi", 30}, {"Ti", 40}}
+}
+
+// sizeSuffixes are the binary units a Size is written in, smallest first.
+func sizeSuffixes() []sizeSuffix {
+	return []sizeSuffix{{"Ki", 10}, {"Mi", 20}, {"Gi", 30}, {"Ti", 40}}
+}
 
 // ParseSize parses s as a Size.
 func ParseSize(s string) (Size, error) {
 	s = strings.TrimSpace(s)
 	shift := uint(0)
 	num := s
-	for _, u := range sizeSuffixes {
+	for _, u := range sizeSuffixes() {
 		if n, ok := strings.CutSuffix(s, u.suffix); ok {
 			num, shift = n, u.shift
 			break
@@ -96,8 +101,9 @@ func (s *Size) UnmarshalText(b []byte) error {
 func (s Size) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 func (s Size) String() string {
-	for i := len(sizeSuffixes) - 1; i >= 0; i-- {
-		u := sizeSuffixes[i]
+	suffixes := sizeSuffixes()
+	for i := len(suffixes) - 1; i >= 0; i-- {
+		u := suffixes[i]
 		if s != 0 && int64(s)%(1<<u.shift) == 0 {
 			return strconv.FormatInt(int64(s)>>u.shift, 10) + u.suffix
 		}

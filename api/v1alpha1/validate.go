@@ -166,9 +166,9 @@ func (v *validator) hosts(c *Cluster) hostAddrs {
 
 		switch {
 		case h.Role == "":
-			v.errorf(p+".role", ReasonRequired, "required: one of %s", list(Roles))
-		case !slices.Contains(Roles, h.Role):
-			v.errorf(p+".role", ReasonNotSupported, "%q is not a role: use one of %s", h.Role, list(Roles))
+			v.errorf(p+".role", ReasonRequired, "required: one of %s", list(Roles()))
+		case !slices.Contains(Roles(), h.Role):
+			v.errorf(p+".role", ReasonNotSupported, "%q is not a role: use one of %s", h.Role, list(Roles()))
 		case h.Role == RoleMaster:
 			masters++
 		}
@@ -304,9 +304,9 @@ func (v *validator) taints(p string, taints []Taint) {
 		}
 		switch {
 		case t.Effect == "":
-			v.errorf(tp+".effect", ReasonRequired, "required: one of %s", list(TaintEffects))
-		case !slices.Contains(TaintEffects, t.Effect):
-			v.errorf(tp+".effect", ReasonNotSupported, "%q is not a taint effect: use one of %s", t.Effect, list(TaintEffects))
+			v.errorf(tp+".effect", ReasonRequired, "required: one of %s", list(TaintEffects()))
+		case !slices.Contains(TaintEffects(), t.Effect):
+			v.errorf(tp+".effect", ReasonNotSupported, "%q is not a taint effect: use one of %s", t.Effect, list(TaintEffects()))
 		}
 		// The apiserver rejects a Node whose taints repeat a key and effect.
 		if !v.decoded(tp+".key") || !v.decoded(tp+".effect") {
@@ -348,9 +348,9 @@ func (v *validator) controlPlane(c *Cluster, addrs hostAddrs) {
 	}
 	switch {
 	case cp.Layout == "":
-		v.errorf("controlPlane.layout", ReasonRequired, "required: one of %s", list(Layouts))
-	case !slices.Contains(Layouts, cp.Layout):
-		v.errorf("controlPlane.layout", ReasonNotSupported, "%q is not a layout: use one of %s", cp.Layout, list(Layouts))
+		v.errorf("controlPlane.layout", ReasonRequired, "required: one of %s", list(Layouts()))
+	case !slices.Contains(Layouts(), cp.Layout):
+		v.errorf("controlPlane.layout", ReasonNotSupported, "%q is not a layout: use one of %s", cp.Layout, list(Layouts()))
 	}
 }
 
@@ -463,9 +463,9 @@ func (v *validator) millis(path string, d Duration) bool {
 func (v *validator) pki(p PKI) {
 	switch {
 	case p.KeyAlgorithm == "":
-		v.errorf("pki.keyAlgorithm", ReasonRequired, "required: one of %s", list(KeyAlgorithms))
-	case !slices.Contains(KeyAlgorithms, p.KeyAlgorithm):
-		v.errorf("pki.keyAlgorithm", ReasonNotSupported, "%q is not a key algorithm: use one of %s", p.KeyAlgorithm, list(KeyAlgorithms))
+		v.errorf("pki.keyAlgorithm", ReasonRequired, "required: one of %s", list(KeyAlgorithms()))
+	case !slices.Contains(KeyAlgorithms(), p.KeyAlgorithm):
+		v.errorf("pki.keyAlgorithm", ReasonNotSupported, "%q is not a key algorithm: use one of %s", p.KeyAlgorithm, list(KeyAlgorithms()))
 	}
 	ca := v.positive("pki.caValidity", p.CAValidity)
 	cert := v.positive("pki.certValidity", p.CertValidity)

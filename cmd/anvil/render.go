@@ -78,7 +78,7 @@ func runRender(a *app, o renderOptions) error {
 	if o.layout != "" {
 		layout = api.Layout(o.layout)
 	}
-	if !slices.Contains(api.Layouts, layout) {
+	if !slices.Contains(api.Layouts(), layout) {
 		return usageError("unknown layout %q: use systemd, static-pod or process", layout)
 	}
 	ro := master.RenderOptions{Cluster: c, Node: o.node, Layout: layout, Root: hostfs.Root(o.root), Diff: o.diff}
