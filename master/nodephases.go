@@ -59,9 +59,7 @@ func agentPhase(ctx context.Context, r *initRun) error {
 // or a load balancer), so it keeps heartbeating through the loss of any.
 func (r *initRun) apiServers(local string) []string {
 	out := []string{local}
-	port := strconv.Itoa(int(r.o.Cluster.ControlPlane.Port))
-	for _, m := range r.o.Cluster.Masters() {
-		u := "https://" + net.JoinHostPort(m.NodeAddress().String(), port)
+	for _, u := range r.o.Cluster.MasterURLs() {
 		if !slices.Contains(out, u) {
 			out = append(out, u)
 		}

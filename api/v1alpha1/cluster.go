@@ -33,6 +33,16 @@ func (c *Cluster) Host(name string) (Host, bool) {
 	return Host{}, false
 }
 
+// MasterURLs are every master's own apiserver URL, in file order: what a
+// node fails over across besides the control-plane endpoint.
+func (c *Cluster) MasterURLs() []string {
+	var out []string
+	for _, m := range c.Masters() {
+		out = append(out, "https://"+net.JoinHostPort(m.NodeAddress().String(), strconv.Itoa(int(c.ControlPlane.Port))))
+	}
+	return out
+}
+
 // APIServerEndpoint is the control-plane endpoint as host:port.
 func (c *Cluster) APIServerEndpoint() string {
 	return net.JoinHostPort(c.ControlPlane.Endpoint, strconv.Itoa(int(c.ControlPlane.Port)))

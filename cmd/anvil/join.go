@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -326,9 +324,7 @@ func (f *joinFlags) fromClusterFile(a *app, o *agent.JoinOptions) error {
 	if o.Endpoint == "" {
 		o.Endpoint = c.APIServerURL()
 	}
-	for _, m := range c.Masters() {
-		o.Servers = append(o.Servers, "https://"+net.JoinHostPort(m.NodeAddress().String(), strconv.Itoa(int(c.ControlPlane.Port))))
-	}
+	o.Servers = c.MasterURLs()
 	if o.Layout == "" {
 		o.Layout = c.ControlPlane.Layout
 	}
