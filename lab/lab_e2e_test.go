@@ -123,6 +123,10 @@ func TestLabCLI(t *testing.T) {
 		if len(c.Masters()) != 3 || c.Hosts[0].Address != m1.Address || c.Hosts[0].SSH.KnownHosts != st.KnownHosts || c.ControlPlane.Layout != v1alpha1.LayoutSystemd {
 			t.Errorf("cluster file: %+v", c)
 		}
+		// Three masters: HA out of the box, on the address status reports.
+		if c.ControlPlane.VIP != st.VIP || c.ControlPlane.Endpoint != st.VIP.String() {
+			t.Errorf("cluster file: controlPlane.vip %s, endpoint %s; want both %s", c.ControlPlane.VIP, c.ControlPlane.Endpoint, st.VIP)
+		}
 	})
 
 	t.Run("ssh is-system-running", func(t *testing.T) {

@@ -242,46 +242,75 @@ func TestBaseStampFollowsRecipe(t *testing.T) {
 }
 
 // TestClusterFile renders a lab's cluster file against a golden file and
-// checks that anvil's own strict loader accepts it without a warning.
+// checks that anvil's own strict loader accepts it without a warning: one
+// master is its own endpoint; two or more share the lab's free VIP, which
+// is the endpoint (issue 19).
 func TestClusterFile(t *testing.T) {
-	s := &state{Name: "t", Subnet: pfx("10.213.0.0/24")}
-	for _, m := range planMachines("t", s.Subnet, 3, 1) {
-		s.Machines = append(s.Machines, machineState{Name: m.Name, Role: m.Role, Address: m.Address})
-	}
-	p := paths{dir: "/var/lib/anvil/lab/t"}
-	got, err := clusterFile(s, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden := filepath.Join("testdata", "cluster.yaml.golden")
-	if *update {
-		if err := os.WriteFile(golden, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("cluster file differs from %s (run with -update if intended):\n%s", golden, got)
-	}
-	path := filepath.Join(t.TempDir(), "cluster.yaml")
-	if err := os.WriteFile(path, got, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, warnings, err := v1alpha1.Load(path)
-	if err != nil {
-		t.Fatalf("anvil does not load its own lab's cluster file: %v", err)
-	}
-	if len(warnings) > 0 {
-		t.Errorf("warnings: %v", warnings)
-	}
-	if len(c.Masters()) != 3 || len(c.Workers()) != 1 || c.ControlPlane.Layout != v1alpha1.LayoutSystemd {
-		t.Errorf("loaded %+v", c)
-	}
-	if h, _ := c.Host("t-w1"); h.SSH.KnownHosts != p.knownHosts() || h.SSH.IdentityFile != p.key() {
-		t.Errorf("t-w1 ssh = %+v", h.SSH)
+	for _, tc := range []struct {
+		golden   string
+		masters  int
+		vip      string // "" = none
+		endpoint string
+		warning  string // the one warning expected, if any
+	}{
+		{"cluster-1-master.yaml.golden", 1, "", "10.213.0.10", ""},
+		{"cluster-2-masters.yaml.golden", 2, "10.213.0.5", "10.213.0.5", "use an odd number of masters"},
+		{"cluster-3-masters.yaml.golden", 3, "10.213.0.5", "10.213.0.5", ""},
+	} {
+		t.Run(tc.golden, func(t *testing.T) {
+			s := &state{Name: "t", Subnet: pfx("10.213.0.0/24")}
+			for _, m := range planMachines("t", s.Subnet, tc.masters, 1) {
+				s.Machines = append(s.Machines, machineState{Name: m.Name, Role: m.Role, Address: m.Address})
+			}
+			p := paths{dir: "/var/lib/anvil/lab/t"}
+			got, err := clusterFile(s, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := filepath.Join("testdata", tc.golden)
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("cluster file differs from %s (run with -update if intended):\n%s", golden, got)
+			}
+			path := filepath.Join(t.TempDir(), "cluster.yaml")
+			if err := os.WriteFile(path, got, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, warnings, err := v1alpha1.Load(path)
+			if err != nil {
+				t.Fatalf("anvil does not load its own lab's cluster file: %v", err)
+			}
+			if tc.warning != "" && len(warnings) == 1 && strings.Contains(warnings[0].Error(), tc.warning) {
+				warnings = nil
+			}
+			if len(warnings) > 0 {
+				t.Errorf("warnings: %v", warnings)
+			}
+			if len(c.Masters()) != tc.masters || len(c.Workers()) != 1 || c.ControlPlane.Layout != v1alpha1.LayoutSystemd {
+				t.Errorf("loaded %+v", c)
+			}
+			vip := ""
+			if c.ControlPlane.VIP.IsValid() {
+				vip = c.ControlPlane.VIP.String()
+			}
+			if vip != tc.vip || c.ControlPlane.Endpoint != tc.endpoint {
+				t.Errorf("controlPlane.vip %q endpoint %q, want %q and %q", vip, c.ControlPlane.Endpoint, tc.vip, tc.endpoint)
+			}
+			if tc.vip != "" && c.ControlPlane.VIP != (&Manager{}).status(s, p).VIP {
+				t.Errorf("the cluster file's VIP %s is not the one status reports free", c.ControlPlane.VIP)
+			}
+			if h, _ := c.Host("t-w1"); h.SSH.KnownHosts != p.knownHosts() || h.SSH.IdentityFile != p.key() {
+				t.Errorf("t-w1 ssh = %+v", h.SSH)
+			}
+		})
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/internal/sshx"
 	"anvil.dev/anvil/lab"
 )
@@ -176,7 +177,17 @@ func newLabStatusCmd(a *app, f *labFlags) *cobra.Command {
 }
 
 func printLab(w io.Writer, st *lab.Status) error {
-	fmt.Fprintf(w, "lab %s: %s on bridge %s (host side %s; %s is free for a VIP)\n", st.Name, st.Subnet, st.Bridge, st.Gateway, st.VIP)
+	vip := fmt.Sprintf("%s is free for a VIP", st.VIP)
+	masters := 0
+	for _, m := range st.Machines {
+		if m.Role == v1alpha1.RoleMaster {
+			masters++
+		}
+	}
+	if masters >= 2 {
+		vip = fmt.Sprintf("VIP %s, the cluster file's endpoint", st.VIP)
+	}
+	fmt.Fprintf(w, "lab %s: %s on bridge %s (host side %s; %s)\n", st.Name, st.Subnet, st.Bridge, st.Gateway, vip)
 	fmt.Fprintf(w, "cluster file  %s\n", st.ClusterFile)
 	fmt.Fprintf(w, "ssh key       %s (users %s, %s with sudo)\n", st.SSHKey, st.SSHUser, st.SudoUser)
 	fmt.Fprintf(w, "known_hosts   %s\n\n", st.KnownHosts)
