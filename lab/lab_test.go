@@ -2,8 +2,10 @@ package lab
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -456,5 +458,108 @@ func TestRaiseLimitsOnlyRaises(t *testing.T) {
 	}
 	if err := raiseLimits([]sysctlFloor{{filepath.Join(dir, "missing"), 1}}, nil); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("a missing setting: %v", err)
+	}
+}
+
+// requireRoot skips a test that needs root, or fails it under CI=true.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("needs root")
+	}
+	t.Skip("needs root")
+}
+
+func TestParseHierarchies(t *testing.T) {
+	// This host's hybrid layout, plus what others have: co-mounted
+	// controllers, a hierarchy mounted twice, and a bind of a subtree (not
+	// a hierarchy's root).
+	const mountinfo = `23 1 0:21 / /sys rw,nosuid,nodev,noexec,relatime - sysfs sysfs rw
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct
+34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset,clone_children
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/net_cls,net_prio rw,relatime - cgroup cgroup rw,net_cls,net_prio
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,release_agent=/lib/systemd/systemd-cgroups-agent,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+50 1 0:32 / /mnt/memory\040again rw,relatime - cgroup cgroup rw,memory
+51 1 0:31 /docker/abc /mnt/cpuset-sub rw,relatime - cgroup cgroup rw,cpuset
+`
+	got := parseHierarchies(mountinfo)
+	want := []string{
+		"/sys/fs/cgroup/cpu,cpuacct [cpu cpuacct]",
+		"/sys/fs/cgroup/cpuset [cpuset]",
+		"/sys/fs/cgroup/memory [memory]",
+		"/sys/fs/cgroup/net_cls,net_prio [net_cls net_prio]",
+		"/sys/fs/cgroup/systemd [name=systemd]",
+		"/sys/fs/cgroup/unified v2",
+	}
+	var gotS []string
+	for _, h := range got {
+		s := h.Mount + " " + fmt.Sprint(h.Controllers)
+		if h.V2 {
+			s = h.Mount + " v2"
+		}
+		gotS = append(gotS, s)
+	}
+	if strings.Join(gotS, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(gotS, "\n"), strings.Join(want, "\n"))
+	}
+	if !got[1].has("cpuset") || got[0].has("cpuset") {
+		t.Errorf("cpuset detection: %+v", got[:2])
+	}
+}
+
+// TestEnsureCgroups makes a machine's cgroups in this host's real
+// hierarchies: one in each, every v1 cpuset level with CPUs and memory
+// nodes (else no process may join), and all gone after removeCgroups,
+// including one made inside as a kubelet would.
+func TestEnsureCgroups(t *testing.T) {
+	requireRoot(t)
+	lab := fmt.Sprintf("lt-cg-%d", os.Getpid())
+	t.Cleanup(func() { _ = removeCgroups(context.Background(), lab, "") })
+	hs := cgroupHierarchies()
+	if len(hs) == 0 {
+		t.Fatal("no cgroup hierarchy mounted")
+	}
+	dirs, err := ensureCgroups(lab, lab+"-m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dirs) != len(hs) {
+		t.Fatalf("%d cgroups for %d hierarchies", len(dirs), len(hs))
+	}
+	for i, h := range hs {
+		if want := filepath.Join(h.Mount, cgroupDir, lab, lab+"-m1"); dirs[i] != want {
+			t.Errorf("cgroup %s, want %s", dirs[i], want)
+		}
+		if !h.has("cpuset") {
+			continue
+		}
+		for _, d := range []string{filepath.Join(h.Mount, cgroupDir), filepath.Join(h.Mount, cgroupDir, lab), dirs[i]} {
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				if b, err := os.ReadFile(filepath.Join(d, f)); err != nil || strings.TrimSpace(string(b)) == "" {
+					t.Errorf("%s/%s = %q, %v: want the parent's", d, f, b, err)
+				}
+			}
+		}
+	}
+	if _, err := ensureCgroups(lab, lab+"-m1"); err != nil {
+		t.Errorf("a second time: %v", err)
+	}
+	inner := filepath.Join(dirs[0], "kubepods", "burstable")
+	if err := os.MkdirAll(inner, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeCgroups(t.Context(), lab, lab+"-m1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		if _, err := os.Stat(filepath.Join(h.Mount, cgroupDir, lab)); err == nil {
+			t.Errorf("%s left behind", filepath.Join(h.Mount, cgroupDir, lab))
+		}
 	}
 }

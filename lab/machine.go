@@ -19,10 +19,11 @@ import (
 )
 
 // bootScript runs between fork and systemd-nspawn, in a mount namespace of
-// its own (SysProcAttr.Unshareflags): it joins the machine's cgroups,
-// gives nspawn a private /run/systemd/nspawn (else it leaves directories on
-// hosts whose /run is not a tmpfs), mounts the machine's overlay and execs
-// nspawn under the same PID. Every mount lives and dies with that
+// its own (SysProcAttr.Unshareflags): it joins the machine's cgroups (one
+// in every hierarchy, see ensureCgroups), gives nspawn a private
+// /run/systemd/nspawn (else it leaves directories on hosts whose /run is
+// not a tmpfs), mounts the machine's overlay and execs nspawn under the
+// same PID. Every mount lives and dies with that
 // namespace, so no machine ever leaves a mount on the host, even when
 // killed.
 const bootScript = `set -eu
@@ -38,8 +39,9 @@ const envCgroups = "ANVIL_LAB_CGROUPS"
 // boot starts a machine: its network namespace wired to the bridge, then
 // systemd-nspawn, detached in a session of its own so that the machine
 // outlives the anvil that started it. It records the PID in ms and
-// returns without waiting for the machine to come up.
-func (m *Manager) boot(ctx context.Context, s *state, p paths, br netlink.Link, ms *machineState) error {
+// returns without waiting for the machine to come up. A boot that fails
+// leaves no process and no cgroup behind.
+func (m *Manager) boot(ctx context.Context, s *state, p paths, br netlink.Link, ms *machineState) (err error) {
 	for _, d := range []string{p.work(ms.Name), p.root(ms.Name)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("%s: %w", ms.Name, err)
@@ -47,21 +49,23 @@ func (m *Manager) boot(ctx context.Context, s *state, p paths, br netlink.Link, 
 	}
 	// Leftovers of a machine that died without `stop`, or that a crashed
 	// anvil started without recording: one tree never boots twice.
-	if err := killAll(ctx, s.Name, ms.Name); err != nil {
-		return fmt.Errorf("%s: %w", ms.Name, err)
-	}
-	if err := removeCgroups(ctx, s.Name, ms.Name); err != nil {
-		return fmt.Errorf("%s: %w", ms.Name, err)
-	}
-	cgroups := cgroupPaths(s.Name, ms.Name)
-	for _, d := range cgroups {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("%s: create cgroup: %w", ms.Name, err)
-		}
+	if err := m.discard(ctx, s.Name, ms.Name); err != nil {
+		return err
 	}
 	nspawn, err := exec.LookPath("systemd-nspawn")
 	if err != nil {
 		return &PrerequisiteError{Missing: "systemd-nspawn", Fix: "apt-get install systemd-container"}
+	}
+	cgroups, err := ensureCgroups(s.Name, ms.Name)
+	defer func() {
+		if err != nil {
+			if derr := m.discard(context.WithoutCancel(ctx), s.Name, ms.Name); derr != nil {
+				err = errors.Join(err, derr)
+			}
+		}
+	}()
+	if err != nil {
+		return fmt.Errorf("%s: %w", ms.Name, err)
 	}
 	console, err := os.OpenFile(p.console(ms.Name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -76,26 +80,9 @@ func (m *Manager) boot(ctx context.Context, s *state, p paths, br netlink.Link, 
 	}
 	defer ns.Close() // nspawn has its own copy
 
-	args := []string{"-c", bootScript, "anvil-lab-boot",
+	args := append([]string{"-c", bootScript, "anvil-lab-boot",
 		s.Base, p.upper(ms.Name), p.work(ms.Name), p.root(ms.Name),
-		nspawn,
-		"--boot", "--quiet",
-		"--directory=" + p.root(ms.Name),
-		"--machine=" + ms.Name,
-		"--uuid=" + uuidOf(ms.MachineID),
-		// No machined and no systemd on the host to register with.
-		"--register=no", "--keep-unit",
-		// The namespace made by machineNet, passed as fd 3.
-		"--network-namespace-path=/proc/self/fd/3",
-		// nspawn grants CAP_NET_ADMIN only with a network it makes itself;
-		// the machine owns its namespace, and a master adds and removes the
-		// floating control-plane address in it.
-		"--capability=CAP_NET_ADMIN",
-		"--console=read-only",
-		"--link-journal=no",
-		// The host's resolver and time zone are not the machine's business.
-		"--resolv-conf=off", "--timezone=off",
-	}
+		nspawn}, nspawnArgs(p, ms)...)
 	cmd := exec.Command("/bin/sh", args...)
 	cmd.Dir = "/"
 	cmd.Env = []string{
@@ -123,6 +110,41 @@ func (m *Manager) boot(ctx context.Context, s *state, p paths, br netlink.Link, 
 	return nil
 }
 
+// nspawnArgs are systemd-nspawn's arguments for a machine whose tree is
+// mounted at p.root and whose network namespace is fd 3.
+func nspawnArgs(p paths, ms *machineState) []string {
+	return []string{
+		"--boot", "--quiet",
+		"--directory=" + p.root(ms.Name),
+		"--machine=" + ms.Name,
+		"--uuid=" + uuidOf(ms.MachineID),
+		// No machined and no systemd on the host to register with.
+		"--register=no", "--keep-unit",
+		// The namespace made by machineNet, passed as fd 3.
+		"--network-namespace-path=/proc/self/fd/3",
+		// nspawn grants CAP_NET_ADMIN only with a network it makes itself;
+		// the machine owns its namespace, and a master adds and removes the
+		// floating control-plane address in it.
+		"--capability=CAP_NET_ADMIN",
+		"--console=read-only",
+		"--link-journal=no",
+		// The host's resolver and time zone are not the machine's business.
+		"--resolv-conf=off", "--timezone=off",
+	}
+}
+
+// discard kills whatever runs of a machine and removes its cgroups, in
+// every hierarchy.
+func (m *Manager) discard(ctx context.Context, lab, machine string) error {
+	if err := killAll(ctx, lab, machine); err != nil {
+		return fmt.Errorf("%s: %w", machine, err)
+	}
+	if err := removeCgroups(ctx, lab, machine); err != nil {
+		return fmt.Errorf("%s: %w", machine, err)
+	}
+	return nil
+}
+
 // uuidOf formats a machine-id as the UUID nspawn passes to the container.
 func uuidOf(id string) string {
 	if len(id) != 32 {
@@ -144,7 +166,12 @@ func (m *Manager) waitReady(ctx context.Context, s *state, p paths, ms *machineS
 	var lastErr error
 	for {
 		if !ms.running() {
-			return fmt.Errorf("%s stopped while booting: %s", ms.Name, consoleTail(p.console(ms.Name)))
+			err := fmt.Errorf("%s stopped while booting: %s", ms.Name, consoleTail(p.console(ms.Name)))
+			if derr := m.discard(context.WithoutCancel(ctx), s.Name, ms.Name); derr != nil {
+				err = errors.Join(err, derr)
+			}
+			ms.PID, ms.StartTime = 0, 0
+			return err
 		}
 		c, err := sshx.Dial(ctx, cfg)
 		if err == nil {
@@ -212,10 +239,7 @@ func (m *Manager) halt(ctx context.Context, lab string, ms *machineState, gracef
 			}
 		}
 	}
-	if err := killAll(ctx, lab, ms.Name); err != nil {
-		return err
-	}
-	if err := removeCgroups(ctx, lab, ms.Name); err != nil {
+	if err := m.discard(ctx, lab, ms.Name); err != nil {
 		return err
 	}
 	// The namespace died with the machine and took the veth pair along;
