@@ -15,10 +15,13 @@ import (
 )
 
 // Down removes a lab completely: machines (and every process in their
-// cgroups), veths, bridge, cgroups, any mount under the lab's directory, and
-// the directory itself. It works from what it finds as much as from the
-// state, so it also cleans up after a crash or a lost state file, and
-// removing a lab that is not there succeeds.
+// cgroups), veths, bridge, cgroups in every hierarchy, any mount under the
+// lab's directory, and the directory itself (the machines' layers and
+// containerd directories with it); and, when it was the last lab on this
+// host, gives back the kernel settings the labs changed. It works from
+// what it finds as much as from the state, so it also cleans up after a
+// crash or a lost state file, and removing a lab that is not there
+// succeeds.
 func (m *Manager) Down(ctx context.Context, name string) error {
 	if err := ValidateName(name); err != nil {
 		return err
@@ -63,6 +66,10 @@ func (m *Manager) Down(ctx context.Context, name string) error {
 		return fmt.Errorf("lab %s: remove %s: %w", name, p.dir, err)
 	}
 	if err := os.Remove(p.lock()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("lab %s: %w", name, err)
+	}
+	// Last, once this lab can no longer be counted as one still here.
+	if err := m.releaseSysctls(ctx); err != nil {
 		return fmt.Errorf("lab %s: %w", name, err)
 	}
 	return nil

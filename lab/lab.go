@@ -262,7 +262,7 @@ func (m *Manager) create(ctx context.Context, spec Spec, base Base, p paths) (*s
 		return nil, err
 	}
 
-	global, err := lockFile(ctx, filepath.Join(m.stateDir, ".lock"), nil)
+	global, err := lockFile(ctx, m.globalLock(), nil)
 	if err != nil {
 		return nil, err
 	}

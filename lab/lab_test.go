@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -561,5 +562,114 @@ func TestEnsureCgroups(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(h.Mount, cgroupDir, lab)); err == nil {
 			t.Errorf("%s left behind", filepath.Join(h.Mount, cgroupDir, lab))
 		}
+	}
+}
+
+// TestHostSysctls sets and restores kernel settings in a directory
+// standing in for /proc/sys: previous values recorded before the first
+// change, kept through a second lab's hold, restored only where the value
+// is still the lab's.
+func TestHostSysctls(t *testing.T) {
+	dir := t.TempDir()
+	procSys := filepath.Join(dir, "proc-sys")
+	initial := map[string]string{"vm/overcommit_memory": "0", "kernel/panic": "1", "kernel/panic_on_oops": "1"}
+	for p, v := range initial {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(procSys, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(procSys, p), []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var said []string
+	h := hostSysctls{procSys: procSys, record: filepath.Join(dir, "state", ".host-sysctls.json"), progress: func(s string) { said = append(said, s) }}
+	value := func(p string) string {
+		b, _ := os.ReadFile(filepath.Join(procSys, p))
+		return strings.TrimSpace(string(b))
+	}
+
+	if err := h.hold(nodeSysctls()); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/panic_on_oops": "1"} {
+		if got := value(p); got != want {
+			t.Errorf("%s = %s, want %s", p, got, want)
+		}
+	}
+	r, err := h.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// panic_on_oops was 1 already: not the lab's change, not the lab's to restore.
+	if len(r.Changed) != 2 || r.Changed[0].Name != "vm.overcommit_memory" || r.Changed[0].Previous != "0" || r.Changed[1].Name != "kernel.panic" || r.Changed[1].Previous != "1" {
+		t.Errorf("record %+v", r.Changed)
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "vm.overcommit_memory 0→1") || !strings.Contains(said[0], "kernel.panic 1→10") || !strings.Contains(said[0], "restored when the last lab goes down") {
+		t.Errorf("said %q", said)
+	}
+	fi, err := os.Stat(h.record)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("record %s: %v %v", h.record, fi, err)
+	}
+
+	// A second lab, after someone put overcommit back: set again, the
+	// host's own previous value kept.
+	said = nil
+	if err := os.WriteFile(filepath.Join(procSys, "vm/overcommit_memory"), []byte("2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.hold(nodeSysctls()); err != nil {
+		t.Fatal(err)
+	}
+	if r2, _ := h.load(); len(r2.Changed) != 2 || r2.Changed[0].Previous != "0" {
+		t.Errorf("second hold rewrote the record: %+v", r2.Changed)
+	}
+	if value("vm/overcommit_memory") != "1" || len(said) != 1 {
+		t.Errorf("second hold: overcommit %s, said %q", value("vm/overcommit_memory"), said)
+	}
+	said = nil
+	if err := h.hold(nodeSysctls()); err != nil || len(said) != 0 {
+		t.Errorf("nothing to change: %v, said %q", err, said)
+	}
+
+	// Someone sets kernel.panic while the lab runs: theirs, left alone.
+	if err := os.WriteFile(filepath.Join(procSys, "kernel/panic"), []byte("30\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	said = nil
+	if err := h.release(); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{"vm/overcommit_memory": "0", "kernel/panic": "30", "kernel/panic_on_oops": "1"} {
+		if got := value(p); got != want {
+			t.Errorf("after release %s = %s, want %s", p, got, want)
+		}
+	}
+	if len(said) != 2 || !strings.Contains(said[0], "vm.overcommit_memory=0") || !strings.Contains(said[1], "kernel.panic at 30") {
+		t.Errorf("said %q", said)
+	}
+	if _, err := os.Stat(h.record); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("record still there: %v", err)
+	}
+	if err := h.release(); err != nil {
+		t.Errorf("release with nothing recorded: %v", err)
+	}
+
+	// A setting that cannot be written leaves no record of a change:
+	// /proc/version reads, and refuses writes even from root.
+	if err := os.Remove(filepath.Join(procSys, "kernel/panic")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/proc/version", filepath.Join(procSys, "kernel/panic")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.hold([]nodeSysctl{{"vm.overcommit_memory", "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.hold([]nodeSysctl{{"kernel.panic", "10"}}); err == nil || !strings.Contains(err.Error(), "set sysctl kernel.panic=10") {
+		t.Errorf("unwritable kernel.panic: %v", err)
+	}
+	if r, _ := h.load(); len(r.Changed) != 1 || r.Changed[0].Name != "vm.overcommit_memory" {
+		t.Errorf("record after a failed change: %+v", r.Changed)
 	}
 }

@@ -56,6 +56,9 @@ func (m *Manager) boot(ctx context.Context, s *state, p paths, br netlink.Link, 
 	if err != nil {
 		return &PrerequisiteError{Missing: "systemd-nspawn", Fix: "apt-get install systemd-container"}
 	}
+	if err := m.holdSysctls(ctx); err != nil {
+		return fmt.Errorf("%s: %w", ms.Name, err)
+	}
 	cgroups, err := ensureCgroups(s.Name, ms.Name)
 	defer func() {
 		if err != nil {
