@@ -673,3 +673,23 @@ func TestHostSysctls(t *testing.T) {
 		t.Errorf("record after a failed change: %+v", r.Changed)
 	}
 }
+
+func TestNspawnArgs(t *testing.T) {
+	p := paths{dir: "/var/lib/anvil/lab/t"}
+	ms := &machineState{Name: "t-w1", MachineID: strings.Repeat("ab", 16)}
+	args := strings.Join(nspawnArgs(p, ms), " ")
+	for _, want := range []string{
+		"--capability=CAP_NET_ADMIN,CAP_SYSLOG",
+		"--bind=/dev/kmsg",
+		"--system-call-filter=@keyring",
+		"--bind=/var/lib/anvil/lab/t/machines/t-w1/containerd:/var/lib/containerd",
+		"--register=no --keep-unit",
+	} {
+		if !strings.Contains(args, want) {
+			t.Errorf("nspawn arguments lack %s:\n%s", want, args)
+		}
+	}
+	if got := nspawnPath(`/a:b\c`); got != `/a\:b\\c` {
+		t.Errorf("nspawnPath = %s", got)
+	}
+}

@@ -42,7 +42,7 @@ const envCgroups = "ANVIL_LAB_CGROUPS"
 // returns without waiting for the machine to come up. A boot that fails
 // leaves no process and no cgroup behind.
 func (m *Manager) boot(ctx context.Context, s *state, p paths, br netlink.Link, ms *machineState) (err error) {
-	for _, d := range []string{p.work(ms.Name), p.root(ms.Name)} {
+	for _, d := range []string{p.work(ms.Name), p.root(ms.Name), p.containerd(ms.Name)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("%s: %w", ms.Name, err)
 		}
@@ -94,6 +94,11 @@ func (m *Manager) boot(ctx context.Context, s *state, p paths, br netlink.Link, 
 		envLab + "=" + s.Name,
 		envMachine + "=" + ms.Name,
 		envCgroups + "=" + strings.Join(cgroups, " "),
+		// /proc/sys/net writable in the machine: it is its own network
+		// namespace's, and the bridge CNI enables forwarding there ("open
+		// /proc/sys/net/ipv4/ip_forward: read-only file system"). The rest
+		// of /proc/sys is the host's and stays read-only.
+		"SYSTEMD_NSPAWN_API_VFS_WRITABLE=network",
 	}
 	cmd.Stdout, cmd.Stderr = console, console
 	cmd.ExtraFiles = []*os.File{ns}
@@ -127,14 +132,30 @@ func nspawnArgs(p paths, ms *machineState) []string {
 		"--network-namespace-path=/proc/self/fd/3",
 		// nspawn grants CAP_NET_ADMIN only with a network it makes itself;
 		// the machine owns its namespace, and a master adds and removes the
-		// floating control-plane address in it.
-		"--capability=CAP_NET_ADMIN",
+		// floating control-plane address in it. CAP_SYSLOG: the kubelet
+		// reads /dev/kmsg, which this host restricts (dmesg_restrict=1).
+		"--capability=CAP_NET_ADMIN,CAP_SYSLOG",
+		// The kubelet watches the kernel log for OOM kills, and exits
+		// without it ("open /dev/kmsg: no such file or directory").
+		"--bind=/dev/kmsg",
+		// runc gives each container a session keyring ("unable to join
+		// session keyring: operation not permitted" otherwise).
+		"--system-call-filter=@keyring",
+		// containerd's overlayfs snapshotter cannot stack on the machine's
+		// overlay root; it gets a host directory of its own.
+		"--bind=" + nspawnPath(p.containerd(ms.Name)) + ":" + containerdDir,
 		"--console=read-only",
 		"--link-journal=no",
 		// The host's resolver and time zone are not the machine's business.
 		"--resolv-conf=off", "--timezone=off",
 	}
 }
+
+// containerdDir is containerd's state in a machine, a host directory.
+const containerdDir = "/var/lib/containerd"
+
+// nspawnPath escapes a path for nspawn's SOURCE:DEST options.
+func nspawnPath(p string) string { return strings.NewReplacer(`\`, `\\`, ":", `\:`).Replace(p) }
 
 // discard kills whatever runs of a machine and removes its cgroups, in
 // every hierarchy.

@@ -83,6 +83,9 @@ func (p paths) work(name string) string    { return filepath.Join(p.machine(name
 func (p paths) root(name string) string    { return filepath.Join(p.machine(name), "root") }
 func (p paths) console(name string) string { return filepath.Join(p.machine(name), "console.log") }
 
+// containerd is the host directory a machine has as /var/lib/containerd.
+func (p paths) containerd(name string) string { return filepath.Join(p.machine(name), "containerd") }
+
 // ErrNoLab means the named lab does not exist.
 var ErrNoLab = errors.New("no such lab")
 
