@@ -52,7 +52,13 @@ own host key, so 'anvil cluster apply' connects with strict host key checking.
 Machines are named LAB-m1… (masters) and LAB-w1… (workers); commands that
 take a machine find its lab from the name. Needs root, and the Debian
 packages systemd-container and debootstrap (installed with apt-get when
-missing, unless --no-install).`,
+missing, unless --no-install).
+
+Machines can run containerd and the kubelet. For that the lab sets three
+kernel settings of this host that machines cannot set themselves:
+vm.overcommit_memory=1, kernel.panic=10 and kernel.panic_on_oops=1 (an oops
+then reboots this host). It says so when it does, records the previous
+values under --state-dir, and restores them when the last lab goes down.`,
 		Example: `  # Three masters and a worker, then run a command on the first master
   sudo anvil lab up --name demo --masters 3 --workers 1
   sudo anvil lab ssh demo-m1 -- systemctl is-system-running
@@ -377,7 +383,8 @@ func newLabDownCmd(a *app, f *labFlags) *cobra.Command {
 		Long: `Kills the lab's machines and removes everything the lab made, finding it from
 the lab's state, its cgroups, its processes and its interfaces, so it also
 cleans up after a crash. Removing a lab that is not there succeeds. The base
-file system stays cached for the next 'lab up'.`,
+file system stays cached for the next 'lab up'. When no lab is left on this
+host, the kernel settings labs changed get their previous values back.`,
 		Example: `  sudo anvil lab down --name t
   sudo anvil lab down --all`,
 		Args: cobra.NoArgs,
