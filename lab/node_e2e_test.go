@@ -6,6 +6,7 @@ package lab_test
 // `down`, also when a machine failed to boot.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -176,6 +177,23 @@ func assertHostSettingsBack(t *testing.T, before hostSettings) {
 	}
 }
 
+// exiting reports whether pid is gone or on its way out (PF_EXITING).
+func exiting(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(data, ')')
+	// After the command: state ppid pgrp session tty_nr tpgid flags …
+	f := strings.Fields(string(data[i+1:]))
+	if i < 0 || len(f) < 7 || f[0] == "Z" || f[0] == "X" {
+		return true
+	}
+	flags, err := strconv.ParseUint(f[6], 10, 64)
+	const pfExiting = 0x4
+	return err != nil || flags&pfExiting != 0
+}
+
 // keyctlCheck builds a static program that joins a new session keyring,
 // as runc does for every container, to run in a machine.
 func keyctlCheck(t *testing.T) string {
@@ -247,9 +265,10 @@ func TestLabNodeRuntime(t *testing.T) {
 				checked := 0
 				for _, pid := range pids {
 					data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
-					// A process that has begun to exit shows the root cgroups;
-					// one still listed afterwards was alive when read.
-					if err != nil || !slices.Contains(pidsOf(machine), pid) {
+					// A process that has begun to exit (an ssh session ending)
+					// shows the root cgroups while still listed; one that is
+					// not exiting after the read was not exiting during it.
+					if err != nil || exiting(pid) {
 						continue
 					}
 					checked++
