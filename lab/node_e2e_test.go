@@ -421,3 +421,74 @@ func TestLabFailedBoot(t *testing.T) {
 	assertGone(t, l.Status)
 	assertHostSettingsBack(t, before)
 }
+
+// TestLabSysctlsHeldWhileAnyLabExists counts labs as `down` does: the host
+// settings stay while another lab of this state directory is up, or a
+// lab that only shows as an interface or a cgroup (another state
+// directory, another anvil), and come back once none is left.
+func TestLabSysctlsHeldWhileAnyLabExists(t *testing.T) {
+	labtest.Require(t)
+	before := readHostSettings(t)
+	a := labtest.Start(t, labtest.Options{Masters: 1})
+	b := labtest.Start(t, labtest.Options{Masters: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	held := func(why string) {
+		t.Helper()
+		for p, want := range nodeSettings() {
+			if got := readSysctl(t, p); got != want {
+				t.Errorf("%s: host %s = %s, want %s still", why, p, got, want)
+			}
+		}
+	}
+
+	if err := a.Manager.Down(ctx, a.Name); err != nil {
+		t.Fatal(err)
+	}
+	held("lab " + b.Name + " still up")
+
+	// A lab this anvil has no state of: its bridge is all there is.
+	ghost := uniqueName("lt-ghost-")
+	link := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "anvt" + ghost[len(ghost)-6:]}}
+	if err := netlink.LinkAdd(link); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = netlink.LinkDel(link) })
+	if err := netlink.LinkSetAlias(link, "anvil-lab:"+ghost); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Manager.Down(ctx, b.Name); err != nil {
+		t.Fatal(err)
+	}
+	held("a lab's interface is still here")
+	if err := netlink.LinkDel(link); err != nil {
+		t.Fatal(err)
+	}
+
+	// Or its cgroups.
+	ctls := controllerHierarchies()
+	if len(ctls) == 0 {
+		t.Fatal("no cgroup v1 controller mounted")
+	}
+	cg := filepath.Join(ctls[0], "anvil-lab", ghost)
+	if err := os.MkdirAll(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(cg); _ = os.Remove(filepath.Dir(cg)) })
+	if err := b.Manager.Down(ctx, b.Name); err != nil {
+		t.Fatal(err)
+	}
+	held("a lab's cgroup is still here")
+	if err := os.Remove(cg); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Remove(filepath.Dir(cg)) // fails if another lab is here, as it should
+
+	// Nothing of any lab left: a down of nothing gives the settings back.
+	if err := b.Manager.Down(ctx, b.Name); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, a.Status)
+	assertGone(t, b.Status)
+	assertHostSettingsBack(t, before)
+}
