@@ -164,8 +164,10 @@ func assertHostSettingsBack(t *testing.T, before hostSettings) {
 		}
 		return
 	}
-	if _, err := os.Stat(sysctlRecord()); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("no lab left, and %s is still there: %v", sysctlRecord(), err)
+	for _, p := range []string{sysctlRecord(), filepath.Join(lab.DefaultStateDir, ".lock")} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("no lab left, and %s is still there: %v", p, err)
+		}
 	}
 	if before.recorded {
 		return // the values before were someone's lab's, not the host's

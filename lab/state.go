@@ -128,8 +128,16 @@ func lockFile(ctx context.Context, path string, waiting func()) (*flock, error) 
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	told := false
-	for {
+	for gone := 0; ; {
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if errors.Is(err, fs.ErrNotExist) && gone < 10 {
+			// The last lab's `down` removed the state directory in between.
+			gone++
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				return nil, fmt.Errorf("lock %s: %w", path, err)
+			}
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}

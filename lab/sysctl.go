@@ -205,52 +205,6 @@ func (m *Manager) holdSysctls(ctx context.Context) error {
 	return m.sysctls().hold(nodeSysctls())
 }
 
-// releaseSysctls restores the host's settings if no lab is left on this
-// host: none in this state directory, and no lab's cgroups or interfaces,
-// whichever anvil or state directory made them. A lab that exists but is
-// stopped still counts: starting it needs the settings again.
-func (m *Manager) releaseSysctls(ctx context.Context) error {
-	lock, err := lockFile(ctx, m.globalLock(), nil)
-	if err != nil {
-		return err
-	}
-	defer lock.unlock()
-	others, err := m.labsOnHost()
-	if err != nil {
-		return err
-	}
-	if len(others) > 0 {
-		if r, err := m.sysctls().load(); err == nil && len(r.Changed) > 0 {
-			say(m.progress, "lab: host kernel settings stay changed for the labs still here: %s", strings.Join(others, ", "))
-		}
-		return nil
-	}
-	return m.sysctls().release()
-}
-
-// labsOnHost names every lab that exists on this host.
-func (m *Manager) labsOnHost() ([]string, error) {
-	names := map[string]bool{}
-	ents, err := os.ReadDir(m.stateDir)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("list labs: %w", err)
-	}
-	for _, e := range ents {
-		if e.IsDir() && ValidateName(e.Name()) == nil {
-			names[e.Name()] = true
-		}
-	}
-	for _, n := range labsFromCgroups() {
-		names[n] = true
-	}
-	fromLinks, err := labsFromLinks()
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range fromLinks {
-		names[n] = true
-	}
-	return sortedKeys(names), nil
-}
-
+// globalLock is the lock all labs of the state directory share: subnets
+// are chosen and host settings changed under it.
 func (m *Manager) globalLock() string { return filepath.Join(m.stateDir, ".lock") }
