@@ -7,7 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -138,6 +140,59 @@ func ensureCgroup(h hierarchy, lab, machine string) error {
 			}
 		}
 	}
+	if h.has("cpu") {
+		return weighCPU(h.Mount)
+	}
+	return nil
+}
+
+// machineCPUShares is a machine's weight in the v1 cpu controller: that
+// of the host threads of a VM with as many vCPUs as the host has cores,
+// which is what a machine looks like from inside. A cgroup competes with
+// its siblings as one; with the default 1024 at anvil-lab, every lab
+// machine together would weigh as much as one process of the host, and a
+// lab booting beside a busy compile took twice as long.
+func machineCPUShares() int { return 1024 * runtime.NumCPU() }
+
+// maxCPUShares is the kernel's ceiling for cpu.shares.
+const maxCPUShares = 262144
+
+// weighCPU gives each machine's cpu cgroup machineCPUShares, and each lab
+// and anvil-lab itself the sum of the machines beneath, so that the
+// machines weigh against the host's processes as if they were each
+// directly beside them. It counts what is there, so concurrent labs agree.
+func weighCPU(root string) error {
+	per := machineCPUShares()
+	top := filepath.Join(root, cgroupDir)
+	labs, err := os.ReadDir(top)
+	if err != nil {
+		return fmt.Errorf("cgroup %s: %w", top, err)
+	}
+	total := 0
+	for _, l := range labs {
+		if !l.IsDir() {
+			continue
+		}
+		machines, _ := os.ReadDir(filepath.Join(top, l.Name()))
+		n := 0
+		for _, m := range machines {
+			if m.IsDir() {
+				n++
+				_ = writeShares(filepath.Join(top, l.Name(), m.Name()), per)
+			}
+		}
+		total += n
+		_ = writeShares(filepath.Join(top, l.Name()), n*per)
+	}
+	return writeShares(top, total*per)
+}
+
+func writeShares(dir string, shares int) error {
+	shares = min(max(shares, 2), maxCPUShares)
+	p := filepath.Join(dir, "cpu.shares")
+	if err := os.WriteFile(p, []byte(strconv.Itoa(shares)), 0o644); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("set %s to %d: %w", p, shares, err)
+	}
 	return nil
 }
 
@@ -208,6 +263,9 @@ func removeCgroups(ctx context.Context, lab, machine string) error {
 	for _, h := range cgroupHierarchies() {
 		for _, d := range []string{filepath.Join(h.Mount, cgroupDir, lab), filepath.Join(h.Mount, cgroupDir)} {
 			_ = unix.Rmdir(d) // fails while other machines or labs use it, as it should
+		}
+		if h.has("cpu") {
+			_ = weighCPU(h.Mount) // fewer machines weigh less; gone is fine too
 		}
 	}
 	return nil

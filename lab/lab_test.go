@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -550,6 +551,41 @@ func TestEnsureCgroups(t *testing.T) {
 	}
 	if _, err := ensureCgroups(lab, lab+"-m1"); err != nil {
 		t.Errorf("a second time: %v", err)
+	}
+	// CPU weight: a machine weighs as a VM of the host's cores would, its
+	// lab as its machines together, anvil-lab at least as much.
+	shares := func(d string) int {
+		b, _ := os.ReadFile(filepath.Join(d, "cpu.shares"))
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
+	}
+	for _, h := range hs {
+		if !h.has("cpu") {
+			continue
+		}
+		labDir := filepath.Join(h.Mount, cgroupDir, lab)
+		per := machineCPUShares()
+		if got := shares(filepath.Join(labDir, lab+"-m1")); got != per {
+			t.Errorf("machine cpu.shares %d, want %d", got, per)
+		}
+		if got := shares(labDir); got != per {
+			t.Errorf("lab cpu.shares %d with one machine, want %d", got, per)
+		}
+		if _, err := ensureCgroups(lab, lab+"-m2"); err != nil {
+			t.Fatal(err)
+		}
+		if got := shares(labDir); got != 2*per {
+			t.Errorf("lab cpu.shares %d with two machines, want %d", got, 2*per)
+		}
+		if got := shares(filepath.Join(h.Mount, cgroupDir)); got < 2*per {
+			t.Errorf("anvil-lab cpu.shares %d, want at least %d", got, 2*per)
+		}
+		if err := removeCgroups(t.Context(), lab, lab+"-m2"); err != nil {
+			t.Fatal(err)
+		}
+		if got := shares(labDir); got != per {
+			t.Errorf("lab cpu.shares %d after a machine went, want %d", got, per)
+		}
 	}
 	inner := filepath.Join(dirs[0], "kubepods", "burstable")
 	if err := os.MkdirAll(inner, 0o755); err != nil {
