@@ -28,11 +28,17 @@ const (
 	baseSuite   = "bookworm"
 	baseVariant = "minbase"
 	// basePackages is what a machine has beyond minbase: systemd as PID 1,
-	// sshd, the tools an installer and its tests use, and sudo for the
-	// non-root user.
-	basePackages = "systemd,systemd-sysv,dbus,libpam-systemd,openssh-server,iproute2,iputils-ping,procps,sudo"
+	// sshd, the tools an installer and its tests use, sudo for the
+	// non-root user, and what a node's runtime calls that a Debian server
+	// has: iptables and nftables (the bridge CNI's masquerading, portmap,
+	// kube-proxy), conntrack, netbase (/etc/protocols and /etc/services,
+	// which iptables and Go's resolver read) and kmod (modprobe and lsmod,
+	// which node set-up scripts and kube-proxy's IPVS mode call; whether a
+	// module loads is the host kernel's business, not the machine's).
+	basePackages = "systemd,systemd-sysv,dbus,libpam-systemd,openssh-server,iproute2,iputils-ping,procps,sudo," +
+		"iptables,nftables,conntrack,netbase,kmod"
 	// baseRecipe is the version of configureBase; bump it when it changes.
-	baseRecipe = 1
+	baseRecipe = 2
 	// SudoUser is the non-root user every machine has, with passwordless
 	// sudo, as Debian's cloud images do.
 	SudoUser = "debian"
@@ -261,6 +267,9 @@ func configureBase(ctx context.Context, root string) error {
 		{"/etc/resolv.conf", "", 0o644},
 		{"/etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n", 0o644},
 		{"/etc/sudoers.d/" + SudoUser, SudoUser + " ALL=(ALL) NOPASSWD:ALL\n", 0o440},
+		{"/etc/systemd/journald.conf.d/anvil-lab.conf", journaldConfig, 0o644},
+		{cgroupsScript, cgroupsScriptText, 0o755},
+		{"/etc/systemd/system/" + CgroupsUnit, cgroupsUnitText, 0o644},
 	}
 	for _, f := range files {
 		if err := fsutil.WriteFile(in(f.path), []byte(f.data), f.mode, 0o755); err != nil {
@@ -273,6 +282,15 @@ func configureBase(ctx context.Context, root string) error {
 		}
 	}
 	if err := os.Symlink("/etc/machine-id", in("/var/lib/dbus/machine-id")); err != nil {
+		return err
+	}
+	// Enabled as `systemctl enable` would, without running anything of the
+	// tree's.
+	wants := in("/etc/systemd/system/sysinit.target.wants")
+	if err := os.MkdirAll(wants, 0o755); err != nil {
+		return err
+	}
+	if err := os.Symlink("../"+CgroupsUnit, filepath.Join(wants, CgroupsUnit)); err != nil {
 		return err
 	}
 	// Timers that would make idle machines do work (and try the network).
@@ -300,6 +318,53 @@ func configureBase(ctx context.Context, root string) error {
 	}
 	return nil
 }
+
+// The host's kernel log is bound into every machine (the kubelet reads
+// /dev/kmsg), and machines may read it (CAP_SYSLOG); it is not theirs to
+// journal, ten times over.
+const journaldConfig = `# Written by anvil lab: /dev/kmsg is the host's kernel log.
+[Journal]
+ReadKMsg=no
+`
+
+// CgroupsUnit runs in every machine at boot, before sysinit.target and so
+// before containerd and the kubelet: systemd-nspawn mounts the cgroup v1
+// controllers read-only inside (only name=systemd is writable), where
+// containerd and the kubelet must create their cgroups (without it:
+// "mkdir /sys/fs/cgroup/cpuset/kubepods: read-only file system"). Each
+// machine's hierarchies are its own cgroups on the host (see
+// ensureCgroups), so this hands a machine only what is already its own.
+// remount,bind changes the mount's flag alone, which memory accepts too; a
+// plain remount of memory is refused as busy.
+const CgroupsUnit = "anvil-lab-cgroups.service"
+
+const cgroupsScript = "/usr/local/sbin/anvil-lab-cgroups"
+
+const cgroupsScriptText = `#!/bin/sh
+# Written by anvil lab (` + CgroupsUnit + `): make this machine's cgroup
+# v1 hierarchies writable for containerd and the kubelet.
+set -eu
+mount -o remount,rw /sys/fs/cgroup
+for c in $(findmnt -rn -t cgroup -o TARGET); do
+	mount -o remount,bind,rw "$c"
+done
+`
+
+const cgroupsUnitText = `# Written by anvil lab.
+[Unit]
+Description=Writable cgroup hierarchies for containerd and the kubelet
+DefaultDependencies=no
+ConditionVirtualization=container
+Before=sysinit.target containerd.service kubelet.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=` + cgroupsScript + `
+
+[Install]
+WantedBy=sysinit.target
+`
 
 const sshdConfig = `# Written by anvil lab. Each machine has its own ed25519 host key, and
 # logins are by key only.

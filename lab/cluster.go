@@ -11,7 +11,10 @@ import (
 
 // clusterFile renders the cluster file for a lab: its machines with their
 // roles and addresses, reached as root with the lab's key and checked
-// against the lab's known_hosts, the control plane as systemd units.
+// against the lab's known_hosts, the control plane as systemd units. With
+// two masters or more the control plane is highly available out of the
+// box: the lab's free VIP floats between them and is the endpoint, so
+// losing any one master leaves the apiserver reachable.
 func clusterFile(s *state, p paths) ([]byte, error) {
 	c := v1alpha1.Cluster{
 		APIVersion:   v1alpha1.APIVersion,
@@ -27,6 +30,10 @@ func clusterFile(s *state, p paths) ([]byte, error) {
 	}
 	for _, m := range s.Machines {
 		c.Hosts = append(c.Hosts, v1alpha1.Host{Name: m.Name, Address: m.Address, Role: m.Role})
+	}
+	if masters, _ := s.counts(); masters >= 2 {
+		c.ControlPlane.VIP = s.vip()
+		c.ControlPlane.Endpoint = c.ControlPlane.VIP.String()
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Lab %q, written by `anvil lab up`. Apply it with\n#   anvil cluster apply -f %s\n", s.Name, p.clusterFile())

@@ -15,10 +15,13 @@ import (
 )
 
 // Down removes a lab completely: machines (and every process in their
-// cgroups), veths, bridge, cgroups, any mount under the lab's directory, and
-// the directory itself. It works from what it finds as much as from the
-// state, so it also cleans up after a crash or a lost state file, and
-// removing a lab that is not there succeeds.
+// cgroups), veths, bridge, cgroups in every hierarchy, any mount under the
+// lab's directory, and the directory itself (the machines' layers and
+// containerd directories with it); and, when it was the last lab on this
+// host, gives back the kernel settings the labs changed (see lastOut). It
+// works from what it finds as much as from the state, so it also cleans up
+// after a crash or a lost state file, and removing a lab that is not there
+// succeeds.
 func (m *Manager) Down(ctx context.Context, name string) error {
 	if err := ValidateName(name); err != nil {
 		return err
@@ -65,7 +68,69 @@ func (m *Manager) Down(ctx context.Context, name string) error {
 	if err := os.Remove(p.lock()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("lab %s: %w", name, err)
 	}
+	// Last, once this lab can no longer be counted as one still here.
+	if err := m.lastOut(ctx); err != nil {
+		return fmt.Errorf("lab %s: %w", name, err)
+	}
 	return nil
+}
+
+// lastOut gives the host back what labs share, once no lab is left on it:
+// none in this state directory, and no lab's cgroups or interfaces,
+// whichever anvil or state directory made them. A lab that exists but is
+// stopped still counts: starting it needs the kernel settings again. What
+// goes: the kernel settings (their previous values back), the shared lock
+// and the state directory if nothing else is in it.
+func (m *Manager) lastOut(ctx context.Context) error {
+	lock, err := lockFile(ctx, m.globalLock(), nil)
+	if err != nil {
+		return err
+	}
+	defer lock.unlock()
+	others, err := m.labsOnHost()
+	if err != nil {
+		return err
+	}
+	if len(others) > 0 {
+		if r, err := m.sysctls().load(); err == nil && len(r.Changed) > 0 {
+			say(m.progress, "lab: host kernel settings stay changed for the labs still here: %s", strings.Join(others, ", "))
+		}
+		return nil
+	}
+	if err := m.sysctls().release(); err != nil {
+		return err
+	}
+	// Removed while held: whoever waits on it starts over (lockFile).
+	if err := removeIfExists(m.globalLock()); err != nil {
+		return err
+	}
+	_ = os.Remove(m.stateDir) // fails while another lab's lock file is in it
+	return nil
+}
+
+// labsOnHost names every lab that exists on this host.
+func (m *Manager) labsOnHost() ([]string, error) {
+	names := map[string]bool{}
+	ents, err := os.ReadDir(m.stateDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("list labs: %w", err)
+	}
+	for _, e := range ents {
+		if e.IsDir() && ValidateName(e.Name()) == nil {
+			names[e.Name()] = true
+		}
+	}
+	for _, n := range labsFromCgroups() {
+		names[n] = true
+	}
+	fromLinks, err := labsFromLinks()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range fromLinks {
+		names[n] = true
+	}
+	return sortedKeys(names), nil
 }
 
 // DownAll removes every lab this machine has, including the remains of

@@ -148,7 +148,8 @@ type Status struct {
 	Name    string       `json:"name"`
 	Subnet  netip.Prefix `json:"subnet"`
 	Gateway netip.Addr   `json:"gateway"` // the bridge's address
-	// VIP is an address of the subnet no machine uses, for controlPlane.vip.
+	// VIP is an address of the subnet no machine uses; with two masters or
+	// more the cluster file sets it as controlPlane.vip and the endpoint.
 	VIP         netip.Addr `json:"vip"`
 	Bridge      string     `json:"bridge"`
 	ClusterFile string     `json:"clusterFile"`
@@ -261,7 +262,7 @@ func (m *Manager) create(ctx context.Context, spec Spec, base Base, p paths) (*s
 		return nil, err
 	}
 
-	global, err := lockFile(ctx, filepath.Join(m.stateDir, ".lock"), nil)
+	global, err := lockFile(ctx, m.globalLock(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -410,7 +411,7 @@ func (m *Manager) Status(ctx context.Context, name string) (*Status, error) {
 
 func (m *Manager) status(s *state, p paths) *Status {
 	st := &Status{
-		Name: s.Name, Subnet: s.Subnet, Gateway: s.gateway(), VIP: offset(s.Subnet, vipOffset),
+		Name: s.Name, Subnet: s.Subnet, Gateway: s.gateway(), VIP: s.vip(),
 		Bridge: s.Bridge, ClusterFile: p.clusterFile(), SSHKey: p.key(), KnownHosts: p.knownHosts(),
 		SSHUser: "root", SudoUser: SudoUser, Base: s.Base, Dir: p.dir,
 	}

@@ -7,6 +7,8 @@ package lab_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,7 +90,7 @@ func (c cli) status(name string) *lab.Status {
 // down that leaves nothing.
 func TestLabCLI(t *testing.T) {
 	labtest.Require(t)
-	const name = "t"
+	name := uniqueName("t-")
 	if _, err := os.Stat(filepath.Join(lab.DefaultStateDir, name)); err == nil {
 		t.Fatalf("a lab %q already exists: remove it with `anvil lab down --name %s` first", name, name)
 	}
@@ -122,6 +124,10 @@ func TestLabCLI(t *testing.T) {
 		}
 		if len(c.Masters()) != 3 || c.Hosts[0].Address != m1.Address || c.Hosts[0].SSH.KnownHosts != st.KnownHosts || c.ControlPlane.Layout != v1alpha1.LayoutSystemd {
 			t.Errorf("cluster file: %+v", c)
+		}
+		// Three masters: HA out of the box, on the address status reports.
+		if c.ControlPlane.VIP != st.VIP || c.ControlPlane.Endpoint != st.VIP.String() {
+			t.Errorf("cluster file: controlPlane.vip %s, endpoint %s; want both %s", c.ControlPlane.VIP, c.ControlPlane.Endpoint, st.VIP)
 		}
 	})
 
@@ -252,7 +258,7 @@ func TestLabCLI(t *testing.T) {
 
 	t.Run("two labs coexist", func(t *testing.T) {
 		// A long name: nspawn's own vb-NAME veths would collide here.
-		const other = "t-second-lab-with-a-long-name"
+		other := uniqueName("t-second-lab-long-name-")
 		t.Cleanup(func() { a.run("lab", "down", "--name", other) })
 		a.must("lab", "up", "--name", other, "--masters", "1", "--workers", "1")
 		st2 := a.status(other)
@@ -288,9 +294,9 @@ func TestLabCLI(t *testing.T) {
 // everything anyway.
 func TestLabDownAfterCrash(t *testing.T) {
 	labtest.Require(t)
-	const name = "tcrash"
+	name := uniqueName("tcrash-")
+	before := readHostSettings(t)
 	a := buildCLI(t)
-	a.run("lab", "down", "--name", name)
 	t.Cleanup(func() { a.run("lab", "down", "--name", name) })
 
 	up := exec.Command(a.bin, "lab", "up", "--name", name, "--masters", "2", "--workers", "0")
@@ -320,6 +326,9 @@ func TestLabDownAfterCrash(t *testing.T) {
 		}
 	}
 	assertGone(t, &lab.Status{Name: name, Dir: dir})
+	// The record of the host's settings is not the state file: a crash
+	// and a lost state do not cost the host its own values.
+	assertHostSettingsBack(t, before)
 }
 
 // TestLabHelper checks labtest itself: a master and a worker, hosts
@@ -412,14 +421,40 @@ func assertGone(t *testing.T, st *lab.Status) {
 	}
 }
 
-// machineCgroups are the lab's cgroup directories in the hierarchies this
+// machineCgroups are the lab's cgroup directories in every hierarchy this
 // host has.
 func machineCgroups(name string) []string {
 	var out []string
-	for _, h := range []string{"/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+	for _, h := range hierarchies() {
 		out = append(out, filepath.Join(h, "anvil-lab", name))
 	}
 	return out
+}
+
+// hierarchies are the mount points of this host's cgroup hierarchies (v1
+// controllers, named and unified), each once; read here rather than asked
+// of the lab, which is what is tested.
+func hierarchies() []string {
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	seen := map[string]bool{}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		pre, post, _ := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if len(f) >= 5 && len(g) >= 1 && (g[0] == "cgroup" || g[0] == "cgroup2") && f[3] == "/" && !seen[f[2]] {
+			seen[f[2]] = true
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+// uniqueName is prefix and random hex: a lab no other test run, and no
+// other person's lab on this host, has.
+func uniqueName(prefix string) string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
 }
 
 // machinesBooting counts the lab's machines whose container has started.

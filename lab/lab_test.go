@@ -2,11 +2,15 @@ package lab
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -242,46 +246,75 @@ func TestBaseStampFollowsRecipe(t *testing.T) {
 }
 
 // TestClusterFile renders a lab's cluster file against a golden file and
-// checks that anvil's own strict loader accepts it without a warning.
+// checks that anvil's own strict loader accepts it without a warning: one
+// master is its own endpoint; two or more share the lab's free VIP, which
+// is the endpoint (issue 19).
 func TestClusterFile(t *testing.T) {
-	s := &state{Name: "t", Subnet: pfx("10.213.0.0/24")}
-	for _, m := range planMachines("t", s.Subnet, 3, 1) {
-		s.Machines = append(s.Machines, machineState{Name: m.Name, Role: m.Role, Address: m.Address})
-	}
-	p := paths{dir: "/var/lib/anvil/lab/t"}
-	got, err := clusterFile(s, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden := filepath.Join("testdata", "cluster.yaml.golden")
-	if *update {
-		if err := os.WriteFile(golden, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("cluster file differs from %s (run with -update if intended):\n%s", golden, got)
-	}
-	path := filepath.Join(t.TempDir(), "cluster.yaml")
-	if err := os.WriteFile(path, got, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, warnings, err := v1alpha1.Load(path)
-	if err != nil {
-		t.Fatalf("anvil does not load its own lab's cluster file: %v", err)
-	}
-	if len(warnings) > 0 {
-		t.Errorf("warnings: %v", warnings)
-	}
-	if len(c.Masters()) != 3 || len(c.Workers()) != 1 || c.ControlPlane.Layout != v1alpha1.LayoutSystemd {
-		t.Errorf("loaded %+v", c)
-	}
-	if h, _ := c.Host("t-w1"); h.SSH.KnownHosts != p.knownHosts() || h.SSH.IdentityFile != p.key() {
-		t.Errorf("t-w1 ssh = %+v", h.SSH)
+	for _, tc := range []struct {
+		golden   string
+		masters  int
+		vip      string // "" = none
+		endpoint string
+		warning  string // the one warning expected, if any
+	}{
+		{"cluster-1-master.yaml.golden", 1, "", "10.213.0.10", ""},
+		{"cluster-2-masters.yaml.golden", 2, "10.213.0.5", "10.213.0.5", "use an odd number of masters"},
+		{"cluster-3-masters.yaml.golden", 3, "10.213.0.5", "10.213.0.5", ""},
+	} {
+		t.Run(tc.golden, func(t *testing.T) {
+			s := &state{Name: "t", Subnet: pfx("10.213.0.0/24")}
+			for _, m := range planMachines("t", s.Subnet, tc.masters, 1) {
+				s.Machines = append(s.Machines, machineState{Name: m.Name, Role: m.Role, Address: m.Address})
+			}
+			p := paths{dir: "/var/lib/anvil/lab/t"}
+			got, err := clusterFile(s, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := filepath.Join("testdata", tc.golden)
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("cluster file differs from %s (run with -update if intended):\n%s", golden, got)
+			}
+			path := filepath.Join(t.TempDir(), "cluster.yaml")
+			if err := os.WriteFile(path, got, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, warnings, err := v1alpha1.Load(path)
+			if err != nil {
+				t.Fatalf("anvil does not load its own lab's cluster file: %v", err)
+			}
+			if tc.warning != "" && len(warnings) == 1 && strings.Contains(warnings[0].Error(), tc.warning) {
+				warnings = nil
+			}
+			if len(warnings) > 0 {
+				t.Errorf("warnings: %v", warnings)
+			}
+			if len(c.Masters()) != tc.masters || len(c.Workers()) != 1 || c.ControlPlane.Layout != v1alpha1.LayoutSystemd {
+				t.Errorf("loaded %+v", c)
+			}
+			vip := ""
+			if c.ControlPlane.VIP.IsValid() {
+				vip = c.ControlPlane.VIP.String()
+			}
+			if vip != tc.vip || c.ControlPlane.Endpoint != tc.endpoint {
+				t.Errorf("controlPlane.vip %q endpoint %q, want %q and %q", vip, c.ControlPlane.Endpoint, tc.vip, tc.endpoint)
+			}
+			if tc.vip != "" && c.ControlPlane.VIP != (&Manager{}).status(s, p).VIP {
+				t.Errorf("the cluster file's VIP %s is not the one status reports free", c.ControlPlane.VIP)
+			}
+			if h, _ := c.Host("t-w1"); h.SSH.KnownHosts != p.knownHosts() || h.SSH.IdentityFile != p.key() {
+				t.Errorf("t-w1 ssh = %+v", h.SSH)
+			}
+		})
 	}
 }
 
@@ -427,5 +460,272 @@ func TestRaiseLimitsOnlyRaises(t *testing.T) {
 	}
 	if err := raiseLimits([]sysctlFloor{{filepath.Join(dir, "missing"), 1}}, nil); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("a missing setting: %v", err)
+	}
+}
+
+// requireRoot skips a test that needs root, or fails it under CI=true.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("needs root")
+	}
+	t.Skip("needs root")
+}
+
+func TestParseHierarchies(t *testing.T) {
+	// This host's hybrid layout, plus what others have: co-mounted
+	// controllers, a hierarchy mounted twice, and a bind of a subtree (not
+	// a hierarchy's root).
+	const mountinfo = `23 1 0:21 / /sys rw,nosuid,nodev,noexec,relatime - sysfs sysfs rw
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct
+34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset,clone_children
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/net_cls,net_prio rw,relatime - cgroup cgroup rw,net_cls,net_prio
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,release_agent=/lib/systemd/systemd-cgroups-agent,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+50 1 0:32 / /mnt/memory\040again rw,relatime - cgroup cgroup rw,memory
+51 1 0:31 /docker/abc /mnt/cpuset-sub rw,relatime - cgroup cgroup rw,cpuset
+`
+	got := parseHierarchies(mountinfo)
+	want := []string{
+		"/sys/fs/cgroup/cpu,cpuacct [cpu cpuacct]",
+		"/sys/fs/cgroup/cpuset [cpuset]",
+		"/sys/fs/cgroup/memory [memory]",
+		"/sys/fs/cgroup/net_cls,net_prio [net_cls net_prio]",
+		"/sys/fs/cgroup/systemd [name=systemd]",
+		"/sys/fs/cgroup/unified v2",
+	}
+	var gotS []string
+	for _, h := range got {
+		s := h.Mount + " " + fmt.Sprint(h.Controllers)
+		if h.V2 {
+			s = h.Mount + " v2"
+		}
+		gotS = append(gotS, s)
+	}
+	if strings.Join(gotS, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(gotS, "\n"), strings.Join(want, "\n"))
+	}
+	if !got[1].has("cpuset") || got[0].has("cpuset") {
+		t.Errorf("cpuset detection: %+v", got[:2])
+	}
+}
+
+// TestEnsureCgroups makes a machine's cgroups in this host's real
+// hierarchies: one in each, every v1 cpuset level with CPUs and memory
+// nodes (else no process may join), and all gone after removeCgroups,
+// including one made inside as a kubelet would.
+func TestEnsureCgroups(t *testing.T) {
+	requireRoot(t)
+	lab := fmt.Sprintf("lt-cg-%d", os.Getpid())
+	t.Cleanup(func() { _ = removeCgroups(context.Background(), lab, "") })
+	hs := cgroupHierarchies()
+	if len(hs) == 0 {
+		t.Fatal("no cgroup hierarchy mounted")
+	}
+	dirs, err := ensureCgroups(lab, lab+"-m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dirs) != len(hs) {
+		t.Fatalf("%d cgroups for %d hierarchies", len(dirs), len(hs))
+	}
+	for i, h := range hs {
+		if want := filepath.Join(h.Mount, cgroupDir, lab, lab+"-m1"); dirs[i] != want {
+			t.Errorf("cgroup %s, want %s", dirs[i], want)
+		}
+		if !h.has("cpuset") {
+			continue
+		}
+		for _, d := range []string{filepath.Join(h.Mount, cgroupDir), filepath.Join(h.Mount, cgroupDir, lab), dirs[i]} {
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				if b, err := os.ReadFile(filepath.Join(d, f)); err != nil || strings.TrimSpace(string(b)) == "" {
+					t.Errorf("%s/%s = %q, %v: want the parent's", d, f, b, err)
+				}
+			}
+		}
+	}
+	if _, err := ensureCgroups(lab, lab+"-m1"); err != nil {
+		t.Errorf("a second time: %v", err)
+	}
+	// CPU weight: a machine weighs as a VM of the host's cores would, its
+	// lab as its machines together, anvil-lab at least as much.
+	shares := func(d string) int {
+		b, _ := os.ReadFile(filepath.Join(d, "cpu.shares"))
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
+	}
+	for _, h := range hs {
+		if !h.has("cpu") {
+			continue
+		}
+		labDir := filepath.Join(h.Mount, cgroupDir, lab)
+		per := machineCPUShares()
+		if got := shares(filepath.Join(labDir, lab+"-m1")); got != per {
+			t.Errorf("machine cpu.shares %d, want %d", got, per)
+		}
+		if got := shares(labDir); got != per {
+			t.Errorf("lab cpu.shares %d with one machine, want %d", got, per)
+		}
+		if _, err := ensureCgroups(lab, lab+"-m2"); err != nil {
+			t.Fatal(err)
+		}
+		if got := shares(labDir); got != 2*per {
+			t.Errorf("lab cpu.shares %d with two machines, want %d", got, 2*per)
+		}
+		if got := shares(filepath.Join(h.Mount, cgroupDir)); got < 2*per {
+			t.Errorf("anvil-lab cpu.shares %d, want at least %d", got, 2*per)
+		}
+		if err := removeCgroups(t.Context(), lab, lab+"-m2"); err != nil {
+			t.Fatal(err)
+		}
+		if got := shares(labDir); got != per {
+			t.Errorf("lab cpu.shares %d after a machine went, want %d", got, per)
+		}
+	}
+	inner := filepath.Join(dirs[0], "kubepods", "burstable")
+	if err := os.MkdirAll(inner, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeCgroups(t.Context(), lab, lab+"-m1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		if _, err := os.Stat(filepath.Join(h.Mount, cgroupDir, lab)); err == nil {
+			t.Errorf("%s left behind", filepath.Join(h.Mount, cgroupDir, lab))
+		}
+	}
+}
+
+// TestHostSysctls sets and restores kernel settings in a directory
+// standing in for /proc/sys: previous values recorded before the first
+// change, kept through a second lab's hold, restored only where the value
+// is still the lab's.
+func TestHostSysctls(t *testing.T) {
+	dir := t.TempDir()
+	procSys := filepath.Join(dir, "proc-sys")
+	initial := map[string]string{"vm/overcommit_memory": "0", "kernel/panic": "1", "kernel/panic_on_oops": "1"}
+	for p, v := range initial {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(procSys, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(procSys, p), []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var said []string
+	h := hostSysctls{procSys: procSys, record: filepath.Join(dir, "state", ".host-sysctls.json"), progress: func(s string) { said = append(said, s) }}
+	value := func(p string) string {
+		b, _ := os.ReadFile(filepath.Join(procSys, p))
+		return strings.TrimSpace(string(b))
+	}
+
+	if err := h.hold(nodeSysctls()); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/panic_on_oops": "1"} {
+		if got := value(p); got != want {
+			t.Errorf("%s = %s, want %s", p, got, want)
+		}
+	}
+	r, err := h.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// panic_on_oops was 1 already: not the lab's change, not the lab's to restore.
+	if len(r.Changed) != 2 || r.Changed[0].Name != "vm.overcommit_memory" || r.Changed[0].Previous != "0" || r.Changed[1].Name != "kernel.panic" || r.Changed[1].Previous != "1" {
+		t.Errorf("record %+v", r.Changed)
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "vm.overcommit_memory 0→1") || !strings.Contains(said[0], "kernel.panic 1→10") || !strings.Contains(said[0], "restored when the last lab goes down") {
+		t.Errorf("said %q", said)
+	}
+	fi, err := os.Stat(h.record)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("record %s: %v %v", h.record, fi, err)
+	}
+
+	// A second lab, after someone put overcommit back: set again, the
+	// host's own previous value kept.
+	said = nil
+	if err := os.WriteFile(filepath.Join(procSys, "vm/overcommit_memory"), []byte("2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.hold(nodeSysctls()); err != nil {
+		t.Fatal(err)
+	}
+	if r2, _ := h.load(); len(r2.Changed) != 2 || r2.Changed[0].Previous != "0" {
+		t.Errorf("second hold rewrote the record: %+v", r2.Changed)
+	}
+	if value("vm/overcommit_memory") != "1" || len(said) != 1 {
+		t.Errorf("second hold: overcommit %s, said %q", value("vm/overcommit_memory"), said)
+	}
+	said = nil
+	if err := h.hold(nodeSysctls()); err != nil || len(said) != 0 {
+		t.Errorf("nothing to change: %v, said %q", err, said)
+	}
+
+	// Someone sets kernel.panic while the lab runs: theirs, left alone.
+	if err := os.WriteFile(filepath.Join(procSys, "kernel/panic"), []byte("30\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	said = nil
+	if err := h.release(); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{"vm/overcommit_memory": "0", "kernel/panic": "30", "kernel/panic_on_oops": "1"} {
+		if got := value(p); got != want {
+			t.Errorf("after release %s = %s, want %s", p, got, want)
+		}
+	}
+	if len(said) != 2 || !strings.Contains(said[0], "vm.overcommit_memory=0") || !strings.Contains(said[1], "kernel.panic at 30") {
+		t.Errorf("said %q", said)
+	}
+	if _, err := os.Stat(h.record); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("record still there: %v", err)
+	}
+	if err := h.release(); err != nil {
+		t.Errorf("release with nothing recorded: %v", err)
+	}
+
+	// A setting that cannot be written leaves no record of a change:
+	// /proc/version reads, and refuses writes even from root.
+	if err := os.Remove(filepath.Join(procSys, "kernel/panic")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/proc/version", filepath.Join(procSys, "kernel/panic")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.hold([]nodeSysctl{{"vm.overcommit_memory", "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.hold([]nodeSysctl{{"kernel.panic", "10"}}); err == nil || !strings.Contains(err.Error(), "set sysctl kernel.panic=10") {
+		t.Errorf("unwritable kernel.panic: %v", err)
+	}
+	if r, _ := h.load(); len(r.Changed) != 1 || r.Changed[0].Name != "vm.overcommit_memory" {
+		t.Errorf("record after a failed change: %+v", r.Changed)
+	}
+}
+
+func TestNspawnArgs(t *testing.T) {
+	p := paths{dir: "/var/lib/anvil/lab/t"}
+	ms := &machineState{Name: "t-w1", MachineID: strings.Repeat("ab", 16)}
+	args := strings.Join(nspawnArgs(p, ms), " ")
+	for _, want := range []string{
+		"--capability=CAP_NET_ADMIN,CAP_SYSLOG",
+		"--bind=/dev/kmsg",
+		"--system-call-filter=@keyring",
+		"--bind=/var/lib/anvil/lab/t/machines/t-w1/containerd:/var/lib/containerd",
+		"--register=no --keep-unit",
+	} {
+		if !strings.Contains(args, want) {
+			t.Errorf("nspawn arguments lack %s:\n%s", want, args)
+		}
+	}
+	if got := nspawnPath(`/a:b\c`); got != `/a\:b\\c` {
+		t.Errorf("nspawnPath = %s", got)
 	}
 }

@@ -19,10 +19,11 @@ import (
 )
 
 // bootScript runs between fork and systemd-nspawn, in a mount namespace of
-// its own (SysProcAttr.Unshareflags): it joins the machine's cgroups,
-// gives nspawn a private /run/systemd/nspawn (else it leaves directories on
-// hosts whose /run is not a tmpfs), mounts the machine's overlay and execs
-// nspawn under the same PID. Every mount lives and dies with that
+// its own (SysProcAttr.Unshareflags): it joins the machine's cgroups (one
+// in every hierarchy, see ensureCgroups), gives nspawn a private
+// /run/systemd/nspawn (else it leaves directories on hosts whose /run is
+// not a tmpfs), mounts the machine's overlay and execs nspawn under the
+// same PID. Every mount lives and dies with that
 // namespace, so no machine ever leaves a mount on the host, even when
 // killed.
 const bootScript = `set -eu
@@ -38,30 +39,36 @@ const envCgroups = "ANVIL_LAB_CGROUPS"
 // boot starts a machine: its network namespace wired to the bridge, then
 // systemd-nspawn, detached in a session of its own so that the machine
 // outlives the anvil that started it. It records the PID in ms and
-// returns without waiting for the machine to come up.
-func (m *Manager) boot(ctx context.Context, s *state, p paths, br netlink.Link, ms *machineState) error {
-	for _, d := range []string{p.work(ms.Name), p.root(ms.Name)} {
+// returns without waiting for the machine to come up. A boot that fails
+// leaves no process and no cgroup behind.
+func (m *Manager) boot(ctx context.Context, s *state, p paths, br netlink.Link, ms *machineState) (err error) {
+	for _, d := range []string{p.work(ms.Name), p.root(ms.Name), p.containerd(ms.Name)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("%s: %w", ms.Name, err)
 		}
 	}
 	// Leftovers of a machine that died without `stop`, or that a crashed
 	// anvil started without recording: one tree never boots twice.
-	if err := killAll(ctx, s.Name, ms.Name); err != nil {
-		return fmt.Errorf("%s: %w", ms.Name, err)
-	}
-	if err := removeCgroups(ctx, s.Name, ms.Name); err != nil {
-		return fmt.Errorf("%s: %w", ms.Name, err)
-	}
-	cgroups := cgroupPaths(s.Name, ms.Name)
-	for _, d := range cgroups {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("%s: create cgroup: %w", ms.Name, err)
-		}
+	if err := m.discard(ctx, s.Name, ms.Name); err != nil {
+		return err
 	}
 	nspawn, err := exec.LookPath("systemd-nspawn")
 	if err != nil {
 		return &PrerequisiteError{Missing: "systemd-nspawn", Fix: "apt-get install systemd-container"}
+	}
+	if err := m.holdSysctls(ctx); err != nil {
+		return fmt.Errorf("%s: %w", ms.Name, err)
+	}
+	cgroups, err := ensureCgroups(s.Name, ms.Name)
+	defer func() {
+		if err != nil {
+			if derr := m.discard(context.WithoutCancel(ctx), s.Name, ms.Name); derr != nil {
+				err = errors.Join(err, derr)
+			}
+		}
+	}()
+	if err != nil {
+		return fmt.Errorf("%s: %w", ms.Name, err)
 	}
 	console, err := os.OpenFile(p.console(ms.Name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -76,26 +83,9 @@ func (m *Manager) boot(ctx context.Context, s *state, p paths, br netlink.Link, 
 	}
 	defer ns.Close() // nspawn has its own copy
 
-	args := []string{"-c", bootScript, "anvil-lab-boot",
+	args := append([]string{"-c", bootScript, "anvil-lab-boot",
 		s.Base, p.upper(ms.Name), p.work(ms.Name), p.root(ms.Name),
-		nspawn,
-		"--boot", "--quiet",
-		"--directory=" + p.root(ms.Name),
-		"--machine=" + ms.Name,
-		"--uuid=" + uuidOf(ms.MachineID),
-		// No machined and no systemd on the host to register with.
-		"--register=no", "--keep-unit",
-		// The namespace made by machineNet, passed as fd 3.
-		"--network-namespace-path=/proc/self/fd/3",
-		// nspawn grants CAP_NET_ADMIN only with a network it makes itself;
-		// the machine owns its namespace, and a master adds and removes the
-		// floating control-plane address in it.
-		"--capability=CAP_NET_ADMIN",
-		"--console=read-only",
-		"--link-journal=no",
-		// The host's resolver and time zone are not the machine's business.
-		"--resolv-conf=off", "--timezone=off",
-	}
+		nspawn}, nspawnArgs(p, ms)...)
 	cmd := exec.Command("/bin/sh", args...)
 	cmd.Dir = "/"
 	cmd.Env = []string{
@@ -104,6 +94,11 @@ func (m *Manager) boot(ctx context.Context, s *state, p paths, br netlink.Link, 
 		envLab + "=" + s.Name,
 		envMachine + "=" + ms.Name,
 		envCgroups + "=" + strings.Join(cgroups, " "),
+		// /proc/sys/net writable in the machine: it is its own network
+		// namespace's, and the bridge CNI enables forwarding there ("open
+		// /proc/sys/net/ipv4/ip_forward: read-only file system"). The rest
+		// of /proc/sys is the host's and stays read-only.
+		"SYSTEMD_NSPAWN_API_VFS_WRITABLE=network",
 	}
 	cmd.Stdout, cmd.Stderr = console, console
 	cmd.ExtraFiles = []*os.File{ns}
@@ -120,6 +115,57 @@ func (m *Manager) boot(ctx context.Context, s *state, p paths, br netlink.Link, 
 	}
 	ms.PID, ms.StartTime = cmd.Process.Pid, start
 	m.log.Debug("machine booting", "host", ms.Name, "pid", ms.PID, "address", ms.Address, "veth", ms.Veth)
+	return nil
+}
+
+// nspawnArgs are systemd-nspawn's arguments for a machine whose tree is
+// mounted at p.root and whose network namespace is fd 3.
+func nspawnArgs(p paths, ms *machineState) []string {
+	return []string{
+		"--boot", "--quiet",
+		"--directory=" + p.root(ms.Name),
+		"--machine=" + ms.Name,
+		"--uuid=" + uuidOf(ms.MachineID),
+		// No machined and no systemd on the host to register with.
+		"--register=no", "--keep-unit",
+		// The namespace made by machineNet, passed as fd 3.
+		"--network-namespace-path=/proc/self/fd/3",
+		// nspawn grants CAP_NET_ADMIN only with a network it makes itself;
+		// the machine owns its namespace, and a master adds and removes the
+		// floating control-plane address in it. CAP_SYSLOG: the kubelet
+		// reads /dev/kmsg, which this host restricts (dmesg_restrict=1).
+		"--capability=CAP_NET_ADMIN,CAP_SYSLOG",
+		// The kubelet watches the kernel log for OOM kills, and exits
+		// without it ("open /dev/kmsg: no such file or directory").
+		"--bind=/dev/kmsg",
+		// runc gives each container a session keyring ("unable to join
+		// session keyring: operation not permitted" otherwise).
+		"--system-call-filter=@keyring",
+		// containerd's overlayfs snapshotter cannot stack on the machine's
+		// overlay root; it gets a host directory of its own.
+		"--bind=" + nspawnPath(p.containerd(ms.Name)) + ":" + containerdDir,
+		"--console=read-only",
+		"--link-journal=no",
+		// The host's resolver and time zone are not the machine's business.
+		"--resolv-conf=off", "--timezone=off",
+	}
+}
+
+// containerdDir is containerd's state in a machine, a host directory.
+const containerdDir = "/var/lib/containerd"
+
+// nspawnPath escapes a path for nspawn's SOURCE:DEST options.
+func nspawnPath(p string) string { return strings.NewReplacer(`\`, `\\`, ":", `\:`).Replace(p) }
+
+// discard kills whatever runs of a machine and removes its cgroups, in
+// every hierarchy.
+func (m *Manager) discard(ctx context.Context, lab, machine string) error {
+	if err := killAll(ctx, lab, machine); err != nil {
+		return fmt.Errorf("%s: %w", machine, err)
+	}
+	if err := removeCgroups(ctx, lab, machine); err != nil {
+		return fmt.Errorf("%s: %w", machine, err)
+	}
 	return nil
 }
 
@@ -144,7 +190,12 @@ func (m *Manager) waitReady(ctx context.Context, s *state, p paths, ms *machineS
 	var lastErr error
 	for {
 		if !ms.running() {
-			return fmt.Errorf("%s stopped while booting: %s", ms.Name, consoleTail(p.console(ms.Name)))
+			err := fmt.Errorf("%s stopped while booting: %s", ms.Name, consoleTail(p.console(ms.Name)))
+			if derr := m.discard(context.WithoutCancel(ctx), s.Name, ms.Name); derr != nil {
+				err = errors.Join(err, derr)
+			}
+			ms.PID, ms.StartTime = 0, 0
+			return err
 		}
 		c, err := sshx.Dial(ctx, cfg)
 		if err == nil {
@@ -212,10 +263,7 @@ func (m *Manager) halt(ctx context.Context, lab string, ms *machineState, gracef
 			}
 		}
 	}
-	if err := killAll(ctx, lab, ms.Name); err != nil {
-		return err
-	}
-	if err := removeCgroups(ctx, lab, ms.Name); err != nil {
+	if err := m.discard(ctx, lab, ms.Name); err != nil {
 		return err
 	}
 	// The namespace died with the machine and took the veth pair along;

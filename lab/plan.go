@@ -92,6 +92,9 @@ func offset(p netip.Prefix, n int) netip.Addr {
 	return a
 }
 
+// vip is the lab's address no machine has, for controlPlane.vip.
+func (s *state) vip() netip.Addr { return offset(s.Subnet, vipOffset) }
+
 // machinePlan is a machine before it exists: its name, role and address.
 type machinePlan struct {
 	Name    string

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -18,60 +17,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Every machine runs in cgroups of its own, ANVIL/LAB/MACHINE under the
-// cgroup hierarchies systemd-nspawn uses. Without them every nspawn on a
-// host without systemd puts its container in the same /payload cgroup, and
-// the machines' systemds manage each other's units. They also make a
-// machine's processes easy to find: whatever is in its cgroups is it, even
-// after a crash lost the PIDs.
-const cgroupDir = "anvil-lab"
-
 // Environment of the boot wrapper and systemd-nspawn, so `down` finds them
 // even in the instant before they join their cgroups.
 const (
 	envLab     = "ANVIL_LAB"
 	envMachine = "ANVIL_LAB_MACHINE"
 )
-
-// cgroupRoots returns the mount points of the hierarchies nspawn uses: the
-// named systemd hierarchy (cgroup v1 and hybrid hosts) and the unified one.
-func cgroupRoots() []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var roots []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// ID parent major:minor root mountpoint options [optional…] - fstype source superoptions
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 5 || len(qf) < 3 || pf[3] != "/" {
-			continue
-		}
-		switch {
-		case qf[0] == "cgroup2":
-			roots = append(roots, pf[4])
-		case qf[0] == "cgroup" && strings.Contains(","+qf[2]+",", ",name=systemd,"):
-			roots = append(roots, pf[4])
-		}
-	}
-	return roots
-}
-
-// cgroupPaths is where lab's machine (every machine when machine is "")
-// lives in each hierarchy.
-func cgroupPaths(lab, machine string) []string {
-	var out []string
-	for _, r := range cgroupRoots() {
-		out = append(out, filepath.Join(r, cgroupDir, lab, machine))
-	}
-	return out
-}
 
 // procStart returns a process's start time (clock ticks after boot) and
 // state letter, which together with the PID identify it.
@@ -215,6 +166,7 @@ func signal(pid int, sig syscall.Signal, lab, machine string) error {
 // "") until none is left. Killing a container's init ends its whole PID
 // namespace; nspawn then exits on its own.
 func killAll(ctx context.Context, lab, machine string) error {
+	thaw(lab, machine)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		pids := machinePIDs(lab, machine)
@@ -243,64 +195,6 @@ func killAll(ctx context.Context, lab, machine string) error {
 	}
 }
 
-// removeCgroups removes the machine's (or lab's) cgroup directories,
-// deepest first; a cgroup only goes once its processes are gone.
-func removeCgroups(ctx context.Context, lab, machine string) error {
-	var lastErr error
-	for try := 0; try < 100; try++ {
-		lastErr = nil
-		for _, dir := range cgroupPaths(lab, machine) {
-			if err := rmdirTree(dir); err != nil {
-				lastErr = err
-			}
-		}
-		if lastErr == nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	if lastErr != nil {
-		return lastErr
-	}
-	// Parents left empty: the lab's, then anvil-lab itself.
-	for _, r := range cgroupRoots() {
-		for _, d := range []string{filepath.Join(r, cgroupDir, lab), filepath.Join(r, cgroupDir)} {
-			_ = os.Remove(d) // fails while other machines or labs use it, as it should
-		}
-	}
-	return nil
-}
-
-func rmdirTree(dir string) error {
-	var dirs []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		if d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for i := len(dirs) - 1; i >= 0; i-- {
-		// cgroup directories hold only kernel files: rmdir, never unlink.
-		if err := unix.Rmdir(dirs[i]); err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("remove cgroup %s: %w", dirs[i], err)
-		}
-	}
-	return nil
-}
-
 // pss sums the proportional set size of pids, in bytes: each process's
 // private memory plus its share of what it shares, so machines sharing the
 // base's libraries are not each charged for all of them.
@@ -319,18 +213,4 @@ func pss(pids []int) uint64 {
 		}
 	}
 	return total
-}
-
-// labsFromCgroups names the labs that have cgroups, for down --all.
-func labsFromCgroups() []string {
-	var out []string
-	for _, r := range cgroupRoots() {
-		ents, _ := os.ReadDir(filepath.Join(r, cgroupDir))
-		for _, e := range ents {
-			if e.IsDir() {
-				out = append(out, e.Name())
-			}
-		}
-	}
-	return out
 }

@@ -83,6 +83,9 @@ func (p paths) work(name string) string    { return filepath.Join(p.machine(name
 func (p paths) root(name string) string    { return filepath.Join(p.machine(name), "root") }
 func (p paths) console(name string) string { return filepath.Join(p.machine(name), "console.log") }
 
+// containerd is the host directory a machine has as /var/lib/containerd.
+func (p paths) containerd(name string) string { return filepath.Join(p.machine(name), "containerd") }
+
 // ErrNoLab means the named lab does not exist.
 var ErrNoLab = errors.New("no such lab")
 
@@ -125,8 +128,16 @@ func lockFile(ctx context.Context, path string, waiting func()) (*flock, error) 
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	told := false
-	for {
+	for gone := 0; ; {
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if errors.Is(err, fs.ErrNotExist) && gone < 10 {
+			// The last lab's `down` removed the state directory in between.
+			gone++
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				return nil, fmt.Errorf("lock %s: %w", path, err)
+			}
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}

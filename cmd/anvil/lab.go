@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/internal/sshx"
 	"anvil.dev/anvil/lab"
 )
@@ -51,7 +52,13 @@ own host key, so 'anvil cluster apply' connects with strict host key checking.
 Machines are named LAB-m1… (masters) and LAB-w1… (workers); commands that
 take a machine find its lab from the name. Needs root, and the Debian
 packages systemd-container and debootstrap (installed with apt-get when
-missing, unless --no-install).`,
+missing, unless --no-install).
+
+Machines can run containerd and the kubelet. For that the lab sets three
+kernel settings of this host that machines cannot set themselves:
+vm.overcommit_memory=1, kernel.panic=10 and kernel.panic_on_oops=1 (an oops
+then reboots this host). It says so when it does, records the previous
+values under --state-dir, and restores them when the last lab goes down.`,
 		Example: `  # Three masters and a worker, then run a command on the first master
   sudo anvil lab up --name demo --masters 3 --workers 1
   sudo anvil lab ssh demo-m1 -- systemctl is-system-running
@@ -176,7 +183,17 @@ func newLabStatusCmd(a *app, f *labFlags) *cobra.Command {
 }
 
 func printLab(w io.Writer, st *lab.Status) error {
-	fmt.Fprintf(w, "lab %s: %s on bridge %s (host side %s; %s is free for a VIP)\n", st.Name, st.Subnet, st.Bridge, st.Gateway, st.VIP)
+	vip := fmt.Sprintf("%s is free for a VIP", st.VIP)
+	masters := 0
+	for _, m := range st.Machines {
+		if m.Role == v1alpha1.RoleMaster {
+			masters++
+		}
+	}
+	if masters >= 2 {
+		vip = fmt.Sprintf("VIP %s, the cluster file's endpoint", st.VIP)
+	}
+	fmt.Fprintf(w, "lab %s: %s on bridge %s (host side %s; %s)\n", st.Name, st.Subnet, st.Bridge, st.Gateway, vip)
 	fmt.Fprintf(w, "cluster file  %s\n", st.ClusterFile)
 	fmt.Fprintf(w, "ssh key       %s (users %s, %s with sudo)\n", st.SSHKey, st.SSHUser, st.SudoUser)
 	fmt.Fprintf(w, "known_hosts   %s\n\n", st.KnownHosts)
@@ -366,7 +383,8 @@ func newLabDownCmd(a *app, f *labFlags) *cobra.Command {
 		Long: `Kills the lab's machines and removes everything the lab made, finding it from
 the lab's state, its cgroups, its processes and its interfaces, so it also
 cleans up after a crash. Removing a lab that is not there succeeds. The base
-file system stays cached for the next 'lab up'.`,
+file system stays cached for the next 'lab up'. When no lab is left on this
+host, the kernel settings labs changed get their previous values back.`,
 		Example: `  sudo anvil lab down --name t
   sudo anvil lab down --all`,
 		Args: cobra.NoArgs,
