@@ -22,6 +22,7 @@ import (
 	"anvil.dev/anvil/internal/buildinfo"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/human"
 	"anvil.dev/anvil/internal/progress"
 	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/pki"
@@ -229,7 +230,7 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 		})
 	}
 
-	o.Task.Start("snapshot", fmt.Sprintf("streaming a snapshot of %s (database %s)", s.ep, humanBytes(sr.DbSize)))
+	o.Task.Start("snapshot", fmt.Sprintf("streaming a snapshot of %s (database %s)", s.ep, human.Bytes(sr.DbSize)))
 	snapCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	snap, err := s.client.SnapshotWithVersion(clientv3.WithRequireLeader(snapCtx))
@@ -406,14 +407,37 @@ func ScheduledBackup(ctx context.Context, o BackupOptions) (*ScheduledResult, er
 	return &ScheduledResult{Backup: res, Pruned: pruned}, err
 }
 
-func humanBytes(n int64) string {
+// TakeOptions say where `anvil backup` puts a backup.
+type TakeOptions struct {
+	BackupOptions
+	// Output is a file, "-" for Stdout, or "" for a new file in backup.dir.
+	Output string
+	Stdout io.Writer
+	// Scheduled runs as the backup timer does: only on the etcd leader,
+	// into backup.dir, then pruned to backup.retain.
+	Scheduled bool
+}
+
+// Take is `anvil backup`: one backup to the destination o names. Its result
+// says why no backup was taken (Scheduled on a member that does not lead)
+// and what was pruned.
+func Take(ctx context.Context, o TakeOptions) (*ScheduledResult, error) {
 	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	case o.Scheduled && o.Output != "":
+		return nil, &ArgsError{"--scheduled writes into backup.dir: leave out -o"}
+	case o.Scheduled:
+		return ScheduledBackup(ctx, o.BackupOptions)
+	case o.Output == "-":
+		if o.Stdout == nil {
+			return nil, &ArgsError{"no stdout to stream the backup to"}
+		}
+		res, err := Backup(ctx, o.BackupOptions, o.Stdout)
+		return &ScheduledResult{Backup: res}, err
+	case o.Output == "":
+		res, err := BackupToDir(ctx, o.BackupOptions)
+		return &ScheduledResult{Backup: res}, err
+	default:
+		res, err := BackupToFile(ctx, o.BackupOptions, o.Output)
+		return &ScheduledResult{Backup: res}, err
 	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -32,6 +32,7 @@ import (
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/human"
 	"anvil.dev/anvil/internal/phase"
 	"anvil.dev/anvil/internal/progress"
 	"anvil.dev/anvil/master"
@@ -476,7 +477,7 @@ func restoreVerifyPhase(ctx context.Context, r *restoreRun) error {
 	r.result.SnapshotRevision = r.snapRevision
 	r.o.Task.Say("%s is a complete backup of cluster %s taken on %s at %s, revision %d (snapshot %s, sha256 %s…)",
 		r.o.Name, contents.Header.Cluster, contents.Header.Node, contents.Header.Created.Format(time.RFC3339), r.snapRevision,
-		humanBytes(contents.SnapshotSize), contents.SnapshotSHA256[:16])
+		human.Bytes(contents.SnapshotSize), contents.SnapshotSHA256[:16])
 	if r.o.DryRun {
 		// What the restore would do if the cluster stopped now.
 		r.result.ServedRevision = r.liveRevision(ctx)

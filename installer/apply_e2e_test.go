@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/internal/human"
 	"anvil.dev/anvil/internal/sshx"
 	"anvil.dev/anvil/lab/labtest"
 	"anvil.dev/anvil/master"
@@ -94,7 +95,7 @@ func clusterE2E(t *testing.T, e *e2e) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("first apply: %s, uploaded %s", fmtDuration(res.Elapsed), mib(res.BytesUploaded))
+		t.Logf("first apply: %s, uploaded %s", fmtDuration(res.Elapsed), human.Bytes(res.BytesUploaded))
 		if fi, err := os.Stat(kubeconfig); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("kubeconfig %s: %v %v", kubeconfig, fi, err)
 		}

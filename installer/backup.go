@@ -18,6 +18,7 @@ import (
 	"anvil.dev/anvil/backup/envelope"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/human"
 )
 
 // `anvil cluster backup`: the snapshot is taken on the etcd leader (the
@@ -255,7 +256,7 @@ func (b *backupState) stream(ctx context.Context, r *run, h *host) (string, erro
 		what = "encrypted: header and framing verified (give --identity to verify the content)"
 	}
 	secs := time.Since(start).Seconds()
-	return fmt.Sprintf("revision %d, %s in %.1fs (%.0f MB/s), %s", hd.Revision, mib(cw.n), secs, float64(cw.n)/1e6/max(secs, 1e-9), what), nil
+	return fmt.Sprintf("revision %d, %s in %.1fs (%.0f MB/s), %s", hd.Revision, human.Bytes(cw.n), secs, float64(cw.n)/1e6/max(secs, 1e-9), what), nil
 }
 
 type countWriter struct {

@@ -12,6 +12,7 @@ import (
 
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/internal/benchreport"
+	"anvil.dev/anvil/internal/human"
 	"anvil.dev/anvil/internal/progress"
 	"anvil.dev/anvil/lab/labtest"
 )
@@ -62,7 +63,7 @@ func BenchmarkApply(b *testing.B) {
 	full := apply()
 	benchreport.Report(b, benchreport.Figure{
 		Name: "cluster apply, full " + name, Value: full.Elapsed.Seconds(), Unit: "s", Anchor: 90,
-		Note: fmt.Sprintf("issue 8: ≤ 90 s for 3+2 warm; %s uploaded; %s; load %s", mib(full.BytesUploaded), phases[0], loadAverage()),
+		Note: fmt.Sprintf("issue 8: ≤ 90 s for 3+2 warm; %s uploaded; %s; load %s", human.Bytes(full.BytesUploaded), phases[0], loadAverage()),
 	})
 	var again []time.Duration
 	var bytes int64

@@ -22,6 +22,7 @@ import (
 	"anvil.dev/anvil/backup"
 	"anvil.dev/anvil/backup/envelope"
 	"anvil.dev/anvil/etcd"
+	"anvil.dev/anvil/internal/human"
 	"anvil.dev/anvil/internal/sshx"
 )
 
@@ -308,7 +309,7 @@ func (s *restoreState) upload(ctx context.Context, r *run, h *host) error {
 	}, "\n")
 	var out bytes.Buffer
 	start := time.Now()
-	in := &meterReader{r: f, fn: func(_, done int64) { h.task.Detail("backup %s / %s", mib(done), mib(s.size)) }}
+	in := &meterReader{r: f, fn: func(_, done int64) { h.task.Detail("backup %s / %s", human.Bytes(done), human.Bytes(s.size)) }}
 	if err := r.runLogged(ctx, h, "upload the backup", script, in, &out); err != nil {
 		return err
 	}

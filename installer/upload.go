@@ -18,6 +18,7 @@ import (
 
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/human"
 )
 
 // Phase upload: anvil and the component binaries into
@@ -72,7 +73,7 @@ func planUpload(r *run) plan {
 		if u.anvil {
 			how := anvilCodec(h.facts)
 			pl.steps = append(pl.steps, step{host: h,
-				do:  fmt.Sprintf("upload anvil (%s, %s) %s", mib(b.anvil().Size), hasWhat(h.facts, b.anvil()), how),
+				do:  fmt.Sprintf("upload anvil (%s, %s) %s", human.Bytes(b.anvil().Size), hasWhat(h.facts, b.anvil()), how),
 				run: func(ctx context.Context) (string, error) { return r.uploadAnvil(ctx, h, how) }})
 		}
 		if len(u.files) > 0 || u.manifest || len(u.links) > 0 {
@@ -106,7 +107,7 @@ func describeUpload(f *Facts, u upload) string {
 			names = append(names, bf.Name)
 			size += bf.Size
 		}
-		parts = append(parts, fmt.Sprintf("upload %s (%s, zstd)", strings.Join(names, ", "), mib(size)))
+		parts = append(parts, fmt.Sprintf("upload %s (%s, zstd)", strings.Join(names, ", "), human.Bytes(size)))
 	}
 	if u.manifest {
 		parts = append(parts, "write "+images.ManifestFile)
@@ -153,7 +154,7 @@ func (r *run) uploadAnvil(ctx context.Context, h *host, how codec) (string, erro
 	if err := r.runLogged(ctx, h, "install anvil", script, in, nil); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("anvil: sent %s for %s, sha256 verified on the host", mib(zsize), mib(f.Size)), nil
+	return fmt.Sprintf("anvil: sent %s for %s, sha256 verified on the host", human.Bytes(zsize), human.Bytes(f.Size)), nil
 }
 
 var errStoppedReading = errors.New("the host stopped reading the upload")
@@ -200,7 +201,7 @@ func (r *run) sendStream(ctx context.Context, h *host, u upload) (string, error)
 		}
 		raw += f.Size
 	}
-	return fmt.Sprintf("sent %s for %s: %d files%s, %d links, sha256 verified on the host", mib(wire), mib(raw), len(u.files), map[bool]string{true: " + manifest", false: ""}[u.manifest], len(u.links)), nil
+	return fmt.Sprintf("sent %s for %s: %d files%s, %d links, sha256 verified on the host", human.Bytes(wire), human.Bytes(raw), len(u.files), map[bool]string{true: " + manifest", false: ""}[u.manifest], len(u.links)), nil
 }
 
 // writeStream writes the upload stream for u: each file from the
@@ -272,7 +273,7 @@ func zstdBytes(b []byte) ([]byte, error) {
 func (r *run) meter(h *host, name string, total int64, rd io.Reader) io.Reader {
 	return &meterReader{r: rd, fn: func(n int64, done int64) {
 		r.apply.addUploaded(n)
-		h.task.Detail("%s %s / %s", name, mib(done), mib(total))
+		h.task.Detail("%s %s / %s", name, human.Bytes(done), human.Bytes(total))
 	}}
 }
 
@@ -293,17 +294,6 @@ func (m *meterReader) Read(p []byte) (int, error) {
 		m.fn(int64(n), done)
 	}
 	return n, err
-}
-
-// mib prints a size for people.
-func mib(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 func sha256Hex(b []byte) string {

@@ -9,6 +9,7 @@ import (
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/human"
 )
 
 // uploadOnly runs apply's phases up to and including upload.
@@ -90,7 +91,7 @@ func uploadE2E(t *testing.T, e *e2e) {
 		for _, f := range b.files {
 			raw += f.Size
 		}
-		t.Logf("uploaded %s for %s", mib(res.BytesUploaded), mib(raw))
+		t.Logf("uploaded %s for %s", human.Bytes(res.BytesUploaded), human.Bytes(raw))
 		sums := onHost(t, l, m1, "cd "+dir+" && sha256sum *")
 		for _, f := range b.files {
 			if !strings.Contains(sums, f.SHA256+"  "+f.Name) {

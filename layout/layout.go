@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
 
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/component"
@@ -224,7 +225,7 @@ func stopUnits(ctx context.Context, units []string) error {
 	for _, u := range units {
 		ch := make(chan string, 1)
 		if _, err := conn.StopUnitContext(ctx, u, "replace", ch); err != nil {
-			if !strings.Contains(err.Error(), "not loaded") {
+			if !isNoSuchUnit(err) {
 				errs = append(errs, fmt.Errorf("stop %s: %w", u, err))
 			}
 			continue
@@ -235,10 +236,17 @@ func stopUnits(ctx context.Context, units []string) error {
 			return ctx.Err()
 		}
 	}
-	if _, err := conn.DisableUnitFilesContext(ctx, units, false); err != nil && !strings.Contains(err.Error(), "not exist") {
+	if _, err := conn.DisableUnitFilesContext(ctx, units, false); err != nil && !isNoSuchUnit(err) {
 		errs = append(errs, fmt.Errorf("disable units: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// isNoSuchUnit reports whether systemd answered that a unit (or its unit
+// file) does not exist: stopping or disabling it is then already done.
+func isNoSuchUnit(err error) bool {
+	var de godbus.Error
+	return errors.As(err, &de) && (de.Name == "org.freedesktop.systemd1.NoSuchUnit" || de.Name == "org.freedesktop.DBus.Error.FileNotFound")
 }
 
 // Reload tells systemd that unit files changed or went away.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/backup"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/human"
 	"anvil.dev/anvil/master"
 )
 
@@ -77,48 +79,28 @@ same schedule (the same calendar expression) itself.`,
 							"bytes", res.Backup.Bytes, "encrypted", res.Backup.Header.Encrypted, "pruned", len(res.Pruned))
 					}
 				})
-			case scheduled:
-				if output != "" {
-					return usageError("--scheduled writes into backup.dir: leave out -o")
-				}
-				res, err := backup.ScheduledBackup(ctx, o)
-				if err != nil {
-					return err
-				}
-				if res.Skipped != "" {
-					fmt.Fprintln(a.out, "no backup taken: "+res.Skipped)
-					return nil
-				}
-				printBackupResult(a.out, res.Backup)
-				for _, e := range res.Pruned {
-					fmt.Fprintf(a.out, "pruned %s\n", e.Path)
-				}
-				return nil
 			case output == "-":
 				if f, ok := a.out.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 					return usageError("refusing to write a binary backup to a terminal: redirect stdout, or use -o FILE")
 				}
-				res, err := backup.Backup(ctx, o, a.out)
-				if err != nil {
-					return err
-				}
-				printBackupResult(a.errOut, res)
-				return nil
-			case output == "":
-				res, err := backup.BackupToDir(ctx, o)
-				if err != nil {
-					return err
-				}
-				printBackupResult(a.out, res)
-				return nil
-			default:
-				res, err := backup.BackupToFile(ctx, o, output)
-				if err != nil {
-					return err
-				}
-				printBackupResult(a.out, res)
+			}
+			res, err := backup.Take(ctx, backup.TakeOptions{BackupOptions: o, Output: output, Stdout: a.out, Scheduled: scheduled})
+			if err != nil {
+				return backupArgsError(err)
+			}
+			if res.Skipped != "" {
+				fmt.Fprintln(a.out, "no backup taken: "+res.Skipped)
 				return nil
 			}
+			if output == "-" {
+				printBackupResult(a.errOut, res.Backup)
+				return nil
+			}
+			printBackupResult(a.out, res.Backup)
+			for _, e := range res.Pruned {
+				fmt.Fprintf(a.out, "pruned %s\n", e.Path)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&root, "root", "", "prefix for every host path")
@@ -142,20 +124,8 @@ func printBackupResult(w io.Writer, r *backup.BackupResult) {
 	}
 	secs := r.Elapsed.Seconds()
 	fmt.Fprintf(w, "backup of cluster %s at revision %d written to %s: %s (snapshot %s, %.0f MB/s), %s, in %.2fs\n",
-		r.Header.Cluster, r.Header.Revision, where, sizeString(r.Bytes), sizeString(r.SnapshotBytes),
+		r.Header.Cluster, r.Header.Revision, where, human.Bytes(r.Bytes), human.Bytes(r.SnapshotBytes),
 		float64(r.SnapshotBytes)/1e6/max(secs, 1e-9), enc, secs)
-}
-
-func sizeString(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 // backupDirFlags find the backup directory: --dir, else the cluster
@@ -208,12 +178,12 @@ func printBackupEntries(w io.Writer, es []backup.BackupEntry) error {
 	fmt.Fprintln(tw, "CREATED\tCLUSTER\tNODE\tREVISION\tKUBERNETES\tTRIGGER\tENCRYPTED\tSIZE\tFILE")
 	for _, e := range es {
 		if e.Header == nil {
-			fmt.Fprintf(tw, "-\t-\t-\t-\t-\t-\t-\t%s\t%s (%s)\n", sizeString(e.Size), e.Path, e.Problem)
+			fmt.Fprintf(tw, "-\t-\t-\t-\t-\t-\t-\t%s\t%s (%s)\n", human.Bytes(e.Size), e.Path, e.Problem)
 			continue
 		}
 		h := e.Header
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%v\t%s\t%s\n", h.Created.Format(time.RFC3339), h.Cluster, h.Node,
-			h.Revision, h.KubernetesVersion, h.Trigger, h.Encrypted, sizeString(e.Size), e.Path)
+			h.Revision, h.KubernetesVersion, h.Trigger, h.Encrypted, human.Bytes(e.Size), e.Path)
 	}
 	return tw.Flush()
 }
@@ -335,7 +305,7 @@ func printInspection(w io.Writer, in *backup.Inspection) error {
 	}
 	if in.Verified {
 		c := in.Contents
-		fmt.Fprintf(tw, "snapshot\t%s, sha256 %s\n", sizeString(c.SnapshotSize), c.SnapshotSHA256)
+		fmt.Fprintf(tw, "snapshot\t%s, sha256 %s\n", human.Bytes(c.SnapshotSize), c.SnapshotSHA256)
 		for i, f := range c.Files {
 			label := ""
 			if i == 0 {
@@ -379,7 +349,7 @@ backup has been verified.`,
 				return fmt.Errorf("backup %s: %w", args[0], err)
 			}
 			fmt.Fprintf(a.out, "etcd snapshot of cluster %s (revision %d, %s, sha256 %s) written to %s\n",
-				c.Header.Cluster, c.Header.Revision, sizeString(c.SnapshotSize), c.SnapshotSHA256, output)
+				c.Header.Cluster, c.Header.Revision, human.Bytes(c.SnapshotSize), c.SnapshotSHA256, output)
 			return nil
 		},
 	}
@@ -437,149 +407,6 @@ then restore the same backup.`,
 	return cmd
 }
 
-func newRestoreCmd(a *app) *cobra.Command {
-	var (
-		root, output, rejoin string
-		identities           []string
-		force, dryRun, leave bool
-		minRevision          int64
-		timeout              time.Duration
-	)
-	cmd := &cobra.Command{
-		Use:   "restore FILE|- [--identity KEYFILE] | --leave | --rejoin ENDPOINT",
-		Short: "Restore this master's etcd from a backup, verified before anything changes",
-		Long: `Restores this master from an anvil backup. The whole backup is verified first
-(every layer, the snapshot's sha256, etcd's own checksum) into a staging
-directory, and refused with the reason — damaged, truncated, the wrong key,
-another cluster's, a Kubernetes version anvil cannot run — before anything
-on the machine changes. Then:
-
-` + backup.RestorePhaseHelp(backup.RestoreSnapshot) + `
-
-The restored revision is raised above anything the old cluster served and
-marked compacted, so every watcher (informers, controllers) relists instead
-of waiting for revisions that will never come. The old data directory (and
-any file the backup's version replaced) is kept in
-/var/lib/anvil/before-restore-<time>. --force restores another cluster name
-or another supported Kubernetes version.
-
-On a master whose etcd member has other voting members, restoring it alone
-would fork the cluster, and restore refuses, saying how many members answer
-and whether etcd still has its quorum. Restore every master at once with
-'anvil cluster restore' from the workstation; it runs, on the masters:
-
-  anvil restore --leave --force         on every other master: stop its
-                                        control plane and member, set the
-                                        member's data aside
-  anvil restore FILE --force            on the first master: a one-member
-                                        cluster holding the backup
-  anvil restore --rejoin https://FIRST:2379
-                                        on each other master, one at a time:
-                                        rejoin as a fresh learner, catch up,
-                                        become a voter, start the control plane
-
-so no member ever holds data from two snapshots. --dry-run runs the checks
-(and verifies the whole backup) and changes nothing.
-
-The age identity comes from a file (--identity KEYFILE, which must not be
-readable by group or others), or from stdin with --identity - when the
-backup is a file: never from the command line or the environment.`,
-		Example: `  anvil restore /var/lib/anvil/backups/lab-lab-m1-20260101T020000Z.anvilbak
-  anvil restore backup.anvilbak --identity ~/.config/anvil/backup.key
-  anvil restore backup.anvilbak --identity - --dry-run -o json < backup.key
-  ssh vault 'cat etcd.anvilbak' | anvil restore -`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			switch {
-			case leave && rejoin != "":
-				return usageError("--leave and --rejoin are two steps: give one")
-			case (leave || rejoin != "") && len(args) > 0:
-				return usageError("--leave and --rejoin take no backup: the member gets the restored data from the cluster")
-			case !leave && rejoin == "" && len(args) != 1:
-				return usageError("give the backup to restore: anvil restore FILE|-")
-			case (leave || rejoin != "") && len(identities) > 0:
-				return usageError("--identity is for restoring a backup, not for --leave or --rejoin")
-			}
-			return nil
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o := backup.RestoreOptions{
-				Root: hostfs.Root(root), Force: force, DryRun: dryRun, MinRevision: minRevision,
-				Timeout: timeout, Log: a.logger(),
-			}
-			switch {
-			case leave:
-				o.Mode = backup.RestoreLeave
-			case rejoin != "":
-				o.Mode, o.Endpoint = backup.RestoreRejoin, rejoin
-			default:
-				o.Mode, o.Name = backup.RestoreSnapshot, args[0]
-				r, ids, closeFn, err := openBackup(a, identities, args[0])
-				if err != nil {
-					return err
-				}
-				defer closeFn()
-				o.Backup, o.Identities = r, ids
-			}
-			self, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			o.Anvil = self
-			task, done := a.nodeTask(hostnameOr("restore"))
-			o.Task = task
-			res, err := backup.Restore(cmd.Context(), o)
-			done()
-			if err != nil {
-				return err
-			}
-			return printOutput(a.out, output, res, func() error { return printRestoreResult(a.out, res) })
-		},
-	}
-	cmd.Flags().StringVar(&root, "root", "", "prefix for every host path")
-	cmd.Flags().StringSliceVar(&identities, "identity", nil, "age identity file to decrypt with (repeatable), or - for stdin when the backup is a file")
-	cmd.Flags().BoolVar(&force, "force", false, "restore another cluster name or supported version, or one member of several; let --leave and --rejoin go ahead without etcd's quorum")
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "run the checks and verify the backup; change nothing")
-	cmd.Flags().BoolVar(&leave, "leave", false, "stop this master's control plane and etcd member and set its data aside, before another master is restored")
-	cmd.Flags().StringVar(&rejoin, "rejoin", "", "rejoin the cluster restored on another master, through its etcd client URL (https://ADDRESS:2379)")
-	cmd.Flags().Int64Var(&minRevision, "min-revision", 0, "a revision the restored cluster must end above (anvil cluster restore passes the highest any master served)")
-	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Minute, "how long to wait for the control plane to be ready again")
-	addOutputFlag(cmd, &output)
-	return cmd
-}
-
-func printRestoreResult(w io.Writer, res *backup.RestoreResult) error {
-	if res.DryRun {
-		fmt.Fprintf(w, "dry run on %s: every check passed, nothing was changed\n", res.Node)
-	}
-	switch {
-	case res.Mode == backup.RestoreLeave && !res.DryRun:
-		fmt.Fprintf(w, "%s left: its control plane and etcd member are stopped (last revision served %d); rejoin it with anvil restore --rejoin once the cluster is restored\n",
-			res.Node, res.ServedRevision)
-	case res.Mode == backup.RestoreRejoin && !res.DryRun:
-		fmt.Fprintf(w, "%s rejoined the restored cluster at revision %d; down %.1fs, took %.1fs\n", res.Node, res.Revision, res.Downtime.Seconds(), res.Elapsed.Seconds())
-	case res.Mode == backup.RestoreSnapshot && res.DryRun:
-		h := res.Header
-		fmt.Fprintf(w, "would restore cluster %s from the backup taken on %s at %s: revision %d, then %d (bumped by %d above the %d served so far, compacted)\n",
-			h.Cluster, h.Node, h.Created.Format(time.RFC3339), res.SnapshotRevision, res.Revision, res.RevisionBump, res.ServedRevision)
-	case res.Mode == backup.RestoreSnapshot:
-		h := res.Header
-		fmt.Fprintf(w, "restored cluster %s from the backup taken on %s at %s: revision %d, now %d (bumped by %d, compacted); down %.1fs, restore took %.1fs\n",
-			h.Cluster, h.Node, h.Created.Format(time.RFC3339), res.SnapshotRevision, res.Revision,
-			res.RevisionBump, res.Downtime.Seconds(), res.Elapsed.Seconds())
-	}
-	if res.Aside != "" {
-		fmt.Fprintf(w, "the previous etcd data is kept in %s; delete it when the cluster is known good\n", res.Aside)
-	}
-	for _, p := range res.Replaced {
-		fmt.Fprintf(w, "replaced %s (the old one is in %s)\n", p, res.Aside)
-	}
-	for _, n := range res.Notes {
-		fmt.Fprintf(w, "note: %s\n", n)
-	}
-	return nil
-}
-
-// openBackupArg opens FILE, or stdin for "-".
 // openBackup reads the keys --identity names, then opens the backup the
 // argument names (- is stdin, which then cannot also carry a key).
 func openBackup(a *app, identities []string, arg string) (io.Reader, []age.Identity, func(), error) {
@@ -597,48 +424,18 @@ func openBackup(a *app, identities []string, arg string) (io.Reader, []age.Ident
 	return f, ids, func() { f.Close() }, nil
 }
 
-// readIdentities reads age identity files (age-keygen's format), or stdin
-// for "-" when the backup itself does not come from stdin. A key file that
-// group or others can read is refused, as ssh refuses such a private key:
-// a backup's key opens the cluster's CA keys.
+// readIdentities reads the keys --identity names (see backup.ReadIdentities).
 func readIdentities(a *app, files []string, backupOnStdin bool) ([]age.Identity, error) {
-	var out []age.Identity
-	stdin := false
-	for _, p := range files {
-		if p == "-" {
-			if backupOnStdin {
-				return nil, usageError("--identity - reads the key from stdin, where the backup already comes from: give the key as a file")
-			}
-			if stdin {
-				return nil, usageError("--identity - given twice")
-			}
-			stdin = true
-			ids, err := age.ParseIdentities(a.in)
-			if err != nil {
-				return nil, fmt.Errorf("identity from stdin: %w", err)
-			}
-			out = append(out, ids...)
-			continue
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return nil, fmt.Errorf("identity file: %w", err)
-		}
-		fi, err := f.Stat()
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("identity file %s: %w", p, err)
-		}
-		if fi.Mode().Perm()&0o077 != 0 {
-			f.Close()
-			return nil, fmt.Errorf("identity file %s is readable by others (mode %v): a backup key must be private; chmod 600 %s", p, fi.Mode().Perm(), p)
-		}
-		ids, err := age.ParseIdentities(f)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("identity file %s: %w", p, err)
-		}
-		out = append(out, ids...)
+	ids, err := backup.ReadIdentities(files, a.in, backupOnStdin)
+	return ids, backupArgsError(err)
+}
+
+// backupArgsError makes the backup package's complaints about the command
+// line usage errors (exit 2).
+func backupArgsError(err error) error {
+	var ae *backup.ArgsError
+	if errors.As(err, &ae) {
+		return usageError("%s", ae.Msg)
 	}
-	return out, nil
+	return err
 }

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/term"
 
 	"anvil.dev/anvil/installer"
+	"anvil.dev/anvil/internal/human"
 	"anvil.dev/anvil/internal/progress"
 )
 
@@ -66,7 +67,7 @@ Without -o the file is named as the masters name theirs
 				enc = "encrypted"
 			}
 			fmt.Fprintf(w, "backup of cluster %s at revision %d, taken on %s, written to %s: %s, %s, %s, in %.1fs\n",
-				res.Header.Cluster, res.Header.Revision, res.Host, where, sizeString(res.Bytes), enc, verified, res.Elapsed.Seconds())
+				res.Header.Cluster, res.Header.Revision, res.Host, where, human.Bytes(res.Bytes), enc, verified, res.Elapsed.Seconds())
 			return nil
 		},
 	}
@@ -125,11 +126,8 @@ confirmation unless --yes.`,
 				key = b
 			}
 			if !yes {
-				fmt.Fprintf(a.errOut, "This replaces the whole state of the cluster in %s with %s: everything written since that backup is lost. Type 'yes' to go on: ", f.file, args[0])
-				var answer string
-				fmt.Fscanln(a.in, &answer)
-				if answer != "yes" {
-					return exitError{code: 1, msg: "restore cancelled; nothing was changed"}
+				if err := a.confirm("restore", fmt.Sprintf("This replaces the whole state of the cluster in %s with %s: everything written since that backup is lost.", f.file, args[0])); err != nil {
+					return err
 				}
 			}
 			rep := progress.New(a.errOut, progress.ForTerminal(a.errOut))

@@ -14,6 +14,7 @@ import (
 
 	"anvil.dev/anvil/installer"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/human"
 	"anvil.dev/anvil/internal/progress"
 )
 
@@ -139,7 +140,7 @@ The phases, in order:
 				res.WritePlan(a.out)
 			}
 			if res != nil && !dryRun {
-				fmt.Fprintf(a.errOut, "\nuploaded %s in %.1fs\n", humanBytes(res.BytesUploaded), res.Elapsed.Seconds())
+				fmt.Fprintf(a.errOut, "\nuploaded %s in %.1fs\n", human.Bytes(res.BytesUploaded), res.Elapsed.Seconds())
 				if err == nil && res.Kubeconfig != "" {
 					fmt.Fprintf(a.out, "The cluster is ready. Use it with:\n  kubectl --kubeconfig %s get nodes -o wide\n", res.Kubeconfig)
 				}
@@ -186,11 +187,8 @@ masters are kept unless --remove-backups. Asks for confirmation unless --force.`
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !force && !dryRun {
-				fmt.Fprintf(a.errOut, "This stops Kubernetes on every host of %s and deletes its certificates, etcd data and binaries. Type 'yes' to go on: ", f.file)
-				var answer string
-				fmt.Fscanln(a.in, &answer)
-				if answer != "yes" {
-					return exitError{code: 1, msg: "reset cancelled; nothing was changed"}
+				if err := a.confirm("reset", fmt.Sprintf("This stops Kubernetes on every host of %s and deletes its certificates, etcd data and binaries.", f.file)); err != nil {
+					return err
 				}
 			}
 			rep := progress.New(a.errOut, progress.ForTerminal(a.errOut))
@@ -376,14 +374,4 @@ func hostFailures(err error) error {
 		return err
 	}
 	return exitError{code: 1, msg: "failed:\n  " + strings.ReplaceAll(err.Error(), "\n", "\n  ")}
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -11,6 +11,7 @@ import (
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/buildinfo"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/human"
 )
 
 // defaultBuildDir is where `make kube` puts the binaries, relative to a
@@ -61,7 +62,7 @@ func newImagesListCmd(a *app) *cobra.Command {
 					}
 					size := "-"
 					if e.Size > 0 {
-						size = fmt.Sprintf("%.1f MiB", float64(e.Size)/(1<<20))
+						size = human.Bytes(e.Size)
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Version, e.Component, e.State, size, orDash(sum), e.Path)
 				}

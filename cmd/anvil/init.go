@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,7 +12,6 @@ import (
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
-	"anvil.dev/anvil/internal/netinfo"
 	"anvil.dev/anvil/master"
 )
 
@@ -74,76 +72,25 @@ func (f *initFlags) options(a *app) (master.InitOptions, error) {
 		}
 		o.AdvertiseAddress = addr
 	}
-	saved := root.Path(master.ClusterFile)
-	switch {
-	case f.file != "":
-		if f.node == "" {
-			return o, usageError("with -f, name this machine's host with --node NAME")
-		}
-		c, warnings, err := v1alpha1.Load(f.file)
-		if err != nil {
-			return o, err
-		}
-		for _, w := range warnings {
-			a.progress("warning: " + w.Error())
-		}
-		o.Cluster, o.Node = c, f.node
-	case fileExists(saved):
-		c, _, err := v1alpha1.Load(saved)
-		if err != nil {
-			return o, fmt.Errorf("the cluster file an earlier init saved: %w", err)
-		}
-		o.Cluster = c
-		o.Node = f.node
-		if o.Node == "" && len(c.Masters()) == 1 {
-			o.Node = c.Masters()[0].Name
-		}
-	default:
-		c, node, err := clusterFromFlags(f, o.AdvertiseAddress)
-		if err != nil {
-			return o, err
-		}
-		o.Cluster, o.Node = c, node
+	if f.file != "" && f.node == "" {
+		return o, usageError("with -f, name this machine's host with --node NAME")
 	}
+	c, node, warnings, err := master.InitCluster(root, master.ClusterSource{
+		File: f.file, Node: f.node, AdvertiseAddress: o.AdvertiseAddress,
+		Name: f.clusterName, KubernetesVersion: f.kubernetesVersion, Layout: v1alpha1.Layout(f.layout),
+	})
+	if err != nil {
+		return o, err
+	}
+	for _, w := range warnings {
+		a.progress("warning: " + w.Error())
+	}
+	o.Cluster, o.Node = c, node
 	if f.layout != "" {
 		o.Layout = v1alpha1.Layout(f.layout)
 		o.Cluster.ControlPlane.Layout = o.Layout
 	}
 	return o, nil
-}
-
-// clusterFromFlags is a one-master cluster for `anvil init` without -f.
-func clusterFromFlags(f *initFlags, adv netip.Addr) (*v1alpha1.Cluster, string, error) {
-	if !adv.IsValid() {
-		a, err := netinfo.DefaultRouteAddress()
-		if err != nil {
-			return nil, "", err
-		}
-		adv = a
-	}
-	node := f.node
-	if node == "" {
-		h, err := os.Hostname()
-		if err != nil {
-			return nil, "", err
-		}
-		node = strings.ToLower(h)
-	}
-	c := &v1alpha1.Cluster{
-		APIVersion:        v1alpha1.APIVersion,
-		Kind:              v1alpha1.KindCluster,
-		Name:              f.clusterName,
-		KubernetesVersion: f.kubernetesVersion,
-		Hosts:             []v1alpha1.Host{{Name: node, Address: adv, Role: v1alpha1.RoleMaster}},
-	}
-	if f.layout != "" {
-		c.ControlPlane.Layout = v1alpha1.Layout(f.layout)
-	}
-	c.Default()
-	if _, err := v1alpha1.Validate(c); err != nil {
-		return nil, "", fmt.Errorf("the flags make an invalid cluster: %w", err)
-	}
-	return c, node, nil
 }
 
 // hostnameOr is this machine's host name, or fallback when it has none.
@@ -246,59 +193,4 @@ func printInitResult(a *app, o master.InitOptions, res *master.InitResult) {
 	} else {
 		fmt.Fprintf(w, "To join more masters: anvil init phase upload-certs (prints the command)\n")
 	}
-}
-
-func newResetCmd(a *app) *cobra.Command {
-	var (
-		root                                     string
-		force, removeBackups, keep, ignoreQuorum bool
-	)
-	cmd := &cobra.Command{
-		Use:   "reset",
-		Short: "Stop everything anvil runs here and remove what it wrote",
-		Long: `Stops the control plane and the agent in whatever layout they run (the
-supervisor, systemd units, static pods), after taking a master's etcd member
-out of the cluster (refused if that would break quorum, unless
---ignore-quorum), then removes the units, manifests,
-PKI, kubeconfigs, etcd data, /etc/anvil, /var/lib/anvil and the installed
-binaries. Local backups in /var/lib/anvil/backups are kept unless
---remove-backups. Asks for confirmation unless --force.
-
-The phases, in order:
-` + master.ResetPhaseHelp(),
-		Example: `  anvil reset
-  anvil reset --force --root /tmp/cp`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			r := hostfs.Root(root)
-			if !force {
-				fmt.Fprintf(a.errOut, "This stops the control plane and agent under %s and deletes its certificates and etcd data. Type 'yes' to go on: ", r.Path("/"))
-				var answer string
-				fmt.Fscanln(a.in, &answer)
-				if answer != "yes" {
-					return exitError{code: 1, msg: "reset cancelled; nothing was changed"}
-				}
-			}
-			task, done := a.nodeTask(hostnameOr("reset"))
-			res, err := master.Reset(cmd.Context(), master.ResetOptions{
-				Root: r, KeepBackups: !removeBackups, KeepBinaries: keep, IgnoreQuorum: ignoreQuorum, Log: a.logger(), Task: task,
-			})
-			done()
-			if res != nil {
-				for _, p := range res.Removed {
-					fmt.Fprintf(a.out, "removed %s\n", p)
-				}
-				for _, p := range res.Kept {
-					fmt.Fprintf(a.out, "kept    %s\n", p)
-				}
-			}
-			return err
-		},
-	}
-	cmd.Flags().StringVar(&root, "root", "", "prefix for every host path")
-	cmd.Flags().BoolVar(&force, "force", false, "do not ask for confirmation")
-	cmd.Flags().BoolVar(&removeBackups, "remove-backups", false, "also delete local backups")
-	cmd.Flags().BoolVar(&keep, "keep-binaries", false, "keep the installed binaries in /opt/anvil")
-	cmd.Flags().BoolVar(&ignoreQuorum, "ignore-quorum", false, "leave etcd even if the other masters would lose quorum (or cannot be reached)")
-	return cmd
 }

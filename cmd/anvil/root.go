@@ -102,6 +102,19 @@ func (a *app) nodeTask(name string) (*progress.Task, func()) {
 	return rep.Task(name), rep.Close
 }
 
+// confirm asks the person at the terminal to type "yes" before something
+// that cannot be undone: what it does is said first, and any other answer
+// is an error saying nothing was changed (what names the command).
+func (a *app) confirm(what, consequence string) error {
+	fmt.Fprintf(a.errOut, "%s Type 'yes' to go on: ", consequence)
+	var answer string
+	fmt.Fscanln(a.in, &answer)
+	if answer != "yes" {
+		return exitError{code: 1, msg: what + " cancelled; nothing was changed"}
+	}
+	return nil
+}
+
 // usageError marks a problem with the command line itself.
 func usageError(format string, args ...any) error {
 	return exitError{code: 2, msg: fmt.Sprintf(format, args...)}
