@@ -6,4 +6,7 @@
 // Component declares how the agent itself is run (its systemd unit, process
 // spec or static pod come from that one declaration, through package
 // component).
+//
+// It never runs control-plane logic: masters come from package master,
+// which installs this agent on them too.
 package agent

@@ -12,4 +12,6 @@
 // besides the renderers is the policy for merging an operator's extra
 // arguments into the declared ones (MergeArgs), and writing or diffing a
 // rendered tree of files under a root (WriteTree, DiffTree).
+//
+// It never starts or stops anything (package layout does).
 package component

@@ -4,4 +4,7 @@
 // it built in a manifest, verifies binaries against it before they are
 // installed or uploaded, packs OCI image archives for the static-pod layout,
 // and moves everything between machines as one airgap bundle.
+//
+// It never downloads a binary or pulls an image: everything is built here
+// from Go modules, or imported from a bundle built that way.
 package images

@@ -57,4 +57,8 @@
 // Down finds what to remove from the state file, from the machines'
 // cgroups (anvil-lab/LAB/MACHINE), from the processes' environment and
 // from the interface aliases, so it also cleans up after a crash.
+//
+// It never gives a machine anything a real host would not have beyond what
+// running inside systemd-nspawn takes, and never touches a machine, bridge
+// or cgroup of a lab it did not make.
 package lab

@@ -1,18 +1,26 @@
-// Package master makes a machine a control-plane node: it declares the
-// components a master runs, writes what they read, runs the embedded etcd
-// member and anvil's own process supervisor, and creates the cluster's
-// bootstrap objects.
+// Package master makes a machine a control-plane node.
 //
-// The component list is in one place, Components in components.go: etcd
-// (`anvil etcd --config /etc/anvil/etcd.yaml`), kube-apiserver,
-// kube-controller-manager and kube-scheduler, each one component.Spec
-// with its ordered flags and the reason for every secure default beside it.
-// They are computed from a Plan (plan.go): the cluster file, this host, the
-// runtime root paths are relative to, the Kubernetes version and the etcd
-// membership. ConfigFiles (configfiles.go) writes the documents they read —
-// etcd's config in etcd's own keys, the apiserver's encryption (a secretbox
-// key made once and then always kept), audit and authentication configs, and
-// the scheduler's config. RenderNode and Render (render.go) put those
-// together with the node agent's spec into the tree `anvil render` writes in
-// the systemd, static-pod or process layout.
+// What it owns:
+//   - the plan of a master (plan.go): the cluster file, this host, the
+//     runtime root, the Kubernetes version and the etcd membership, from
+//     which everything else is computed;
+//   - the component declarations (components.go): etcd (`anvil etcd`),
+//     kube-apiserver, kube-controller-manager, kube-scheduler and the VIP
+//     manager, each one component.Spec with its ordered flags and the reason
+//     for every secure default beside it; the ports, unit names and programs
+//     other packages check are read off these declarations (owned.go);
+//   - the documents they read (configfiles.go): etcd's config in etcd's own
+//     keys, encryption at rest, audit, authentication, the scheduler's config;
+//   - the flows of a master, each a literal list of phases run by
+//     internal/phase: init (init.go), control-plane join (joincp.go), reset
+//     (reset.go); and ControlPlane (controlplane.go), the one way those
+//     flows and restore start, stop and wait for components;
+//   - the cluster's bootstrap objects (bootstrap.go): RBAC, bootstrap tokens,
+//     cluster-info, the anvil ConfigMap; the sealed shared certificates for
+//     joining masters (uploadcerts.go); the VIP manager (vip.go); the backup
+//     timer's declaration (backup_schedule.go); status (status.go).
+//
+// It never talks SSH (package installer does), never takes or restores
+// backups (package backup, which uses this one), and leaves etcd membership
+// to package etcd.
 package master

@@ -1,6 +1,3 @@
-// Package hostfs names every file anvil owns on a host (shared/DESIGN.md,
-// "Files on a host") and prefixes them with --root, so tests and packaging
-// can lay out a whole host under a temporary directory.
 package hostfs
 
 import "path/filepath"

@@ -1,5 +1,3 @@
-// Package human formats quantities for people: the one place anvil turns
-// a byte count into "117.4 MiB", so every command says sizes alike.
 package human
 
 import "fmt"

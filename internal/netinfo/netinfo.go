@@ -1,6 +1,3 @@
-// Package netinfo reads this machine's addresses through netlink, the way
-// anvil picks an advertise address when the operator gives none: the
-// primary address of the interface that holds the default route.
 package netinfo
 
 import (

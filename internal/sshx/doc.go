@@ -18,4 +18,6 @@
 // run as root through passwordless `sudo -n` for a login other than root
 // (Config.Sudo, RunAsRoot, CheckSudo), where a sudo that wants a password
 // is a *SudoError that says so instead of a hang.
+//
+// It knows nothing of clusters or anvil's commands: it is a transport.
 package sshx

@@ -8,4 +8,6 @@
 // A machine that cannot host a lab (not root, no systemd-nspawn or
 // debootstrap and no way to install them) skips the test, except under
 // CI=true, where it fails it: CI must never pass by running nothing.
+//
+// It is for tests only.
 package labtest

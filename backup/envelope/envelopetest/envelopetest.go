@@ -1,5 +1,3 @@
-// Package envelopetest holds what tests of backups share: age identities
-// and a way to edit a backup's clear header the way an attacker would.
 package envelopetest
 
 import (
