@@ -60,6 +60,18 @@ type Spec struct {
 	// Requests are the static pod's resource requests. They keep it out of
 	// the BestEffort class, whose pods the kernel OOM-kills first.
 	Requests Requests
+	// KeepChildren leaves the processes the component started running when
+	// it stops or restarts: containerd's shims and the containers they run
+	// outlive a containerd restart (systemd's KillMode=process; the
+	// supervisor signals the main process only).
+	KeepChildren bool
+	// Delegate hands the component the cgroup subtree below its own, to
+	// manage itself (the kubelet and containerd create pods' cgroups).
+	Delegate bool
+	// OOMScoreAdjust makes the kernel's OOM killer spare the component
+	// before workloads (negative) or pick it first (positive); zero keeps
+	// the default.
+	OOMScoreAdjust int
 }
 
 // Arg is one flag, rendered as --Name=Value.

@@ -31,6 +31,9 @@ type Process struct {
 	Notify      bool   `json:"notify,omitempty"`
 	LimitNOFILE uint64 `json:"limitNOFILE,omitempty"`
 	Health      Health `json:"health"`
+	// KeepChildren: stopping the process signals it alone, not its process
+	// group (see Spec.KeepChildren).
+	KeepChildren bool `json:"keepChildren,omitempty"`
 }
 
 // ProcessOptions are where a supervised process lives on this machine.
@@ -54,17 +57,18 @@ func ProcessSpec(c Spec, o ProcessOptions) (Process, error) {
 		dir = "/"
 	}
 	p := Process{
-		Name:        c.Name,
-		Path:        c.Binary,
-		Args:        append(slices.Clone(c.Subcommand), c.ArgStrings()...),
-		Dir:         dir,
-		LogFile:     filepath.Join(o.LogDir, c.Name+".log"),
-		User:        c.User,
-		Restart:     c.Restart,
-		Requires:    slices.Clone(c.Requires),
-		Notify:      c.Notify,
-		LimitNOFILE: c.LimitNOFILE,
-		Health:      c.Health,
+		Name:         c.Name,
+		Path:         c.Binary,
+		Args:         append(slices.Clone(c.Subcommand), c.ArgStrings()...),
+		Dir:          dir,
+		LogFile:      filepath.Join(o.LogDir, c.Name+".log"),
+		User:         c.User,
+		Restart:      c.Restart,
+		Requires:     slices.Clone(c.Requires),
+		Notify:       c.Notify,
+		LimitNOFILE:  c.LimitNOFILE,
+		Health:       c.Health,
+		KeepChildren: c.KeepChildren,
 	}
 	for _, e := range c.Env {
 		p.Env = append(p.Env, e.Name+"="+e.Value)

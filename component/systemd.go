@@ -67,6 +67,15 @@ func SystemdUnit(c Spec, all []Spec) ([]byte, error) {
 	if c.LimitNOFILE > 0 {
 		add("Service", "LimitNOFILE", strconv.FormatUint(c.LimitNOFILE, 10))
 	}
+	if c.KeepChildren {
+		add("Service", "KillMode", "process")
+	}
+	if c.Delegate {
+		add("Service", "Delegate", "yes")
+	}
+	if c.OOMScoreAdjust != 0 {
+		add("Service", "OOMScoreAdjust", strconv.Itoa(c.OOMScoreAdjust))
+	}
 	add("Install", "WantedBy", "multi-user.target")
 
 	b, err := io.ReadAll(unit.Serialize(opts))

@@ -25,23 +25,6 @@ const (
 	VIP = "vip"
 )
 
-// TLS settings shared by every server anvil configures: TLS 1.2 at least,
-// and for 1.2 only ECDHE key exchange with AEAD ciphers (TLS 1.3's suites
-// are all strong and not configurable). Both ECDSA and RSA suites are listed
-// because the key algorithm is the operator's choice (pki.keyAlgorithm).
-const tlsMinVersion = "VersionTLS12"
-
-func tlsCipherSuites() []string {
-	return []string{
-		"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-		"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-		"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-		"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-		"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-		"TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-	}
-}
-
 // restart is every control-plane component's restart policy: quick enough
 // that a crash costs a second or two, capped so a crash loop does not spin.
 func restart() component.RestartPolicy {
@@ -189,8 +172,8 @@ func apiserverComponent(p Plan) (component.Spec, error) {
 		{Name: "client-ca-file", Value: ca},
 		{Name: "tls-cert-file", Value: p.cert(pki.APIServerCertAndKeyBaseName)},
 		{Name: "tls-private-key-file", Value: p.key(pki.APIServerCertAndKeyBaseName)},
-		{Name: "tls-min-version", Value: tlsMinVersion},
-		{Name: "tls-cipher-suites", Value: strings.Join(tlsCipherSuites(), ",")},
+		{Name: "tls-min-version", Value: component.TLSMinVersion},
+		{Name: "tls-cipher-suites", Value: strings.Join(component.TLSCipherSuites(), ",")},
 		// The apiserver's own client certificate for logs, exec and
 		// port-forward on nodes.
 		{Name: "kubelet-client-certificate", Value: p.cert(pki.APIServerKubeletClientCertAndKeyBaseName)},
@@ -288,8 +271,8 @@ func controllerManagerComponent(p Plan) (component.Spec, error) {
 		{Name: "authorization-kubeconfig", Value: kubeconfig},
 		{Name: "client-ca-file", Value: ca},
 		{Name: "requestheader-client-ca-file", Value: p.cert(pki.FrontProxyCACertAndKeyBaseName)},
-		{Name: "tls-min-version", Value: tlsMinVersion},
-		{Name: "tls-cipher-suites", Value: strings.Join(tlsCipherSuites(), ",")},
+		{Name: "tls-min-version", Value: component.TLSMinVersion},
+		{Name: "tls-cipher-suites", Value: strings.Join(component.TLSCipherSuites(), ",")},
 		// Each controller acts as its own service account, so RBAC can hold
 		// it to what it needs instead of the manager's full rights.
 		{Name: "use-service-account-credentials", Value: "true"},
@@ -358,8 +341,8 @@ func schedulerComponent(p Plan) (component.Spec, error) {
 		{Name: "secure-port", Value: strconv.Itoa(SchedulerPort)},
 		{Name: "authentication-kubeconfig", Value: kubeconfig},
 		{Name: "authorization-kubeconfig", Value: kubeconfig},
-		{Name: "tls-min-version", Value: tlsMinVersion},
-		{Name: "tls-cipher-suites", Value: strings.Join(tlsCipherSuites(), ",")},
+		{Name: "tls-min-version", Value: component.TLSMinVersion},
+		{Name: "tls-cipher-suites", Value: strings.Join(component.TLSCipherSuites(), ",")},
 		// Honoured alongside --config; one scheduler acts at a time.
 		{Name: "leader-elect", Value: "true"},
 	}

@@ -160,7 +160,7 @@ func etcdConfig(p Plan) etcdConfigFile {
 			TrustedCAFile:  ca,
 		},
 		TLSMinVersion:     "TLS1.2",
-		CipherSuites:      tlsCipherSuites(),
+		CipherSuites:      component.TLSCipherSuites(),
 		QuotaBackendBytes: int64(e.QuotaBackendBytes),
 		SnapshotCount:     e.SnapshotCount,
 		HeartbeatInterval: e.HeartbeatInterval.Milliseconds(),
