@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -123,7 +124,7 @@ func Build(ctx context.Context, o BuildOptions) (*BuildResult, error) {
 	dir := filepath.Join(o.OutDir, rel.Version)
 	payloadHash := payloadInputHash(plans)
 	old, _ := ReadPayload(dir)
-	if !o.Force && old != nil && old.InputHash == payloadHash && old.Verify(dir) == nil {
+	if !o.Force && old != nil && old.InputHash == payloadHash && controlPlaneManifestOK(plans, dir) && old.Verify(dir) == nil {
 		report(fmt.Sprintf("kubernetes %s: all %d files in %s are current (input %s), nothing to build", rel.Version, len(old.Files), dir, short(payloadHash)))
 		res := &BuildResult{Manifest: old, Dir: dir, Reused: true}
 		for _, p := range plans {
@@ -165,6 +166,19 @@ func Build(ctx context.Context, o BuildOptions) (*BuildResult, error) {
 	report(fmt.Sprintf("kubernetes %s: %d files (%.0f MiB) from %d builds in %s; payload %s",
 		rel.Version, len(payload.Files), float64(size)/(1<<20), len(plans), res.Elapsed.Round(time.Second), filepath.Join(dir, PayloadFile)))
 	return res, nil
+}
+
+// controlPlaneManifestOK reports whether the control plane's manifest, which
+// the installer reads, is there for the planned inputs (or there is no
+// control plane build).
+func controlPlaneManifestOK(plans []*buildPlan, dir string) bool {
+	for _, p := range plans {
+		if p.spec.Name == BuildKube {
+			m, err := ReadManifest(dir)
+			return err == nil && m.InputHash == p.inputHash
+		}
+	}
+	return true
 }
 
 // buildPlan is a build with everything that decides its output worked out.
@@ -333,6 +347,10 @@ func (p *buildPlan) cacheEntry() string {
 	if p.spec.Name == BuildKube {
 		return p.spec.Version + "-" + short(p.inputHash)
 	}
+	if p.spec.Version == "" {
+		// The version is the hash (the test image's tag); once is enough.
+		return p.spec.Name + "-" + short(p.inputHash)
+	}
 	return p.spec.Name + "-" + p.version() + "-" + short(p.inputHash)
 }
 
@@ -434,7 +452,7 @@ func (p *buildPlan) install(rel Release, stage, dir string, start time.Time, rep
 	for _, f := range files {
 		size += f.Size
 	}
-	report(fmt.Sprintf("%s: built %d files (%.1f MiB) in %s into %s", s.label(), len(files), float64(size)/(1<<20), time.Since(start).Round(time.Second), dir))
+	report(fmt.Sprintf("%s: built %s (%.1f MiB) in %s into %s", s.label(), strings.Join(fileNames(files), ", "), float64(size)/(1<<20), time.Since(start).Round(time.Second), dir))
 	return m, nil
 }
 
@@ -572,7 +590,7 @@ func inputHash(s buildSpec, goVersion, ldflags string, extra []string, inputs []
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func hashTree(h interface{ Write([]byte) (int, error) }, sourceDir string, skipTests bool) error {
+func hashTree(h io.Writer, sourceDir string, skipTests bool) error {
 	var names []string
 	err := filepath.WalkDir(sourceDir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {

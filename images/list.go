@@ -73,6 +73,13 @@ func listDir(rel Release, dir string) []Entry {
 			if listed && f.Image != "" {
 				e.Image = f.Image
 			}
+			if merr == nil && e.BuildVersion == "" {
+				for _, b := range m.Builds {
+					if b.Name == s.Name {
+						e.BuildVersion = b.Version
+					}
+				}
+			}
 			sum, size, err := HashFile(e.Path)
 			switch {
 			case errors.Is(err, fs.ErrNotExist):

@@ -6,6 +6,7 @@ import (
 	"context"
 	"debug/elf"
 	"errors"
+	"fmt"
 	"go/parser"
 	"go/token"
 	"io"
@@ -17,7 +18,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -681,3 +684,67 @@ func TestBuiltPauseReaps(t *testing.T) {
 	}
 	checkPause(t, bin, rel.Pause)
 }
+
+// TestBuiltImagesImportIntoContainerd starts the built containerd on a
+// private socket and imports every built image archive with the built ctr,
+// as a node does (`ctr -n k8s.io images import`), then checks the names.
+func TestBuiltImagesImportIntoContainerd(t *testing.T) {
+	dir, m := builtDir(t)
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI runs as root, which containerd needs")
+		}
+		t.Skip("containerd needs root")
+	}
+	tmp := t.TempDir()
+	sock := filepath.Join(tmp, "containerd.sock")
+	cfg := filepath.Join(tmp, "config.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("version = 3\nroot = %q\nstate = %q\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = %q\n",
+		filepath.Join(tmp, "root"), filepath.Join(tmp, "state"), sock)), 0o644)
+	var log bytes.Buffer
+	daemon := exec.Command(filepath.Join(dir, Containerd), "--config", cfg)
+	daemon.Stdout, daemon.Stderr = &log, &log
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		daemon.Process.Signal(sigterm())
+		daemon.Wait()
+	})
+	ctr := func(args ...string) (string, error) {
+		out, err := exec.Command(filepath.Join(dir, Ctr), append([]string{"--address", sock, "-n", "k8s.io"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := ctr("version"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containerd did not come up:\n%s", log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var want []string
+	for _, f := range m.Files {
+		if f.Image == "" {
+			continue
+		}
+		want = append(want, f.Image)
+		if out, err := ctr("images", "import", filepath.Join(dir, filepath.FromSlash(f.Name))); err != nil {
+			t.Fatalf("import %s: %v\n%s\ncontainerd:\n%s", f.Name, err, out, log.String())
+		}
+	}
+	out, err := ctr("images", "ls", "-q")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	got := strings.Fields(out)
+	for _, ref := range want {
+		if !slices.Contains(got, ref) {
+			t.Errorf("containerd has %v, not %s", got, ref)
+		}
+	}
+}
+
+func sigterm() os.Signal { return syscall.SIGTERM }
