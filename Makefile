@@ -27,10 +27,14 @@ anvil:
 deps:
 	@hack/deps.sh
 
-# kube: build the Kubernetes components, or reuse the build whose inputs match
-# (bin/kube/<version>, then the per-user cache); seconds when nothing changed.
-kube: anvil
-	bin/anvil images build --version $(KUBE_VERSION) --out bin/kube
+# kube: build the Kubernetes control plane and the node stack (kubelet,
+# kube-proxy, containerd, runc, CNI plugins, crictl, and the pause, CoreDNS and
+# test image archives) into bin/kube/<version>, each from its pinned module in
+# images/, or reuse every build whose inputs match (bin/kube/<version>, then the
+# per-user cache); seconds when nothing changed. payload.json lists every file,
+# its sha256 and whether workers or only masters need it.
+kube: deps anvil
+	bin/anvil images build --version $(KUBE_VERSION) --source images --out bin/kube
 
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

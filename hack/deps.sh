@@ -11,11 +11,21 @@ declare -A need=(
   [systemd-nspawn]=systemd-container
   [debootstrap]=debootstrap
   [ip]=iproute2
+  # runc is built with cgo, statically, against libseccomp (make kube)
+  [gcc]=gcc
+  [pkg-config]=pkg-config
 )
+# Debian packages that bring no command, checked by name
+libs=(libseccomp-dev libc6-dev)
 missing=()
 for cmd in "${!need[@]}"; do
   if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then
     missing+=("${need[$cmd]}")
+  fi
+done
+for pkg in "${libs[@]}"; do
+  if [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]; then
+    missing+=("$pkg")
   fi
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -56,15 +56,16 @@ type BundleOptions struct {
 	Progress func(string)
 }
 
-// Bundle packs a verified build, anvil itself and an OCI image of each
-// control-plane component (and of anvil, which runs etcd in the static-pod
-// layout) into one zstd-compressed tar.
+// Bundle packs a verified build (every file of its payload: the control
+// plane, the node stack, the CNI plugins and the image archives), anvil
+// itself and an OCI image of each control-plane component (and of anvil,
+// which runs etcd in the static-pod layout) into one zstd-compressed tar.
 func Bundle(o BundleOptions) (*BundleIndex, error) {
 	report := o.Progress
 	if report == nil {
 		report = func(string) {}
 	}
-	m, err := ReadManifest(o.Dir)
+	m, err := ReadPayload(o.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -81,12 +82,17 @@ func Bundle(o BundleOptions) (*BundleIndex, error) {
 	}
 	defer os.RemoveAll(work)
 
-	type entry struct{ name, src string }
+	type entry struct {
+		name, src string
+		// of is the payload's entry, whose set, build and image the
+		// bundle's index keeps.
+		of File
+	}
 	var entries []entry
 	for _, f := range m.Files {
-		entries = append(entries, entry{f.Name, filepath.Join(o.Dir, f.Name)})
+		entries = append(entries, entry{f.Name, filepath.Join(o.Dir, filepath.FromSlash(f.Name)), f})
 	}
-	entries = append(entries, entry{AnvilBinary, o.Anvil})
+	entries = append(entries, entry{name: AnvilBinary, src: o.Anvil})
 	imageOf := append(rel.ControlPlane(), AnvilBinary)
 	for _, c := range imageOf {
 		src := filepath.Join(o.Dir, c)
@@ -98,7 +104,7 @@ func Bundle(o BundleOptions) (*BundleIndex, error) {
 		if err := BuildImage(src, c, ImageRef(rel.Version, c), filepath.Join(work, c+".oci.tar")); err != nil {
 			return nil, err
 		}
-		entries = append(entries, entry{name, filepath.Join(work, c+".oci.tar")})
+		entries = append(entries, entry{name: name, src: filepath.Join(work, c+".oci.tar")})
 	}
 
 	idx := &BundleIndex{Format: BundleFormat, KubernetesVersion: rel.Version, EtcdVersion: rel.Etcd, AnvilVersion: o.AnvilVersion}
@@ -107,7 +113,9 @@ func Bundle(o BundleOptions) (*BundleIndex, error) {
 		if err != nil {
 			return nil, err
 		}
-		idx.Files = append(idx.Files, File{Name: e.name, SHA256: sum, Size: size})
+		f := e.of
+		f.Name, f.SHA256, f.Size = e.name, sum, size
+		idx.Files = append(idx.Files, f)
 	}
 	head, err := json.MarshalIndent(idx, "", "  ")
 	if err != nil {
@@ -304,7 +312,7 @@ func readBundle(bundle string, sink func(File, io.Reader) error) (*BundleIndex, 
 
 func validEntryName(name string) bool {
 	return name != "" && !strings.HasPrefix(name, "/") && path.Clean(name) == name &&
-		name != ".." && !strings.HasPrefix(name, "../") && name != ManifestFile
+		name != ".." && !strings.HasPrefix(name, "../") && name != ManifestFile && name != PayloadFile
 }
 
 // swapDir puts the directory staged into place at dst, replacing what was

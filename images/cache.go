@@ -2,29 +2,32 @@ package images
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 )
 
-// cacheEntry is the directory of one cached build: the version and the
-// input hash name it, so a different input can never be mistaken for it.
-func cacheEntry(cacheDir, version, inputHash string) string {
-	return filepath.Join(cacheDir, version+"-"+short(inputHash))
-}
+// The per-user cache keeps one directory per finished build, named by the
+// build, its version and its input hash (buildPlan.cacheEntry), holding the
+// build's files and a manifest.json that lists them with their input hash.
+// Several checkouts (and several `make kube` at once) share it: an entry is
+// only ever created whole by a rename, a valid entry is never replaced, and
+// a reader verifies what it copied out before using it.
 
-// fromCache installs the cached build for (version, inputHash) into dir when
-// one exists and still verifies.
-func fromCache(cacheDir, version, inputHash, dir string) (*Manifest, bool) {
+// fromCache puts the cached build entry (for inputHash, holding exactly the
+// files names) into dir when the entry exists and verifies, and returns its
+// manifest.
+func fromCache(cacheDir, entry, inputHash, dir string, names []string) (*Manifest, bool) {
 	if cacheDir == "" {
 		return nil, false
 	}
-	src := cacheEntry(cacheDir, version, inputHash)
-	m, err := ReadManifest(src)
-	if err != nil || m.InputHash != inputHash || m.Verify(src) != nil {
+	src := filepath.Join(cacheDir, entry)
+	m, err := decodeManifest(filepath.Join(src, ManifestFile))
+	if err != nil || m.InputHash != inputHash || !sameNames(m.Files, names) || m.Verify(src) != nil {
 		return nil, false
 	}
-	if err := copyTree(src, dir, m); err != nil {
+	if err := copyFiles(src, dir, m.Files); err != nil {
 		return nil, false
 	}
 	if m.Verify(dir) != nil {
@@ -33,10 +36,14 @@ func fromCache(cacheDir, version, inputHash, dir string) (*Manifest, bool) {
 	return m, true
 }
 
-// toCache stores a finished build. Hard links keep it free when the cache is
-// on the same file system; copies are the fallback.
-func toCache(cacheDir, dir string, m *Manifest) error {
-	dst := cacheEntry(cacheDir, m.KubernetesVersion, m.InputHash)
+// toCache stores a finished build whose files are in dir. Hard links keep
+// it free when the cache is on the same file system; copies are the
+// fallback. An entry that already holds this build is left alone.
+func toCache(cacheDir, entry, dir string, m *Manifest) error {
+	dst := filepath.Join(cacheDir, entry)
+	if validEntry(dst, m) {
+		return nil
+	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return err
 	}
@@ -48,29 +55,56 @@ func toCache(cacheDir, dir string, m *Manifest) error {
 	if err := os.Chmod(stage, 0o755); err != nil {
 		return err
 	}
-	if err := copyTree(dir, stage, m); err != nil {
+	if err := copyFiles(dir, stage, m.Files); err != nil {
 		return err
 	}
-	return swapDir(stage, dst)
+	if err := WriteManifest(stage, m); err != nil {
+		return err
+	}
+	if err := os.Rename(stage, dst); err == nil {
+		return nil
+	}
+	// Another build got there first (the rename cannot replace a
+	// directory), or a damaged entry is in the way.
+	if validEntry(dst, m) {
+		return nil
+	}
+	if err := swapDir(stage, dst); err != nil {
+		return fmt.Errorf("cache %s: %w", dst, err)
+	}
+	return nil
 }
 
-// copyTree puts m's files and manifest from src into dst.
-func copyTree(src, dst string, m *Manifest) error {
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return err
-	}
-	if err := os.Remove(filepath.Join(dst, ManifestFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	for _, f := range m.Files {
-		s, d := filepath.Join(src, f.Name), filepath.Join(dst, f.Name)
-		os.Remove(d)
+// validEntry reports whether the cache entry at dst holds m's build.
+func validEntry(dst string, m *Manifest) bool {
+	got, err := decodeManifest(filepath.Join(dst, ManifestFile))
+	return err == nil && got.InputHash == m.InputHash && sameNames(got.Files, fileNames(m.Files)) && got.Verify(dst) == nil
+}
+
+// copyFiles puts files from src into dst, by their relative names.
+func copyFiles(src, dst string, files []File) error {
+	for _, f := range files {
+		s, d := filepath.Join(src, filepath.FromSlash(f.Name)), filepath.Join(dst, filepath.FromSlash(f.Name))
+		if err := os.MkdirAll(filepath.Dir(d), 0o755); err != nil {
+			return err
+		}
+		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
 		if err := os.Link(s, d); err == nil {
 			continue
 		}
 		if err := copyFile(s, d, 0o755); err != nil {
-			return err
+			return fmt.Errorf("copy %s to %s: %w", s, d, err)
 		}
 	}
-	return WriteManifest(dst, m)
+	return nil
+}
+
+func fileNames(files []File) []string {
+	out := make([]string, len(files))
+	for i, f := range files {
+		out[i] = f.Name
+	}
+	return out
 }

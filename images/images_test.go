@@ -2,11 +2,15 @@ package images
 
 import (
 	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -88,24 +92,80 @@ func TestBuildInputHashTracksInputs(t *testing.T) {
 	src := t.TempDir()
 	os.WriteFile(filepath.Join(src, "go.mod"), []byte("module x\n"), 0o644)
 	rel, _ := Lookup(DefaultVersion)
-	h1, err := buildInputHash(src, rel, "go1.26.8", "-s")
+	var node buildSpec
+	for _, s := range rel.builds() {
+		if s.Name == BuildRunc {
+			node = s
+		}
+	}
+	in := []hashedDir{{dir: src}}
+	hash := func(s buildSpec, goVersion, ldflags string, extra []string) (string, error) {
+		return inputHash(s, goVersion, ldflags, extra, in)
+	}
+	h1, err := hash(node, "go1.26.8", "-s", []string{"cc gcc 12"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h2, _ := buildInputHash(src, rel, "go1.26.8", "-s"); h2 != h1 {
+	if h2, _ := hash(node, "go1.26.8", "-s", []string{"cc gcc 12"}); h2 != h1 {
 		t.Fatal("hash is not stable")
 	}
+	tagged := node
+	tagged.Tags = []string{"seccomp"}
+	imaged := node
+	imaged.Image = &imageSpec{Ref: "localhost/x:1", User: "1:1"}
 	for name, change := range map[string]func() (string, error){
-		"go version": func() (string, error) { return buildInputHash(src, rel, "go1.26.9", "-s") },
-		"ldflags":    func() (string, error) { return buildInputHash(src, rel, "go1.26.8", "-s -w") },
+		"go version": func() (string, error) { return hash(node, "go1.26.9", "-s", []string{"cc gcc 12"}) },
+		"ldflags":    func() (string, error) { return hash(node, "go1.26.8", "-s -w", []string{"cc gcc 12"}) },
+		"C compiler": func() (string, error) { return hash(node, "go1.26.8", "-s", []string{"cc gcc 13"}) },
+		"tags":       func() (string, error) { return hash(tagged, "go1.26.8", "-s", []string{"cc gcc 12"}) },
+		"image":      func() (string, error) { return hash(imaged, "go1.26.8", "-s", []string{"cc gcc 12"}) },
 		"go.sum": func() (string, error) {
 			os.WriteFile(filepath.Join(src, "go.sum"), []byte("x v1 h1:abc\n"), 0o644)
-			return buildInputHash(src, rel, "go1.26.8", "-s")
+			return hash(node, "go1.26.8", "-s", []string{"cc gcc 12"})
 		},
 	} {
 		if h, err := change(); err != nil || h == h1 {
 			t.Errorf("%s: hash did not change (%v)", name, err)
 		}
+	}
+}
+
+// TestControlPlaneInputHashUnchanged pins the control plane's input hash to
+// the formula every build before the node stack used, so that adding the
+// node builds leaves its cached builds (and other checkouts' caches) valid.
+func TestControlPlaneInputHashUnchanged(t *testing.T) {
+	rel, _ := Lookup(DefaultVersion)
+	kube := rel.builds()[0]
+	if kube.Name != BuildKube {
+		t.Fatalf("the first build is %s, want %s", kube.Name, BuildKube)
+	}
+	src, err := filepath.Abs("kube")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := inputHash(kube, "go1.26.8", kube.LDFlags, nil, []hashedDir{{dir: src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The formula as it was: version, go, target, ldflags and components,
+	// then every file of the module by its relative path.
+	h := sha256.New()
+	fmt.Fprintf(h, "version=%s\ngo=%s\ntarget=%s/%s\nldflags=%s\ncomponents=%s\n",
+		rel.Version, "go1.26.8", runtime.GOOS, runtime.GOARCH, versionLDFlags(rel), strings.Join(rel.Components, ","))
+	for _, n := range []string{"go.mod", "go.sum", "tools.go"} {
+		b, err := os.ReadFile(filepath.Join(src, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(h, "%s %d\n", n, len(b))
+		h.Write(b)
+	}
+	if want := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != want {
+		t.Fatalf("the control plane's input hash changed formula:\n got %s\nwant %s", got, want)
+	}
+	ents, _ := os.ReadDir(src)
+	if len(ents) != 3 {
+		t.Fatalf("images/kube holds %d files; this test hashes go.mod, go.sum and tools.go", len(ents))
 	}
 }
 

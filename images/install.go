@@ -6,38 +6,51 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
 )
 
 // InstallOptions copies a build (OutDir/<version>) onto a host.
 type InstallOptions struct {
-	// From is the build directory holding the binaries and manifest.json.
+	// From is the build directory holding the files and their payload
+	// (or, for a build from before the node stack, manifest.json).
 	From string
+	// Role, when set, installs only the files a host of that role needs
+	// (Manifest.ForRole); empty installs everything the build holds.
+	Role v1alpha1.Role
 	// Anvil, when set, is installed beside the components.
 	Anvil string
 	Root  hostfs.Root
 }
 
-// Install verifies the build in From against its manifest, copies it into a
-// staging directory, verifies the copies, and swaps the staging directory in
-// as <root>/opt/anvil/bin/<version>. When the installed version already
-// matches, nothing is copied.
+// Install verifies the files of the build in From that the host needs
+// against the build's payload, copies them into a staging directory,
+// verifies the copies, writes their manifest there, and swaps the staging
+// directory in as <root>/opt/anvil/bin/<version>: binaries at the top,
+// CNI plugins in cni/, image archives in images/. When the installed
+// version already matches, nothing is copied.
 func Install(o InstallOptions) (*Manifest, error) {
-	m, err := ReadManifest(o.From)
+	m, err := ReadPayload(o.From)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := Lookup(m.KubernetesVersion); err != nil {
 		return nil, err
 	}
-	if err := m.Verify(o.From); err != nil {
+	want := &Manifest{KubernetesVersion: m.KubernetesVersion, EtcdVersion: m.EtcdVersion, GoVersion: m.GoVersion, InputHash: m.InputHash, Builds: m.Builds, Files: append([]File(nil), m.Files...)}
+	if o.Role != "" {
+		if want, err = m.Subset(o.Role); err != nil {
+			return nil, err
+		}
+	}
+	if err := want.Verify(o.From); err != nil {
 		return nil, fmt.Errorf("refusing to install: %w", err)
 	}
-	want := &Manifest{KubernetesVersion: m.KubernetesVersion, EtcdVersion: m.EtcdVersion, GoVersion: m.GoVersion, InputHash: m.InputHash, Files: append([]File(nil), m.Files...)}
 	if o.Anvil != "" {
 		sum, size, err := HashFile(o.Anvil)
 		if err != nil {
@@ -62,11 +75,15 @@ func Install(o InstallOptions) (*Manifest, error) {
 		return nil, err
 	}
 	for _, f := range want.Files {
-		src := filepath.Join(o.From, f.Name)
+		src := filepath.Join(o.From, filepath.FromSlash(f.Name))
 		if f.Name == AnvilBinary {
 			src = o.Anvil
 		}
-		if err := copyFile(src, filepath.Join(stage, f.Name), 0o755); err != nil {
+		dst := filepath.Join(stage, filepath.FromSlash(f.Name))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", filepath.Dir(dst), err)
+		}
+		if err := copyFile(src, dst, fileMode(f.Name)); err != nil {
 			return nil, err
 		}
 	}
@@ -110,12 +127,24 @@ func sameFiles(a, b *Manifest) bool {
 	if a.KubernetesVersion != b.KubernetesVersion || len(a.Files) != len(b.Files) {
 		return false
 	}
+	if a.Role != b.Role {
+		return false
+	}
 	for i := range a.Files {
 		if a.Files[i] != b.Files[i] {
 			return false
 		}
 	}
 	return true
+}
+
+// fileMode is an installed file's mode: image archives are data, the rest
+// are programs.
+func fileMode(name string) os.FileMode {
+	if strings.HasPrefix(name, ImagesSubdir+"/") {
+		return 0o644
+	}
+	return 0o755
 }
 
 // copyFile copies src to dst: a reflink (a copy-on-write clone, free on

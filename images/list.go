@@ -19,10 +19,19 @@ const (
 
 // Entry is one row of `anvil images list`.
 type Entry struct {
-	Version   string `json:"version"`
+	// Version is the Kubernetes release the file belongs to.
+	Version string `json:"version"`
+	// Component is the file's name in the version directory (cni/bridge,
+	// images/pause.tar for the CNI plugins and image archives).
 	Component string `json:"component"`
-	Path      string `json:"path"`
-	SHA256    string `json:"sha256,omitempty"`
+	// Build and BuildVersion say what made it, e.g. containerd v2.4.2.
+	Build        string `json:"build"`
+	BuildVersion string `json:"buildVersion,omitempty"`
+	Set          Set    `json:"set"`
+	// Image is the reference an image archive holds.
+	Image  string `json:"image,omitempty"`
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256,omitempty"`
 	// Expected is the manifest's sha256 when it differs from SHA256.
 	Expected string `json:"expectedSHA256,omitempty"`
 	Size     int64  `json:"size,omitempty"`
@@ -30,7 +39,9 @@ type Entry struct {
 }
 
 // List reports, for every supported version and every directory in dirs
-// (each holding <version>/ subdirectories), the state of each component.
+// (each holding <version>/ subdirectories: build trees or installed trees),
+// the state of each file the release builds. An installed tree whose
+// manifest was made for one role (Manifest.Role) lists that role's files.
 func List(dirs []string) []Entry {
 	var out []Entry
 	for _, rel := range Releases() {
@@ -42,29 +53,51 @@ func List(dirs []string) []Entry {
 }
 
 func listDir(rel Release, dir string) []Entry {
-	m, merr := ReadManifest(dir)
+	m, merr := ReadPayload(dir)
 	var out []Entry
-	for _, c := range rel.Components {
-		e := Entry{Version: rel.Version, Component: c, Path: filepath.Join(dir, c)}
-		sum, size, err := HashFile(e.Path)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			e.State = StateMissing
-		case err != nil:
-			e.State = StateMissing
-		default:
-			e.SHA256, e.Size = sum, size
-			e.State = StateUnverified
+	for _, s := range rel.builds() {
+		if merr == nil && m.Role != "" && !s.Set.Needs(m.Role) {
+			continue
+		}
+		for _, name := range s.outputs() {
+			e := Entry{Version: rel.Version, Component: name, Build: s.Name, BuildVersion: s.Version, Set: s.Set,
+				Path: filepath.Join(dir, filepath.FromSlash(name))}
+			if s.Image != nil {
+				e.Image = s.Image.Ref
+			}
+			var f File
+			listed := false
 			if merr == nil {
-				if f, ok := m.File(c); ok {
+				f, listed = m.File(name)
+			}
+			if listed && f.Image != "" {
+				e.Image = f.Image
+			}
+			if merr == nil && e.BuildVersion == "" {
+				for _, b := range m.Builds {
+					if b.Name == s.Name {
+						e.BuildVersion = b.Version
+					}
+				}
+			}
+			sum, size, err := HashFile(e.Path)
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+				e.State = StateMissing
+			case err != nil:
+				e.State = StateMissing
+			default:
+				e.SHA256, e.Size = sum, size
+				e.State = StateUnverified
+				if listed {
 					e.State = StatePresent
 					if f.SHA256 != sum {
 						e.State, e.Expected = StateMismatch, f.SHA256
 					}
 				}
 			}
+			out = append(out, e)
 		}
-		out = append(out, e)
 	}
 	return out
 }

@@ -11,13 +11,25 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 
+	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/internal/fsutil"
 )
 
 // ManifestFile is the name of the manifest beside the binaries it describes.
+// In a build directory (bin/kube/<version>) it lists the control plane's
+// binaries only, as every build before the node stack did, so that tools
+// reading it keep working; PayloadFile there lists everything. In an
+// installed tree (/opt/anvil/bin/<version>) it lists what was installed.
 const ManifestFile = "manifest.json"
+
+// PayloadFile is the manifest of everything a build directory holds: the
+// control plane, the node stack, the CNI plugins and the image archives,
+// each file marked with the Set it belongs to. Read it with ReadPayload and
+// pick a host's files with ForRole or Subset.
+const PayloadFile = "payload.json"
 
 // Manifest records what a build produced: written by the build next to the
 // binaries, carried in bundles and installed with them, and checked before
@@ -28,17 +40,125 @@ type Manifest struct {
 	GoVersion         string `json:"goVersion,omitempty"`
 	// InputHash covers everything that determines the binaries (the build
 	// module's files, the Go version, the flags); an equal hash means a
-	// rebuild would produce the same bytes, so it is skipped.
+	// rebuild would produce the same bytes, so it is skipped. In a payload
+	// it covers every build's input hash.
 	InputHash string `json:"inputHash,omitempty"`
-	Files     []File `json:"files"`
+	// Role, when set, says the files are the subset a host of that role
+	// needs (see Subset); empty means everything that was built.
+	Role v1alpha1.Role `json:"role,omitempty"`
+	// Builds are the builds that made the files, in build order (payloads
+	// and the per-user cache only).
+	Builds []BuildRecord `json:"builds,omitempty"`
+	Files  []File        `json:"files"`
+}
+
+// BuildRecord is one build that contributed files to a payload.
+type BuildRecord struct {
+	// Name is the build's name (BuildKube, BuildContainerd, …).
+	Name string `json:"name"`
+	// Version is the upstream version it built, e.g. containerd's v2.4.2.
+	Version   string `json:"version"`
+	InputHash string `json:"inputHash"`
 }
 
 // File is one binary (or image archive) and its checksum.
 type File struct {
-	// Name is the path relative to the manifest's directory.
+	// Name is the path relative to the manifest's directory: a plain name
+	// for a binary, CNISubdir/<plugin> for a CNI plugin and
+	// ImagesSubdir/<name>.tar for an image archive.
 	Name   string `json:"name"`
 	SHA256 string `json:"sha256"`
 	Size   int64  `json:"size"`
+	// Set says which hosts need the file; empty (as in manifests written
+	// before the node stack) means SetControlPlane.
+	Set Set `json:"set,omitempty"`
+	// Build names the build that made the file.
+	Build string `json:"build,omitempty"`
+	// Image is the reference an image archive holds (repo:tag), as
+	// `ctr -n k8s.io images import` names it.
+	Image string `json:"image,omitempty"`
+}
+
+// Set groups files by the hosts that need them.
+type Set string
+
+const (
+	// SetNode is the node stack every host runs, master or worker: the
+	// kubelet, kube-proxy, containerd, runc, crictl, the CNI plugins and
+	// the pause, CoreDNS and test images.
+	SetNode Set = "node"
+	// SetControlPlane is what only masters need: kube-apiserver,
+	// kube-controller-manager, kube-scheduler and kubectl.
+	SetControlPlane Set = "control-plane"
+)
+
+// set is f's Set, reading the empty Set of older manifests as the control
+// plane, which was all they held.
+func (f File) set() Set {
+	if f.Set == "" {
+		return SetControlPlane
+	}
+	return f.Set
+}
+
+// Needs reports whether a host of role needs files of set s: a worker runs
+// the node stack; a master runs the node stack under its control plane.
+func (s Set) Needs(role v1alpha1.Role) bool {
+	switch role {
+	case v1alpha1.RoleMaster:
+		return s == SetNode || s == SetControlPlane
+	case v1alpha1.RoleWorker:
+		return s == SetNode
+	}
+	return false
+}
+
+// UnknownRoleError says a payload was asked for a role it has no answer for.
+type UnknownRoleError struct{ Role v1alpha1.Role }
+
+func (e *UnknownRoleError) Error() string {
+	return fmt.Sprintf("no payload for role %q: roles are %s and %s", e.Role, v1alpha1.RoleMaster, v1alpha1.RoleWorker)
+}
+
+// ForRole returns, in manifest order, the files a host of role needs: the
+// node set for a worker; every file for a master. Names are relative to the
+// manifest's directory, so a file's source is filepath.Join(dir, f.Name) and
+// its place on a host is filepath.Join(root.Bin(version), f.Name).
+func (m *Manifest) ForRole(role v1alpha1.Role) ([]File, error) {
+	if role != v1alpha1.RoleMaster && role != v1alpha1.RoleWorker {
+		return nil, &UnknownRoleError{Role: role}
+	}
+	var out []File
+	for _, f := range m.Files {
+		if f.set().Needs(role) {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+// Subset is the manifest of what a host of role installs: m's fields, Role
+// set, and ForRole's files. Written beside those files it lets Installed
+// verify the host's tree.
+func (m *Manifest) Subset(role v1alpha1.Role) (*Manifest, error) {
+	files, err := m.ForRole(role)
+	if err != nil {
+		return nil, err
+	}
+	s := *m
+	s.Role, s.Files = role, files
+	s.Builds = slices.Clone(m.Builds)
+	return &s, nil
+}
+
+// Image returns the image archive that holds ref.
+func (m *Manifest) Image(ref string) (File, bool) {
+	for _, f := range m.Files {
+		if f.Image == ref {
+			return f, true
+		}
+	}
+	return File{}, false
 }
 
 // File returns the entry called name.
@@ -53,7 +173,35 @@ func (m *Manifest) File(name string) (File, bool) {
 
 // ReadManifest reads the manifest in dir.
 func ReadManifest(dir string) (*Manifest, error) {
-	path := filepath.Join(dir, ManifestFile)
+	return readManifestFile(filepath.Join(dir, ManifestFile))
+}
+
+// ReadPayload reads the payload of the build in dir: PayloadFile, or
+// ManifestFile where there is none (a build from before the node stack, an
+// installed tree, an imported bundle), whose files are all the build holds.
+func ReadPayload(dir string) (*Manifest, error) {
+	m, err := readManifestFile(filepath.Join(dir, PayloadFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return ReadManifest(dir)
+	}
+	return m, err
+}
+
+func readManifestFile(path string) (*Manifest, error) {
+	m, err := decodeManifest(path)
+	if err != nil {
+		return nil, err
+	}
+	if m.KubernetesVersion == "" {
+		return nil, fmt.Errorf("read manifest %s: no version", path)
+	}
+	return m, nil
+}
+
+// decodeManifest reads a manifest without asking for a Kubernetes version:
+// the cache's entries for builds other than the control plane's have none,
+// since they do not depend on it.
+func decodeManifest(path string) (*Manifest, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read manifest: %w", err)
@@ -62,19 +210,33 @@ func ReadManifest(dir string) (*Manifest, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("read manifest %s: %w", path, err)
 	}
-	if m.KubernetesVersion == "" || len(m.Files) == 0 {
-		return nil, fmt.Errorf("read manifest %s: no version or no files", path)
+	if len(m.Files) == 0 {
+		return nil, fmt.Errorf("read manifest %s: no files", path)
+	}
+	for _, f := range m.Files {
+		if !validEntryName(f.Name) {
+			return nil, fmt.Errorf("read manifest %s: unsafe file name %q", path, f.Name)
+		}
 	}
 	return &m, nil
 }
 
 // WriteManifest writes m into dir atomically.
 func WriteManifest(dir string, m *Manifest) error {
+	return writeManifestFile(filepath.Join(dir, ManifestFile), m)
+}
+
+// WritePayload writes m into dir as its payload, atomically.
+func WritePayload(dir string, m *Manifest) error {
+	return writeManifestFile(filepath.Join(dir, PayloadFile), m)
+}
+
+func writeManifestFile(path string, m *Manifest) error {
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
-	return fsutil.WriteFile(filepath.Join(dir, ManifestFile), append(b, '\n'), 0o644, 0o755)
+	return fsutil.WriteFile(path, append(b, '\n'), 0o644, 0o755)
 }
 
 // ChecksumError says a file is not the one the manifest describes.

@@ -6,13 +6,29 @@ import (
 	"strings"
 )
 
-// Component names: the upstream binaries anvil builds and runs.
+// Component names: the upstream binaries anvil builds and runs, as they are
+// named in a build or install directory.
 const (
 	KubeAPIServer         = "kube-apiserver"
 	KubeControllerManager = "kube-controller-manager"
 	KubeScheduler         = "kube-scheduler"
 	Kubectl               = "kubectl"
+
+	Kubelet        = "kubelet"
+	KubeProxy      = "kube-proxy"
+	Containerd     = "containerd"
+	ContainerdShim = "containerd-shim-runc-v2"
+	Ctr            = "ctr"
+	Runc           = "runc"
+	Crictl         = "crictl"
 )
+
+// CNIPlugins are the CNI plugins a node's pod network uses; a build or
+// install directory keeps them in CNISubdir.
+func CNIPlugins() []string { return []string{"bridge", "host-local", "loopback", "portmap", "ptp"} }
+
+// CNISubdir holds the CNI plugins inside a build or install directory.
+const CNISubdir = "cni"
 
 // Release is one supported Kubernetes version and what goes with it.
 type Release struct {
@@ -23,18 +39,41 @@ type Release struct {
 	BuildDate string
 	// Etcd is the etcd version anvil embeds for this release.
 	Etcd string
-	// Components are the binaries built for this release.
+	// Components are the binaries built from k8s.io/kubernetes for the
+	// control plane (kubectl with them: it is an administrator's tool).
 	Components []string
+	// NodeComponents are the binaries built from k8s.io/kubernetes that
+	// every node runs.
+	NodeComponents []string
+
+	// The node stack's pins. Each upstream version is also required in its
+	// build module's go.mod (images/<module>), and a build refuses to run
+	// when the two disagree.
+	Containerd string
+	Runc       string
+	CNIPlugins string
+	CriTools   string
+	CoreDNS    string
+	// Pause is the pause image's tag, as registry.k8s.io names it; anvil
+	// builds its own pause program under that name.
+	Pause string
 }
 
 // releases is the support table. It is a function, not a variable, so no
 // caller can change it.
 func releases() []Release {
 	return []Release{{
-		Version:    "v1.37.2",
-		BuildDate:  "2026-10-27T12:01:04Z",
-		Etcd:       "v3.7.3",
-		Components: []string{KubeAPIServer, KubeControllerManager, KubeScheduler, Kubectl},
+		Version:        "v1.37.2",
+		BuildDate:      "2026-10-27T12:01:04Z",
+		Etcd:           "v3.7.3",
+		Components:     []string{KubeAPIServer, KubeControllerManager, KubeScheduler, Kubectl},
+		NodeComponents: []string{Kubelet, KubeProxy},
+		Containerd:     "v2.4.2",
+		Runc:           "v1.5.3",
+		CNIPlugins:     "v1.10.0",
+		CriTools:       "v1.37.0",
+		CoreDNS:        "v1.14.7",
+		Pause:          "3.10.1",
 	}}
 }
 
@@ -71,8 +110,10 @@ func Lookup(version string) (Release, error) {
 	return Release{}, &UnsupportedVersionError{Version: version}
 }
 
-// Has reports whether the release includes component.
-func (r Release) Has(component string) bool { return slices.Contains(r.Components, component) }
+// Has reports whether the release includes component (a Kubernetes binary).
+func (r Release) Has(component string) bool {
+	return slices.Contains(r.Components, component) || slices.Contains(r.NodeComponents, component)
+}
 
 // ControlPlane lists the components a master runs (kubectl is a client).
 func (r Release) ControlPlane() []string {
@@ -85,3 +126,16 @@ func (r Release) ControlPlane() []string {
 func ImageRef(version, component string) string {
 	return "localhost/anvil/" + component + ":" + version
 }
+
+// PauseImage is the sandbox image the kubelet and containerd expect; anvil
+// builds it (images/pause) and ships it as an archive, so nothing is pulled.
+func (r Release) PauseImage() string { return "registry.k8s.io/pause:" + r.Pause }
+
+// CoreDNSImage is the cluster DNS image, built from the pinned CoreDNS
+// module and named as Kubernetes' own manifests name it.
+func (r Release) CoreDNSImage() string { return "registry.k8s.io/coredns/coredns:" + r.CoreDNS }
+
+// TestappRepo is the repository of anvil's test image (images/testapp); its
+// tag is the short input hash of the build that made it, recorded in the
+// payload (File.Image), so a changed program never hides behind an old tag.
+const TestappRepo = "localhost/anvil/testapp"

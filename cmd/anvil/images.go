@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/buildinfo"
 	"anvil.dev/anvil/internal/hostfs"
@@ -21,11 +22,14 @@ const defaultBuildDir = "bin/kube"
 func newImagesCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "images",
-		Short: "Build, list, bundle and import the Kubernetes component binaries",
+		Short: "Build, list, bundle and import the Kubernetes components and node stack",
 		Long: `anvil runs the real upstream kube-apiserver, kube-controller-manager and
-kube-scheduler. It builds them from the k8s.io/kubernetes Go module (in the
-images/kube module of a checkout), records the sha256 of each binary in a
-manifest beside them, and refuses any binary that does not match it.`,
+kube-scheduler, and on every node the kubelet, kube-proxy, containerd, runc and
+the CNI plugins. It builds each from its Go module (one build module per
+upstream project under images/ in a checkout), packs the pause, CoreDNS and
+test images as archives containerd imports, records the sha256 of every file
+in the build's payload (payload.json, which also says which files a worker
+and a master need), and refuses any file that does not match it.`,
 	}
 	cmd.AddCommand(newImagesListCmd(a), newImagesBuildCmd(a), newImagesBundleCmd(a), newImagesImportCmd(a), newImagesInstallCmd(a))
 	return cmd
@@ -54,7 +58,7 @@ func newImagesListCmd(a *app) *cobra.Command {
 			entries := images.List(dirs)
 			return printOutput(a.out, output, entries, func() error {
 				tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "VERSION\tCOMPONENT\tSTATE\tSIZE\tSHA256\tPATH")
+				fmt.Fprintln(tw, "VERSION\tCOMPONENT\tFROM\tSET\tSTATE\tSIZE\tSHA256\tPATH")
 				for _, e := range entries {
 					sum := e.SHA256
 					if len(sum) > 16 {
@@ -64,7 +68,11 @@ func newImagesListCmd(a *app) *cobra.Command {
 					if e.Size > 0 {
 						size = human.Bytes(e.Size)
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Version, e.Component, e.State, size, orDash(sum), e.Path)
+					from := e.Build
+					if e.BuildVersion != "" {
+						from += " " + e.BuildVersion
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Version, e.Component, from, e.Set, e.State, size, orDash(sum), e.Path)
 				}
 				return tw.Flush()
 			})
@@ -80,12 +88,20 @@ func newImagesBuildCmd(a *app) *cobra.Command {
 	o := images.BuildOptions{}
 	cmd := &cobra.Command{
 		Use:   "build",
-		Short: "Build the Kubernetes components from source, or reuse a current build",
-		Long: `Builds kube-apiserver, kube-controller-manager, kube-scheduler and kubectl
-from the k8s.io/kubernetes module (static, CGO off, trimmed, stripped, with the
-release's version stamped in) into OUT/<version>/, and writes manifest.json
-with each binary's sha256. A cold build takes about ten minutes on two cores;
-when nothing that decides the binaries has changed, it returns in seconds.`,
+		Short: "Build the Kubernetes components and node stack from source, or reuse a current build",
+		Long: `Builds, each from its pinned Go module in its own build module under
+SOURCE (static, trimmed, stripped, version stamped), into OUT/<version>/:
+
+  control plane   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+  node            kubelet, kube-proxy, containerd, containerd-shim-runc-v2, ctr,
+                  runc (cgo, static, seccomp), crictl, cni/{bridge,host-local,
+                  loopback,portmap,ptp}, images/{pause,coredns,testapp}.tar
+
+and writes payload.json with every file's sha256 and the set it belongs to
+(node or control-plane), and manifest.json for the control plane as before.
+Each build is cached on its own by its input hash (in OUT and in --cache), so
+a cold build takes about twenty minutes on two cores, and when nothing that
+decides the files has changed, it returns in seconds.`,
 		Example: `  # What 'make kube' runs, from a checkout
   anvil images build
   anvil images build --version v1.37.2 --out bin/kube --force`,
@@ -97,13 +113,13 @@ when nothing that decides the binaries has changed, it returns in seconds.`,
 				return err
 			}
 			for _, f := range res.Manifest.Files {
-				fmt.Fprintf(a.out, "%s  %s\n", f.SHA256, filepath.Join(res.Dir, f.Name))
+				fmt.Fprintf(a.out, "%s  %s\n", f.SHA256, filepath.Join(res.Dir, filepath.FromSlash(f.Name)))
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&o.Version, "version", images.DefaultVersion, "Kubernetes version to build")
-	cmd.Flags().StringVar(&o.SourceDir, "source", "images/kube", "the build module (images/kube in a checkout)")
+	cmd.Flags().StringVar(&o.SourceDir, "source", "images", "the images directory of a checkout, holding the build modules")
 	cmd.Flags().StringVar(&o.OutDir, "out", defaultBuildDir, "output directory; binaries go to OUT/<version>/")
 	cmd.Flags().StringVar(&o.Go, "go", "go", "the go command")
 	cmd.Flags().BoolVar(&o.Force, "force", false, "rebuild even when the binaries are current")
@@ -119,9 +135,10 @@ func newImagesBundleCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bundle -o FILE",
 		Short: "Pack the binaries, anvil and OCI images into one airgap bundle",
-		Long: `Writes a zstd-compressed tar holding the verified component binaries, this
-anvil binary, and an OCI image archive (FROM scratch, just the static binary)
-of each control-plane component and of anvil, for the static-pod layout.
+		Long: `Writes a zstd-compressed tar holding every verified file of the build's
+payload (control plane, node stack, CNI plugins, image archives), this anvil
+binary, and an OCI image archive (FROM scratch, just the static binary) of each
+control-plane component and of anvil, for the static-pod layout.
 Carry it to machines without network access and run 'anvil images import'.`,
 		Example: `  anvil images bundle -o anvil-v1.37.2.tar.zst
   anvil images bundle --dir bin/kube --version v1.37.2 -o /media/usb/anvil.tar.zst`,
@@ -184,18 +201,22 @@ refused and leaves nothing behind.`,
 
 func newImagesInstallCmd(a *app) *cobra.Command {
 	var (
-		root, dir, version string
-		withAnvil          bool
+		root, dir, version, role string
+		withAnvil                bool
 	)
 	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Install a local build into /opt/anvil/bin/<version> after verifying it",
+		Long: `Installs the build's files (all of them, or with --role the ones a worker or
+a master needs) into /opt/anvil/bin/<version>: binaries at the top, the CNI
+plugins in cni/, the image archives in images/, with a manifest.json that
+lists exactly what was installed.`,
 		Example: `  # After 'make kube', on the machine that built it
   anvil images install
-  anvil images install --dir bin/kube --root /tmp/host`,
+  anvil images install --role worker --dir bin/kube --root /tmp/host`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o := images.InstallOptions{From: filepath.Join(dir, version), Root: hostfs.Root(root)}
+			o := images.InstallOptions{From: filepath.Join(dir, version), Role: v1alpha1.Role(role), Root: hostfs.Root(root)}
 			if withAnvil {
 				self, err := os.Executable()
 				if err != nil {
@@ -215,6 +236,7 @@ func newImagesInstallCmd(a *app) *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", defaultBuildDir, "build directory holding <version>/")
 	cmd.Flags().StringVar(&version, "version", images.DefaultVersion, "Kubernetes version to install")
 	cmd.Flags().BoolVar(&withAnvil, "with-anvil", true, "install this anvil binary beside the components")
+	cmd.Flags().StringVar(&role, "role", "", "install only what a host of this role needs (master or worker); empty: everything")
 	return cmd
 }
 

@@ -1,0 +1,225 @@
+package images
+
+import (
+	"archive/tar"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// imageSpec says how a build's binary becomes an image: FROM scratch, the
+// binary alone at /<name>, which is the entrypoint.
+type imageSpec struct {
+	// Ref is the image's repo:tag. When empty the tag is the build's short
+	// input hash, under Repo.
+	Ref  string
+	Repo string
+	// User is the numeric uid:gid the image runs as.
+	User string
+	// Cmd is the default argument list after the entrypoint.
+	Cmd []string
+	// Ports are exposed, as "53/udp".
+	Ports []string
+	// BindLowPorts gives the binary the file capability
+	// cap_net_bind_service=+ep, so that a non-root User may bind ports
+	// below 1024 (CoreDNS's 53), as upstream's images do with setcap.
+	BindLowPorts bool
+}
+
+// imageFormat changes whenever writeImageArchive writes different bytes for
+// the same inputs, so that the images' input hashes change with it.
+const imageFormat = "docker-archive/1"
+
+// imagePath is the PATH an image's processes get: the usual one, though
+// the image holds only its binary.
+const imagePath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+func (s imageSpec) hashKey() string {
+	ref := s.Ref
+	if ref == "" {
+		ref = s.Repo + ":<input hash>"
+	}
+	return fmt.Sprintf("%s ref=%s user=%s cmd=%q ports=%s lowports=%t", imageFormat, ref, s.User, s.Cmd, strings.Join(s.Ports, ","), s.BindLowPorts)
+}
+
+// writeImageArchive packs the static binary at bin into an image named
+// spec.Ref and writes it to out as a docker-archive tarball (manifest.json
+// with RepoTags, config and layers), the format `ctr -n k8s.io images
+// import` names after its RepoTags and go-containerregistry's tarball
+// package reads back. Times are fixed, so the same binary always makes the
+// same archive.
+func writeImageArchive(bin string, spec imageSpec, out string) error {
+	tag, err := name.NewTag(spec.Ref)
+	if err != nil {
+		return fmt.Errorf("image %s: %w", spec.Ref, err)
+	}
+	fi, err := os.Stat(bin)
+	if err != nil {
+		return fmt.Errorf("image %s: %w", spec.Ref, err)
+	}
+	base := filepath.Base(bin)
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return rootLayer(bin, base, fi.Size(), spec.BindLowPorts)
+	})
+	if err != nil {
+		return fmt.Errorf("image %s: layer: %w", spec.Ref, err)
+	}
+	img, err := mutate.Append(empty.Image, mutate.Addendum{Layer: layer, History: v1.History{CreatedBy: "anvil images build: " + base, Created: v1.Time{Time: epoch()}}})
+	if err != nil {
+		return fmt.Errorf("image %s: %w", spec.Ref, err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return fmt.Errorf("image %s: %w", spec.Ref, err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", runtime.GOARCH
+	cf.Created = v1.Time{Time: epoch()}
+	cf.Config.Entrypoint = []string{"/" + base}
+	cf.Config.Cmd = spec.Cmd
+	cf.Config.User = spec.User
+	cf.Config.Env = []string{imagePath}
+	cf.Config.WorkingDir = "/"
+	if len(spec.Ports) > 0 {
+		cf.Config.ExposedPorts = map[string]struct{}{}
+		for _, p := range spec.Ports {
+			cf.Config.ExposedPorts[p] = struct{}{}
+		}
+	}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		return fmt.Errorf("image %s: %w", spec.Ref, err)
+	}
+	f, err := os.OpenFile(out, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("image %s: %w", spec.Ref, err)
+	}
+	err = tarball.Write(tag, img, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(out)
+		return fmt.Errorf("image %s: write %s: %w", spec.Ref, out, err)
+	}
+	return nil
+}
+
+// rootLayer streams a tar holding one executable at /<name>.
+func rootLayer(bin, name string, size int64, bindLowPorts bool) (io.ReadCloser, error) {
+	f, err := os.Open(bin)
+	if err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		defer f.Close()
+		tw := tar.NewWriter(pw)
+		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o755, Size: size, ModTime: epoch(), Format: tar.FormatPAX}
+		if bindLowPorts {
+			hdr.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": string(netBindServiceCap())}
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		if _, err := io.Copy(tw, f); err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		pw.CloseWithError(tw.Close())
+	}()
+	return pr, nil
+}
+
+// netBindServiceCap is the security.capability extended attribute that
+// `setcap cap_net_bind_service=+ep` writes: struct vfs_cap_data, revision 2,
+// effective flag set, CAP_NET_BIND_SERVICE (10) permitted.
+func netBindServiceCap() []byte {
+	const (
+		vfsCapRevision2      = 0x02000000
+		vfsCapFlagsEffective = 0x000001
+		capNetBindService    = 10
+	)
+	b := make([]byte, 20)
+	binary.LittleEndian.PutUint32(b[0:], vfsCapRevision2|vfsCapFlagsEffective)
+	binary.LittleEndian.PutUint32(b[4:], 1<<capNetBindService)
+	return b
+}
+
+// ImageConfig is what an image archive says about itself, as read back.
+type ImageConfig struct {
+	// Tags are the archive's RepoTags.
+	Tags       []string
+	Entrypoint []string
+	Cmd        []string
+	User       string
+	Ports      []string
+	// Files are the paths in the image's layers.
+	Files []string
+}
+
+// ReadImageArchive reads an archive written by the build back through
+// go-containerregistry, as a test or `anvil images list` would check it.
+func ReadImageArchive(archive string) (*ImageConfig, error) {
+	mf, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(archive) })
+	if err != nil {
+		return nil, fmt.Errorf("read image archive %s: %w", archive, err)
+	}
+	if len(mf) != 1 || len(mf[0].RepoTags) == 0 {
+		return nil, fmt.Errorf("read image archive %s: want one tagged image, found %d", archive, len(mf))
+	}
+	tag, err := name.NewTag(mf[0].RepoTags[0])
+	if err != nil {
+		return nil, fmt.Errorf("read image archive %s: %w", archive, err)
+	}
+	img, err := tarball.ImageFromPath(archive, &tag)
+	if err != nil {
+		return nil, fmt.Errorf("read image archive %s: %w", archive, err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("read image archive %s: config: %w", archive, err)
+	}
+	out := &ImageConfig{Tags: mf[0].RepoTags, Entrypoint: cf.Config.Entrypoint, Cmd: cf.Config.Cmd, User: cf.Config.User}
+	for p := range cf.Config.ExposedPorts {
+		out.Ports = append(out.Ports, p)
+	}
+	slices.Sort(out.Ports)
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, fmt.Errorf("read image archive %s: %w", archive, err)
+	}
+	for _, l := range layers {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			return nil, fmt.Errorf("read image archive %s: layer: %w", archive, err)
+		}
+		tr := tar.NewReader(rc)
+		for {
+			h, err := tr.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				rc.Close()
+				return nil, fmt.Errorf("read image archive %s: layer: %w", archive, err)
+			}
+			out.Files = append(out.Files, path.Clean("/"+h.Name))
+		}
+		rc.Close()
+	}
+	return out, nil
+}
