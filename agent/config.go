@@ -172,6 +172,23 @@ func (c *Config) Validate() error {
 	bad := func(path, format string, args ...any) {
 		errs = append(errs, FieldError{Path: path, Message: fmt.Sprintf(format, args...)})
 	}
+	c.validateIdentity(bad)
+	c.validateLabelsAndTaints(bad)
+	c.validateMachine(bad)
+	c.validateIntervals(bad)
+	if !c.MetricsAddress.Addr().IsLoopback() {
+		bad("metricsAddress", "%s is not a loopback address: metrics stay on this machine", c.MetricsAddress)
+	}
+	return errors.Join(errs...)
+}
+
+// badField records one problem Validate found, at a field path.
+type badField func(path, format string, args ...any)
+
+// validateIdentity checks who the agent is and whom it talks to: the
+// document's kind, the node's name and role, the apiservers, the
+// kubeconfig.
+func (c *Config) validateIdentity(bad badField) {
 	if c.APIVersion != ConfigAPIVersion {
 		bad("apiVersion", "must be %s, not %q", ConfigAPIVersion, c.APIVersion)
 	}
@@ -197,6 +214,10 @@ func (c *Config) Validate() error {
 	if !filepath.IsAbs(c.Kubeconfig) {
 		bad("kubeconfig", "%q is not an absolute path", c.Kubeconfig)
 	}
+}
+
+// validateLabelsAndTaints checks what the Node is registered with.
+func (c *Config) validateLabelsAndTaints(bad badField) {
 	for _, k := range sortedKeys(c.Labels) {
 		path := "labels[" + k + "]"
 		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
@@ -220,6 +241,11 @@ func (c *Config) Validate() error {
 			bad(path+".effect", "%q is not one of %v", t.Effect, v1alpha1.TaintEffects())
 		}
 	}
+}
+
+// validateMachine checks what the agent reads of the machine: runtime
+// sockets, the storage path, the pod capacity.
+func (c *Config) validateMachine(bad badField) {
 	for i, p := range c.ContainerRuntimeEndpoints {
 		if !filepath.IsAbs(strings.TrimPrefix(p, "unix://")) {
 			bad(fmt.Sprintf("containerRuntimeEndpoints[%d]", i), "%q is not an absolute socket path", p)
@@ -231,6 +257,11 @@ func (c *Config) Validate() error {
 	if c.MaxPods < 1 || c.MaxPods > 10000 {
 		bad("maxPods", "%d is not between 1 and 10000", c.MaxPods)
 	}
+}
+
+// validateIntervals checks the Lease's and the status's timing against
+// each other.
+func (c *Config) validateIntervals(bad badField) {
 	if c.LeaseDuration < time.Second || c.LeaseDuration%time.Second != 0 {
 		bad("leaseDuration", "%s must be whole seconds, at least 1s", c.LeaseDuration)
 	}
@@ -243,10 +274,6 @@ func (c *Config) Validate() error {
 	if c.StatusReportInterval < c.StatusUpdateInterval {
 		bad("statusReportInterval", "%s must not be below statusUpdateInterval %s", c.StatusReportInterval, c.StatusUpdateInterval)
 	}
-	if !c.MetricsAddress.Addr().IsLoopback() {
-		bad("metricsAddress", "%s is not a loopback address: metrics stay on this machine", c.MetricsAddress)
-	}
-	return errors.Join(errs...)
 }
 
 func checkServerURL(s string) error {

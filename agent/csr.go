@@ -57,10 +57,30 @@ func requestNodeCertificate(ctx context.Context, c *apiClient, r csrRequest) ([]
 	if r.Wait == 0 {
 		r.Wait = 2 * time.Minute
 	}
-	log := r.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if r.Log == nil {
+		r.Log = slog.New(slog.DiscardHandler)
 	}
+	csr, err := newNodeCSR(r)
+	if err != nil {
+		return nil, err
+	}
+	name := csr.Name
+	if err := c.do(ctx, "POST", csrPath, contentJSON, csr, nil); err != nil && !isAlreadyExists(err) {
+		switch {
+		case isUnauthorized(err):
+			return nil, fmt.Errorf("create CSR %s: %w: it has expired or was deleted (%v)", name, ErrTokenRejected, err)
+		case isForbidden(err):
+			return nil, fmt.Errorf("create CSR %s: the apiserver forbids it (is the node-bootstrapper RBAC in place?): %w", name, err)
+		}
+		return nil, fmt.Errorf("create CSR %s: %w", name, err)
+	}
+	r.Log.Debug("certificate signing request created", "csr", name)
+	return waitIssued(ctx, c, r, name)
+}
+
+// newNodeCSR is the CertificateSigningRequest of r's key for the node's
+// client certificate.
+func newNodeCSR(r csrRequest) (*certificatesv1.CertificateSigningRequest, error) {
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
 		Subject: pkix.Name{CommonName: NodeUser(r.NodeName), Organization: []string{NodesGroup}},
 	}, r.Key)
@@ -85,18 +105,13 @@ func requestNodeCertificate(ctx context.Context, c *apiClient, r csrRequest) ([]
 	if r.ExpirationSeconds > 0 {
 		csr.Spec.ExpirationSeconds = &r.ExpirationSeconds
 	}
-	name := csr.Name
-	if err := c.do(ctx, "POST", csrPath, contentJSON, csr, nil); err != nil && !isAlreadyExists(err) {
-		switch {
-		case isUnauthorized(err):
-			return nil, fmt.Errorf("create CSR %s: %w: it has expired or was deleted (%v)", name, ErrTokenRejected, err)
-		case isForbidden(err):
-			return nil, fmt.Errorf("create CSR %s: the apiserver forbids it (is the node-bootstrapper RBAC in place?): %w", name, err)
-		}
-		return nil, fmt.Errorf("create CSR %s: %w", name, err)
-	}
-	log.Debug("certificate signing request created", "csr", name)
+	return csr, nil
+}
 
+// waitIssued reads the CSR called name every r.Poll until it is signed,
+// denied or failed, or r.Wait has passed; it returns the certificate once
+// it matches the key.
+func waitIssued(ctx context.Context, c *apiClient, r csrRequest, name string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.Wait)
 	defer cancel()
 	state := "not yet approved"
@@ -124,7 +139,7 @@ func requestNodeCertificate(ctx context.Context, c *apiClient, r csrRequest) ([]
 		case isUnauthorized(err):
 			return nil, fmt.Errorf("read CSR %s: %w (%v)", name, ErrTokenRejected, err)
 		default:
-			log.Debug("reading CSR", "csr", name, "err", err)
+			r.Log.Debug("reading CSR", "csr", name, "err", err)
 		}
 		if !sleep(ctx, r.Poll) {
 			return nil, fmt.Errorf("CSR %s of node %s is %s after %s: %w; the controller-manager approves and signs node CSRs (its csrapproving and csrsigning controllers, --cluster-signing-cert-file): check that it runs and that the node-autoapprove RBAC exists",

@@ -182,28 +182,15 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 	if trigger == "" {
 		trigger = envelope.TriggerManual
 	}
-	recipients := slices.Clone(s.cluster.Backup.Recipients)
-	for _, r := range o.Recipients {
-		if !slices.Contains(recipients, r) {
-			recipients = append(recipients, r)
-		}
-	}
+	recipients := s.recipients(o.Recipients)
 	if len(recipients) == 0 {
 		o.Task.Warn("%s", UnencryptedWarning)
 	}
 
 	// Everything that can fail cheaply is read before the snapshot starts.
-	type file struct {
-		path string
-		data []byte
-	}
-	var files []file
-	for _, hp := range BackupFiles() {
-		b, err := os.ReadFile(o.Root.Path(hp))
-		if err != nil {
-			return nil, fmt.Errorf("backup needs %s: %w", o.Root.Path(hp), err)
-		}
-		files = append(files, file{strings.TrimPrefix(hp, "/"), b})
+	files, err := readCarriedFiles(o.Root)
+	if err != nil {
+		return nil, err
 	}
 	caHash, err := pki.CAHashFromFile(o.Root.Join(hostfs.PKIDir, pki.CertFile(pki.CACertAndKeyBaseName)))
 	if err != nil {
@@ -213,21 +200,9 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 	if err != nil {
 		return nil, fmt.Errorf("etcd status of %s: %w", s.ep, err)
 	}
-	ml, err := s.client.MemberList(ctx)
+	members, err := s.members(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("etcd member list: %w", err)
-	}
-	members := make([]envelope.BackupMember, 0, len(ml.Members))
-	for _, m := range ml.Members {
-		name := m.Name
-		if name == "" {
-			// A member added but not yet started has no name.
-			name = fmt.Sprintf("unstarted-%016x", m.ID)
-		}
-		members = append(members, envelope.BackupMember{
-			Name: name, ID: fmt.Sprintf("%016x", m.ID),
-			PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, Learner: m.IsLearner,
-		})
+		return nil, err
 	}
 
 	o.Task.Start("snapshot", fmt.Sprintf("streaming a snapshot of %s (database %s)", s.ep, human.Bytes(sr.DbSize)))
@@ -255,6 +230,71 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 		Trigger:            trigger,
 		CACertHash:         caHash.String(),
 	}
+	res, err := writeBackup(w, h, recipients, files, snap.Snapshot)
+	if err != nil {
+		return nil, err
+	}
+	res.Elapsed = time.Since(start)
+	log.Info("backup written", "node", res.Header.Node, "revision", res.Header.Revision, "snapshot-bytes", res.SnapshotBytes, "bytes", res.Bytes, "encrypted", res.Header.Encrypted, "elapsed", res.Elapsed)
+	return res, nil
+}
+
+// recipients are the cluster file's backup.recipients, then those of
+// extra that it does not name already.
+func (s *backupSource) recipients(extra []string) []string {
+	recipients := slices.Clone(s.cluster.Backup.Recipients)
+	for _, r := range extra {
+		if !slices.Contains(recipients, r) {
+			recipients = append(recipients, r)
+		}
+	}
+	return recipients
+}
+
+// carriedFile is one of BackupFiles as the envelope stores it: its host
+// path without the leading slash.
+type carriedFile struct {
+	path string
+	data []byte
+}
+
+// readCarriedFiles reads BackupFiles under root; every one must exist.
+func readCarriedFiles(root hostfs.Root) ([]carriedFile, error) {
+	var files []carriedFile
+	for _, hp := range BackupFiles() {
+		b, err := os.ReadFile(root.Path(hp))
+		if err != nil {
+			return nil, fmt.Errorf("backup needs %s: %w", root.Path(hp), err)
+		}
+		files = append(files, carriedFile{strings.TrimPrefix(hp, "/"), b})
+	}
+	return files, nil
+}
+
+// members is etcd's membership as the header records it.
+func (s *backupSource) members(ctx context.Context) ([]envelope.BackupMember, error) {
+	ml, err := s.client.MemberList(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("etcd member list: %w", err)
+	}
+	members := make([]envelope.BackupMember, 0, len(ml.Members))
+	for _, m := range ml.Members {
+		name := m.Name
+		if name == "" {
+			// A member added but not yet started has no name.
+			name = fmt.Sprintf("unstarted-%016x", m.ID)
+		}
+		members = append(members, envelope.BackupMember{
+			Name: name, ID: fmt.Sprintf("%016x", m.ID),
+			PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, Learner: m.IsLearner,
+		})
+	}
+	return members, nil
+}
+
+// writeBackup writes the envelope of h, files and the snapshot to w; the
+// result is complete but for Elapsed.
+func writeBackup(w io.Writer, h envelope.BackupHeader, recipients []string, files []carriedFile, snapshot io.Reader) (*BackupResult, error) {
 	cw := &countingWriter{w: w}
 	ew, err := envelope.NewEnvelopeWriter(cw, h, recipients)
 	if err != nil {
@@ -267,7 +307,7 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 		}
 		res.Files = append(res.Files, "/"+f.path)
 	}
-	n, err := ew.WriteSnapshot(snap.Snapshot)
+	n, err := ew.WriteSnapshot(snapshot)
 	if err != nil {
 		return nil, err
 	}
@@ -278,8 +318,7 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 	h.Encrypted, h.Recipients, h.Compression = len(recipients) > 0, recipients, envelope.CompressionZstd
 	res.Header = h
 	res.SnapshotBytes, res.SnapshotSHA256 = n, fmt.Sprintf("%x", sum[:])
-	res.Bytes, res.Elapsed = cw.n, time.Since(start)
-	log.Info("backup written", "node", h.Node, "revision", h.Revision, "snapshot-bytes", n, "bytes", cw.n, "encrypted", h.Encrypted, "elapsed", res.Elapsed)
+	res.Bytes = cw.n
 	return res, nil
 }
 

@@ -165,44 +165,37 @@ func nameOf(h *host) string {
 	return h.Name
 }
 
-// streamBackup runs `anvil backup -o -` on h and verifies the stream while
-// it is written to a temporary file beside the destination, which is
-// renamed into place once verified.
+// stream runs `anvil backup -o -` on h and verifies the stream while it is
+// written to a temporary file beside the destination, which is renamed
+// into place once verified.
 func (b *backupState) stream(ctx context.Context, r *run, h *host) (string, error) {
-	o := b.o
 	start := time.Now()
-	var dst io.Writer
-	var tmp *os.File
-	dir, toDir := ".", false
-	if o.Output == "-" {
-		dst = o.Stdout
-	} else {
-		if o.Output != "" {
-			fi, err := os.Stat(o.Output)
-			toDir = err == nil && fi.IsDir() || strings.HasSuffix(o.Output, "/")
-			dir = filepath.Dir(o.Output)
-			if toDir {
-				dir = o.Output
-			}
-		}
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return "", err
-		}
-		f, err := os.CreateTemp(dir, ".anvil-backup-*.tmp")
-		if err != nil {
-			return "", fmt.Errorf("backup file: %w", err)
-		}
-		tmp, dst = f, f
-		defer func() {
-			if tmp != nil {
-				tmp.Close()
-				os.Remove(tmp.Name())
-			}
-		}()
-		if err := f.Chmod(0o600); err != nil {
-			return "", err
-		}
+	dst, err := openBackupDest(b.o.Output, b.o.Stdout)
+	if err != nil {
+		return "", err
 	}
+	defer dst.discard()
+	v, n, err := b.fetch(ctx, r, h, dst.w)
+	if err != nil {
+		return "", err
+	}
+	hd := v.Header
+	out := &BackupResult{Host: h.Name, Header: hd, Bytes: n, Verified: v.Contents != nil}
+	if out.Path, err = dst.commit(hd); err != nil {
+		return "", err
+	}
+	b.result = out
+	what := "verified"
+	if !out.Verified {
+		what = "encrypted: header and framing verified (give --identity to verify the content)"
+	}
+	secs := time.Since(start).Seconds()
+	return fmt.Sprintf("revision %d, %s in %.1fs (%.0f MB/s), %s", hd.Revision, human.Bytes(n), secs, float64(n)/1e6/max(secs, 1e-9), what), nil
+}
+
+// fetch runs `anvil backup -o -` on h and copies the stream to dst while
+// verifying it; it returns what was verified and how many bytes came.
+func (b *backupState) fetch(ctx context.Context, r *run, h *host, dst io.Writer) (*envelope.Verification, int64, error) {
 	pr, pw := io.Pipe()
 	type verified struct {
 		v   *envelope.Verification
@@ -210,7 +203,7 @@ func (b *backupState) stream(ctx context.Context, r *run, h *host) (string, erro
 	}
 	done := make(chan verified, 1)
 	go func() {
-		v, err := envelope.VerifyBackup(pr, o.Identities)
+		v, err := envelope.VerifyBackup(pr, b.o.Identities)
 		// Keep the pipe flowing so the download ends either way.
 		io.Copy(io.Discard, pr)
 		done <- verified{v, err}
@@ -221,42 +214,91 @@ func (b *backupState) stream(ctx context.Context, r *run, h *host) (string, erro
 	pw.CloseWithError(rerr)
 	res := <-done
 	if rerr != nil {
-		return "", rerr
+		return nil, 0, rerr
 	}
 	if res.err != nil {
-		return "", fmt.Errorf("the backup from %s does not verify: %w", h.Name, res.err)
+		return nil, 0, fmt.Errorf("the backup from %s does not verify: %w", h.Name, res.err)
 	}
-	hd := res.v.Header
-	out := &BackupResult{Host: h.Name, Header: hd, Bytes: cw.n, Verified: res.v.Contents != nil}
-	if tmp != nil {
-		if err := tmp.Sync(); err != nil {
-			return "", err
-		}
-		if err := tmp.Close(); err != nil {
-			return "", err
-		}
-		final := o.Output
-		if final == "" || toDir {
-			final = filepath.Join(dir, backup.BackupName(hd.Cluster, hd.Node, hd.Created))
-		}
-		if err := os.Rename(tmp.Name(), final); err != nil {
-			return "", fmt.Errorf("backup file: %w", err)
-		}
-		tmp = nil
-		// The rename itself survives a crash once the directory is synced.
-		if d, err := os.Open(filepath.Dir(final)); err == nil {
-			d.Sync()
-			d.Close()
-		}
-		out.Path = final
+	return res.v, cw.n, nil
+}
+
+// backupDest is where a streamed backup goes: Stdout, or a temporary file
+// that is renamed into place once the backup verified.
+type backupDest struct {
+	w io.Writer
+	// tmp is nil for Stdout, and once committed.
+	tmp *os.File
+	// output is BackupOptions.Output; dir is where the file goes, and
+	// toDir says output names a directory, so the file is named after
+	// the backup.
+	output string
+	dir    string
+	toDir  bool
+}
+
+func openBackupDest(output string, stdout io.Writer) (*backupDest, error) {
+	if output == "-" {
+		return &backupDest{w: stdout}, nil
 	}
-	b.result = out
-	what := "verified"
-	if !out.Verified {
-		what = "encrypted: header and framing verified (give --identity to verify the content)"
+	d := &backupDest{output: output, dir: "."}
+	if output != "" {
+		fi, err := os.Stat(output)
+		d.toDir = err == nil && fi.IsDir() || strings.HasSuffix(output, "/")
+		d.dir = filepath.Dir(output)
+		if d.toDir {
+			d.dir = output
+		}
 	}
-	secs := time.Since(start).Seconds()
-	return fmt.Sprintf("revision %d, %s in %.1fs (%.0f MB/s), %s", hd.Revision, human.Bytes(cw.n), secs, float64(cw.n)/1e6/max(secs, 1e-9), what), nil
+	if err := os.MkdirAll(d.dir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(d.dir, ".anvil-backup-*.tmp")
+	if err != nil {
+		return nil, fmt.Errorf("backup file: %w", err)
+	}
+	d.tmp, d.w = f, f
+	if err := f.Chmod(0o600); err != nil {
+		d.discard()
+		return nil, err
+	}
+	return d, nil
+}
+
+// discard removes the temporary file of a backup that was not committed.
+func (d *backupDest) discard() {
+	if d.tmp != nil {
+		d.tmp.Close()
+		os.Remove(d.tmp.Name())
+		d.tmp = nil
+	}
+}
+
+// commit renames the temporary file into place, under the backup's own
+// name when no file name was given, and returns the path ("" for Stdout).
+func (d *backupDest) commit(hd envelope.BackupHeader) (string, error) {
+	if d.tmp == nil {
+		return "", nil
+	}
+	if err := d.tmp.Sync(); err != nil {
+		return "", err
+	}
+	if err := d.tmp.Close(); err != nil {
+		return "", err
+	}
+	final := d.output
+	if final == "" || d.toDir {
+		final = filepath.Join(d.dir, backup.BackupName(hd.Cluster, hd.Node, hd.Created))
+	}
+	if err := os.Rename(d.tmp.Name(), final); err != nil {
+		return "", fmt.Errorf("backup file: %w", err)
+	}
+	d.tmp = nil
+	// The rename itself survives a crash once the directory is synced.
+	if dir, err := os.Open(filepath.Dir(final)); err == nil {
+		dir.Sync()
+		dir.Close()
+	}
+	return final, nil
 }
 
 type countWriter struct {

@@ -296,7 +296,30 @@ func parseFacts(out []byte, sent, arrived time.Time) (*Facts, error) {
 	if m := files[images.ManifestFile]; len(m) > 0 {
 		f.Manifest = []byte(strings.Join(m, "\n") + "\n")
 	}
-	for _, l := range sec["hashes"] {
+	f.readHashes(sec["hashes"])
+	node, err := parseNodeState(files[nodeStateFile])
+	if err != nil {
+		return nil, err
+	}
+	f.Node = node
+	f.AgentUnit = slices.Contains(sec["agent"], "unit")
+	f.AgentJoined = slices.Contains(sec["agent"], "kubeconfig") && f.Units["anvil-agent.service"] == "active"
+	if sum, _, _ := strings.Cut(first(sec["admin"]), " "); isSHA256(sum) {
+		f.AdminKubeconfigSHA256 = sum
+	}
+	f.ClusterName = clusterName(files[clusterFileOnHost])
+	if !f.Member() {
+		f.Leftovers = sec["leftovers"]
+	}
+	f.Owned = sec["owned"]
+	f.Status, f.StatusErr = parseStatus(sec["status"], f.Node != nil)
+	return f, nil
+}
+
+// readHashes reads the hashes section: the sha256 of each installed
+// binary, and the version of the anvil installed.
+func (f *Facts) readHashes(lines []string) {
+	for _, l := range lines {
 		if v, ok := strings.CutPrefix(l, hashVersionPrefix); ok {
 			f.AnvilVersion = strings.TrimSpace(v)
 			continue
@@ -306,45 +329,57 @@ func parseFacts(out []byte, sent, arrived time.Time) (*Facts, error) {
 			f.Installed[path.Base(p)] = sum
 		}
 	}
-	if n := strings.Join(files[nodeStateFile], "\n"); n != "" {
-		var st master.NodeState
-		if err := json.Unmarshal([]byte(n), &st); err != nil {
-			return nil, fmt.Errorf("read %s: %w", nodeStateFile, err)
+}
+
+// parseNodeState reads the node state file's lines; nil when there are
+// none (the machine is not a node).
+func parseNodeState(lines []string) (*master.NodeState, error) {
+	n := strings.Join(lines, "\n")
+	if n == "" {
+		return nil, nil
+	}
+	var st master.NodeState
+	if err := json.Unmarshal([]byte(n), &st); err != nil {
+		return nil, fmt.Errorf("read %s: %w", nodeStateFile, err)
+	}
+	return &st, nil
+}
+
+// clusterName is the name in the cluster file's lines; "" when there is
+// none or the file does not parse.
+func clusterName(lines []string) string {
+	c := strings.Join(lines, "\n")
+	if c == "" {
+		return ""
+	}
+	var named struct {
+		Name string `yaml:"name"`
+	}
+	if yaml.Unmarshal([]byte(c), &named) != nil {
+		return ""
+	}
+	return named.Name
+}
+
+// parseStatus reads the status section: `anvil status -o json`'s output,
+// then a line with its exit. Empty output is a problem only on a node.
+func parseStatus(lines []string, isNode bool) (st *master.Status, problem string) {
+	if len(lines) == 0 {
+		return nil, ""
+	}
+	exit := lines[len(lines)-1]
+	body := strings.Join(lines[:len(lines)-1], "\n")
+	if body == "" {
+		if isNode {
+			return nil, "anvil status printed nothing (" + strings.TrimPrefix(exit, "@") + ")"
 		}
-		f.Node = &st
+		return nil, ""
 	}
-	f.AgentUnit = slices.Contains(sec["agent"], "unit")
-	f.AgentJoined = slices.Contains(sec["agent"], "kubeconfig") && f.Units["anvil-agent.service"] == "active"
-	if sum, _, _ := strings.Cut(first(sec["admin"]), " "); isSHA256(sum) {
-		f.AdminKubeconfigSHA256 = sum
+	var s master.Status
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		return nil, fmt.Sprintf("anvil status -o json: %v", err)
 	}
-	if c := strings.Join(files[clusterFileOnHost], "\n"); c != "" {
-		var named struct {
-			Name string `yaml:"name"`
-		}
-		if yaml.Unmarshal([]byte(c), &named) == nil {
-			f.ClusterName = named.Name
-		}
-	}
-	if !f.Member() {
-		f.Leftovers = sec["leftovers"]
-	}
-	f.Owned = sec["owned"]
-	if lines, ok := sec["status"]; ok && len(lines) > 0 {
-		exit := lines[len(lines)-1]
-		body := strings.Join(lines[:len(lines)-1], "\n")
-		if body != "" {
-			var st master.Status
-			if err := json.Unmarshal([]byte(body), &st); err != nil {
-				f.StatusErr = fmt.Sprintf("anvil status -o json: %v", err)
-			} else {
-				f.Status = &st
-			}
-		} else if f.Node != nil {
-			f.StatusErr = "anvil status printed nothing (" + strings.TrimPrefix(exit, "@") + ")"
-		}
-	}
-	return f, nil
+	return &s, ""
 }
 
 // splitFiles sorts the lines `grep -H` printed by file. The manifest is named by

@@ -451,6 +451,20 @@ func (t *Task) row(width int, now time.Time) string {
 // summary prints one row per task and one column per phase, in the order
 // phases first appeared, then the result.
 func (r *Reporter) summary(w io.Writer) {
+	cols := r.summaryColumns()
+	header := []string{"HOST"}
+	header = append(header, upper(cols)...)
+	header = append(header, "RESULT")
+	rows := [][]string{header}
+	for _, t := range r.tasks {
+		rows = append(rows, t.summaryRow(cols))
+	}
+	writeTable(w, rows)
+}
+
+// summaryColumns are the phases any task went through: those the reporter
+// was told of first, in its order, then the others as tasks met them.
+func (r *Reporter) summaryColumns() []string {
 	var cols []string
 	seen := map[string]bool{}
 	used := map[string]bool{}
@@ -473,48 +487,53 @@ func (r *Reporter) summary(w io.Writer) {
 			}
 		}
 	}
-	header := []string{"HOST"}
-	header = append(header, upper(cols)...)
-	header = append(header, "RESULT")
-	rows := [][]string{header}
-	for _, t := range r.tasks {
-		row := []string{t.name}
-		type agg struct {
-			elapsed     time.Duration
-			ran, failed bool
-		}
-		byPhase := map[string]agg{}
-		for _, p := range t.phases {
-			a := byPhase[p.Phase]
-			if !p.Skipped {
-				a.ran = true
-				a.elapsed += p.Elapsed
-			}
-			a.failed = a.failed || p.Failed
-			byPhase[p.Phase] = a
-		}
-		for _, c := range cols {
-			a := byPhase[c]
-			switch {
-			case !a.ran:
-				row = append(row, "-")
-			case a.failed:
-				row = append(row, round(a.elapsed)+"!")
-			default:
-				row = append(row, round(a.elapsed))
-			}
-		}
-		switch t.state {
-		case Failed:
-			row = append(row, fmt.Sprintf("FAILED in %s: %v", t.phase, t.err))
-		case OK:
-			row = append(row, "ok")
-		default:
-			row = append(row, "not finished")
-		}
-		rows = append(rows, row)
+	return cols
+}
+
+// summaryRow is t's row: its name, the time it spent in each phase of cols
+// ("-" when it did not run it, "!" after one that failed), its result.
+func (t *Task) summaryRow(cols []string) []string {
+	row := []string{t.name}
+	type agg struct {
+		elapsed     time.Duration
+		ran, failed bool
 	}
-	widths := make([]int, len(header))
+	byPhase := map[string]agg{}
+	for _, p := range t.phases {
+		a := byPhase[p.Phase]
+		if !p.Skipped {
+			a.ran = true
+			a.elapsed += p.Elapsed
+		}
+		a.failed = a.failed || p.Failed
+		byPhase[p.Phase] = a
+	}
+	for _, c := range cols {
+		a := byPhase[c]
+		switch {
+		case !a.ran:
+			row = append(row, "-")
+		case a.failed:
+			row = append(row, round(a.elapsed)+"!")
+		default:
+			row = append(row, round(a.elapsed))
+		}
+	}
+	switch t.state {
+	case Failed:
+		row = append(row, fmt.Sprintf("FAILED in %s: %v", t.phase, t.err))
+	case OK:
+		row = append(row, "ok")
+	default:
+		row = append(row, "not finished")
+	}
+	return row
+}
+
+// writeTable writes rows as columns two spaces apart; the last column is
+// not padded, so a long result does not widen the table.
+func writeTable(w io.Writer, rows [][]string) {
+	widths := make([]int, len(rows[0]))
 	for _, row := range rows {
 		for i, c := range row[:len(row)-1] {
 			widths[i] = max(widths[i], utf8.RuneCountInString(c))

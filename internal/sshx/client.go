@@ -140,6 +140,31 @@ func dialOnce(ctx context.Context, cfg Config, jump *Client) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ssh %s: %w", cfg.Addr, err)
 	}
+	signers, err := loadSigners(cfg)
+	if err != nil {
+		return nil, err
+	}
+	user := cfg.User
+	if user == "" {
+		user = "root"
+	}
+	conn, err := handshake(ctx, cfg, checker, &ssh.ClientConfig{
+		User:              user,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signers...)},
+		HostKeyCallback:   checker.check,
+		HostKeyAlgorithms: checker.algorithms(cfg.Addr),
+	})
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{addr: cfg.Addr, user: user, sudo: cfg.Sudo, conn: conn, jump: jump, done: make(chan struct{})}
+	c.watch(cfg.KeepAliveInterval, cfg.KeepAliveMax)
+	return c, nil
+}
+
+// loadSigners is cfg's signers, then the keys of its identity files; at
+// least one.
+func loadSigners(cfg Config) ([]ssh.Signer, error) {
 	signers := append([]ssh.Signer(nil), cfg.Signers...)
 	for _, f := range cfg.IdentityFiles {
 		s, err := LoadIdentity(f)
@@ -151,10 +176,12 @@ func dialOnce(ctx context.Context, cfg Config, jump *Client) (*Client, error) {
 	if len(signers) == 0 {
 		return nil, fmt.Errorf("ssh %s: no keys: give an identity file or a signer", cfg.Addr)
 	}
-	user := cfg.User
-	if user == "" {
-		user = "root"
-	}
+	return signers, nil
+}
+
+// handshake connects to cfg.Addr and runs the SSH handshake, both within
+// cfg.Timeout. A host key the checker refused is the error it returns.
+func handshake(ctx context.Context, cfg Config, checker *hostKeyChecker, conf *ssh.ClientConfig) (*ssh.Client, error) {
 	timeout := cfg.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -176,12 +203,7 @@ func dialOnce(ctx context.Context, cfg Config, jump *Client) (*Client, error) {
 		_ = conn.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
-	sc, chans, reqs, err := ssh.NewClientConn(conn, cfg.Addr, &ssh.ClientConfig{
-		User:              user,
-		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signers...)},
-		HostKeyCallback:   checker.check,
-		HostKeyAlgorithms: checker.algorithms(cfg.Addr),
-	})
+	sc, chans, reqs, err := ssh.NewClientConn(conn, cfg.Addr, conf)
 	stop()
 	if err != nil {
 		conn.Close()
@@ -194,9 +216,13 @@ func dialOnce(ctx context.Context, cfg Config, jump *Client) (*Client, error) {
 		return nil, fmt.Errorf("ssh %s: %w", cfg.Addr, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
+	return ssh.NewClient(sc, chans, reqs), nil
+}
 
-	c := &Client{addr: cfg.Addr, user: user, sudo: cfg.Sudo, conn: ssh.NewClient(sc, chans, reqs), jump: jump, done: make(chan struct{})}
-	interval, maxMissed := cfg.KeepAliveInterval, cfg.KeepAliveMax
+// watch keeps c's connection alive (an interval of 0 means the default, a
+// negative one none) and marks c done when the connection ends, closing
+// its jump host with it.
+func (c *Client) watch(interval time.Duration, maxMissed int) {
 	if interval == 0 {
 		interval = DefaultKeepAliveInterval
 	}
@@ -213,7 +239,6 @@ func dialOnce(ctx context.Context, cfg Config, jump *Client) (*Client, error) {
 			c.jump.Close()
 		}
 	}()
-	return c, nil
 }
 
 // keepAlive asks the server for a reply every interval and closes the
