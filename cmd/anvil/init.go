@@ -10,7 +10,6 @@ import (
 
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/images"
-	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
 )
@@ -99,11 +98,6 @@ func hostnameOr(fallback string) string {
 		return h
 	}
 	return fallback
-}
-
-func fileExists(p string) bool {
-	ok, _ := fsutil.Exists(p)
-	return ok
 }
 
 func newInitCmd(a *app) *cobra.Command {
