@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
+	"k8s.io/client-go/util/retry"
 
 	"anvil.dev/anvil/approver"
 	"anvil.dev/anvil/master"
@@ -213,6 +214,26 @@ func (c *cluster) waitLeader(t testing.TB, identity string, within time.Duration
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// stealLease makes holder the holder of the approver's Lease for d, as
+// another instance that won it would.
+func (c *cluster) stealLease(t testing.TB, holder string, d time.Duration) {
+	t.Helper()
+	leases := c.admin.CoordinationV1().Leases(approver.LeaseNamespace)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		l, err := leases.Get(context.Background(), approver.LeaseName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		now := metav1.NewMicroTime(time.Now())
+		secs := int32(d / time.Second)
+		l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds = &holder, &secs
+		l.Spec.AcquireTime, l.Spec.RenewTime = &now, &now
+		_, err = leases.Update(context.Background(), l, metav1.UpdateOptions{})
+		return err
+	})
+	must(t, err)
 }
 
 // createCSR creates a CSR as cs and returns when it did.

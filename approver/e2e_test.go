@@ -196,7 +196,7 @@ func TestApproverE2E(t *testing.T) {
 	c.deleteBinding(t, "kubeadm:node-autoapprove-bootstrap")
 	c.deleteBinding(t, "kubeadm:node-autoapprove-certificate-rotation")
 	const second = "e2e-approver-2"
-	c.startApprover(t, approver.Options{Identity: second, OwnBootstrapApproval: true})
+	stopSecond := c.startApprover(t, approver.Options{Identity: second, OwnBootstrapApproval: true})
 	c.waitLeader(t, second, 10*time.Second)
 
 	t.Run("OwnBootstrapApproval: a default-node-token CSR is denied", func(t *testing.T) {
@@ -222,6 +222,28 @@ func TestApproverE2E(t *testing.T) {
 		c.waitCSR(t, "client-w1-renewal-2", 30*time.Second, decidedBy(certificatesv1.CertificateApproved, approver.ApprovedReason))
 		csr, _ = c.waitCSR(t, "client-w1-renewal-2", 30*time.Second, issued)
 		c.checkCert(t, csr, r, x509.ExtKeyUsageClientAuth)
+	})
+
+	t.Run("an instance that loses the Lease stops deciding, and decides again once it has it back", func(t *testing.T) {
+		stopSecond()
+		const third, thief = "e2e-approver-3", "e2e-thief"
+		c.startApprover(t, approver.Options{Identity: third, LeaseDuration: 2 * time.Second, RenewDeadline: 1500 * time.Millisecond, RetryPeriod: 200 * time.Millisecond})
+		c.waitLeader(t, third, 10*time.Second)
+
+		// Another holder takes the Lease for 6 s; the approver cannot renew
+		// and gives up leading after its 1.5 s renew deadline.
+		c.stealLease(t, thief, 6*time.Second)
+		time.Sleep(3 * time.Second)
+		r := request{key: newKey(t), cn: "system:node:w1", dns: []string{"w1"}}
+		createCSR(t, w1, "serving-w1-leaderless", servingSigner, servingUsages, r)
+		time.Sleep(time.Second)
+		csr, err := c.admin.CertificatesV1().CertificateSigningRequests().Get(context.Background(), "serving-w1-leaderless", metav1.GetOptions{})
+		must(t, err)
+		if len(csr.Status.Conditions) > 0 {
+			t.Fatalf("decided while another instance held the Lease: %+v", csr.Status.Conditions)
+		}
+		c.waitLeader(t, third, 15*time.Second)
+		c.waitCSR(t, "serving-w1-leaderless", 15*time.Second, decidedBy(certificatesv1.CertificateApproved, approver.ApprovedReason))
 	})
 
 	t.Logf("CSR created → approved: anvil %v; the controller-manager's csrapproving %v", latencies, cmLatency)
