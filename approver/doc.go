@@ -34,11 +34,16 @@
 // whose token carries no node binding, and the binding
 // kubeadm:node-autoapprove-bootstrap must be gone, or the controller-manager
 // approves them first. A token bound to a node must not also carry the
-// default group, for the same reason. Whoever writes first wins: an
+// default group, for the same reason; it then needs its own grant to
+// create CSRs (system:node-bootstrapper bound to the group
+// system:bootstrappers, which every bootstrap token has, as RBAC cannot
+// bind a group prefix). Whoever writes first wins: an
 // approval is an update guarded by the CSR's resourceVersion, and the API
 // refuses a CSR both approved and denied, so a CSR is never decided twice.
 //
 // Renewals by nodes themselves are also approved by the controller-manager
 // (kubeadm:node-autoapprove-certificate-rotation); both agree on them, so
-// either may write first.
+// either may write first. A node asking for another node's CN never gets
+// here: the apiserver's NodeRestriction admission refuses the CSR (Decide
+// would deny it too).
 package approver
