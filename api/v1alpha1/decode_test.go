@@ -301,11 +301,13 @@ func fullCluster() *Cluster {
 			Role:   RoleMaster,
 			SSH:    SSH{User: "root", Port: 22, IdentityFile: "k", KnownHosts: "kh", Bastion: &Bastion{Address: "10.9.9.9", Port: 2200, User: "b", IdentityFile: "bk"}, Sudo: &no},
 			Labels: map[string]string{"example.com/role": "db", "plain": ""},
-			Taints: []Taint{{Key: "k", Value: "v", Effect: NoExecute}},
+			Taints:  []Taint{{Key: "k", Value: "v", Effect: NoExecute}},
+			Runtime: RuntimeNone,
 		}},
 		Networking: Networking{
 			ServiceCIDR: netip.MustParsePrefix("10.96.0.0/16"), PodCIDR: netip.MustParsePrefix("10.244.0.0/16"),
 			ClusterDomain: "example.internal",
+			Network:       PodNetworkNone,
 		},
 		Etcd: Etcd{QuotaBackendBytes: 3 << 30, SnapshotCount: 5000,
 			HeartbeatInterval: Duration{150 * time.Millisecond}, ElectionTimeout: Duration{90 * time.Second}},
@@ -318,6 +320,7 @@ func fullCluster() *Cluster {
 			ControllerManager: Component{ExtraArgs: map[string]string{"node-cidr-mask-size": "24"}},
 			Scheduler:         Component{ExtraArgs: map[string]string{"profiling": "false"}},
 		},
+		Images: []string{"/srv/images/app.tar"},
 	}
 }
 

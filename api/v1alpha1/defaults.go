@@ -62,6 +62,7 @@ func (cp *ControlPlane) defaults(masters []Host) {
 func (c *Cluster) defaultSSH() {
 	for i := range c.Hosts {
 		c.Hosts[i].SSH = c.Hosts[i].SSH.inherit(c.SSH).complete()
+		setIfZero(&c.Hosts[i].Runtime, RuntimeContainerd)
 	}
 	c.SSH = c.SSH.complete()
 }
@@ -108,6 +109,7 @@ func (n *Networking) defaults() {
 	setIfZero(&n.ServiceCIDR, netip.MustParsePrefix(DefaultServiceCIDR))
 	setIfZero(&n.PodCIDR, netip.MustParsePrefix(DefaultPodCIDR))
 	setIfZero(&n.ClusterDomain, DefaultClusterDomain)
+	setIfZero(&n.Network, PodNetworkHostGW)
 }
 
 func (e *Etcd) defaults() {

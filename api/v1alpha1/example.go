@@ -96,6 +96,10 @@ hosts:
     ssh:
       user: admin
       sudo: true
+    # What runs this host's pods: containerd (containerd, runc and the
+    # kubelet) or none (the Node is registered and kept alive, and takes no
+    # pods). Default: containerd.
+    runtime: containerd
 
 networking:
   # Service ClusterIPs come from here; the first one is the kubernetes
@@ -107,6 +111,10 @@ networking:
   # The DNS domain of Services (name.namespace.svc.cluster.local).
   # Default: cluster.local.
   clusterDomain: cluster.local
+  # The pod network: host-gw (anvil routes each node's pod range through
+  # that node) or none (bring your own CNI, such as Calico or Cilium).
+  # Default: host-gw.
+  network: host-gw
 
 # The etcd member anvil embeds on every master. Names follow etcd's own.
 etcd:
@@ -158,4 +166,10 @@ components:
   scheduler:
     extraArgs:
       profiling: "false"
+
+# Container image archives on this workstation (docker-archive or OCI tar
+# files) that apply puts on every node with a runtime, where anvil imports
+# them into containerd: workloads run without a registry.
+# images:
+#   - ./images/app.tar
 `

@@ -54,6 +54,11 @@ type Cluster struct {
 	Backup Backup `yaml:"backup,omitempty"`
 	// Components holds extra settings for the control-plane components.
 	Components Components `yaml:"components,omitempty"`
+	// Images are container image archives (docker-archive or OCI tar files,
+	// paths on the workstation) that `anvil cluster apply` puts on every
+	// node with a runtime; each node's agent imports them into containerd,
+	// so workloads run without a registry.
+	Images []string `yaml:"images,omitempty"`
 
 	// src is where Decode found each field, for Validate's messages.
 	src *source
@@ -136,7 +141,37 @@ type Host struct {
 	Labels map[string]string `yaml:"labels,omitempty"`
 	// Taints are put on the host's Node when it registers.
 	Taints []Taint `yaml:"taints,omitempty"`
+	// Runtime is containerd (the host runs pods: containerd, runc and the
+	// kubelet) or none (the host only registers its Node and keeps it alive,
+	// with a NoSchedule taint: a machine that must run no workload).
+	Runtime Runtime `yaml:"runtime,omitempty"`
 }
+
+// Runtime is what runs a host's pods.
+type Runtime string
+
+const (
+	RuntimeContainerd Runtime = "containerd"
+	RuntimeNone       Runtime = "none"
+)
+
+// Runtimes lists the valid runtimes, for validation messages.
+func Runtimes() []Runtime { return []Runtime{RuntimeContainerd, RuntimeNone} }
+
+// PodNetwork is how pods on different nodes reach each other.
+type PodNetwork string
+
+const (
+	// PodNetworkHostGW routes each node's pod range through that node's
+	// address; every node must reach every other on one link.
+	PodNetworkHostGW PodNetwork = "host-gw"
+	// PodNetworkNone installs no pod network: the operator brings one
+	// (Calico, Cilium, …) after apply.
+	PodNetworkNone PodNetwork = "none"
+)
+
+// PodNetworks lists the valid pod networks, for validation messages.
+func PodNetworks() []PodNetwork { return []PodNetwork{PodNetworkHostGW, PodNetworkNone} }
 
 // SSH is how anvil connects to a host.
 type SSH struct {
@@ -205,6 +240,10 @@ type Networking struct {
 	// ClusterDomain is the DNS domain of Services
 	// (name.namespace.svc.cluster.local).
 	ClusterDomain string `yaml:"clusterDomain,omitempty"`
+	// Network is the pod network: host-gw (anvil routes every node's pod
+	// range through that node and masquerades traffic leaving the pod
+	// range) or none (bring your own CNI, such as Calico or Cilium).
+	Network PodNetwork `yaml:"network,omitempty"`
 }
 
 // Etcd tunes the etcd member anvil embeds on every master. Names follow

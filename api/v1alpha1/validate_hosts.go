@@ -52,6 +52,12 @@ func (v *validator) hosts(c *Cluster) hostAddrs {
 		v.ssh(p+".ssh", h.SSH, &c.SSH)
 		v.labels(p+".labels", h.Labels)
 		v.taints(p+".taints", h.Taints)
+		if v.decoded(p+".runtime") && !slices.Contains(Runtimes(), h.Runtime) {
+			v.errorf(p+".runtime", ReasonNotSupported, "%q is not a runtime: use one of %s", h.Runtime, list(Runtimes()))
+		}
+		if h.Runtime == RuntimeContainerd {
+			v.kubeletLabels(p+".labels", h.Labels)
+		}
 	}
 	v.ssh("ssh", c.SSH, nil)
 
@@ -180,5 +186,26 @@ func (v *validator) taints(p string, taints []Taint) {
 		} else {
 			first[id{t.Key, t.Effect}] = i
 		}
+	}
+}
+
+// kubeletLabels refuses the labels a kubelet may not give its own Node:
+// NodeRestriction lets it set labels in the kubernetes.io and k8s.io
+// namespaces only under node.kubernetes.io/, kubelet.kubernetes.io/ and a
+// few well-known keys, and the kubelet refuses to start with the others.
+func (v *validator) kubeletLabels(p string, labels map[string]string) {
+	allowed := []string{"kubernetes.io/hostname", "kubernetes.io/arch", "kubernetes.io/os",
+		"topology.kubernetes.io/region", "topology.kubernetes.io/zone", "node.kubernetes.io/instance-type"}
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		prefix, _, ok := strings.Cut(k, "/")
+		if !ok {
+			continue
+		}
+		restricted := prefix == "kubernetes.io" || prefix == "k8s.io" || strings.HasSuffix(prefix, ".kubernetes.io") || strings.HasSuffix(prefix, ".k8s.io")
+		if !restricted || slices.Contains(allowed, k) || prefix == "node.kubernetes.io" || prefix == "kubelet.kubernetes.io" ||
+			strings.HasSuffix(prefix, ".node.kubernetes.io") || strings.HasSuffix(prefix, ".kubelet.kubernetes.io") {
+			continue
+		}
+		v.errorf(p+"."+k, ReasonInvalid, "a kubelet may not set %q on its own Node (NodeRestriction): use another prefix, node.kubernetes.io/, or label the Node afterwards", k)
 	}
 }

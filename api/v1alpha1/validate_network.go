@@ -61,6 +61,9 @@ func (v *validator) networking(c *Cluster, addrs hostAddrs) {
 			v.errorf("networking.serviceCIDR", ReasonInvalid, "%s is too large: kube-apiserver accepts at most a /%d for IPv4 services", s, maxServiceBitsV4)
 		case s.Addr().Is6() && s.Bits() < maxServiceBitsV6:
 			v.errorf("networking.serviceCIDR", ReasonInvalid, "%s is too large: kube-apiserver accepts at most a /%d for IPv6 services", s, maxServiceBitsV6)
+		case s.Bits() > s.Addr().BitLen()-4:
+			// The cluster DNS Service takes the tenth address.
+			v.errorf("networking.serviceCIDR", ReasonInvalid, "%s is too small: the cluster DNS Service takes its tenth address; use at least a /%d", s, s.Addr().BitLen()-4)
 		}
 	}
 	if svc && pod {
@@ -88,6 +91,9 @@ func (v *validator) networking(c *Cluster, addrs hostAddrs) {
 				v.errorf(addrs[a], ReasonInvalid, "%s is inside networking.%s %s: machine addresses must stay out of the cluster's own ranges", a, r.name, r.prefix)
 			}
 		}
+	}
+	if v.decoded("networking.network") && !slices.Contains(PodNetworks(), n.Network) {
+		v.errorf("networking.network", ReasonNotSupported, "%q is not a pod network: use one of %s", n.Network, list(PodNetworks()))
 	}
 	switch {
 	case n.ClusterDomain == "":

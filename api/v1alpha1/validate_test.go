@@ -43,6 +43,23 @@ func TestValidate(t *testing.T) {
 	}{
 		{name: "base cluster is valid"},
 
+		// the node stack
+		{name: "runtime unknown", post: func(c *Cluster) { c.Hosts[0].Runtime = "docker" },
+			errs: want{{0, "hosts[0].runtime", ReasonNotSupported, `"docker" is not a runtime: use one of containerd, none`}}},
+		{name: "pod network unknown", post: func(c *Cluster) { c.Networking.Network = "flannel" },
+			errs: want{{0, "networking.network", ReasonNotSupported, `"flannel" is not a pod network: use one of host-gw, none`}}},
+		{name: "service CIDR too small for the DNS address", pre: func(c *Cluster) { c.Networking.ServiceCIDR = netip.MustParsePrefix("10.96.0.0/29") },
+			errs: want{{0, "networking.serviceCIDR", ReasonInvalid, "tenth address; use at least a /28"}}},
+		{name: "a label a kubelet may not set", pre: func(c *Cluster) { c.Hosts[0].Labels = map[string]string{"node-role.kubernetes.io/db": ""} },
+			errs: want{{0, "hosts[0].labels.node-role.kubernetes.io/db", ReasonInvalid, "NodeRestriction"}}},
+		{name: "labels a kubelet may set", pre: func(c *Cluster) {
+			c.Hosts[0].Labels = map[string]string{"node.kubernetes.io/pool": "a", "topology.kubernetes.io/zone": "z1", "example.com/x": "y"}
+		}},
+		{name: "a restricted label on a host without a runtime", pre: func(c *Cluster) {
+			c.Hosts[0].Labels = map[string]string{"node-role.kubernetes.io/db": ""}
+			c.Hosts[0].Runtime = RuntimeNone
+		}},
+
 		// document
 		{name: "apiVersion missing", pre: func(c *Cluster) { c.APIVersion = "" },
 			errs: want{{0, "apiVersion", ReasonRequired, `set it to "anvil.dev/v1alpha1"`}}},
