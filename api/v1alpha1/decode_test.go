@@ -298,9 +298,9 @@ func fullCluster() *Cluster {
 		},
 		Hosts: []Host{{
 			Name: "m1", Address: netip.MustParseAddr("10.0.0.11"), InternalAddress: netip.MustParseAddr("fd00::11"),
-			Role:   RoleMaster,
-			SSH:    SSH{User: "root", Port: 22, IdentityFile: "k", KnownHosts: "kh", Bastion: &Bastion{Address: "10.9.9.9", Port: 2200, User: "b", IdentityFile: "bk"}, Sudo: &no},
-			Labels: map[string]string{"example.com/role": "db", "plain": ""},
+			Role:    RoleMaster,
+			SSH:     SSH{User: "root", Port: 22, IdentityFile: "k", KnownHosts: "kh", Bastion: &Bastion{Address: "10.9.9.9", Port: 2200, User: "b", IdentityFile: "bk"}, Sudo: &no},
+			Labels:  map[string]string{"example.com/role": "db", "plain": ""},
 			Taints:  []Taint{{Key: "k", Value: "v", Effect: NoExecute}},
 			Runtime: RuntimeNone,
 		}},
