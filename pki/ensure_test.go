@@ -29,7 +29,7 @@ func TestEnsureCreatesKubeadmLayout(t *testing.T) {
 	}
 	want := []string{"ca", "etcd-ca", "front-proxy-ca", "apiserver", "apiserver-kubelet-client",
 		"front-proxy-client", "etcd-server", "etcd-peer", "etcd-healthcheck-client", "apiserver-etcd-client",
-		"sa", "admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf", "anvil-vip.conf"}
+		"sa", "admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf", "anvil-vip.conf", "anvil-approver.conf"}
 	if !slices.Equal(names, want) {
 		t.Errorf("results %v\nwant %v", names, want)
 	}

@@ -44,7 +44,7 @@ func TestCheckExpiration(t *testing.T) {
 			t.Errorf("%s: residual %v, want 265d", e.Name, e.Residual())
 		}
 	}
-	want := []string{"admin.conf", "anvil-vip.conf", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client", "controller-manager.conf",
+	want := []string{"admin.conf", "anvil-approver.conf", "anvil-vip.conf", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client", "controller-manager.conf",
 		"etcd-healthcheck-client", "etcd-peer", "etcd-server", "front-proxy-client", "scheduler.conf", "super-admin.conf"}
 	if !slices.Equal(names, want) {
 		t.Errorf("names %v\nwant %v", names, want)
@@ -61,7 +61,7 @@ func TestCheckExpiration(t *testing.T) {
 	}
 
 	// The JSON is what `check-expiration -o json` prints; scripts read it.
-	data, err := json.Marshal(exp.Certificates[2])
+	data, err := json.Marshal(exp.Certificates[3])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,10 +98,10 @@ func TestKubeconfigStale(t *testing.T) {
 		}, []string{"admin.conf", "super-admin.conf"}, "server is https://k8s.example.com:6443, want https://k8s2.example.com:6443"},
 		{"local apiserver moved", func(cfg *Config, _ *Options) {
 			cfg.LocalAPIServerURL = "https://10.0.0.99:6443"
-		}, []string{"controller-manager.conf", "scheduler.conf", "anvil-vip.conf"}, "want https://10.0.0.99:6443"},
+		}, []string{"controller-manager.conf", "scheduler.conf", "anvil-vip.conf", "anvil-approver.conf"}, "want https://10.0.0.99:6443"},
 		{"client certificates expired", func(_ *Config, opts *Options) {
 			opts.Now = time.Now().Add(400 * 24 * time.Hour)
-		}, []string{"admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf", "anvil-vip.conf"}, "client certificate expired on"},
+		}, []string{"admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf", "anvil-vip.conf", "anvil-approver.conf"}, "client certificate expired on"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -29,10 +29,15 @@ const (
 	SchedulerKubeconfig         = "scheduler.conf"
 	// VIPKubeconfig is anvil's: the floating address's leader election.
 	VIPKubeconfig = "anvil-vip.conf"
+	// ApproverKubeconfig is anvil's CSR approver's.
+	ApproverKubeconfig = "anvil-approver.conf"
 )
 
 // VIPUser is the identity of the VIP manager.
 const VIPUser = "anvil:vip"
+
+// ApproverUser is the identity of anvil's CSR approver (approver.User).
+const ApproverUser = "system:anvil-approver"
 
 // CertFile and KeyFile give the file names of a cert/key pair base name.
 func CertFile(base string) string { return base + ".crt" }

@@ -103,6 +103,9 @@ func Kubeconfigs() []KubeconfigSpec {
 		// anvil's own: the VIP manager may touch one Lease and nothing else
 		// (RBAC in master's bootstrap objects).
 		{Name: VIPKubeconfig, User: VIPUser, Local: true},
+		// The CSR approver may approve kubelet certificates and read
+		// Nodes (approver.RBAC).
+		{Name: ApproverKubeconfig, User: ApproverUser, Local: true},
 	}
 }
 
