@@ -198,6 +198,12 @@ func (c *Controller) Run(ctx context.Context) error {
 		return nil
 	}
 
+	var wg sync.WaitGroup
+	kernel, stopKernel := context.WithCancel(ctx)
+	wg.Go(func() { c.watchKernel(kernel) })
+	defer wg.Wait()
+	defer stopKernel()
+
 	bo := backoff{base: c.cfg.retryBase, max: c.cfg.retryMax}
 	for {
 		settled := c.pass(ctx, k, lister)
@@ -260,30 +266,43 @@ func (c *Controller) pass(ctx context.Context, k kernelRoutes, lister listersv1.
 
 	list, err := lister.List(labels.Everything())
 	if err != nil {
+		// Without the Nodes every route would look stale: touch none.
 		errs = append(errs, fmt.Errorf("list Nodes: %w", err))
+		st.Err = errors.Join(errs...)
+		c.publish(st)
+		return false
 	}
 	in := planInput{self: c.cfg.NodeName, cluster: c.cfg.ClusterPodCIDRs, iface: c.cfg.Interface, nodes: list}
+	// Likewise without the interface and its subnets: then the routes
+	// stay as they are, and nothing is said about next hops.
 	link, err := k.h.LinkByName(c.cfg.Interface)
+	ifOK := false
 	if err != nil {
+		link = nil
 		errs = append(errs, fmt.Errorf("interface %s: %w", c.cfg.Interface, err))
 	} else if in.ifAddrs, err = k.ifaceAddrs(link); err != nil {
 		errs = append(errs, err)
+	} else {
+		ifOK = true
 	}
 	p := makePlan(in)
 
-	// The node's own CNI config.
-	if p.ownWaiting != "" {
+	// The node's own CNI config; its MTU is the interface's unless
+	// configured, so it waits for the interface.
+	switch {
+	case p.ownWaiting != "":
 		st.Waiting = append(st.Waiting, Waiting{Node: c.cfg.NodeName, Reason: p.ownWaiting + "; the CNI config cannot be written yet"})
-	} else if err := c.writeCNI(p.own, link); err != nil {
-		errs = append(errs, err)
-	} else {
-		st.PodCIDRs = p.own
-		st.CNIConfig = c.cfg.Root.Path(CNIConfigPath)
+	case link == nil && c.cfg.MTU == 0:
+	default:
+		if err := c.writeCNI(p.own, link); err != nil {
+			errs = append(errs, err)
+		} else {
+			st.PodCIDRs = p.own
+			st.CNIConfig = c.cfg.Root.Path(CNIConfigPath)
+		}
 	}
 
-	// Routes to the others: only with the interface known, else every
-	// route would look stale.
-	if link != nil && in.ifAddrs != nil {
+	if ifOK {
 		res, err := k.sync(link, p.routes)
 		if err != nil {
 			errs = append(errs, err)
@@ -299,8 +318,8 @@ func (c *Controller) pass(ctx context.Context, k kernelRoutes, lister listersv1.
 		}
 		st.Routes = res.programmed
 		st.Waiting = append(st.Waiting, res.conflicts...)
+		st.Waiting = append(st.Waiting, p.waiting...)
 	}
-	st.Waiting = append(st.Waiting, p.waiting...)
 	st.Err = errors.Join(errs...)
 	if st.Err == nil {
 		st.Synced = time.Now()

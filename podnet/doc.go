@@ -24,8 +24,9 @@
 //
 //	New (validates, touches nothing) ─► Run:
 //	   start a Node informer (all Nodes, slimmed to pod CIDRs and
-//	   InternalIPs), wait for its first list
-//	   loop, on a Node event, a resync or a retry:
+//	   InternalIPs), wait for its first list; subscribe to the kernel's
+//	   route, link and address notifications
+//	   loop, on a Node event, a kernel notification, a resync or a retry:
 //	     forwarding + masquerade table (nft)      ─┐ each step's problem is in
 //	     own Node's pod CIDR ─► CNI config file    │ Status and the log; any
 //	     other Nodes ─► routes (add/replace/del)  ─┘ problem or waiting Node

@@ -163,6 +163,78 @@ func TestResyncPutsBackWhatWasRemoved(t *testing.T) {
 	t.Logf("route and table back after %v (resync 1s)", time.Since(t0))
 }
 
+// TestLinkFlapHealsAtOnce: taking the node's interface down removes every
+// route through it (the kernel does that); when it comes back up the
+// routes are back at once, on the kernel's notification — not at the
+// resync, nor at a retry, both set to minutes here.
+func TestLinkFlapHealsAtOnce(t *testing.T) {
+	l := newLab(t)
+	a, b := l.machine(t), l.machine(t)
+	l.create(t, node("a", cidrs("10.244.1.0/24"), a.Addr.String()))
+	l.create(t, node("b", cidrs("10.244.2.0/24"), b.Addr.String()))
+	l.start(t, a, "a", func(c *Config) { c.retryBase, c.retryMax = 5*time.Minute, 5*time.Minute })
+	want := map[string]string{"10.244.2.0/24": b.Addr.String()}
+	waitRoutes(t, a, want)
+
+	a.ip(t, "link", "set", "eth0", "down")
+	if got := a.routes(t, anvilProto()); len(got) != 0 {
+		t.Fatalf("routes through a down link: %v", got)
+	}
+	t0 := time.Now()
+	a.ip(t, "link", "set", "eth0", "up")
+	waitRoutes(t, a, want)
+	t.Logf("link up to routes back: %v", time.Since(t0))
+
+	// And a route someone deletes is back at once too.
+	t0 = time.Now()
+	a.ip(t, "route", "del", "10.244.2.0/24")
+	waitRoutes(t, a, want)
+	t.Logf("route deleted by hand to route back: %v", time.Since(t0))
+}
+
+// TestInterfaceNotThereYet: while the configured interface does not
+// exist (a bond still coming up) the controller says so, touches no route
+// (an anvil route from before stays: with no interface, nothing can be
+// judged stale) and writes no CNI config (its MTU comes from the
+// interface). When the interface appears, everything follows at once.
+func TestInterfaceNotThereYet(t *testing.T) {
+	l := newLab(t)
+	a, b := l.machine(t), l.machine(t)
+	l.create(t, node("a", cidrs("10.244.1.0/24"), a.Addr.String()))
+	l.create(t, node("b", cidrs("10.244.2.0/24"), b.Addr.String()))
+	a.ip(t, "route", "add", "10.244.9.0/24", "via", b.Addr.String(), "proto", anvilProto())
+	ctl := l.start(t, a, "a", func(c *Config) {
+		c.Interface = "uplink0"
+		c.retryBase, c.retryMax = 5*time.Minute, 5*time.Minute
+	})
+	eventually(t, 5*time.Second, func() error {
+		if st := ctl.Status(); st.Err == nil || !strings.Contains(st.Err.Error(), "interface uplink0") || len(st.Waiting) != 0 {
+			return fmt.Errorf("status %+v, want an error naming interface uplink0 and nobody waiting", st)
+		}
+		return nil
+	})
+	if got := a.routes(t, anvilProto()); len(got) != 1 || got["10.244.9.0/24"] != b.Addr.String() {
+		t.Fatalf("routes changed without an interface: %v", got)
+	}
+	if _, err := os.Stat(a.root.Path(CNIConfigPath)); !os.IsNotExist(err) {
+		t.Fatalf("CNI config written without the interface: %v", err)
+	}
+	t0 := time.Now()
+	a.ip(t, "link", "set", "eth0", "down")
+	a.ip(t, "link", "set", "eth0", "name", "uplink0")
+	a.ip(t, "link", "set", "uplink0", "up")
+	waitRoutes(t, a, map[string]string{"10.244.2.0/24": b.Addr.String()})
+	eventually(t, 5*time.Second, func() error {
+		_, err := os.Stat(a.root.Path(CNIConfigPath))
+		return err
+	})
+	t.Logf("interface up to routes and CNI config: %v", time.Since(t0))
+	data, _ := os.ReadFile(a.root.Path(CNIConfigPath))
+	if !strings.Contains(string(data), `"mtu": 1500`) {
+		t.Fatalf("CNI config without the interface's MTU:\n%s", data)
+	}
+}
+
 func waitRoutes(t *testing.T, m *machine, want map[string]string) {
 	t.Helper()
 	eventually(t, 10*time.Second, func() error {
