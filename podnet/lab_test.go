@@ -32,7 +32,7 @@ import (
 var clusterCIDR = prefixes("10.244.0.0/16")
 
 // requireNft fails under CI=true, else skips, when nft is missing.
-func requireNft(t *testing.T) {
+func requireNft(t testing.TB) {
 	t.Helper()
 	netnstest.Require(t)
 	if _, err := nftPath(); err == nil {
@@ -53,7 +53,7 @@ type lab struct {
 	watches atomic.Int32
 }
 
-func newLab(t *testing.T, nodes ...*corev1.Node) *lab {
+func newLab(t testing.TB, nodes ...*corev1.Node) *lab {
 	t.Helper()
 	requireNft(t)
 	guardHost(t)
@@ -72,7 +72,7 @@ func newLab(t *testing.T, nodes ...*corev1.Node) *lab {
 
 // guardHost fails the test if it changed this host's own network: the
 // code under test must only ever act inside the namespaces.
-func guardHost(t *testing.T) {
+func guardHost(t testing.TB) {
 	t.Helper()
 	state := func() string {
 		fwd, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
@@ -102,7 +102,7 @@ type machine struct {
 	stop func()
 }
 
-func (l *lab) machine(t *testing.T) *machine {
+func (l *lab) machine(t testing.TB) *machine {
 	t.Helper()
 	m := &machine{NS: l.net.Add(t), root: hostfs.Root(t.TempDir()), logs: &syncBuffer{}}
 	m.path = "/run/netns/" + m.Name
@@ -119,7 +119,7 @@ func (l *lab) machine(t *testing.T) *machine {
 }
 
 // start runs a controller for Node name on m until the test ends.
-func (l *lab) start(t *testing.T, m *machine, name string, tune func(*Config)) *Controller {
+func (l *lab) start(t testing.TB, m *machine, name string, tune func(*Config)) *Controller {
 	t.Helper()
 	cfg := Config{
 		NodeName:        name,
@@ -168,14 +168,14 @@ func (l *lab) start(t *testing.T, m *machine, name string, tune func(*Config)) *
 	return ctl
 }
 
-func (l *lab) create(t *testing.T, n *corev1.Node) {
+func (l *lab) create(t testing.TB, n *corev1.Node) {
 	t.Helper()
 	if _, err := l.cs.CoreV1().Nodes().Create(context.Background(), n, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (l *lab) update(t *testing.T, name string, change func(*corev1.Node)) {
+func (l *lab) update(t testing.TB, name string, change func(*corev1.Node)) {
 	t.Helper()
 	n, err := l.cs.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
@@ -187,7 +187,7 @@ func (l *lab) update(t *testing.T, name string, change func(*corev1.Node)) {
 	}
 }
 
-func (l *lab) delete(t *testing.T, name string) {
+func (l *lab) delete(t testing.TB, name string) {
 	t.Helper()
 	if err := l.cs.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -195,12 +195,12 @@ func (l *lab) delete(t *testing.T, name string) {
 }
 
 // ip runs the ip command in the namespace.
-func (m *machine) ip(t *testing.T, args ...string) string {
+func (m *machine) ip(t testing.TB, args ...string) string {
 	t.Helper()
 	return m.run(t, "ip", args...)
 }
 
-func (m *machine) run(t *testing.T, name string, args ...string) string {
+func (m *machine) run(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	out, err := m.Command(context.Background(), name, args...).CombinedOutput()
 	if err != nil {
@@ -211,7 +211,7 @@ func (m *machine) run(t *testing.T, name string, args ...string) string {
 
 // routes are the namespace's routes of a protocol, as iproute2 shows
 // them (not as the code under test reads them): destination → next hop.
-func (m *machine) routes(t *testing.T, proto string) map[string]string {
+func (m *machine) routes(t testing.TB, proto string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(m.ip(t, "-o", "route", "show", "proto", proto)), "\n") {
@@ -227,7 +227,7 @@ func (m *machine) routes(t *testing.T, proto string) map[string]string {
 
 func anvilProto() string { return fmt.Sprint(int(RouteProtocol)) }
 
-func eventually(t *testing.T, limit time.Duration, cond func() error) {
+func eventually(t testing.TB, limit time.Duration, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
@@ -268,7 +268,7 @@ func (s *syncBuffer) String() string {
 }
 
 // shell runs a command line in the namespace (for what ip alone cannot).
-func (m *machine) shell(t *testing.T, script string) string {
+func (m *machine) shell(t testing.TB, script string) string {
 	t.Helper()
 	out, err := exec.Command("ip", "netns", "exec", m.Name, "sh", "-c", script).CombinedOutput()
 	if err != nil {

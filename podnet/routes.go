@@ -225,6 +225,27 @@ func (k kernelRoutes) owned() ([]netlink.Route, error) {
 	return out, nil
 }
 
+// mainTable is every route of the main table, both families, split into
+// anvil's and, by destination, everybody else's: one dump per pass, not
+// one per route.
+func (k kernelRoutes) mainTable() (ours []netlink.Route, others map[netip.Prefix]netlink.Route, err error) {
+	others = map[netip.Prefix]netlink.Route{}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rs, err := k.list(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return nil, nil, fmt.Errorf("list routes: %w", err)
+		}
+		for _, r := range rs {
+			if r.Protocol == RouteProtocol {
+				ours = append(ours, r)
+			} else if _, seen := others[routeDst(r)]; !seen {
+				others[routeDst(r)] = r
+			}
+		}
+	}
+	return ours, others, nil
+}
+
 // list retries a dump the kernel interrupted (the table changed under it).
 func (k kernelRoutes) list(fam int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
 	for i := 0; ; i++ {
@@ -254,7 +275,7 @@ type syncResult struct {
 func (k kernelRoutes) sync(link netlink.Link, want []Route) (syncResult, error) {
 	var res syncResult
 	var errs []error
-	have, err := k.owned()
+	have, others, err := k.mainTable()
 	if err != nil {
 		return res, err
 	}
@@ -291,18 +312,11 @@ func (k kernelRoutes) sync(link netlink.Link, want []Route) (syncResult, error) 
 			res.programmed = append(res.programmed, w)
 			continue
 		}
-		if !ownDst[w.PodCIDR] {
-			foreign, err := k.foreign(w.PodCIDR)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if foreign != nil {
-				res.conflicts = append(res.conflicts, Waiting{Node: w.Node, Reason: fmt.Sprintf(
-					"node %s: a route to its pod CIDR %s exists that is not anvil's (%s, protocol %s): left alone, not routed",
-					w.Node, w.PodCIDR, describe(*foreign), foreign.Protocol)})
-				continue
-			}
+		if foreign, ok := others[w.PodCIDR]; ok && !ownDst[w.PodCIDR] {
+			res.conflicts = append(res.conflicts, Waiting{Node: w.Node, Reason: fmt.Sprintf(
+				"node %s: a route to its pod CIDR %s exists that is not anvil's (%s, protocol %s): left alone, not routed",
+				w.Node, w.PodCIDR, describe(foreign), foreign.Protocol)})
+			continue
 		}
 		r := kernelRoute(w, link)
 		if err := k.h.RouteReplace(&r); err != nil {
@@ -317,20 +331,6 @@ func (k kernelRoutes) sync(link netlink.Link, want []Route) (syncResult, error) 
 		res.programmed = append(res.programmed, w)
 	}
 	return res, errors.Join(errs...)
-}
-
-// foreign is a route in the main table to exactly dst that is not anvil's.
-func (k kernelRoutes) foreign(dst netip.Prefix) (*netlink.Route, error) {
-	rs, err := k.list(family(dst), &netlink.Route{Dst: ipNet(dst), Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("list routes to %s: %w", dst, err)
-	}
-	for _, r := range rs {
-		if r.Protocol != RouteProtocol && routeDst(r) == dst {
-			return &r, nil
-		}
-	}
-	return nil, nil
 }
 
 // removeAll deletes every anvil route.
