@@ -31,9 +31,13 @@ import (
 
 var clusterCIDR = prefixes("10.244.0.0/16")
 
-// requireNft fails under CI=true, else skips, when nft is missing.
+// requireNft skips under -short (the namespace tests are end-to-end);
+// else it fails under CI=true, or skips, when root, ip or nft is missing.
 func requireNft(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("network namespaces: end-to-end")
+	}
 	netnstest.Require(t)
 	if _, err := nftPath(); err == nil {
 		return
@@ -214,7 +218,8 @@ func (m *machine) run(t testing.TB, name string, args ...string) string {
 func (m *machine) routes(t testing.TB, proto string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(m.ip(t, "-o", "route", "show", "proto", proto)), "\n") {
+	listing := m.ip(t, "-o", "-4", "route", "show", "proto", proto) + m.ip(t, "-o", "-6", "route", "show", "proto", proto)
+	for _, line := range strings.Split(strings.TrimSpace(listing), "\n") {
 		f := strings.Fields(line)
 		if len(f) >= 3 && f[1] == "via" {
 			out[f[0]] = f[2]

@@ -68,6 +68,8 @@ func TestMakePlan(t *testing.T) {
 			want{own: "10.244.1.0/24 fd00:10:244:1::/64", routes: []string{"10.244.2.0/24 via 192.168.1.2 (node b)"}, waiting: []string{"b: no IPv6 InternalIP yet"}}},
 		{"peer claims our address", []*corev1.Node{self, node("b", cidrs("10.244.2.0/24"), "192.168.1.1")},
 			want{own: "10.244.1.0/24 fd00:10:244:1::/64", waiting: []string{"b: this node's own address"}}},
+		{"peer lists our address, then its own", []*corev1.Node{self, node("b", cidrs("10.244.2.0/24"), "192.168.1.1", "192.168.1.2")},
+			want{own: "10.244.1.0/24 fd00:10:244:1::/64", routes: []string{"10.244.2.0/24 via 192.168.1.2 (node b)"}}},
 		{"peer range outside the cluster's", []*corev1.Node{self, node("b", cidrs("0.0.0.0/0"), "192.168.1.2")},
 			want{own: "10.244.1.0/24 fd00:10:244:1::/64", waiting: []string{"b: pod CIDR 0.0.0.0/0 is outside"}}},
 		{"peer range not a prefix", []*corev1.Node{self, node("b", cidrs("10.244.2.1/24"), "192.168.1.2")},

@@ -148,7 +148,7 @@ func makePlan(in planInput) plan {
 // nextHop is the first InternalIP of n, of cidr's family, on one of the
 // node's own subnets.
 func nextHop(n *corev1.Node, cidr netip.Prefix, in planInput) (netip.Addr, string) {
-	var seen []netip.Addr
+	var seen, mine []netip.Addr
 	for _, a := range n.Status.Addresses {
 		if a.Type != corev1.NodeInternalIP {
 			continue
@@ -158,15 +158,19 @@ func nextHop(n *corev1.Node, cidr netip.Prefix, in planInput) (netip.Addr, strin
 			continue
 		}
 		ip = ip.Unmap()
+		if slices.ContainsFunc(in.ifAddrs, func(own netip.Prefix) bool { return own.Addr() == ip }) {
+			mine = append(mine, ip)
+			continue
+		}
 		seen = append(seen, ip)
 		for _, own := range in.ifAddrs {
-			if own.Addr() == ip {
-				return netip.Addr{}, fmt.Sprintf("node %s: InternalIP %s is this node's own address on %s", n.Name, ip, in.iface)
-			}
 			if own.Contains(ip) {
 				return ip, ""
 			}
 		}
+	}
+	if len(mine) > 0 && len(seen) == 0 {
+		return netip.Addr{}, fmt.Sprintf("node %s: its InternalIP %v is this node's own address on %s", n.Name, mine, in.iface)
 	}
 	family := "IPv4"
 	if cidr.Addr().Is6() {
@@ -291,7 +295,7 @@ func (k kernelRoutes) sync(link netlink.Link, want []Route) (syncResult, error) 
 			ok[dst] = true
 			continue
 		}
-		if isWanted && !ok[dst] && r.Priority == 0 && r.Table == unix.RT_TABLE_MAIN {
+		if isWanted && !ok[dst] && r.Priority == metric(dst) {
 			// Ours, with another next hop: replaced below, in place.
 			continue
 		}
@@ -350,8 +354,18 @@ func (k kernelRoutes) removeAll() error {
 
 func matches(r netlink.Route, w Route, link netlink.Link) bool {
 	gw, _ := netip.AddrFromSlice(r.Gw)
-	return gw.Unmap() == w.Via && r.LinkIndex == link.Attrs().Index && r.Priority == 0 &&
+	return gw.Unmap() == w.Via && r.LinkIndex == link.Attrs().Index && r.Priority == metric(w.PodCIDR) &&
 		r.Table == unix.RT_TABLE_MAIN && len(r.MultiPath) == 0
+}
+
+// metric is the route's priority as the kernel stores it when none is
+// given: 0 for IPv4, 1024 for IPv6 (IP6_RT_PRIO_USER). Set explicitly, so
+// that what anvil asks for and what it reads back compare equal.
+func metric(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return 0
+	}
+	return 1024
 }
 
 func kernelRoute(w Route, link netlink.Link) netlink.Route {
@@ -360,6 +374,7 @@ func kernelRoute(w Route, link netlink.Link) netlink.Route {
 		Dst:       ipNet(w.PodCIDR),
 		Gw:        net.IP(w.Via.AsSlice()),
 		Protocol:  RouteProtocol,
+		Priority:  metric(w.PodCIDR),
 		Table:     unix.RT_TABLE_MAIN,
 		Scope:     netlink.SCOPE_UNIVERSE,
 		Family:    family(w.PodCIDR),

@@ -3,11 +3,14 @@ package podnet
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -96,6 +99,9 @@ func TestRoutesFollowNodes(t *testing.T) {
 	})
 	if got := a.routes(t, "static"); !maps.Equal(got, foreign) {
 		t.Fatalf("foreign routes %v, were %v", got, foreign)
+	}
+	if n := strings.Count(a.logs.String(), "route replaced"); n != 1 {
+		t.Fatalf("%d routes replaced, want 1 (node b's move)", n)
 	}
 }
 
@@ -233,6 +239,41 @@ func TestInterfaceNotThereYet(t *testing.T) {
 	if !strings.Contains(string(data), `"mtu": 1500`) {
 		t.Fatalf("CNI config without the interface's MTU:\n%s", data)
 	}
+}
+
+// TestFightIsThrottled: another program that keeps deleting anvil's route
+// (each deletion notified) gets a pass at once at first, then one a second
+// — not a busy loop; the route is back once it stops.
+func TestFightIsThrottled(t *testing.T) {
+	l := newLab(t)
+	a, b := l.machine(t), l.machine(t)
+	l.create(t, node("a", cidrs("10.244.1.0/24"), a.Addr.String()))
+	l.create(t, node("b", cidrs("10.244.2.0/24"), b.Addr.String()))
+	l.start(t, a, "a", nil)
+	want := map[string]string{"10.244.2.0/24": b.Addr.String()}
+	waitRoutes(t, a, want)
+
+	h, err := netlinkHandle(a.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	fight := 3 * time.Second
+	end := time.Now().Add(fight)
+	route := &netlink.Route{Dst: ipNet(netip.MustParsePrefix("10.244.2.0/24")), Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
+	for time.Now().Before(end) {
+		h.RouteDel(route) // mostly "no such route": it is gone already
+		time.Sleep(time.Millisecond)
+	}
+	added := strings.Count(a.logs.String(), "route added") - 1
+	t.Logf("route re-added %d times during a %v fight", added, fight)
+	if limit := passBurst + int(fight/time.Second) + 2; added > limit {
+		t.Fatalf("route re-added %d times in %v, want at most %d", added, fight, limit)
+	}
+	if !strings.Contains(a.logs.String(), "passes throttled") {
+		t.Fatal("the log does not say passes are throttled")
+	}
+	waitRoutes(t, a, want)
 }
 
 func waitRoutes(t *testing.T, m *machine, want map[string]string) {
