@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -29,6 +30,8 @@ const (
 	defaultRetryBase  = time.Second
 	defaultRetryMax   = time.Minute
 	defaultProcSysDir = "/proc/sys"
+	// passBurst is how many passes may follow one another at once.
+	passBurst = 20
 )
 
 // Config is what a node's pod network needs to know.
@@ -204,8 +207,23 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer wg.Wait()
 	defer stopKernel()
 
+	// Passes come at once on events, but a sustained stream of them (a
+	// route manager that keeps deleting anvil's routes, each deletion
+	// notified) is slowed to one a second instead of a busy loop.
+	limit := rate.NewLimiter(rate.Every(time.Second), passBurst)
 	bo := backoff{base: c.cfg.retryBase, max: c.cfg.retryMax}
+	throttled := false
 	for {
+		if limit.Tokens() < 1 && !throttled {
+			throttled = true
+			c.log.Warn("passes throttled to one a second: something keeps changing the routes, the interface or the Nodes")
+		} else if limit.Tokens() >= passBurst/2 {
+			throttled = false
+		}
+		if err := limit.Wait(ctx); err != nil {
+			c.log.Info("pod network controller stopped")
+			return nil
+		}
 		settled := c.pass(ctx, k, lister)
 		var retry <-chan time.Time
 		var timer *time.Timer
