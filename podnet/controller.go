@@ -165,7 +165,8 @@ func (c *Controller) Status() Status {
 	return s
 }
 
-// Run programs the pod network and keeps it until ctx ends. It returns an
+// Run programs the pod network and keeps it until ctx ends; call it once.
+// It returns an
 // error only when it cannot start (no netlink); everything else — nft
 // missing, a Node without a pod CIDR, the apiserver away — is retried with
 // backoff and shown in Status and the log.

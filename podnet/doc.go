@@ -14,11 +14,26 @@
 //     cluster has an IPv6 pod CIDR).
 //
 // A Controller does all of it and keeps it so; Cleanup undoes it for
-// `anvil reset`. Pod-to-pod traffic is never masqueraded, and neither is
-// traffic to Service ClusterIPs as such: kube-proxy rewrites a ClusterIP to
-// an endpoint before postrouting, so by the time the masquerade rule looks,
-// the destination is a pod (left alone) or a host (masqueraded, as any other
-// address outside the pod CIDR).
+// `anvil reset`. The agent, once its Node is registered:
+//
+//	ctl, err := podnet.New(podnet.Config{NodeName: …, Interface: …,
+//		ClusterPodCIDRs: …, Client: clientset, Root: root, Log: log})
+//	go ctl.Run(ctx)      // once; returns when ctx ends
+//	ctl.Status()         // routes programmed, Nodes waiting and why
+//
+// and `anvil reset`, after the kubelet and containerd have stopped:
+//
+//	podnet.Cleanup(ctx, podnet.CleanupOptions{Root: root})
+//
+// An apiserver outage changes nothing on the node: the informer keeps the
+// last list of Nodes, and routes stay as they are until it answers again.
+//
+// Pod-to-pod traffic is never masqueraded, and neither is traffic to
+// Service ClusterIPs as such: kube-proxy rewrites a ClusterIP to an
+// endpoint before postrouting, so by the time the masquerade rule looks,
+// the destination is a pod (left alone) or a host (masqueraded, as any
+// other address outside the pod CIDR). So the service CIDR appears nowhere
+// in the rules.
 //
 // The Controller's life cycle:
 //
