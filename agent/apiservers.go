@@ -16,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"anvil.dev/anvil/internal/backoff"
 	"anvil.dev/anvil/internal/fsutil"
 )
 
@@ -180,7 +181,7 @@ func (a *Agent) learnLoop(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			a.log.Warn("could not learn the apiservers' addresses; failing over only between the configured ones", "err", err)
 		}
-		if !sleep(ctx, spread(learnInterval, 0.2)) {
+		if !backoff.Sleep(ctx, backoff.Spread(learnInterval, 0.2)) {
 			return
 		}
 	}

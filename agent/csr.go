@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"anvil.dev/anvil/internal/backoff"
 	"anvil.dev/anvil/pki"
 )
 
@@ -141,7 +142,7 @@ func waitIssued(ctx context.Context, c *apiClient, r csrRequest, name string) ([
 		default:
 			r.Log.Debug("reading CSR", "csr", name, "err", err)
 		}
-		if !sleep(ctx, r.Poll) {
+		if !backoff.Sleep(ctx, r.Poll) {
 			return nil, fmt.Errorf("CSR %s of node %s is %s after %s: %w; the controller-manager approves and signs node CSRs (its csrapproving and csrsigning controllers, --cluster-signing-cert-file): check that it runs and that the node-autoapprove RBAC exists",
 				name, r.NodeName, state, r.Wait, ErrCSRTimeout)
 		}

@@ -19,6 +19,7 @@ import (
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	"k8s.io/cluster-bootstrap/token/jws"
 
+	"anvil.dev/anvil/internal/backoff"
 	"anvil.dev/anvil/pki"
 )
 
@@ -111,7 +112,7 @@ func Discover(ctx context.Context, o DiscoveryOptions) (*ClusterInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 
-	bo := newBackoff(500*time.Millisecond, 5*time.Second)
+	bo := backoff.New(500*time.Millisecond, 5*time.Second)
 	var firstMissing time.Time
 	for {
 		ci, err := discoverOnce(ctx, o)
@@ -131,7 +132,7 @@ func Discover(ctx context.Context, o DiscoveryOptions) (*ClusterInfo, error) {
 			return nil, err
 		}
 		log.Info("discovery: retrying", "endpoint", o.Endpoint, "err", err)
-		if !sleep(ctx, bo.next()) {
+		if !backoff.Sleep(ctx, bo.Next()) {
 			if errors.Is(err, ErrTokenUnknown) {
 				return nil, err
 			}

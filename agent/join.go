@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/internal/backoff"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/phase"
 	"anvil.dev/anvil/internal/progress"
@@ -325,7 +326,7 @@ func joinWait(ctx context.Context, j *joinRun) error {
 		case !isNotFound(err) && ctx.Err() == nil:
 			state = err.Error()
 		}
-		if !sleep(ctx, 500*time.Millisecond) {
+		if !backoff.Sleep(ctx, 500*time.Millisecond) {
 			return fmt.Errorf("node %s is %s after %s; see the agent's log (%s)", j.o.NodeName, state, j.o.ReadyTimeout, agentLogHint(j.o.Root, j.o.Layout))
 		}
 	}

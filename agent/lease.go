@@ -8,6 +8,8 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"anvil.dev/anvil/internal/backoff"
 )
 
 // The heartbeat: the node's Lease, renewed on a steady phase.
@@ -24,7 +26,7 @@ import (
 // the fleet would lock into step (measured: p99 0.4–1 s at 1000 nodes,
 // stalls every ~10 s).
 func (a *Agent) leaseLoop(ctx context.Context) {
-	bo := newBackoff(200*time.Millisecond, min(7*time.Second, a.cfg.RenewInterval))
+	bo := backoff.New(200*time.Millisecond, min(7*time.Second, a.cfg.RenewInterval))
 	failures := 0
 	due := time.Now()
 	for {
@@ -44,7 +46,7 @@ func (a *Agent) leaseLoop(ctx context.Context) {
 		var wait time.Duration
 		if err != nil {
 			a.forceStatus.Store(true)
-			wait = bo.next()
+			wait = bo.Next()
 			failures++
 			a.log.Warn("lease renewal failed; retrying", "server", a.cli.server(), "in", wait.Round(time.Millisecond), "failures", failures, "err", err)
 			// After an outage, a new phase: the retry's.
@@ -59,16 +61,16 @@ func (a *Agent) leaseLoop(ctx context.Context) {
 				due = start
 			}
 			failures = 0
-			bo.reset()
+			bo.Reset()
 			a.lastRenew.Store(time.Now().UnixNano())
-			due = due.Add(spread(a.cfg.RenewInterval, 0.04))
+			due = due.Add(backoff.Spread(a.cfg.RenewInterval, 0.04))
 			if late := time.Since(due); late > a.cfg.RenewInterval {
 				// Far behind (a machine that slept): start afresh.
 				due = time.Now()
 			}
 			wait = time.Until(due)
 		}
-		if !sleep(ctx, wait) {
+		if !backoff.Sleep(ctx, wait) {
 			return
 		}
 	}

@@ -6,13 +6,15 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"anvil.dev/anvil/internal/backoff"
 )
 
 // Registering the Node: create it as the kubelet would, or reconcile the
 // agent's own labels and annotations on the one that exists.
 
 func (a *Agent) registerLoop(ctx context.Context) error {
-	bo := newBackoff(500*time.Millisecond, 30*time.Second)
+	bo := backoff.New(500*time.Millisecond, 30*time.Second)
 	for {
 		a.beat()
 		err := a.register(ctx)
@@ -25,7 +27,7 @@ func (a *Agent) registerLoop(ctx context.Context) error {
 			return ctx.Err()
 		}
 		a.log.Warn("node registration failed; retrying", "server", a.cli.server(), "err", err)
-		if !sleep(ctx, bo.next()) {
+		if !backoff.Sleep(ctx, bo.Next()) {
 			return ctx.Err()
 		}
 	}

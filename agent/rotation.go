@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 
+	"anvil.dev/anvil/internal/backoff"
 	"anvil.dev/anvil/pki"
 )
 
@@ -14,28 +16,28 @@ import (
 // certificate is used by the next connection and written to the
 // kubeconfig, so a restart keeps it.
 func (a *Agent) rotationLoop(ctx context.Context) {
-	bo := newBackoff(5*time.Second, 5*time.Minute)
+	bo := backoff.New(5*time.Second, 5*time.Minute)
 	for {
 		leaf := a.certs.get().Leaf
 		deadline := rotationDeadline(leaf.NotBefore, leaf.NotAfter)
 		for wait := time.Until(deadline); wait > 0; wait = time.Until(deadline) {
 			// Wake at least hourly: the clock may jump, a machine may sleep.
-			if !sleep(ctx, min(wait, time.Hour)) {
+			if !backoff.Sleep(ctx, min(wait, time.Hour)) {
 				return
 			}
 		}
 		for {
 			err := a.RotateCertificate(ctx)
 			if err == nil {
-				bo.reset()
+				bo.Reset()
 				break
 			}
 			if ctx.Err() != nil {
 				return
 			}
-			d := bo.next()
+			d := bo.Next()
 			a.log.Error("client certificate renewal failed; retrying", "in", d.Round(time.Second), "expires", leaf.NotAfter, "err", err)
-			if !sleep(ctx, d) {
+			if !backoff.Sleep(ctx, d) {
 				return
 			}
 		}
@@ -46,7 +48,7 @@ func (a *Agent) rotationLoop(ctx context.Context) {
 // certificate's life.
 func rotationDeadline(notBefore, notAfter time.Time) time.Time {
 	life := notAfter.Sub(notBefore)
-	return notBefore.Add(time.Duration(float64(life) * (0.7 + 0.2*randFloat())))
+	return notBefore.Add(time.Duration(float64(life) * (0.7 + 0.2*rand.Float64())))
 }
 
 // RotateCertificate renews the client certificate now: a new key, a CSR

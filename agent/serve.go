@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"anvil.dev/anvil/internal/backoff"
 	"anvil.dev/anvil/internal/sdnotify"
 )
 
@@ -87,13 +88,13 @@ func Serve(ctx context.Context, o ServeOptions) error {
 // only what it uses.
 func releaseAfterStart(ctx context.Context, a *Agent, log *slog.Logger) {
 	for !a.Registered() {
-		if !sleep(ctx, time.Second) {
+		if !backoff.Sleep(ctx, time.Second) {
 			return
 		}
 	}
 	sdnotify.Status("node " + a.cfg.NodeName + " registered")
 	// Let every loop (lease, status, the verification read) run once.
-	if !sleep(ctx, 2*a.cfg.StatusUpdateInterval) {
+	if !backoff.Sleep(ctx, 2*a.cfg.StatusUpdateInterval) {
 		return
 	}
 	before, _ := ReadMemoryUsage(0)

@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"anvil.dev/anvil/internal/backoff"
 )
 
 // Status posting: the Node's status, computed often, posted when it changed
@@ -20,7 +23,7 @@ import (
 func (a *Agent) statusLoop(ctx context.Context) {
 	// Start at a random point of the interval, so agents that started
 	// together do not post together.
-	if !sleep(ctx, jitter(a.cfg.StatusUpdateInterval)) {
+	if !backoff.Sleep(ctx, backoff.Jitter(a.cfg.StatusUpdateInterval)) {
 		return
 	}
 	for {
@@ -35,7 +38,7 @@ func (a *Agent) statusLoop(ctx context.Context) {
 			a.forceStatus.Store(true)
 			a.log.Warn("node status update failed; retrying", "server", a.cli.server(), "err", err)
 		}
-		t := time.NewTimer(spread(a.cfg.StatusUpdateInterval, 0.04))
+		t := time.NewTimer(backoff.Spread(a.cfg.StatusUpdateInterval, 0.04))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -76,7 +79,7 @@ func (a *Agent) syncStatus(ctx context.Context) error {
 		}
 		a.setNode(&got, nil, time.Time{})
 		a.mu.Lock()
-		a.verifyAt = now.Add(spread(a.verifyInterval(), 0.1))
+		a.verifyAt = now.Add(backoff.Spread(a.verifyInterval(), 0.1))
 		a.mu.Unlock()
 	}
 	a.mu.Lock()
@@ -128,8 +131,8 @@ func (a *Agent) setNode(n *corev1.Node, sent *corev1.NodeStatus, at time.Time) {
 		// on, a benchmark's ramp) would otherwise post 5-minute reports in
 		// one wave for ever.
 		now := time.Now()
-		a.lastReport = now.Add(-time.Duration(randFloat() * float64(a.cfg.StatusReportInterval)))
-		a.verifyAt = now.Add(jitter(a.verifyInterval()))
+		a.lastReport = now.Add(-time.Duration(rand.Float64() * float64(a.cfg.StatusReportInterval)))
+		a.verifyAt = now.Add(backoff.Jitter(a.verifyInterval()))
 	}
 }
 

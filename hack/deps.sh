@@ -11,6 +11,7 @@ declare -A need=(
   [systemd-nspawn]=systemd-container
   [debootstrap]=debootstrap
   [ip]=iproute2
+  [nft]=nftables
   # runc is built with cgo, statically, against libseccomp (make kube)
   [gcc]=gcc
   [pkg-config]=pkg-config

@@ -20,6 +20,7 @@ import (
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"anvil.dev/anvil/internal/backoff"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
 )
@@ -212,7 +213,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	// route manager that keeps deleting anvil's routes, each deletion
 	// notified) is slowed to one a second instead of a busy loop.
 	limit := rate.NewLimiter(rate.Every(time.Second), passBurst)
-	bo := backoff{base: c.cfg.retryBase, max: c.cfg.retryMax}
+	bo := backoff.Backoff{Base: c.cfg.retryBase, Max: c.cfg.retryMax}
 	throttled := false
 	for {
 		if limit.Tokens() < 1 && !throttled {
@@ -229,9 +230,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		var retry <-chan time.Time
 		var timer *time.Timer
 		if settled {
-			bo.reset()
+			bo.Reset()
 		} else {
-			timer = time.NewTimer(bo.next())
+			timer = time.NewTimer(bo.Next())
 			retry = timer.C
 		}
 		select {

@@ -8,6 +8,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"anvil.dev/anvil/internal/backoff"
 )
 
 // watchKernel starts a pass as soon as the kernel changes what the pod
@@ -17,7 +19,7 @@ import (
 // subscription, e.g. after its socket buffer overflowed, and starts a pass
 // then, since events were lost.
 func (c *Controller) watchKernel(ctx context.Context) {
-	bo := backoff{base: time.Second, max: time.Minute}
+	bo := backoff.Backoff{Base: time.Second, Max: time.Minute}
 	for {
 		start := time.Now()
 		err := c.subscribe(ctx)
@@ -25,11 +27,11 @@ func (c *Controller) watchKernel(ctx context.Context) {
 			return
 		}
 		if time.Since(start) > 10*time.Minute {
-			bo.reset()
+			bo.Reset()
 		}
 		c.log.Warn("kernel notifications stopped; subscribing again", "err", err)
 		c.kick()
-		if !sleep(ctx, bo.next()) {
+		if !backoff.Sleep(ctx, bo.Next()) {
 			return
 		}
 	}
