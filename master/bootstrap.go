@@ -76,6 +76,7 @@ func EnsureBootstrapObjects(ctx context.Context, cs kubernetes.Interface, in Boo
 		{"RBAC for the VIP manager", func() error { return ensureVIPRBAC(ctx, cs) }},
 		{"RBAC for joining masters", func() error { return ensureClusterConfigRBAC(ctx, cs) }},
 		{"RBAC for the apiserver's kubelet client", func() error { return ensureKubeletClientRBAC(ctx, cs) }},
+		{"RBAC for the CSR approver", func() error { return ensureApproverRBAC(ctx, cs) }},
 		{"bootstrap token", func() error { return EnsureBootstrapToken(ctx, cs, in.Token, in.now()) }},
 		{"cluster-info", func() error { return EnsureClusterInfo(ctx, cs, in.CACert, in.APIServerURL, in.now()) }},
 		{ConfigMapName, func() error { return ensureAnvilConfigMap(ctx, cs, in.ClusterFile) }},

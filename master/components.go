@@ -23,7 +23,12 @@ const (
 	Scheduler         = images.KubeScheduler
 	// VIP holds the floating control-plane address (with controlPlane.vip).
 	VIP = "vip"
+	// Approver approves kubelet certificates (package approver).
+	Approver = "approver"
 )
+
+// ApproverHealthPort serves the approver's /healthz on loopback.
+const ApproverHealthPort = 10263
 
 // restart is every control-plane component's restart policy: quick enough
 // that a crash costs a second or two, capped so a crash loop does not spin.
@@ -57,6 +62,12 @@ func Components(p Plan) ([]component.Spec, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := c.Validate(); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if c := approverComponent(p); true {
 		if err := c.Validate(); err != nil {
 			return nil, err
 		}
@@ -103,6 +114,35 @@ func vipComponent(p Plan) component.Spec {
 		Image:        anvilImage(p),
 		Capabilities: []string{"NET_ADMIN", "NET_RAW"},
 		Requests:     component.Requests{CPU: "10m", Memory: "20Mi"},
+	}
+}
+
+// approverComponent approves kubelet certificates on every master, one at a
+// time (package approver), through this master's own apiserver.
+func approverComponent(p Plan) component.Spec {
+	kc := p.kubeconfig(pki.ApproverKubeconfig)
+	healthz := "http://127.0.0.1:" + strconv.Itoa(ApproverHealthPort) + "/healthz"
+	return component.Spec{
+		Name:        Approver,
+		Unit:        "anvil-approver.service",
+		Description: "anvil kubelet certificate approver",
+		Binary:      p.AnvilBinary,
+		Subcommand:  []string{"approver"},
+		Args: []component.Arg{
+			{Name: "kubeconfig", Value: kc},
+			{Name: "identity", Value: p.Node.Name},
+			{Name: "health-address", Value: "127.0.0.1:" + strconv.Itoa(ApproverHealthPort)},
+		},
+		Files: []component.File{{Path: kc, Mode: 0o600, Secret: true}},
+		Ports: []component.Port{{Name: "health", Address: "127.0.0.1", Number: ApproverHealthPort, Protocol: "TCP"}},
+		Health: component.Health{
+			Live:  &component.Probe{URL: healthz},
+			Ready: &component.Probe{URL: healthz},
+		},
+		Requires: []string{APIServer},
+		Restart:  restart(),
+		Image:    anvilImage(p),
+		Requests: component.Requests{CPU: "10m", Memory: "20Mi"},
 	}
 }
 
@@ -178,6 +218,10 @@ func apiserverComponent(p Plan) (component.Spec, error) {
 		// port-forward on nodes.
 		{Name: "kubelet-client-certificate", Value: p.cert(pki.APIServerKubeletClientCertAndKeyBaseName)},
 		{Name: "kubelet-client-key", Value: p.key(pki.APIServerKubeletClientCertAndKeyBaseName)},
+		// ...and checks the kubelet's serving certificate against the
+		// cluster CA, which signs only what anvil's approver let through
+		// (a node's own names and addresses): CIS 1.2.5.
+		{Name: "kubelet-certificate-authority", Value: ca},
 		// Reach nodes by address: bare-metal hostnames often do not resolve.
 		{Name: "kubelet-preferred-address-types", Value: "InternalIP,ExternalIP,Hostname"},
 		// The aggregation layer: the apiserver proxies to extension

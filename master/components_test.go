@@ -30,7 +30,7 @@ func TestSecureDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := names(cs); !slices.Equal(got, []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}) {
+	if got := names(cs); !slices.Equal(got, []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "approver"}) {
 		t.Fatalf("components %v", got)
 	}
 	want := map[string]map[string]string{

@@ -51,15 +51,15 @@ func TestRenderedTreeModes(t *testing.T) {
 			}
 			switch layout {
 			case v1alpha1.LayoutSystemd:
-				for _, u := range []string{"anvil-etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "anvil-agent"} {
+				for _, u := range []string{"anvil-etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "anvil-approver", "anvil-agent"} {
 					want["/etc/systemd/system/"+u+".service"] = 0o644
 				}
 			case v1alpha1.LayoutStaticPod:
-				for _, m := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+				for _, m := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "approver"} {
 					want["/etc/kubernetes/manifests/"+m+".yaml"] = 0o600
 				}
 			case v1alpha1.LayoutProcess:
-				for _, m := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "agent"} {
+				for _, m := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "approver", "agent"} {
 					want["/etc/anvil/processes/"+m+".json"] = 0o600
 				}
 			}

@@ -168,8 +168,8 @@ func resetManifestsPhase(_ context.Context, r *resetRun) error {
 func resetFilesPhase(_ context.Context, r *resetRun) error {
 	root := r.o.Root
 	paths := []string{root.PKI()}
-	for _, kc := range []string{pki.AdminKubeconfig, pki.SuperAdminKubeconfig, pki.ControllerManagerKubeconfig, pki.SchedulerKubeconfig, pki.VIPKubeconfig} {
-		paths = append(paths, root.Kubeconfig(kc))
+	for _, kc := range pki.Kubeconfigs() {
+		paths = append(paths, root.Kubeconfig(kc.Name))
 	}
 	paths = append(paths, root.AnvilConf(), root.Logs(), root.Run())
 	for _, p := range paths {

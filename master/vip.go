@@ -84,7 +84,7 @@ func RunVIP(ctx context.Context, o VIPOptions) error {
 		Client:     cs.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: o.Identity},
 	}
-	stopHealth, err := serveHealth(ctx, cmp.Or(o.HealthAddress, net.JoinHostPort("127.0.0.1", strconv.Itoa(VIPHealthPort))))
+	stopHealth, err := ServeHealth(ctx, cmp.Or(o.HealthAddress, net.JoinHostPort("127.0.0.1", strconv.Itoa(VIPHealthPort))))
 	if err != nil {
 		return err
 	}
@@ -132,10 +132,11 @@ func RunVIP(ctx context.Context, o VIPOptions) error {
 	return nil
 }
 
-// serveHealth answers /healthz while the manager runs; it is a liveness
-// check of the process, not of the apiserver, so a down apiserver does not
-// make the manager restart in a loop.
-func serveHealth(ctx context.Context, addr string) (func(), error) {
+// ServeHealth answers /healthz while an anvil daemon (the VIP manager, the
+// approver) runs; it is a liveness check of the process, not of the
+// apiserver, so a down apiserver does not make the daemon restart in a
+// loop.
+func ServeHealth(ctx context.Context, addr string) (func(), error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("health endpoint %s: %w", addr, err)

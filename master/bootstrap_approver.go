@@ -1,0 +1,76 @@
+package master
+
+import (
+	"context"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"anvil.dev/anvil/approver"
+)
+
+// ensureApproverRBAC lets anvil's CSR approver do its job and nothing more
+// (approver.RBAC): approve kubelet certificates, read Nodes, hold its Lease.
+func ensureApproverRBAC(ctx context.Context, cs kubernetes.Interface) error {
+	o := approver.RBAC()
+	rbac := cs.RbacV1()
+	if err := createOrUpdate(
+		func() error { _, err := rbac.ClusterRoles().Create(ctx, o.ClusterRole, metav1.CreateOptions{}); return err },
+		func() error {
+			cur, err := rbac.ClusterRoles().Get(ctx, o.ClusterRole.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			cur.Rules, cur.Labels = o.ClusterRole.Rules, o.ClusterRole.Labels
+			_, err = rbac.ClusterRoles().Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		}); err != nil {
+		return err
+	}
+	if err := applyClusterRoleBinding(ctx, cs, o.ClusterRoleBinding); err != nil {
+		return err
+	}
+	roles := rbac.Roles(o.Role.Namespace)
+	if err := createOrUpdate(
+		func() error { _, err := roles.Create(ctx, o.Role, metav1.CreateOptions{}); return err },
+		func() error {
+			cur, err := roles.Get(ctx, o.Role.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			cur.Rules, cur.Labels = o.Role.Rules, o.Role.Labels
+			_, err = roles.Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		}); err != nil {
+		return err
+	}
+	bindings := rbac.RoleBindings(o.RoleBinding.Namespace)
+	return createOrUpdate(
+		func() error { _, err := bindings.Create(ctx, o.RoleBinding, metav1.CreateOptions{}); return err },
+		func() error {
+			cur, err := bindings.Get(ctx, o.RoleBinding.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if cur.RoleRef != o.RoleBinding.RoleRef {
+				if err := bindings.Delete(ctx, cur.Name, metav1.DeleteOptions{}); err != nil {
+					return err
+				}
+				_, err = bindings.Create(ctx, o.RoleBinding, metav1.CreateOptions{})
+				return err
+			}
+			cur.Subjects, cur.Labels = o.RoleBinding.Subjects, o.RoleBinding.Labels
+			_, err = bindings.Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		})
+}
+
+// createOrUpdate creates an object, or updates it when it exists already.
+func createOrUpdate(create, update func() error) error {
+	err := create()
+	if apierrors.IsAlreadyExists(err) {
+		return update()
+	}
+	return err
+}
