@@ -8,17 +8,12 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"syscall"
-	"time"
-
-	"github.com/coreos/go-systemd/v22/dbus"
 
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/layout"
-	"anvil.dev/anvil/supervise"
 )
 
 // InstallOptions say how to install and start the agent on this machine.
@@ -123,7 +118,7 @@ func Install(ctx context.Context, o InstallOptions) (InstallResult, error) {
 	// Start's reload only for new units, so restart there too); changed
 	// files behind an unchanged spec need a restart to be read.
 	if res.Changed || (specChanged && o.Layout == v1alpha1.LayoutSystemd) {
-		if err := restartAgent(ctx, o.Layout, o.Root, c, specChanged, log); err != nil {
+		if err := restartAgent(ctx, lo, c, specChanged, log); err != nil {
 			return res, err
 		}
 	}
@@ -179,47 +174,11 @@ func ProcessOptions(root hostfs.Root) component.ProcessOptions {
 }
 
 // restartAgent makes a running agent read its files again. Under the
-// supervisor, SIGTERM makes it exit cleanly and the supervisor starts it
-// again at once (a changed spec is restarted by the supervisor itself).
-func restartAgent(ctx context.Context, l v1alpha1.Layout, root hostfs.Root, c component.Spec, specChanged bool, log *slog.Logger) error {
-	switch l {
-	case v1alpha1.LayoutProcess:
-		if specChanged {
-			return nil
-		}
-		st, err := supervise.ReadStatus(root)
-		if err != nil {
-			return nil // the supervisor was just started: it reads the new files
-		}
-		p, ok := st.Process(c.Name)
-		if !ok || p.PID <= 0 {
-			return nil
-		}
-		log.Info("restarting the agent to read its new files", "pid", p.PID)
-		if err := syscall.Kill(p.PID, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("restart the agent (pid %d): %w", p.PID, err)
-		}
+// supervisor a changed spec is restarted by the supervisor itself.
+func restartAgent(ctx context.Context, lo layout.Options, c component.Spec, specChanged bool, log *slog.Logger) error {
+	if lo.Layout == v1alpha1.LayoutProcess && specChanged {
 		return nil
-	case v1alpha1.LayoutSystemd:
-		conn, err := dbus.NewSystemConnectionContext(ctx)
-		if err != nil {
-			return fmt.Errorf("restart %s: cannot reach systemd: %w", c.UnitName(), err)
-		}
-		defer conn.Close()
-		ch := make(chan string, 1)
-		if _, err := conn.RestartUnitContext(ctx, c.UnitName(), "replace", ch); err != nil {
-			return fmt.Errorf("restart %s: %w", c.UnitName(), err)
-		}
-		select {
-		case r := <-ch:
-			if r != "done" {
-				return fmt.Errorf("restart %s: job %s (see journalctl -u %s)", c.UnitName(), r, c.UnitName())
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Minute):
-			return fmt.Errorf("restart %s: no answer from systemd", c.UnitName())
-		}
 	}
-	return nil
+	log.Info("restarting the agent to read its new files")
+	return layout.Restart(ctx, lo, []component.Spec{c})
 }

@@ -49,7 +49,7 @@ func testPlan(t *testing.T, node string, f Facts) Plan {
 // systemd-resolved's stub in /etc/resolv.conf).
 func factSets() map[string]Facts {
 	return map[string]Facts{
-		"v1-lab":      {CgroupV2: false, SystemdInit: true, LowerOOMScore: false, ResolvConf: "/etc/resolv.conf"},
+		"v1-lab":     {CgroupV2: false, SystemdInit: true, LowerOOMScore: false, ResolvConf: "/etc/resolv.conf"},
 		"v2-systemd": {CgroupV2: true, SystemdInit: true, LowerOOMScore: true, ResolvConf: "/run/systemd/resolve/resolv.conf"},
 	}
 }

@@ -115,6 +115,7 @@ func ClusterDNS(serviceCIDR netip.Prefix) (netip.Addr, error) {
 func (p Plan) path(hostPath string) string { return p.Root.Path(hostPath) }
 func (p Plan) binary(name string) string   { return path.Join(p.BinDir, name) }
 func (p Plan) cniBinDir() string           { return path.Join(p.BinDir, images.CNISubdir) }
+func (p Plan) imagesDir() string           { return path.Join(p.BinDir, images.ImagesSubdir) }
 func (p Plan) sandboxImage() string {
 	rel, _ := images.Lookup(p.KubernetesVersion) // checked by Complete
 	return rel.PauseImage()

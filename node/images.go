@@ -1,0 +1,164 @@
+package node
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"anvil.dev/anvil/images"
+	"anvil.dev/anvil/internal/fsutil"
+	"anvil.dev/anvil/internal/hostfs"
+)
+
+// ImagesDir holds image archives the agent imports into containerd (k3s's
+// agent/images convention): the installer puts the cluster file's images
+// there, and links the release's own (pause, CoreDNS, the test app).
+const ImagesDir = hostfs.StateDir + "/images"
+
+// importedFile records which archives, by sha256, containerd has imported.
+const importedFile = hostfs.StateDir + "/agent/images-imported.json"
+
+// ImageNamespace is containerd's namespace the kubelet's images live in.
+const ImageNamespace = "k8s.io"
+
+// NotAnImageError names a file in the images directory that is not an
+// image archive; nothing of it was imported.
+type NotAnImageError struct {
+	File   string
+	Reason string
+}
+
+func (e *NotAnImageError) Error() string {
+	return fmt.Sprintf("%s is not an image archive (docker-archive or OCI tar): %s; nothing of it was imported", e.File, e.Reason)
+}
+
+// ImportOptions say which archives to import into which containerd.
+type ImportOptions struct {
+	// Root is where the archives and the record of what was imported are.
+	Root hostfs.Root
+	// Ctr is containerd's ctr binary and Address containerd's socket.
+	Ctr, Address string
+	// Dirs are searched for *.tar archives, as paths from here (default:
+	// ImagesDir under Root).
+	Dirs []string
+}
+
+// ImportResult says what ImportImages did with each archive.
+type ImportResult struct {
+	Imported []string
+	Kept     []string
+	// Problems are archives that could not be imported; the others were.
+	Problems []error
+}
+
+// ImportImages imports every image archive in the directories into
+// containerd's k8s.io namespace, once per archive content: an archive whose
+// sha256 was imported before is skipped, so the agent can run this at every
+// start and whenever a file appears. A file that is not an image archive is
+// reported by name and left out, without stopping the others.
+func ImportImages(ctx context.Context, o ImportOptions) (ImportResult, error) {
+	var res ImportResult
+	dirs := o.Dirs
+	if len(dirs) == 0 {
+		dirs = []string{o.Root.Path(ImagesDir)}
+	}
+	var files []string
+	for _, d := range dirs {
+		matches, err := filepath.Glob(filepath.Join(d, "*.tar"))
+		if err != nil {
+			return res, err
+		}
+		files = append(files, matches...)
+	}
+	slices.Sort(files)
+	done, err := readImported(o.Root)
+	if err != nil {
+		return res, err
+	}
+	for _, f := range files {
+		sum, _, err := images.HashFile(f)
+		if err != nil {
+			res.Problems = append(res.Problems, fmt.Errorf("image archive %s: %w", f, err))
+			continue
+		}
+		if slices.Contains(done, sum) {
+			res.Kept = append(res.Kept, f)
+			continue
+		}
+		if err := checkArchive(f); err != nil {
+			res.Problems = append(res.Problems, err)
+			continue
+		}
+		out, err := exec.CommandContext(ctx, o.Ctr, "--address", o.Address, "-n", ImageNamespace, "images", "import", f).CombinedOutput()
+		if err != nil {
+			res.Problems = append(res.Problems, fmt.Errorf("import %s into containerd: %w: %s", f, err, strings.TrimSpace(string(out))))
+			continue
+		}
+		done = append(done, sum)
+		res.Imported = append(res.Imported, f)
+		if err := writeImported(o.Root, done); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// checkArchive reads the tar's directory: a docker-archive has
+// manifest.json, an OCI image layout oci-layout and index.json.
+func checkArchive(file string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return &NotAnImageError{File: file, Reason: "not a tar file: " + err.Error()}
+		}
+		names = append(names, strings.TrimPrefix(h.Name, "./"))
+	}
+	switch {
+	case slices.Contains(names, "manifest.json"):
+	case slices.Contains(names, "oci-layout") && slices.Contains(names, "index.json"):
+	default:
+		return &NotAnImageError{File: file, Reason: "it holds neither manifest.json nor oci-layout and index.json"}
+	}
+	return nil
+}
+
+func readImported(root hostfs.Root) ([]string, error) {
+	b, err := os.ReadFile(root.Path(importedFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var sums []string
+	if err := json.Unmarshal(b, &sums); err != nil {
+		return nil, nil // a damaged record costs one re-import, nothing else
+	}
+	return sums, nil
+}
+
+func writeImported(root hostfs.Root, sums []string) error {
+	b, err := json.MarshalIndent(sums, "", "  ")
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFile(root.Path(importedFile), append(b, '\n'), 0o600, 0o700)
+}
