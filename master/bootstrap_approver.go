@@ -16,7 +16,10 @@ func ensureApproverRBAC(ctx context.Context, cs kubernetes.Interface) error {
 	o := approver.RBAC()
 	rbac := cs.RbacV1()
 	if err := createOrUpdate(
-		func() error { _, err := rbac.ClusterRoles().Create(ctx, o.ClusterRole, metav1.CreateOptions{}); return err },
+		func() error {
+			_, err := rbac.ClusterRoles().Create(ctx, o.ClusterRole, metav1.CreateOptions{})
+			return err
+		},
 		func() error {
 			cur, err := rbac.ClusterRoles().Get(ctx, o.ClusterRole.Name, metav1.GetOptions{})
 			if err != nil {
