@@ -106,7 +106,23 @@ type Config struct {
 	// MetricsAddress serves /healthz and /metrics; it must be a loopback
 	// address.
 	MetricsAddress netip.AddrPort `yaml:"metricsAddress"`
+	// Runtime is containerd when the kubelet runs on this machine: the
+	// kubelet then registers the Node, renews its Lease and posts its
+	// status, and the agent runs the pod network and imports image
+	// archives. none (the default, and what an agent.yaml from before the
+	// node stack means) keeps the agent's own Node, Lease and status.
+	Runtime v1alpha1.Runtime `yaml:"runtime,omitempty"`
+	// Network is the pod network the agent programs when the machine runs
+	// pods: host-gw, or none when the operator brings a CNI.
+	Network v1alpha1.PodNetwork `yaml:"network,omitempty"`
+	// PodCIDR is the cluster's pod CIDR (networking.podCIDR): only Node
+	// pod ranges inside it are routed, and pod traffic leaving it is
+	// masqueraded.
+	PodCIDR netip.Prefix `yaml:"podCIDR"`
 }
+
+// RunsPods reports whether the kubelet runs on this machine.
+func (c *Config) RunsPods() bool { return c.Runtime == v1alpha1.RuntimeContainerd }
 
 // Default fills in what was left out.
 func (c *Config) Default() {
@@ -150,6 +166,12 @@ func (c *Config) Default() {
 	if !c.MetricsAddress.IsValid() {
 		c.MetricsAddress = DefaultMetricsAddress()
 	}
+	if c.Runtime == "" {
+		c.Runtime = v1alpha1.RuntimeNone
+	}
+	if c.Network == "" && c.RunsPods() {
+		c.Network = v1alpha1.PodNetworkHostGW
+	}
 }
 
 // FieldError is one problem with agent.yaml, at a field path.
@@ -176,10 +198,30 @@ func (c *Config) Validate() error {
 	c.validateLabelsAndTaints(bad)
 	c.validateMachine(bad)
 	c.validateIntervals(bad)
+	c.validateRuntime(bad)
 	if !c.MetricsAddress.Addr().IsLoopback() {
 		bad("metricsAddress", "%s is not a loopback address: metrics stay on this machine", c.MetricsAddress)
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) validateRuntime(bad badField) {
+	if !slices.Contains(v1alpha1.Runtimes(), c.Runtime) {
+		bad("runtime", "%q is not one of %v", c.Runtime, v1alpha1.Runtimes())
+		return
+	}
+	if !c.RunsPods() {
+		return
+	}
+	switch c.Network {
+	case v1alpha1.PodNetworkHostGW:
+		if !c.PodCIDR.IsValid() {
+			bad("podCIDR", "missing: the %s pod network routes the ranges inside it", c.Network)
+		}
+	case v1alpha1.PodNetworkNone:
+	default:
+		bad("network", "%q is neither %s nor %s", c.Network, v1alpha1.PodNetworkHostGW, v1alpha1.PodNetworkNone)
+	}
 }
 
 // badField records one problem Validate found, at a field path.

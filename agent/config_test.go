@@ -56,6 +56,11 @@ metricsAddress: 127.0.0.1:10251
 		{"metrics on every address", minimalConfig + "metricsAddress: 0.0.0.0:10251\n", []string{"metricsAddress: 0.0.0.0:10251 is not a loopback address"}},
 		{"relative kubeconfig", minimalConfig + "kubeconfig: agent.conf\n", []string{"kubeconfig: \"agent.conf\" is not an absolute path"}},
 		{"bad node IP", minimalConfig + "nodeIP: 10.0.0\n", []string{"line 5: nodeIP: ParseAddr"}},
+		{"runs pods", minimalConfig + "runtime: containerd\npodCIDR: 10.244.0.0/16\n", nil},
+		{"runs pods, brings its own network", minimalConfig + "runtime: containerd\nnetwork: none\n", nil},
+		{"bad runtime", minimalConfig + "runtime: docker\n", []string{"runtime: \"docker\" is not one of"}},
+		{"host-gw without a pod CIDR", minimalConfig + "runtime: containerd\n", []string{"podCIDR: missing"}},
+		{"bad network", minimalConfig + "runtime: containerd\nnetwork: flannel\npodCIDR: 10.244.0.0/16\n", []string{"network: \"flannel\" is neither"}},
 		{"bad duration", minimalConfig + "renewInterval: soon\nleaseDuration: 5q\n", []string{"line 5: renewInterval: cannot unmarshal", "line 6: leaseDuration: cannot unmarshal"}},
 	}
 	for _, tt := range tests {
@@ -94,7 +99,8 @@ func TestConfigDefaults(t *testing.T) {
 		c.LeaseDuration != 40*time.Second || c.RenewInterval != 10*time.Second ||
 		c.StatusUpdateInterval != 10*time.Second || c.StatusReportInterval != 5*time.Minute ||
 		c.RotateCertificates == nil || !*c.RotateCertificates || c.MetricsAddress != DefaultMetricsAddress() ||
-		len(c.ContainerRuntimeEndpoints) != len(RuntimeSockets()) || c.EphemeralStoragePath != "/var/lib" {
+		len(c.ContainerRuntimeEndpoints) != len(RuntimeSockets()) || c.EphemeralStoragePath != "/var/lib" ||
+		c.Runtime != v1alpha1.RuntimeNone || c.RunsPods() {
 		t.Errorf("defaults: %+v", c)
 	}
 	// Round trip: what Marshal writes decodes to the same configuration.
