@@ -84,7 +84,9 @@ func (f certsClusterFlags) config(a *app) (pki.Config, error) {
 	return pki.ConfigFromCluster(c, f.node)
 }
 
-type certsGenerateOptions struct {
+// certsWriteOptions are the flags of the commands that write certificates
+// (generate, renew).
+type certsWriteOptions struct {
 	paths   certsPaths
 	cluster certsClusterFlags
 	force   bool
@@ -92,7 +94,7 @@ type certsGenerateOptions struct {
 }
 
 func newCertsGenerateCmd(a *app) *cobra.Command {
-	var o certsGenerateOptions
+	var o certsWriteOptions
 	cmd := &cobra.Command{
 		Use:   "generate -f FILE --node NAME",
 		Short: "Make whatever certificates and kubeconfigs are missing or out of date",
@@ -118,7 +120,7 @@ Every file is checked before anything is written: on error nothing changed.`,
 	return cmd
 }
 
-func runCertsGenerate(a *app, o certsGenerateOptions) error {
+func runCertsGenerate(a *app, o certsWriteOptions) error {
 	cfg, err := o.cluster.config(a)
 	if err != nil {
 		return err
@@ -130,15 +132,8 @@ func runCertsGenerate(a *app, o certsGenerateOptions) error {
 	return printOutput(a.out, o.output, results, func() error { return printResults(a.out, results) })
 }
 
-type certsRenewOptions struct {
-	paths   certsPaths
-	cluster certsClusterFlags
-	force   bool
-	output  string
-}
-
 func newCertsRenewCmd(a *app) *cobra.Command {
-	var o certsRenewOptions
+	var o certsWriteOptions
 	cmd := &cobra.Command{
 		Use:   "renew all|NAME... -f FILE --node NAME",
 		Short: "Issue certificates and kubeconfigs again, with new keys",
@@ -161,7 +156,7 @@ Names: ` + strings.Join(pki.RenewableNames(), ", ") + `.`,
 	return cmd
 }
 
-func runCertsRenew(a *app, o certsRenewOptions, names []string) error {
+func runCertsRenew(a *app, o certsWriteOptions, names []string) error {
 	cfg, err := o.cluster.config(a)
 	if err != nil {
 		return err
