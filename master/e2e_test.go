@@ -240,7 +240,7 @@ func TestInitNamesTheProcessOnABusyPort(t *testing.T) {
 	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
 	time.Sleep(300 * time.Millisecond)
 	out, err := cp.Run(ctx, cp.InitArgs()...)
-	want := "port 6443 (kube-apiserver) is in use by " + filepath.Base(self)[:min(15, len(filepath.Base(self)))] + " (pid " + strconv.Itoa(holder.Process.Pid)
+	want := "port 6443 (kube-apiserver https) is in use by " + filepath.Base(self)[:min(15, len(filepath.Base(self)))] + " (pid " + strconv.Itoa(holder.Process.Pid)
 	if err == nil || !strings.Contains(out, want) {
 		t.Fatalf("want preflight to say %q, got %v:\n%s", want, err, out)
 	}

@@ -93,7 +93,7 @@ func TestControlPlaneJoinE2E(t *testing.T) {
 	})
 
 	t.Run("killed half-way and re-run", func(t *testing.T) {
-		killJoinAt(ctx, t, m3, cp.JoinArgs(m3, "m3"), secrets, "etcd ")
+		killJoinAt(ctx, t, m3, cp.JoinArgs(m3, "m3"), secrets, "etcd")
 		args := append(cp.JoinArgs(m3, "m3"), "--force")
 		out, err := runJoin(ctx, m3, args, secrets)
 		if err != nil {
@@ -126,7 +126,7 @@ func runJoin(ctx context.Context, m *mastertest.ControlPlane, args []string, std
 
 // killJoinAt starts a join and kills it with SIGKILL (no rollback runs) as
 // soon as it reports the phase named by prefix.
-func killJoinAt(ctx context.Context, t *testing.T, m *mastertest.ControlPlane, args []string, stdin, prefix string) {
+func killJoinAt(ctx context.Context, t *testing.T, m *mastertest.ControlPlane, args []string, stdin, phase string) {
 	t.Helper()
 	cmd := m.NS.Command(ctx, m.Anvil, args...)
 	cmd.Stdin = strings.NewReader(stdin)
@@ -143,8 +143,9 @@ func killJoinAt(ctx context.Context, t *testing.T, m *mastertest.ControlPlane, a
 	for sc.Scan() {
 		line := sc.Text()
 		seen = append(seen, line)
-		// "[  4.21s] etcd               start the member…"
-		if i := strings.Index(line, "] "); i >= 0 && strings.HasPrefix(line[i+2:], prefix) {
+		// "[  4.21s] m3   etcd         start the member…": the host, then
+		// the phase.
+		if i := strings.Index(line, "] "); i >= 0 && slices.Contains(firstFields(line[i+2:], 2), phase) {
 			cmd.Process.Signal(syscall.SIGKILL)
 			killed = true
 			break
@@ -153,8 +154,14 @@ func killJoinAt(ctx context.Context, t *testing.T, m *mastertest.ControlPlane, a
 	go io.Copy(io.Discard, pr)
 	<-done
 	if !killed {
-		t.Fatalf("the join ended before phase %q:\n%s", prefix, strings.Join(seen, "\n"))
+		t.Fatalf("the join ended before phase %q:\n%s", phase, strings.Join(seen, "\n"))
 	}
+}
+
+// firstFields are s's first n fields, or all it has.
+func firstFields(s string, n int) []string {
+	f := strings.Fields(s)
+	return f[:min(n, len(f))]
 }
 
 // assertMembers checks that etcd has exactly the named voting members, all
