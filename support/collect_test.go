@@ -196,7 +196,10 @@ func TestCollectNotAMember(t *testing.T) {
 	root := hostfs.Root(t.TempDir())
 	var buf bytes.Buffer
 	_, err := Collect(context.Background(), &buf, Options{Root: root, Dir: "w1", Exec: (&fakeExec{}).exec,
-		ReadStatus: func(context.Context, hostfs.Root) (*master.Status, error) { t.Error("ReadStatus on a machine with no node state"); return nil, nil }})
+		ReadStatus: func(context.Context, hostfs.Root) (*master.Status, error) {
+			t.Error("ReadStatus on a machine with no node state")
+			return nil, nil
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
