@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path"
@@ -32,6 +33,7 @@ import (
 	"anvil.dev/anvil/internal/buildinfo"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
+	"anvil.dev/anvil/node"
 	"anvil.dev/anvil/pki"
 	"anvil.dev/anvil/supervise"
 )
@@ -256,8 +258,23 @@ func collectStatus(ctx context.Context, c *collector) error {
 }
 
 // units are the systemd units anvil declares, read off the component
-// declarations.
-func units() []string { return master.OwnedUnits() }
+// declarations: the control plane's and the agent's (master.OwnedUnits),
+// then the node stack's (containerd, the kubelet).
+func units() []string {
+	out := master.OwnedUnits()
+	c := &v1alpha1.Cluster{Name: "reference", Hosts: []v1alpha1.Host{{Name: "n", Address: netip.MustParseAddr("192.0.2.1"), Role: v1alpha1.RoleWorker}}}
+	c.Default()
+	cs, err := node.Components(node.Plan{Cluster: c, Host: c.Hosts[0]})
+	if err != nil {
+		panic("support: the node stack's declarations do not complete: " + err.Error())
+	}
+	for _, s := range cs {
+		if u := s.UnitName(); !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
 
 func collectUnits(ctx context.Context, c *collector) error {
 	if c.state != nil && c.state.Layout != "" && c.state.Layout != v1alpha1.LayoutSystemd {

@@ -149,8 +149,13 @@ func TestCollect(t *testing.T) {
 		"kernel/filesystems", "kernel/cgroup-mounts.txt", "files/etc/anvil/cluster.yaml",
 		"files/etc/anvil/encryption-config.yaml", "files/etc/kubernetes/admin.conf",
 		"files/var/lib/anvil/agent/kubeconfig", "files/etc/systemd/system/anvil-etcd.service", "problems.txt"}
-	for _, u := range master.OwnedUnits() {
+	for _, u := range units() {
 		want = append(want, "journal/"+u+".log")
+	}
+	for _, u := range []string{"anvil-etcd.service", "kube-apiserver.service", "anvil-agent.service", "kubelet.service", "containerd.service"} {
+		if !slices.Contains(units(), u) {
+			t.Errorf("units() has no %s: %v", u, units())
+		}
 	}
 	for _, w := range want {
 		if _, ok := files["m1/"+w]; !ok {
@@ -187,8 +192,8 @@ func TestCollect(t *testing.T) {
 			}
 		}
 	}
-	if journals != len(master.OwnedUnits()) {
-		t.Errorf("%d journalctl calls for %d units", journals, len(master.OwnedUnits()))
+	if journals != len(units()) {
+		t.Errorf("%d journalctl calls for %d units", journals, len(units()))
 	}
 }
 
