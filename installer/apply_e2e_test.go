@@ -302,6 +302,13 @@ func clusterE2E(t *testing.T, e *e2e) {
 		}
 	})
 
+	t.Run("support bundle: every reachable host, the stopped worker named, no secret", func(t *testing.T) {
+		mu.Lock()
+		handled := append([]string(nil), secrets...)
+		mu.Unlock()
+		supportBundleE2E(t, l, full, w2.Name, handled)
+	})
+
 	t.Run("a replaced host key is refused, naming host and both fingerprints", func(t *testing.T) {
 		w1m, _ := l.Status.Host(w1.Name)
 		old := w1m.HostKey

@@ -1,8 +1,8 @@
 // Package installer provisions a fleet of machines over SSH from a cluster
-// file: `anvil cluster apply|reset|status|kubeconfig|backup|restore`.
+// file: `anvil cluster apply|reset|status|kubeconfig|backup|restore|support-bundle`.
 //
 // Every flow is a literal list of phases (apply.go, reset.go, status.go,
-// backup.go, restore.go),
+// backup.go, restore.go, supportbundle.go),
 // each in its own file. A phase first plans: from the facts gathered
 // read-only at the start (facts.go) it decides, per host, which steps it
 // would take. Only then does it act. So a dry run prints exactly what a real

@@ -137,6 +137,7 @@ type run struct {
 	acc      *clusterAccess
 	apply    *applyState
 	reset    *ResetOptions
+	support  *supportState
 	// mu guards agent, which steps running in parallel share.
 	mu sync.Mutex
 }

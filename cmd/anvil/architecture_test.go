@@ -112,6 +112,8 @@ func TestArchitecture(t *testing.T) {
 	for _, rule := range []struct{ from, to string }{
 		{"backup", "installer"},
 		{"master", "backup"},
+		{"support", "installer"},
+		{"master", "support"},
 		{"master", "installer"},
 		{"agent", "master"},
 		{"etcd", "master"},
