@@ -63,12 +63,43 @@ func BackupFiles() []string {
 }
 
 // backupFileMode is the mode a file is stored and restored with: kubeadm's
-// 0644 for certificates and the public key, 0600 for the rest.
+// 0644 for certificates and the public key, 0600 for the rest. Readers use
+// it, never the mode a backup records, which whoever wrote the file chose.
 func backupFileMode(hostPath string) fs.FileMode {
 	if strings.HasSuffix(hostPath, ".crt") || strings.HasSuffix(hostPath, ".pub") {
 		return 0o644
 	}
 	return 0o600
+}
+
+// checkCarriedFiles checks the files read from a backup (host paths with
+// their leading slash) against what Take puts in, BackupFiles: a record
+// for any other path is refused, not skipped, because a crafted backup
+// would use it to put a cron job or an authorized_keys on the machine it
+// is restored to; every one of BackupFiles must be there; and the cluster
+// CA inside must be the one the header names.
+func checkCarriedFiles(files map[string][]byte, h *envelope.BackupHeader) error {
+	want := BackupFiles()
+	var extra []string
+	for p := range files {
+		if !slices.Contains(want, p) {
+			extra = append(extra, p)
+		}
+	}
+	if len(extra) > 0 {
+		slices.Sort(extra)
+		return envelope.NewError(envelope.ErrCorruptBackup, "file", "%s: not a file anvil backups hold (%s)", strings.Join(extra, ", "), strings.Join(want, ", "))
+	}
+	for _, p := range want {
+		if _, ok := files[p]; !ok {
+			return envelope.NewError(envelope.ErrCorruptBackup, "file", "%s is missing", p)
+		}
+	}
+	ca := files[path.Join(hostfs.PKIDir, pki.CertFile(pki.CACertAndKeyBaseName))]
+	if got, err := caHashOfPEM(ca); err != nil || got != h.CACertHash {
+		return envelope.NewError(envelope.ErrCorruptBackup, "file", "the CA inside does not match the header's %s (%s, %v)", h.CACertHash, got, err)
+	}
+	return nil
 }
 
 // BackupOptions are the inputs of `anvil backup`.

@@ -370,9 +370,11 @@ func newBackupExportFilesCmd(a *app) *cobra.Command {
 		Long: `Verifies the whole backup, then writes the files it carries besides the
 snapshot at their host paths (under --root): the cluster CA, etcd CA and
 front-proxy CA with their keys, the service-account key pair, the Secrets
-encryption config and the cluster file, each with its mode (keys 0600).
-Nothing is written unless the whole backup verifies; a file that exists
-with other content is refused unless --force.
+encryption config and the cluster file, each with the mode anvil gives it
+(keys 0600), whatever the backup recorded. A backup holding any other file,
+or whose CA is not the one its header names, is refused. Nothing is written
+unless the whole backup verifies; a file that exists with other content is
+refused unless --force.
 
 This is how a master is rebuilt on a new or reset machine without any
 secret that was not in the backup: export the files, run anvil init with
