@@ -191,6 +191,7 @@ func TestBackupRestoreE2E(t *testing.T) {
 			{"truncated", []string{truncated}, "backup is truncated"},
 			{"no identity", []string{enc}, "backup is encrypted and no identity was given"},
 			{"wrong identity", []string{enc, "--identity", otherFile}, "no given identity can decrypt the backup"},
+			{"a plain backup given with an identity", []string{plain, "--identity", idFile}, "backup is not encrypted although an identity was given"},
 			{"another cluster", []string{otherCluster}, `it is a backup of cluster "other", and this master belongs to cluster "e2e" (--force restores it anyway)`},
 			{"a clear header edited, with --force", []string{tampered, "--force", "--identity", idFile}, "the clear header differs from the one inside the payload"},
 			{"a version anvil cannot run", []string{future, "--force"}, `it is of Kubernetes v1.99.0, which this anvil cannot run`},

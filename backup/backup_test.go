@@ -159,8 +159,12 @@ func TestBackupOfARealMember(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			var ids []age.Identity
+			if tc.recipients != nil {
+				ids = append(ids, id)
+			}
 			cont, err := envelope.ReadEnvelope(bytes.NewReader(buf.Bytes()), envelope.ReadOptions{
-				Identities: []age.Identity{id}, Snapshot: out,
+				Identities: ids, Snapshot: out,
 				File: func(p string, _ fs.FileMode, d []byte) error { files["/"+p] = d; return nil },
 			})
 			out.Close()

@@ -86,13 +86,15 @@ var (
 	ErrTruncatedBackup    = errors.New("backup is truncated")
 	ErrEncryptedBackup    = errors.New("backup is encrypted and no identity was given")
 	ErrWrongIdentity      = errors.New("no given identity can decrypt the backup")
+	ErrNotEncrypted       = errors.New("backup is not encrypted although an identity was given")
 	errSnapshotIncomplete = errors.New("the snapshot stream ended early")
 )
 
 // EnvelopeError says what is wrong with a backup and where.
 type EnvelopeError struct {
 	// Err is one of ErrNotBackup, ErrUnsupportedFormat, ErrCorruptBackup,
-	// ErrTruncatedBackup, ErrEncryptedBackup, ErrWrongIdentity.
+	// ErrTruncatedBackup, ErrEncryptedBackup, ErrWrongIdentity,
+	// ErrNotEncrypted.
 	Err error
 	// Part is where the problem is: "header", "payload", "header copy",
 	// "file", "snapshot", "seal", "end".

@@ -180,6 +180,11 @@ func openPayload(chunks *chunkReader, h *BackupHeader, ids []age.Identity) (io.R
 		}
 		return body, nil
 	}
+	if len(ids) > 0 {
+		// Whoever expects an encrypted backup must not be handed a plain
+		// one instead: anyone can write that, age or not.
+		return nil, NewError(ErrNotEncrypted, "header", "an identity was given, so the backup must be encrypted to it; this one is not encrypted (a substituted backup?)")
+	}
 	if p, _ := br.Peek(len(zstdMagic)); string(p) != zstdMagic {
 		if chunks.err != nil {
 			return nil, chunks.err
