@@ -222,7 +222,7 @@ func decryptError(err error, h *BackupHeader, ids []age.Identity) error {
 
 // classify turns a parse failure into the clearest reason: it reads what
 // is left of the body so that damage to a lower layer (a chunk's CRC, the
-// end of the file, age's authentication, zstd's checksum) is reported
+// end of the file, age's integrity check, zstd's checksum) is reported
 // instead of the garbage it produced above it.
 func classify(perr error, rest io.Reader, chunks *chunkReader) error {
 	_, lerr := io.Copy(io.Discard, rest)

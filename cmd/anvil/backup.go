@@ -259,7 +259,7 @@ func newBackupInspectCmd(a *app) *cobra.Command {
 		Short: "Show a backup's header and verify the whole backup when it can be read",
 		Long: `Prints the clear header of a backup. When the backup is not encrypted, or
 --identity opens it, it reads the whole backup and checks every layer (chunk
-CRCs, age authentication, zstd checksum, the snapshot's sha256), writing
+CRCs, age's integrity check, zstd checksum, the snapshot's sha256), writing
 nothing; a damaged backup makes it fail with the reason.`,
 		Example: `  anvil backup inspect /var/lib/anvil/backups/lab-m1-20260101T020000Z.anvilbak
   anvil backup inspect backup.anvilbak --identity ~/.config/anvil/backup.key -o json`,
