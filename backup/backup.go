@@ -32,10 +32,18 @@ import (
 // look only at files with it.
 const BackupFileExt = ".anvilbak"
 
-// UnencryptedWarning is said before every backup without recipients.
+// UnencryptedWarning is said before every backup without recipients that
+// was allowed (--allow-unencrypted, backup.allowUnencrypted).
 const UnencryptedWarning = "WARNING: this backup is NOT encrypted. It holds the cluster's CA keys, the service-account signing key " +
 	"and the key Secrets are encrypted with in etcd: whoever reads it owns the cluster. It is written 0600; " +
 	"set backup.recipients in the cluster file (age public keys) to encrypt every backup."
+
+// ErrUnencrypted refuses a backup that would have no recipients when
+// neither --allow-unencrypted nor backup.allowUnencrypted allows one.
+var ErrUnencrypted = errors.New("refusing to write a backup that is not encrypted: it would hold the cluster's CA keys, " +
+	"the service-account key and the Secrets encryption key in the clear. Set backup.recipients in the cluster file " +
+	"(age public keys; anvil config init makes a key pair), give --recipient, or allow it with --allow-unencrypted " +
+	"(backup.allowUnencrypted: true for the scheduled backups)")
 
 // BackupFiles are the files a backup carries besides the snapshot, as host
 // paths: what rebuilding a master needs that the snapshot does not hold and
@@ -63,12 +71,43 @@ func BackupFiles() []string {
 }
 
 // backupFileMode is the mode a file is stored and restored with: kubeadm's
-// 0644 for certificates and the public key, 0600 for the rest.
+// 0644 for certificates and the public key, 0600 for the rest. Readers use
+// it, never the mode a backup records, which whoever wrote the file chose.
 func backupFileMode(hostPath string) fs.FileMode {
 	if strings.HasSuffix(hostPath, ".crt") || strings.HasSuffix(hostPath, ".pub") {
 		return 0o644
 	}
 	return 0o600
+}
+
+// checkCarriedFiles checks the files read from a backup (host paths with
+// their leading slash) against what Take puts in, BackupFiles: a record
+// for any other path is refused, not skipped, because a crafted backup
+// would use it to put a cron job or an authorized_keys on the machine it
+// is restored to; every one of BackupFiles must be there; and the cluster
+// CA inside must be the one the header names.
+func checkCarriedFiles(files map[string][]byte, h *envelope.BackupHeader) error {
+	want := BackupFiles()
+	var extra []string
+	for p := range files {
+		if !slices.Contains(want, p) {
+			extra = append(extra, p)
+		}
+	}
+	if len(extra) > 0 {
+		slices.Sort(extra)
+		return envelope.NewError(envelope.ErrCorruptBackup, "file", "%s: not a file anvil backups hold (%s)", strings.Join(extra, ", "), strings.Join(want, ", "))
+	}
+	for _, p := range want {
+		if _, ok := files[p]; !ok {
+			return envelope.NewError(envelope.ErrCorruptBackup, "file", "%s is missing", p)
+		}
+	}
+	ca := files[path.Join(hostfs.PKIDir, pki.CertFile(pki.CACertAndKeyBaseName))]
+	if got, err := caHashOfPEM(ca); err != nil || got != h.CACertHash {
+		return envelope.NewError(envelope.ErrCorruptBackup, "file", "the CA inside does not match the header's %s (%s, %v)", h.CACertHash, got, err)
+	}
+	return nil
 }
 
 // BackupOptions are the inputs of `anvil backup`.
@@ -77,6 +116,10 @@ type BackupOptions struct {
 	// Recipients are age public keys the backup is encrypted to besides
 	// the cluster file's backup.recipients.
 	Recipients []string
+	// AllowUnencrypted writes a backup without recipients; without it (or
+	// the cluster file's backup.allowUnencrypted) such a backup is refused
+	// with ErrUnencrypted before anything is read.
+	AllowUnencrypted bool
 	// Trigger records who asked (manual unless the timer runs it).
 	Trigger envelope.BackupTrigger
 	// Endpoint is the member to snapshot; empty means this master's own.
@@ -184,6 +227,9 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 	}
 	recipients := s.recipients(o.Recipients)
 	if len(recipients) == 0 {
+		if !o.AllowUnencrypted && !s.cluster.Backup.AllowUnencrypted {
+			return nil, ErrUnencrypted
+		}
 		o.Task.Warn("%s", UnencryptedWarning)
 	}
 

@@ -106,7 +106,7 @@ func BenchmarkBackupRestore(b *testing.B) {
 	// PKI, the member list and the status).
 	inProcess := func(name string, recipients []string) (float64, *backup.BackupResult) {
 		res, err := backup.BackupToFile(ctx, backup.BackupOptions{
-			Root: cp.Root, Endpoint: cp.EtcdEndpoint(), Recipients: recipients, Log: slog.New(slog.DiscardHandler),
+			Root: cp.Root, Endpoint: cp.EtcdEndpoint(), Recipients: recipients, AllowUnencrypted: len(recipients) == 0, Log: slog.New(slog.DiscardHandler),
 		}, filepath.Join(dir, name))
 		if err != nil {
 			b.Fatal(err)
@@ -131,7 +131,7 @@ func BenchmarkBackupRestore(b *testing.B) {
 
 	// The command, end to end (process start included), for its memory.
 	plain, enc := filepath.Join(dir, "plain.anvilbak"), filepath.Join(dir, "enc.anvilbak")
-	cmdPlainSecs, plainRSS := timedAnvil(b, ctx, cp, "backup", "--root", string(cp.Root), "-o", plain)
+	cmdPlainSecs, plainRSS := timedAnvil(b, ctx, cp, "backup", "--root", string(cp.Root), "-o", plain, "--allow-unencrypted")
 	cmdEncSecs, encRSS := timedAnvil(b, ctx, cp, "backup", "--root", string(cp.Root), "-o", enc, "--recipient", id.Recipient().String())
 	mb := float64(dbSize) / 1e6
 	benchreport.Report(b, benchreport.Figure{

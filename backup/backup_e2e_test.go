@@ -89,8 +89,14 @@ func TestBackupRestoreE2E(t *testing.T) {
 	id, other := envelopetest.NewIdentity(t), envelopetest.NewIdentity(t)
 	idFile, otherFile := writeIdentity(t, dir, "id.key", id), writeIdentity(t, dir, "other.key", other)
 	plain, enc := filepath.Join(dir, "plain.anvilbak"), filepath.Join(dir, "enc.anvilbak")
+	if out, err := cp.Run(ctx, "backup", "--root", root, "-o", plain); err == nil || !strings.Contains(out, "refusing to write a backup that is not encrypted") {
+		t.Errorf("a backup without recipients and without --allow-unencrypted: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(plain); err == nil {
+		t.Errorf("the refused backup was written")
+	}
 	start := time.Now()
-	out := run(t, ctx, cp, "backup", "--root", root, "-o", plain)
+	out := run(t, ctx, cp, "backup", "--root", root, "-o", plain, "--allow-unencrypted")
 	t.Logf("plain backup in %s: %s", time.Since(start).Round(time.Millisecond), lastLine(out))
 	if !strings.Contains(out, "NOT encrypted") || !strings.Contains(out, "whoever reads it owns the cluster") {
 		t.Errorf("no loud warning for an unencrypted backup:\n%s", out)
@@ -185,6 +191,7 @@ func TestBackupRestoreE2E(t *testing.T) {
 			{"truncated", []string{truncated}, "backup is truncated"},
 			{"no identity", []string{enc}, "backup is encrypted and no identity was given"},
 			{"wrong identity", []string{enc, "--identity", otherFile}, "no given identity can decrypt the backup"},
+			{"a plain backup given with an identity", []string{plain, "--identity", idFile}, "backup is not encrypted although an identity was given"},
 			{"another cluster", []string{otherCluster}, `it is a backup of cluster "other", and this master belongs to cluster "e2e" (--force restores it anyway)`},
 			{"a clear header edited, with --force", []string{tampered, "--force", "--identity", idFile}, "the clear header differs from the one inside the payload"},
 			{"a version anvil cannot run", []string{future, "--force"}, `it is of Kubernetes v1.99.0, which this anvil cannot run`},
@@ -289,9 +296,9 @@ func TestBackupRestoreE2E(t *testing.T) {
 	})
 
 	t.Run("list, prune and the scheduled run", func(t *testing.T) {
-		run(t, ctx, cp, "backup", "--root", root)
-		run(t, ctx, cp, "backup", "--root", root)
-		out := run(t, ctx, cp, "backup", "--root", root, "--scheduled")
+		run(t, ctx, cp, "backup", "--root", root, "--allow-unencrypted")
+		run(t, ctx, cp, "backup", "--root", root, "--allow-unencrypted")
+		out := run(t, ctx, cp, "backup", "--root", root, "--scheduled", "--allow-unencrypted")
 		if !strings.Contains(out, "written to "+cp.Root.Path("/var/lib/anvil/backups")) {
 			t.Errorf("scheduled backup on the leader:\n%s", out)
 		}
@@ -316,6 +323,8 @@ func TestBackupRestoreE2E(t *testing.T) {
 	t.Run("the process layout's schedule", func(t *testing.T) {
 		c := *cp.Cluster
 		c.Backup.Schedule, c.Backup.Retain = "*:*:0/3", 2
+		// The timer passes no flag: the cluster file allows its backups.
+		c.Backup.AllowUnencrypted = true
 		b, err := yaml.Marshal(&c)
 		if err != nil {
 			t.Fatal(err)

@@ -7,7 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"slices"
+	"path/filepath"
 	"strings"
 
 	"filippo.io/age"
@@ -91,24 +91,25 @@ var ErrFileDiffers = errors.New("exists with other content")
 
 // ExportFiles puts the files a backup carries (the CAs and their keys, the
 // service-account key pair, the Secrets encryption config, the cluster
-// file) at their host paths under root, with their modes: on a new or
-// reset machine, what `anvil init` then builds the master from, so that
-// the backup restores onto it with no secret that was not in the backup.
-// The whole backup is verified first (an encrypted one needs its
-// identity); nothing is written unless every file can be. An existing file
-// with other content is refused unless force.
+// file) at their host paths under root: on a new or reset machine, what
+// `anvil init` then builds the master from, so that the backup restores
+// onto it with no secret that was not in the backup.
+//
+// Everything is checked before anything is written: the whole backup (an
+// encrypted one needs its identity), that it holds exactly BackupFiles —
+// a record for any other path is refused, since export-files runs as root
+// and would otherwise write whatever a crafted backup names — and that
+// its cluster CA is the one its header names. Files are written with the
+// modes anvil gives them (backupFileMode), never the recorded ones, each
+// staged beside its destination and renamed into place only once all are
+// staged. An existing file with other content is refused unless force.
 func ExportFiles(r io.Reader, ids []age.Identity, root hostfs.Root, force bool) ([]ExportedFile, error) {
-	type file struct {
-		path string
-		mode fs.FileMode
-		data []byte
-	}
-	var files []file
+	files := map[string][]byte{}
 	trailer := envelope.NewSnapshotTrailer()
-	_, err := envelope.ReadEnvelope(r, envelope.ReadOptions{
+	c, err := envelope.ReadEnvelope(r, envelope.ReadOptions{
 		Identities: ids,
-		File: func(p string, mode fs.FileMode, data []byte) error {
-			files = append(files, file{"/" + p, mode, data})
+		File: func(p string, _ fs.FileMode, data []byte) error {
+			files["/"+p] = data
 			return nil
 		},
 		Snapshot: trailer,
@@ -119,30 +120,90 @@ func ExportFiles(r io.Reader, ids []age.Identity, root hostfs.Root, force bool) 
 	if err := trailer.Check(); err != nil {
 		return nil, envelope.NewError(envelope.ErrCorruptBackup, "snapshot", "%v", err)
 	}
-	for _, want := range BackupFiles() {
-		if !slices.ContainsFunc(files, func(f file) bool { return f.path == want }) {
-			return nil, envelope.NewError(envelope.ErrCorruptBackup, "file", "%s is missing", want)
-		}
+	if err := checkCarriedFiles(files, &c.Header); err != nil {
+		return nil, err
 	}
-	var differ []string
-	for _, f := range files {
-		have, err := os.ReadFile(root.Path(f.path))
-		if err == nil && !bytes.Equal(have, f.data) {
-			differ = append(differ, root.Path(f.path))
-		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	var (
+		differ []string
+		writes []stagedWrite
+		out    []ExportedFile
+	)
+	for _, p := range BackupFiles() {
+		dst, mode := root.Path(p), backupFileMode(p)
+		outcome := fsutil.Created
+		have, err := os.ReadFile(dst)
+		switch {
+		case err == nil && !bytes.Equal(have, files[p]):
+			differ = append(differ, dst)
+			outcome = fsutil.Updated
+		case err == nil:
+			fi, err := os.Stat(dst)
+			if err != nil {
+				return nil, err
+			}
+			if fi.Mode().Perm() == mode {
+				out = append(out, ExportedFile{Path: dst, Outcome: fsutil.Unchanged.String()})
+				continue
+			}
+			outcome = fsutil.Updated
+		case !errors.Is(err, fs.ErrNotExist):
 			return nil, err
 		}
+		writes = append(writes, stagedWrite{path: dst, data: files[p], mode: mode})
+		out = append(out, ExportedFile{Path: dst, Outcome: outcome.String()})
 	}
 	if len(differ) > 0 && !force {
 		return nil, fmt.Errorf("%s %w: this machine has keys of its own (anvil reset removes them, --force replaces them)", strings.Join(differ, ", "), ErrFileDiffers)
 	}
-	var out []ExportedFile
-	for _, f := range files {
-		o, err := fsutil.EnsureFile(root.Path(f.path), f.data, f.mode, 0o700)
-		if err != nil {
-			return out, err
-		}
-		out = append(out, ExportedFile{Path: root.Path(f.path), Outcome: o.String()})
+	if err := writeAllOrNothing(writes); err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// stagedWrite is one file writeAllOrNothing puts in place.
+type stagedWrite struct {
+	path string
+	data []byte
+	mode fs.FileMode
+	tmp  string
+}
+
+// writeAllOrNothing writes every file to a temporary file beside its
+// destination first, and renames them into place only when all were
+// written: a full disk or a read-only directory leaves none of them.
+func writeAllOrNothing(ws []stagedWrite) (err error) {
+	defer func() {
+		if err != nil {
+			for _, w := range ws {
+				if w.tmp != "" {
+					os.Remove(w.tmp)
+				}
+			}
+		}
+	}()
+	for i := range ws {
+		w := &ws[i]
+		dir := filepath.Dir(w.path)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create directory %s: %w", dir, err)
+		}
+		f, err := os.CreateTemp(dir, "."+filepath.Base(w.path)+".tmp-*")
+		if err != nil {
+			return fmt.Errorf("write %s: %w", w.path, err)
+		}
+		w.tmp = f.Name()
+		_, err = f.Write(w.data)
+		err = errors.Join(err, f.Chmod(w.mode), f.Sync(), f.Close())
+		if err != nil {
+			return fmt.Errorf("write %s: %w", w.path, err)
+		}
+	}
+	for i := range ws {
+		if err := os.Rename(ws[i].tmp, ws[i].path); err != nil {
+			return fmt.Errorf("write %s: %w", ws[i].path, err)
+		}
+		ws[i].tmp = ""
+	}
+	return nil
 }

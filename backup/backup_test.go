@@ -3,6 +3,7 @@ package backup_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
@@ -134,7 +135,7 @@ func TestBackupOfARealMember(t *testing.T) {
 			var buf, said bytes.Buffer
 			rep := progress.New(&said, progress.Options{})
 			res, err := backup.Backup(ctx, backup.BackupOptions{
-				Root: root, Client: cli, Recipients: tc.recipients, Task: rep.Task("lab-m1"),
+				Root: root, Client: cli, Recipients: tc.recipients, AllowUnencrypted: tc.recipients == nil, Task: rep.Task("lab-m1"),
 			}, &buf)
 			rep.Close()
 			if err != nil {
@@ -158,8 +159,12 @@ func TestBackupOfARealMember(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			var ids []age.Identity
+			if tc.recipients != nil {
+				ids = append(ids, id)
+			}
 			cont, err := envelope.ReadEnvelope(bytes.NewReader(buf.Bytes()), envelope.ReadOptions{
-				Identities: []age.Identity{id}, Snapshot: out,
+				Identities: ids, Snapshot: out,
 				File: func(p string, _ fs.FileMode, d []byte) error { files["/"+p] = d; return nil },
 			})
 			out.Close()
@@ -179,10 +184,34 @@ func TestBackupOfARealMember(t *testing.T) {
 		})
 	}
 
+	t.Run("no recipients is refused unless allowed", func(t *testing.T) {
+		dir := t.TempDir()
+		p := filepath.Join(dir, "plain.anvilbak")
+		_, err := backup.BackupToFile(ctx, backup.BackupOptions{Root: root, Client: cli}, p)
+		if !errors.Is(err, backup.ErrUnencrypted) {
+			t.Fatalf("a backup without recipients or --allow-unencrypted: %v, want ErrUnencrypted", err)
+		}
+		if des, _ := os.ReadDir(dir); len(des) != 0 {
+			t.Errorf("the refused backup left %v", des)
+		}
+		var buf bytes.Buffer
+		if _, err := backup.Backup(ctx, backup.BackupOptions{Root: root, Client: cli}, &buf); !errors.Is(err, backup.ErrUnencrypted) || buf.Len() != 0 {
+			t.Errorf("to a stream: %v, %d bytes written", err, buf.Len())
+		}
+		// The cluster file's backup.allowUnencrypted is what the timer,
+		// which passes no flag, goes by.
+		allowed := *c
+		allowed.Backup.AllowUnencrypted = true
+		aroot := masterRoot(t, &allowed)
+		if _, err := backup.BackupToFile(ctx, backup.BackupOptions{Root: aroot, Client: cli}, p); err != nil {
+			t.Errorf("with backup.allowUnencrypted: %v", err)
+		}
+	})
+
 	t.Run("to a file, 0600, atomically", func(t *testing.T) {
 		dir := t.TempDir()
 		p := filepath.Join(dir, "sub", "b.anvilbak")
-		res, err := backup.BackupToFile(ctx, backup.BackupOptions{Root: root, Client: cli}, p)
+		res, err := backup.BackupToFile(ctx, backup.BackupOptions{Root: root, Client: cli, AllowUnencrypted: true}, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +222,7 @@ func TestBackupOfARealMember(t *testing.T) {
 		// A backup that fails half way leaves nothing under its name.
 		cctx, ccancel := context.WithCancel(ctx)
 		ccancel()
-		if _, err := backup.BackupToFile(cctx, backup.BackupOptions{Root: root, Client: cli}, filepath.Join(dir, "sub", "failed.anvilbak")); err == nil {
+		if _, err := backup.BackupToFile(cctx, backup.BackupOptions{Root: root, Client: cli, AllowUnencrypted: true}, filepath.Join(dir, "sub", "failed.anvilbak")); err == nil {
 			t.Fatal("a cancelled backup succeeded")
 		}
 		des, _ := os.ReadDir(filepath.Join(dir, "sub"))
@@ -246,13 +275,13 @@ func TestScheduledBackupPrunes(t *testing.T) {
 	c.Backup = v1alpha1.Backup{Schedule: "hourly", Retain: 2, Dir: "/var/lib/anvil/backups"}
 	root := masterRoot(t, c)
 	dir := root.Path(c.Backup.Dir)
-	manual, err := backup.BackupToDir(ctx, backup.BackupOptions{Root: root, Client: cli})
+	manual, err := backup.BackupToDir(ctx, backup.BackupOptions{Root: root, Client: cli, AllowUnencrypted: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var scheduled []string
 	for range 3 {
-		res, err := backup.ScheduledBackup(ctx, backup.BackupOptions{Root: root, Client: cli})
+		res, err := backup.ScheduledBackup(ctx, backup.BackupOptions{Root: root, Client: cli, AllowUnencrypted: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -311,7 +340,7 @@ func TestRunBackupSchedule(t *testing.T) {
 	defer cancel()
 	var taken []string
 	var failures []error
-	err := backup.RunBackupSchedule(ctx, backup.BackupOptions{Root: root, Client: cli}, func(res *backup.ScheduledResult, err error) {
+	err := backup.RunBackupSchedule(ctx, backup.BackupOptions{Root: root, Client: cli, AllowUnencrypted: true}, func(res *backup.ScheduledResult, err error) {
 		switch {
 		case err != nil:
 			failures = append(failures, err)
@@ -336,7 +365,7 @@ func TestRunBackupSchedule(t *testing.T) {
 	c.Backup.Schedule = ""
 	b, _ := yaml.Marshal(c)
 	writeFile(t, root.Path(master.ClusterFile), b)
-	if err := backup.RunBackupSchedule(context.Background(), backup.BackupOptions{Root: root, Client: cli}, nil); err == nil || !strings.Contains(err.Error(), "backup.schedule is empty") {
+	if err := backup.RunBackupSchedule(context.Background(), backup.BackupOptions{Root: root, Client: cli, AllowUnencrypted: true}, nil); err == nil || !strings.Contains(err.Error(), "backup.schedule is empty") {
 		t.Errorf("loop without a schedule: %v", err)
 	}
 }

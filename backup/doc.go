@@ -6,14 +6,17 @@
 //     the files a master cannot be rebuilt without (CAs and their keys, the
 //     service-account key pair, the Secrets encryption config, the cluster
 //     file), written as one envelope (package backup/envelope), 0600, and
-//     verified before the file appears;
+//     verified before the file appears; a backup without age recipients is
+//     refused unless --allow-unencrypted or backup.allowUnencrypted allows it;
 //   - the store: backup.dir's listing by header, and pruning to backup.retain
 //     (ListBackups, PruneBackups);
 //   - the process layout's backup timer (RunBackupSchedule, with
 //     internal/calendar), which takes the backup only on the etcd leader;
 //   - reading backups: inspection, verification, export of the plain etcd
 //     snapshot and of the carried files (InspectBackup, ExportSnapshot,
-//     ExportFiles), and age identity files (ReadIdentities);
+//     ExportFiles: only BackupFiles, with anvil's modes, the CA checked
+//     against the header, nothing written unless all is), and age identity
+//     files (ReadIdentities);
 //   - restore (Restore): the phases of a snapshot restore and of the other
 //     masters' part in a cluster restore (--leave, --rejoin), each verifying
 //     everything before it changes anything.

@@ -153,9 +153,10 @@ func TestClusterRestoreLab(t *testing.T) {
 		a[name] = cm
 	}
 
-	// The backup, from the workstation: taken on the leader, verified here.
+	// The backup, from the workstation: taken on the leader, encrypted to
+	// the lab's backup key, verified here with it.
 	start = time.Now()
-	out, errOut, err := anvil(t, "cluster", "backup", "-f", clusterFile, "-o", dir)
+	out, errOut, err := anvil(t, "cluster", "backup", "-f", clusterFile, "-o", dir, "--identity", l.BackupKey)
 	if err != nil {
 		t.Fatalf("anvil cluster backup: %v\n%s", err, errOut)
 	}
@@ -208,7 +209,7 @@ func TestClusterRestoreLab(t *testing.T) {
 	// The whole cluster, from the workstation; two masters have left
 	// already, which the restore takes in its stride.
 	start = time.Now()
-	out, errOut, err = anvil(t, "cluster", "restore", "-f", clusterFile, backup, "--yes", "-o", "json")
+	out, errOut, err = anvil(t, "cluster", "restore", "-f", clusterFile, backup, "--identity", l.BackupKey, "--yes", "-o", "json")
 	took := time.Since(start)
 	if err != nil {
 		t.Fatalf("anvil cluster restore: %v\n%s%s", err, out, errOut)

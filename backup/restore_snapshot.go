@@ -23,7 +23,6 @@ import (
 	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/fsutil"
-	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/human"
 	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/pki"
@@ -108,16 +107,8 @@ func restoreVerifyPhase(ctx context.Context, r *restoreRun) error {
 	if err := trailer.Check(); err != nil {
 		return fmt.Errorf("%s: %w", r.o.Name, envelope.NewError(envelope.ErrCorruptBackup, "snapshot", "%v", err))
 	}
-	for _, f := range BackupFiles() {
-		if _, ok := r.stagedFiles[f]; !ok {
-			return fmt.Errorf("%s: %w", r.o.Name, envelope.NewError(envelope.ErrCorruptBackup, "file", "%s is missing", f))
-		}
-	}
-	// The CA inside (authenticated when encrypted) must be the one the
-	// clear header named.
-	ca := r.stagedFiles[path.Join(hostfs.PKIDir, pki.CertFile(pki.CACertAndKeyBaseName))]
-	if h, err := caHashOfPEM(ca); err != nil || h != contents.Header.CACertHash {
-		return fmt.Errorf("%s: %w", r.o.Name, envelope.NewError(envelope.ErrCorruptBackup, "file", "the CA inside does not match the header's %s (%s, %v)", contents.Header.CACertHash, h, err))
+	if err := checkCarriedFiles(r.stagedFiles, &contents.Header); err != nil {
+		return fmt.Errorf("%s: %w", r.o.Name, err)
 	}
 	if err := r.checkFiles(); err != nil {
 		return err

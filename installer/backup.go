@@ -51,6 +51,9 @@ type BackupOptions struct {
 	// too; without them only its header and the payload's framing are
 	// checked.
 	Identities []age.Identity
+	// AllowUnencrypted lets the master write a backup without recipients
+	// (anvil backup --allow-unencrypted).
+	AllowUnencrypted bool
 }
 
 // BackupResult is what a cluster backup wrote.
@@ -210,6 +213,9 @@ func (b *backupState) fetch(ctx context.Context, r *run, h *host, dst io.Writer)
 	}()
 	cw := &countWriter{w: io.MultiWriter(dst, pw)}
 	cmd := anvilOnHost + " backup -o - --log-format json"
+	if b.o.AllowUnencrypted {
+		cmd += " --allow-unencrypted"
+	}
 	rerr := r.runLogged(ctx, h, "anvil backup", cmd, nil, cw)
 	pw.CloseWithError(rerr)
 	res := <-done

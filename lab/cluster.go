@@ -14,8 +14,9 @@ import (
 // against the lab's known_hosts, the control plane as systemd units. With
 // two masters or more the control plane is highly available out of the
 // box: the lab's free VIP floats between them and is the endpoint, so
-// losing any one master leaves the apiserver reachable.
-func clusterFile(s *state, p paths) ([]byte, error) {
+// losing any one master leaves the apiserver reachable. Backups are
+// encrypted to backupRecipient, whose identity is the lab's backup.key.
+func clusterFile(s *state, p paths, backupRecipient string) ([]byte, error) {
 	c := v1alpha1.Cluster{
 		APIVersion:   v1alpha1.APIVersion,
 		Kind:         v1alpha1.KindCluster,
@@ -27,6 +28,7 @@ func clusterFile(s *state, p paths) ([]byte, error) {
 			IdentityFile: p.key(),
 			KnownHosts:   p.knownHosts(),
 		},
+		Backup: v1alpha1.Backup{Recipients: []string{backupRecipient}},
 	}
 	for _, m := range s.Machines {
 		c.Hosts = append(c.Hosts, v1alpha1.Host{Name: m.Name, Address: m.Address, Role: m.Role})
@@ -37,6 +39,7 @@ func clusterFile(s *state, p paths) ([]byte, error) {
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Lab %q, written by `anvil lab up`. Apply it with\n#   anvil cluster apply -f %s\n", s.Name, p.clusterFile())
+	fmt.Fprintf(&b, "# Its backups are encrypted to the identity in %s.\n", p.backupKey())
 	// v1alpha1 marshals unset addresses as "" (see ControlPlane.VIP); a
 	// file for people reads better without them, and decodes the same.
 	var doc yaml.Node

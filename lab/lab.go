@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/internal/agekey"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/sshx"
@@ -154,7 +155,9 @@ type Status struct {
 	Bridge      string     `json:"bridge"`
 	ClusterFile string     `json:"clusterFile"`
 	SSHKey      string     `json:"sshKey"`
-	KnownHosts  string     `json:"knownHosts"`
+	// BackupKey is the age identity the cluster's backups are encrypted to.
+	BackupKey  string `json:"backupKey"`
+	KnownHosts string `json:"knownHosts"`
 	// SSHUser is who the cluster file connects as; SudoUser is the
 	// non-root user with passwordless sudo every machine also has.
 	SSHUser  string    `json:"sshUser"`
@@ -316,7 +319,8 @@ func (m *Manager) chooseSubnet(ctx context.Context, spec Spec) (netip.Prefix, er
 }
 
 // writeFiles makes the lab's key, each machine's identity (first time
-// only), known_hosts and the cluster file.
+// only), known_hosts, the backup key pair (first time only) and the
+// cluster file.
 func (m *Manager) writeFiles(s *state, p paths) error {
 	if _, err := os.Stat(p.key()); errors.Is(err, fs.ErrNotExist) {
 		kp, err := sshx.NewEd25519("anvil-lab-" + s.Name)
@@ -367,7 +371,11 @@ func (m *Manager) writeFiles(s *state, p paths) error {
 	if _, err := fsutil.EnsureFile(p.knownHosts(), []byte(kh.String()), 0o600, 0o700); err != nil {
 		return err
 	}
-	cf, err := clusterFile(s, p)
+	recipient, _, err := agekey.Ensure(p.backupKey())
+	if err != nil {
+		return err
+	}
+	cf, err := clusterFile(s, p, recipient)
 	if err != nil {
 		return err
 	}
@@ -412,7 +420,7 @@ func (m *Manager) Status(ctx context.Context, name string) (*Status, error) {
 func (m *Manager) status(s *state, p paths) *Status {
 	st := &Status{
 		Name: s.Name, Subnet: s.Subnet, Gateway: s.gateway(), VIP: s.vip(),
-		Bridge: s.Bridge, ClusterFile: p.clusterFile(), SSHKey: p.key(), KnownHosts: p.knownHosts(),
+		Bridge: s.Bridge, ClusterFile: p.clusterFile(), SSHKey: p.key(), BackupKey: p.backupKey(), KnownHosts: p.knownHosts(),
 		SSHUser: "root", SudoUser: SudoUser, Base: s.Base, Dir: p.dir,
 	}
 	for _, ms := range s.Machines {

@@ -267,7 +267,7 @@ func TestClusterFile(t *testing.T) {
 				s.Machines = append(s.Machines, machineState{Name: m.Name, Role: m.Role, Address: m.Address})
 			}
 			p := paths{dir: "/var/lib/anvil/lab/t"}
-			got, err := clusterFile(s, p)
+			got, err := clusterFile(s, p, "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p")
 			if err != nil {
 				t.Fatal(err)
 			}

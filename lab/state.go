@@ -76,6 +76,7 @@ func (p paths) state() string { return filepath.Join(p.dir, "state.json") }
 func (p paths) lock() string               { return p.dir + ".lock" }
 func (p paths) key() string                { return filepath.Join(p.dir, "id_ed25519") }
 func (p paths) knownHosts() string         { return filepath.Join(p.dir, "known_hosts") }
+func (p paths) backupKey() string          { return filepath.Join(p.dir, "backup.key") }
 func (p paths) clusterFile() string        { return filepath.Join(p.dir, "cluster.yaml") }
 func (p paths) machine(name string) string { return filepath.Join(p.dir, "machines", name) }
 func (p paths) upper(name string) string   { return filepath.Join(p.machine(name), "upper") }

@@ -314,7 +314,7 @@ func fullCluster() *Cluster {
 		PKI: PKI{KeyAlgorithm: RSA2048, CAValidity: Days(7300), CertValidity: Duration{8759 * time.Hour},
 			CertSANs: []string{"a.example.com", "10.0.0.100"}},
 		Backup: Backup{Schedule: "hourly", Retain: 3, Dir: "/srv/backups",
-			Recipients: []string{"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"}},
+			Recipients: []string{"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"}, AllowUnencrypted: true},
 		Components: Components{
 			APIServer:         Component{ExtraArgs: map[string]string{"v": "2", "audit-log-path": "-"}},
 			ControllerManager: Component{ExtraArgs: map[string]string{"node-cidr-mask-size": "24"}},

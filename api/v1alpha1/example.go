@@ -1,5 +1,10 @@
 package v1alpha1
 
+import (
+	"fmt"
+	"strings"
+)
+
 // ExampleClusterFile is what `anvil config init` prints: every section, each
 // field explained, values that decode strictly and validate without a
 // warning (a test holds it to that). It is written by hand rather than
@@ -149,10 +154,13 @@ backup:
   retain: 7
   # Where backups are kept on each master. Default: /var/lib/anvil/backups.
   dir: /var/lib/anvil/backups
-  # age public keys (age-keygen prints them); when set, every backup is
-  # encrypted to all of them, so keep the matching identity somewhere safe.
+  # age public keys (age-keygen prints them): every backup is encrypted to
+  # all of them, so keep the matching identity somewhere safe. Without any,
+  # backups are refused unless allowUnencrypted: true.
   # recipients:
   #   - age1...
+  # Write backups without recipients anyway, holding every key in the clear.
+  # allowUnencrypted: false
 
 # Extra flags for the control-plane components, without the leading "--".
 # Flags naming certificates, keys or etcd endpoints are anvil's to set.
@@ -173,3 +181,20 @@ components:
 # images:
 #   - ./images/app.tar
 `
+
+// exampleRecipientsBlock is the commented recipients of ExampleClusterFile,
+// which ExampleClusterFileFor fills in.
+const exampleRecipientsBlock = `  # recipients:
+  #   - age1...
+`
+
+// ExampleClusterFileFor is ExampleClusterFile with backups encrypted to
+// recipient, whose identity is in keyFile: what `anvil config init` prints
+// once it has made the cluster's backup key pair.
+func ExampleClusterFileFor(recipient, keyFile string) string {
+	return strings.Replace(ExampleClusterFile, exampleRecipientsBlock, fmt.Sprintf(`  # Its identity is in %s: keep a copy off the masters; without it no
+  # backup can be read.
+  recipients:
+    - %s
+`, keyFile, recipient), 1)
+}

@@ -28,3 +28,21 @@ func TestExampleClusterFile(t *testing.T) {
 		}
 	}
 }
+
+// TestExampleClusterFileFor: the example with the backup key config init
+// makes decodes and validates as cleanly, and encrypts to that key.
+func TestExampleClusterFileFor(t *testing.T) {
+	const r = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+	text := ExampleClusterFileFor(r, "backup.key")
+	c, err := Decode("example.yaml", []byte(text))
+	if err != nil {
+		t.Fatalf("does not decode:\n%v", err)
+	}
+	c.Default()
+	if warnings, err := Validate(c); err != nil || warnings != nil {
+		t.Fatalf("does not validate cleanly: %v %v", warnings, err)
+	}
+	if len(c.Backup.Recipients) != 1 || c.Backup.Recipients[0] != r {
+		t.Errorf("backup.recipients = %v, want [%s]", c.Backup.Recipients, r)
+	}
+}

@@ -291,9 +291,15 @@ type Backup struct {
 	// Dir is where backups are kept on each master.
 	Dir string `yaml:"dir,omitempty"`
 	// Recipients are age public keys (age1…, as age-keygen prints them);
-	// when set, every backup is encrypted to all of them, so keep the
-	// matching identity somewhere safe.
+	// every backup is encrypted to all of them, so keep the matching
+	// identity somewhere safe. Without any, backups are refused unless
+	// allowUnencrypted says otherwise.
 	Recipients []string `yaml:"recipients,omitempty"`
+	// AllowUnencrypted lets masters write backups without recipients: each
+	// then holds every CA key, the service-account key and the Secrets
+	// encryption key in the clear. `anvil backup --allow-unencrypted` allows
+	// one such backup without it.
+	AllowUnencrypted bool `yaml:"allowUnencrypted,omitempty"`
 }
 
 // Components holds per-component settings.

@@ -81,7 +81,7 @@ func (c *contentReader) read() (*EnvelopeContents, error) {
 }
 
 // headerCopy checks the header record against the clear header: under age
-// it is what authenticates the clear one.
+// it catches a clear header edited alone (not a backup written anew).
 func (c *contentReader) headerCopy() error {
 	t, err := c.tag("header copy")
 	if err != nil {

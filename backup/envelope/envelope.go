@@ -21,8 +21,9 @@ import (
 //	                  n bytes }*
 //	                u32 0, u64 total payload bytes, then the end of the file
 //	body = one zstd stream of the content:
-//	  'H' u32 N, N bytes   the header again, byte for byte: under age this
-//	                       authenticates the clear header above
+//	  'H' u32 N, N bytes   the header again, byte for byte: under age a
+//	                       clear header edited alone is caught (not one
+//	                       written anew with its body, see below)
 //	  'F' u16 P, path, u32 mode, u32 size, data     (0..MaxBackupFiles,
 //	                       paths strictly increasing, mode 0600 or 0644)
 //	  'S' { u32 n (1..MaxSnapshotChunk), n bytes }* u32 0
@@ -38,9 +39,14 @@ import (
 // at the end, not in the header, because the header is written before the
 // snapshot streams. The layers each catch one kind of damage and say so:
 // the payload's chunk CRCs and its end marker tell a flipped bit from a
-// truncated file whether or not it is encrypted; age authenticates the body
-// (nobody without the key changed it, the clear header included); zstd
-// checks its frame checksum; the seal checks the snapshot's size and sha256.
+// truncated file whether or not it is encrypted; age's AEAD catches any
+// change to the encrypted body and the header copy any edit of the clear
+// header alone; zstd checks its frame checksum; the seal checks the
+// snapshot's size and sha256. None of this says who wrote the backup: age
+// (X25519) does not authenticate the sender, and the recipients' public
+// keys are in every header, so anyone can write a backup, header, seal and
+// CRCs included, that passes every check here. Readers must not trust a
+// backup's content for more than its own consistency.
 // A reader treats nothing as valid until the seal and the end of every
 // layer have been checked.
 
@@ -86,13 +92,15 @@ var (
 	ErrTruncatedBackup    = errors.New("backup is truncated")
 	ErrEncryptedBackup    = errors.New("backup is encrypted and no identity was given")
 	ErrWrongIdentity      = errors.New("no given identity can decrypt the backup")
+	ErrNotEncrypted       = errors.New("backup is not encrypted although an identity was given")
 	errSnapshotIncomplete = errors.New("the snapshot stream ended early")
 )
 
 // EnvelopeError says what is wrong with a backup and where.
 type EnvelopeError struct {
 	// Err is one of ErrNotBackup, ErrUnsupportedFormat, ErrCorruptBackup,
-	// ErrTruncatedBackup, ErrEncryptedBackup, ErrWrongIdentity.
+	// ErrTruncatedBackup, ErrEncryptedBackup, ErrWrongIdentity,
+	// ErrNotEncrypted.
 	Err error
 	// Part is where the problem is: "header", "payload", "header copy",
 	// "file", "snapshot", "seal", "end".

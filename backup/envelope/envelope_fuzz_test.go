@@ -56,7 +56,17 @@ func FuzzEnvelope(f *testing.F) {
 		if verr != nil {
 			complete("envelope.VerifyBackup", verr)
 		}
-		c, snap, files, err := readAll(data, id)
+		// The identity is given for an encrypted backup only: with one, a
+		// plain backup is refused (no downgrade).
+		var ids []age.Identity
+		if h, err := envelope.ReadBackupHeader(bytes.NewReader(data)); err == nil && h.Encrypted {
+			ids = append(ids, id)
+		} else if err == nil {
+			if _, _, _, err := readAll(data, id); !errors.Is(err, envelope.ErrNotEncrypted) {
+				t.Fatalf("a plain backup read with an identity: %v, want ErrNotEncrypted", err)
+			}
+		}
+		c, snap, files, err := readAll(data, ids...)
 		if err != nil {
 			complete("envelope.ReadEnvelope", err)
 			if verr == nil && v.Contents != nil {
@@ -94,7 +104,7 @@ func FuzzEnvelope(f *testing.F) {
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		c2, snap2, _, err := readAll(b.Bytes(), id)
+		c2, snap2, _, err := readAll(b.Bytes(), ids...)
 		if err != nil {
 			t.Fatalf("a rewritten backup does not read: %v", err)
 		}

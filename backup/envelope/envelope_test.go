@@ -237,6 +237,10 @@ func TestEnvelopeFlippedBits(t *testing.T) {
 	}{{"plain", nil}, {"encrypted", []string{id.Recipient().String()}}} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := buildEnvelope(t, testHeader(), tc.recipients, snapshot)
+			var ids []age.Identity
+			if tc.recipients != nil {
+				ids = append(ids, id)
+			}
 			r := rand.New(rand.NewPCG(3, 4))
 			var offsets []int
 			for i := 0; i < 400; i++ { // every bit of the first bytes: magic, version, length, header
@@ -249,7 +253,7 @@ func TestEnvelopeFlippedBits(t *testing.T) {
 			for _, off := range offsets {
 				c := bytes.Clone(b)
 				c[off] ^= 1 << (off % 8)
-				_, _, _, err := readAll(c, id)
+				_, _, _, err := readAll(c, ids...)
 				got := kindOf(err)
 				want := "corrupt"
 				switch {
@@ -277,18 +281,22 @@ func TestEnvelopeTruncated(t *testing.T) {
 	}{{"plain", nil}, {"encrypted", []string{id.Recipient().String()}}} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := buildEnvelope(t, testHeader(), tc.recipients, snapshot)
+			var ids []age.Identity
+			if tc.recipients != nil {
+				ids = append(ids, id)
+			}
 			cuts := []int{1, 7, 8, 13, 14, 100, len(b) / 2, len(b) - 1, len(b) - 17, len(b) - 100}
 			r := rand.New(rand.NewPCG(5, 6))
 			for i := 0; i < 100; i++ {
 				cuts = append(cuts, 1+r.IntN(len(b)-1))
 			}
 			for _, n := range cuts {
-				_, _, _, err := readAll(b[:n], id)
+				_, _, _, err := readAll(b[:n], ids...)
 				if got := kindOf(err); got != "truncated" {
 					t.Errorf("cut to %d of %d bytes: %s (%v)", n, len(b), got, err)
 				}
 			}
-			if _, _, _, err := readAll(nil, id); kindOf(err) != "not-backup" {
+			if _, _, _, err := readAll(nil, ids...); kindOf(err) != "not-backup" {
 				t.Errorf("empty file: %v", err)
 			}
 		})
@@ -432,5 +440,22 @@ func TestVerifyBackup(t *testing.T) {
 	odd := buildEnvelope(t, testHeader(), nil, testSnapshot(5000))
 	if _, err := envelope.VerifyBackup(bytes.NewReader(odd), nil); kindOf(err) != "corrupt" || !strings.Contains(err.Error(), "etcd's sha256") {
 		t.Errorf("a snapshot without etcd's trailer: %v", err)
+	}
+}
+
+// TestEnvelopeNoDowngrade plays someone who replaces an encrypted backup
+// with a plain one of their own making: whoever gives an identity expects
+// an encrypted backup, and a plain one is refused before it is read.
+func TestEnvelopeNoDowngrade(t *testing.T) {
+	id := envelopetest.NewIdentity(t)
+	plain := buildEnvelope(t, testHeader(), nil, etcdSnapshot(2))
+	if _, _, _, err := readAll(plain, id); !errors.Is(err, envelope.ErrNotEncrypted) {
+		t.Errorf("envelope.ReadEnvelope of a plain backup with an identity: %v, want ErrNotEncrypted", err)
+	}
+	if _, err := envelope.VerifyBackup(bytes.NewReader(plain), []age.Identity{id}); !errors.Is(err, envelope.ErrNotEncrypted) {
+		t.Errorf("envelope.VerifyBackup of a plain backup with an identity: %v, want ErrNotEncrypted", err)
+	}
+	if _, _, _, err := readAll(plain); err != nil {
+		t.Errorf("a plain backup without an identity: %v", err)
 	}
 }

@@ -180,6 +180,11 @@ func openPayload(chunks *chunkReader, h *BackupHeader, ids []age.Identity) (io.R
 		}
 		return body, nil
 	}
+	if len(ids) > 0 {
+		// Whoever expects an encrypted backup must not be handed a plain
+		// one instead: anyone can write that, age or not.
+		return nil, NewError(ErrNotEncrypted, "header", "an identity was given, so the backup must be encrypted to it; this one is not encrypted (a substituted backup?)")
+	}
 	if p, _ := br.Peek(len(zstdMagic)); string(p) != zstdMagic {
 		if chunks.err != nil {
 			return nil, chunks.err
@@ -217,7 +222,7 @@ func decryptError(err error, h *BackupHeader, ids []age.Identity) error {
 
 // classify turns a parse failure into the clearest reason: it reads what
 // is left of the body so that damage to a lower layer (a chunk's CRC, the
-// end of the file, age's authentication, zstd's checksum) is reported
+// end of the file, age's integrity check, zstd's checksum) is reported
 // instead of the garbage it produced above it.
 func classify(perr error, rest io.Reader, chunks *chunkReader) error {
 	_, lerr := io.Copy(io.Discard, rest)

@@ -26,6 +26,7 @@ func newBackupCmd(a *app) *cobra.Command {
 		root, output, endpoint string
 		recipients             []string
 		scheduled, loop        bool
+		allowPlain             bool
 	)
 	cmd := &cobra.Command{
 		Use:   "backup [-o FILE|-]",
@@ -40,8 +41,10 @@ key pair, the Secrets encryption config and the cluster file.
 
 Without -o the backup goes into backup.dir (default /var/lib/anvil/backups)
 under a new name; '-o -' streams it to stdout. Files are written 0600 and
-appear only when complete. A backup without recipients holds the cluster's
-keys in the clear: anvil says so loudly every time.
+appear only when complete. A backup without recipients would hold the
+cluster's keys in the clear: it is refused unless --allow-unencrypted (or
+the cluster file's backup.allowUnencrypted: true, which the scheduled
+backups need) allows it, and anvil then says so loudly every time.
 
 --scheduled is what the backup timer runs on every master: only the etcd
 leader takes the backup, into backup.dir, then scheduled backups beyond
@@ -59,7 +62,7 @@ same schedule (the same calendar expression) itself.`,
 			task, done := a.nodeTask(hostnameOr("backup"))
 			defer done()
 			o := backup.BackupOptions{
-				Root: hostfs.Root(root), Recipients: recipients, Endpoint: endpoint, Log: a.logger(), Task: task,
+				Root: hostfs.Root(root), Recipients: recipients, AllowUnencrypted: allowPlain, Endpoint: endpoint, Log: a.logger(), Task: task,
 			}
 			ctx := cmd.Context()
 			switch {
@@ -107,6 +110,7 @@ same schedule (the same calendar expression) itself.`,
 	cmd.Flags().StringVarP(&output, "output", "o", "", "backup file, or - for stdout (default: a new file in backup.dir)")
 	cmd.Flags().StringSliceVar(&recipients, "recipient", nil, "age public key to encrypt to, besides the cluster file's backup.recipients (repeatable)")
 	cmd.Flags().StringVar(&endpoint, "endpoint", "", "etcd member to snapshot (default: this master's own)")
+	cmd.Flags().BoolVar(&allowPlain, "allow-unencrypted", false, "write the backup although it has no recipients: it holds the cluster's keys in the clear")
 	cmd.Flags().BoolVar(&scheduled, "scheduled", false, "run as the backup timer does: only on the etcd leader, into backup.dir, then prune to backup.retain")
 	cmd.Flags().BoolVar(&loop, "loop", false, "with --scheduled: keep running, taking the scheduled backup at every time backup.schedule names (the process layout's timer)")
 	cmd.AddCommand(newBackupListCmd(a), newBackupPruneCmd(a), newBackupInspectCmd(a), newBackupExportCmd(a), newBackupExportFilesCmd(a))
@@ -255,7 +259,7 @@ func newBackupInspectCmd(a *app) *cobra.Command {
 		Short: "Show a backup's header and verify the whole backup when it can be read",
 		Long: `Prints the clear header of a backup. When the backup is not encrypted, or
 --identity opens it, it reads the whole backup and checks every layer (chunk
-CRCs, age authentication, zstd checksum, the snapshot's sha256), writing
+CRCs, age's integrity check, zstd checksum, the snapshot's sha256), writing
 nothing; a damaged backup makes it fail with the reason.`,
 		Example: `  anvil backup inspect /var/lib/anvil/backups/lab-m1-20260101T020000Z.anvilbak
   anvil backup inspect backup.anvilbak --identity ~/.config/anvil/backup.key -o json`,
@@ -370,9 +374,11 @@ func newBackupExportFilesCmd(a *app) *cobra.Command {
 		Long: `Verifies the whole backup, then writes the files it carries besides the
 snapshot at their host paths (under --root): the cluster CA, etcd CA and
 front-proxy CA with their keys, the service-account key pair, the Secrets
-encryption config and the cluster file, each with its mode (keys 0600).
-Nothing is written unless the whole backup verifies; a file that exists
-with other content is refused unless --force.
+encryption config and the cluster file, each with the mode anvil gives it
+(keys 0600), whatever the backup recorded. A backup holding any other file,
+or whose CA is not the one its header names, is refused. Nothing is written
+unless the whole backup verifies; a file that exists with other content is
+refused unless --force.
 
 This is how a master is rebuilt on a new or reset machine without any
 secret that was not in the backup: export the files, run anvil init with

@@ -18,6 +18,7 @@ func newClusterBackupCmd(a *app) *cobra.Command {
 	var (
 		output     string
 		identities []string
+		allowPlain bool
 	)
 	cmd := &cobra.Command{
 		Use:   "backup -f FILE [-o LOCAL]",
@@ -48,7 +49,7 @@ Without -o the file is named as the masters name theirs
 			}
 			rep := progress.New(a.errOut, progress.ForTerminal(a.errOut))
 			res, err := installer.Backup(cmd.Context(), installer.BackupOptions{
-				Options: f.options(a, rep), Output: output, Stdout: a.out, Identities: ids,
+				Options: f.options(a, rep), Output: output, Stdout: a.out, Identities: ids, AllowUnencrypted: allowPlain,
 			})
 			rep.Close()
 			if err != nil {
@@ -74,6 +75,7 @@ Without -o the file is named as the masters name theirs
 	f.add(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "", "local file or directory, or - for stdout (default: a new file in the current directory)")
 	cmd.Flags().StringSliceVar(&identities, "identity", nil, "age identity file, to verify an encrypted backup's content too (repeatable)")
+	cmd.Flags().BoolVar(&allowPlain, "allow-unencrypted", false, "take the backup although the cluster file names no backup.recipients: it holds the cluster's keys in the clear")
 	return cmd
 }
 

@@ -3,10 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	api "anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/internal/agekey"
+	"anvil.dev/anvil/internal/fsutil"
 )
 
 func newConfigCmd(a *app) *cobra.Command {
@@ -20,20 +23,54 @@ func newConfigCmd(a *app) *cobra.Command {
 }
 
 func newConfigInitCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:   "init",
-		Short: "Print a commented example cluster file",
-		Long: `Print an example cluster file with three masters and two workers, every
-section present and every field explained. Edit the names and addresses,
-then check it with "anvil config validate".`,
-		Example: `  anvil config init > cluster.yaml
+	var output, backupKey string
+	var noBackupKey bool
+	cmd := &cobra.Command{
+		Use:   "init [-o FILE] [--backup-key FILE]",
+		Short: "Write a commented example cluster file, with a backup key pair",
+		Long: `Write an example cluster file with three masters and two workers, every
+section present and every field explained, to stdout or -o FILE. Edit the
+names and addresses, then check it with "anvil config validate".
+
+Backups hold every CA key, so they are encrypted: init makes an age key pair
+for them, the identity in --backup-key (default: backup.key beside FILE, or
+in the current directory; 0600) and its recipient in backup.recipients. An
+existing key file is kept and its recipient used. Keep a copy of the
+identity off the masters: without it no backup can be read.
+--no-backup-key leaves backup.recipients out (backups are then refused
+until you set it, or allow unencrypted ones).`,
+		Example: `  anvil config init -o cluster.yaml
+  anvil config init > cluster.yaml
   anvil config validate -f cluster.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			_, err := io.WriteString(a.out, api.ExampleClusterFile)
-			return err
+			text := api.ExampleClusterFile
+			if !noBackupKey {
+				if backupKey == "" {
+					backupKey = filepath.Join(filepath.Dir(output), "backup.key")
+				}
+				recipient, created, err := agekey.Ensure(backupKey)
+				if err != nil {
+					return err
+				}
+				verb := "kept"
+				if created {
+					verb = "wrote"
+				}
+				fmt.Fprintf(a.errOut, "%s the backup identity %s (recipient %s): keep a copy off the masters\n", verb, backupKey, recipient)
+				text = api.ExampleClusterFileFor(recipient, filepath.Base(backupKey))
+			}
+			if output == "" || output == "-" {
+				_, err := io.WriteString(a.out, text)
+				return err
+			}
+			return fsutil.WriteFile(output, []byte(text), 0o600, 0o700)
 		},
 	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "cluster file to write (default: stdout)")
+	cmd.Flags().StringVar(&backupKey, "backup-key", "", "age identity file for backups, made if missing (default: backup.key beside the cluster file)")
+	cmd.Flags().BoolVar(&noBackupKey, "no-backup-key", false, "make no backup key pair; leave backup.recipients out")
+	return cmd
 }
 
 type configValidateOptions struct {

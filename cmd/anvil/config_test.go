@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"filippo.io/age"
+
 	api "anvil.dev/anvil/api/v1alpha1"
 )
 
@@ -35,7 +37,7 @@ func writeClusterFile(t *testing.T, content string) string {
 }
 
 func TestConfigInitValidates(t *testing.T) {
-	out, code := execConfig(t, "config", "init")
+	out, code := execConfig(t, "config", "init", "--no-backup-key")
 	if code != 0 || out != api.ExampleClusterFile {
 		t.Fatalf("config init: exit %d, output differs from the example", code)
 	}
@@ -43,6 +45,44 @@ func TestConfigInitValidates(t *testing.T) {
 	got, code := execConfig(t, "config", "validate", "-f", path)
 	if code != 0 || got != path+": valid\n" {
 		t.Errorf("validate of config init's output: exit %d\n%s", code, got)
+	}
+}
+
+// TestConfigInitMakesABackupKey: by default the cluster file config init
+// writes encrypts backups to a key pair it made, whose identity only its
+// owner reads; a second run keeps that key.
+func TestConfigInitMakesABackupKey(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "cluster.yaml")
+	if _, code := execConfig(t, "config", "init", "-o", file); code != 0 {
+		t.Fatalf("config init -o: exit %d", code)
+	}
+	c, warnings, err := api.Load(file)
+	if err != nil || len(warnings) > 0 {
+		t.Fatalf("config init's file: %v %v", warnings, err)
+	}
+	key := filepath.Join(dir, "backup.key")
+	fi, err := os.Stat(key)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("backup key: %v %v, want a 0600 file beside the cluster file", fi, err)
+	}
+	b, _ := os.ReadFile(key)
+	ids, err := age.ParseIdentities(bytes.NewReader(b))
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("backup key: %v", err)
+	}
+	if r := ids[0].(*age.X25519Identity).Recipient().String(); len(c.Backup.Recipients) != 1 || c.Backup.Recipients[0] != r || c.Backup.AllowUnencrypted {
+		t.Errorf("backup section %+v, want its recipient %s", c.Backup, r)
+	}
+	if _, code := execConfig(t, "config", "init", "-o", file); code != 0 {
+		t.Fatal("second config init failed")
+	}
+	if again, _ := os.ReadFile(key); !bytes.Equal(again, b) {
+		t.Error("a second config init replaced the backup key")
+	}
+	c2, _, _ := api.Load(file)
+	if c2 == nil || c2.Backup.Recipients[0] != c.Backup.Recipients[0] {
+		t.Error("a second config init changed the recipient")
 	}
 }
 

@@ -196,6 +196,7 @@ func printLab(w io.Writer, st *lab.Status) error {
 	fmt.Fprintf(w, "lab %s: %s on bridge %s (host side %s; %s)\n", st.Name, st.Subnet, st.Bridge, st.Gateway, vip)
 	fmt.Fprintf(w, "cluster file  %s\n", st.ClusterFile)
 	fmt.Fprintf(w, "ssh key       %s (users %s, %s with sudo)\n", st.SSHKey, st.SSHUser, st.SudoUser)
+	fmt.Fprintf(w, "backup key    %s (age identity the cluster's backups are encrypted to)\n", st.BackupKey)
 	fmt.Fprintf(w, "known_hosts   %s\n\n", st.KnownHosts)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MACHINE\tROLE\tADDRESS\tSTATE\tLINK\tPID\tMEMORY\tHOST KEY")

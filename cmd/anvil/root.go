@@ -47,7 +47,7 @@ From a workstation it provisions machines over SSH from a cluster file; on a
 machine it initialises or joins the control plane, runs the embedded etcd
 member and the node agent.`,
 		Example: `  # Write an example cluster file, check it, and provision the machines in it
-  anvil config init > cluster.yaml
+  anvil config init -o cluster.yaml
   anvil config validate -f cluster.yaml
   anvil cluster apply -f cluster.yaml
 

@@ -42,6 +42,8 @@ type Lab struct {
 	ClusterFile string
 	SSHKey      string
 	KnownHosts  string
+	// BackupKey is the age identity the lab cluster's backups need.
+	BackupKey string
 	// Status is what `anvil lab status` said when the lab came up.
 	Status  *lab.Status
 	Manager *lab.Manager
@@ -98,7 +100,7 @@ func Start(t testing.TB, o Options) *Lab {
 		t.Fatalf("lab %s: %v", o.Name, err)
 	}
 	l := &Lab{
-		Name: st.Name, ClusterFile: st.ClusterFile, SSHKey: st.SSHKey, KnownHosts: st.KnownHosts,
+		Name: st.Name, ClusterFile: st.ClusterFile, SSHKey: st.SSHKey, BackupKey: st.BackupKey, KnownHosts: st.KnownHosts,
 		Status: st, Manager: m,
 	}
 	for _, mc := range st.Machines {
