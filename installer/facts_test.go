@@ -57,7 +57,7 @@ func TestParseFactsMaster(t *testing.T) {
 	if !strings.HasPrefix(string(f.Manifest), "{\n  \"kubernetesVersion\": \"v1.37.2\"") || !strings.HasSuffix(string(f.Manifest), "}\n") {
 		t.Errorf("manifest %q", f.Manifest)
 	}
-	if f.Links["kubectl"] != "/opt/anvil/bin/v1.37.2/kubectl" || len(f.Links) != 5 {
+	if f.Links["/usr/local/bin/kubectl"] != "/opt/anvil/bin/v1.37.2/kubectl" || len(f.Links) != 5 {
 		t.Errorf("links %v", f.Links)
 	}
 	if f.Status == nil || f.Status.Node != "ix-m1" || len(f.Status.Components) == 0 {

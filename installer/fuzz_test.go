@@ -99,7 +99,7 @@ func FuzzReceive(f *testing.F) {
 	}
 	file := localFile(f, src, "kubectl", 64)
 	var stream bytes.Buffer
-	if _, err := writeStream(context.Background(), &stream, comp, []byte(`{"files":[]}`+"\n"), upload{files: []bundleFile{file}, manifest: true, links: []string{"kubectl"}}, noMeter); err != nil {
+	if _, err := writeStream(context.Background(), &stream, comp, []byte(`{"files":[]}`+"\n"), upload{files: []bundleFile{file}, manifest: true, links: []hostLink{{name: "kubectl"}}}, noMeter); err != nil {
 		f.Fatal(err)
 	}
 	f.Add(stream.Bytes())

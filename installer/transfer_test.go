@@ -66,7 +66,7 @@ func TestStreamRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	manifest := []byte(`{"kubernetesVersion":"v1"}` + "\n")
-	got, err := roundTrip(t, comp, manifest, upload{files: []bundleFile{a, b}, manifest: true, links: []string{"kubectl"}}, dir, linkDir)
+	got, err := roundTrip(t, comp, manifest, upload{files: []bundleFile{a, b}, manifest: true, links: []hostLink{{name: "kubectl", dir: linkDir}}}, dir, linkDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestStreamRoundTrip(t *testing.T) {
 		}
 	}
 	// The same link again is no change.
-	got, err = roundTrip(t, comp, nil, upload{links: []string{"kubectl"}}, dir, linkDir)
+	got, err = roundTrip(t, comp, nil, upload{links: []hostLink{{name: "kubectl", dir: linkDir}}}, dir, linkDir)
 	if err != nil || len(got) != 1 || got[0].Changed {
 		t.Errorf("second link: %+v, %v", got, err)
 	}

@@ -158,13 +158,8 @@ func validateFacts(c *v1alpha1.Cluster, b *bundle, hosts []*host) map[*host]*ver
 		if !f.Member() {
 			validatePorts(c, h, v)
 		}
-		for name, target := range f.Links {
-			switch {
-			case target == "":
-				v.problem("%s/%s is a file anvil did not install: move it away, anvil links its own there", hostfs.LinkDir, name)
-			case !strings.HasPrefix(target, hostfs.BinDir+"/"):
-				v.problem("%s/%s links to %s, not to anvil's: move it away, anvil links its own there", hostfs.LinkDir, name, target)
-			}
+		if b != nil {
+			validatePayload(b, h, v)
 		}
 		skew := f.ClockSkew.Abs() - f.ClockUncertainty
 		switch {
@@ -187,6 +182,32 @@ func validateFacts(c *v1alpha1.Cluster, b *bundle, hosts []*host) map[*host]*ver
 		return s
 	})
 	return out
+}
+
+// validatePayload checks that what h is to get can land: the cluster
+// file's image archives are all fine (a problem of every host's, since a
+// run that went on without them would leave the hosts that need them
+// behind), and nothing that is not anvil's is where h's links go.
+func validatePayload(b *bundle, h *host, v *verdict) {
+	v.problems = append(v.problems, b.archiveProblems...)
+	if b.payload == nil {
+		return
+	}
+	p, err := b.forHost(h.Host)
+	if err != nil {
+		v.problem("%v", err)
+		return
+	}
+	for _, l := range p.links {
+		target, ok := h.facts.Links[l.path()]
+		switch {
+		case !ok:
+		case target == "":
+			v.problem("%s is a file anvil did not install: move it away, anvil links its own there", l.path())
+		case !strings.HasPrefix(target, hostfs.BinDir+"/"):
+			v.problem("%s links to %s, not to anvil's: move it away, anvil links its own there", l.path(), target)
+		}
+	}
 }
 
 // validateMembership checks that what a host already is matches the file.

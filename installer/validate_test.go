@@ -38,7 +38,8 @@ func fleet(t *testing.T, n int) (*v1alpha1.Cluster, []*host) {
 func problems(v *verdict) string { return strings.Join(v.problems, " | ") }
 
 func TestValidateFacts(t *testing.T) {
-	b := &bundle{arch: "x86_64"}
+	b := fakeBuild(t)
+	b.arch = "x86_64"
 	for _, tc := range []struct {
 		name  string
 		spoil func(hs []*host)
@@ -75,7 +76,12 @@ func TestValidateFacts(t *testing.T) {
 		}, 1, `already belongs to cluster "prod"`},
 		{"another role", func(hs []*host) { hs[1].facts.Node = &master.NodeState{Node: "w1", Role: v1alpha1.RoleMaster} }, 1, "already a master, not a worker"},
 		{"another name", func(hs []*host) { hs[1].facts.Node = &master.NodeState{Node: "old", Role: v1alpha1.RoleWorker} }, 1, `already node "old"`},
-		{"a foreign kubectl", func(hs []*host) { hs[1].facts.Links = map[string]string{"kubectl": ""} }, 1, "/usr/local/bin/kubectl is a file anvil did not install"},
+		{"a foreign kubectl on a master", func(hs []*host) { hs[0].facts.Links = map[string]string{"/usr/local/bin/kubectl": ""} }, 0, "/usr/local/bin/kubectl is a file anvil did not install"},
+		// A worker gets no kubectl: the operator's own is not in the way.
+		{"a worker's own kubectl", func(hs []*host) { hs[1].facts.Links = map[string]string{"/usr/local/bin/kubectl": ""} }, 1, ""},
+		{"a foreign CNI plugin on a worker", func(hs []*host) {
+			hs[1].facts.Links = map[string]string{"/opt/cni/bin/bridge": "/usr/lib/cni/bridge"}
+		}, 1, "/opt/cni/bin/bridge links to /usr/lib/cni/bridge, not to anvil's"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, hs := fleet(t, 3)
