@@ -114,7 +114,7 @@ func Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
 	}
 	r.apply = &applyState{o: o, bundle: b, compressor: comp, clusterFile: cf}
 	r.factsReq = b.factsRequest()
-	r.factsReq.status, r.factsReq.updateCache = true, !o.DryRun
+	r.factsReq.status, r.factsReq.updateCache, r.factsReq.kernel = true, !o.DryRun, true
 
 	err = r.do(ctx, "apply", applyPhases())
 	res := &ApplyResult{Plan: r.planned, BytesUploaded: r.apply.uploaded.Load(), DeletedTokens: r.apply.made.deleted(), Elapsed: time.Since(start), cluster: r.cluster}

@@ -50,7 +50,11 @@ type Facts struct {
 	Systemd string `json:"systemd"`
 	// Listening are the TCP ports something listens on.
 	Listening []Listener `json:"listening,omitempty"`
-	HasZstd   bool       `json:"hasZstd"`
+	// KernelSupport says, for each kernel module a host that runs pods
+	// needs (kernelFeatures), whether the running kernel has it: nil when
+	// it was not looked at.
+	KernelSupport map[string]KernelSupport `json:"kernelSupport,omitempty"`
+	HasZstd       bool                     `json:"hasZstd"`
 	// Installed is what of the run's Kubernetes version is in
 	// /opt/anvil/bin/<version>: each file's sha256 as computed on the host,
 	// by its name there (cni/bridge), and the manifest there.
@@ -90,6 +94,118 @@ type Facts struct {
 	// Status is `anvil status -o json` on a host that is a node.
 	Status    *master.Status `json:"status,omitempty"`
 	StatusErr string         `json:"statusError,omitempty"`
+}
+
+// KernelSupport is whether the running kernel has a feature.
+type KernelSupport string
+
+const (
+	// KernelLoaded is a feature in the running kernel: built in, or a
+	// module loaded.
+	KernelLoaded KernelSupport = "loaded"
+	// KernelModule is a module the kernel can load, not loaded yet.
+	KernelModule KernelSupport = "module"
+	// KernelAbsent is a feature neither built in nor a module: the
+	// kernel's config or its module list says so.
+	KernelAbsent KernelSupport = "absent"
+	// KernelUnknown is a feature nothing on the host told about.
+	KernelUnknown KernelSupport = ""
+)
+
+// kernelFeature is a kernel module a host that runs pods needs.
+type kernelFeature struct {
+	module string
+	// config is its kernel config symbol, without CONFIG_.
+	config string
+	// loaded is a shell condition that holds when the running kernel has
+	// it (besides /sys/module/<module>, which built-in code without
+	// parameters lacks).
+	loaded string
+	// autoloads is a module the kernel loads on first use.
+	autoloads bool
+	// neededBy says what needs it, for messages.
+	neededBy string
+}
+
+// kernelFeatures are the kernel modules a host that runs pods needs.
+func kernelFeatures() []kernelFeature {
+	return []kernelFeature{
+		{module: "overlay", config: "OVERLAY_FS", loaded: "grep -qw overlay /proc/filesystems", autoloads: true,
+			neededBy: "containerd's overlayfs snapshotter"},
+		{module: "br_netfilter", config: "BRIDGE_NETFILTER", loaded: "[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]",
+			neededBy: "Service traffic between pods on one node's bridge"},
+		{module: "nf_tables", config: "NF_TABLES", autoloads: true,
+			neededBy: "kube-proxy's and the pod network's nftables rules"},
+	}
+}
+
+// kernelScript prints what tells whether the kernel has each feature:
+// "loaded M" (in the running kernel), "builtin M" and "module M" (from
+// the module lists), "modules" when those lists exist, and "config …"
+// lines of the kernel's config when it is readable. Only reads.
+func kernelScript() string {
+	var mods, configs, lines []string
+	for _, f := range kernelFeatures() {
+		mods = append(mods, f.module)
+		configs = append(configs, f.config)
+		if f.loaded != "" {
+			lines = append(lines, fmt.Sprintf("%s && echo 'loaded %s'", f.loaded, f.module))
+		}
+	}
+	re := "(" + strings.Join(mods, "|") + ")"
+	return strings.Join(append([]string{
+		"s kernel",
+		"for m in " + strings.Join(mods, " ") + `; do [ -d "/sys/module/$m" ] && echo "loaded $m"; done`}, append(lines,
+		"k=/lib/modules/$(uname -r); [ -f $k/modules.dep ] && echo modules",
+		`grep -hoE '^[^:]*/`+re+`\.ko' $k/modules.builtin | sed 's|.*/|builtin |; s|\.ko$||'`,
+		`grep -hoE '^[^:]*/`+re+`\.ko' $k/modules.dep | sed 's|.*/|module |; s|\.ko$||'`,
+		`{ zcat /proc/config.gz || cat /boot/config-$(uname -r); } | grep -E '^CONFIG_(MODULES|`+strings.Join(configs, "|")+`)=|^# CONFIG_MODULES is not set' | sed 's/^/config /'`,
+	)...), "\n")
+}
+
+// parseKernel reads the kernel section: per feature, the best support
+// anything showed, or absent when the module lists or the config were
+// read and showed none.
+func parseKernel(lines []string) map[string]KernelSupport {
+	out := map[string]KernelSupport{}
+	known := false
+	better := func(m string, s KernelSupport) {
+		if out[m] != KernelLoaded {
+			out[m] = s
+		}
+	}
+	for _, l := range lines {
+		kind, arg, _ := strings.Cut(strings.TrimSpace(l), " ")
+		switch kind {
+		case "loaded", "builtin":
+			out[arg] = KernelLoaded
+		case "module":
+			better(arg, KernelModule)
+		case "modules":
+			known = true
+		case "config":
+			known = true
+			sym, val, _ := strings.Cut(strings.TrimPrefix(arg, "CONFIG_"), "=")
+			for _, f := range kernelFeatures() {
+				switch {
+				case f.config != sym:
+				case val == "y":
+					out[f.module] = KernelLoaded
+				case val == "m":
+					better(f.module, KernelModule)
+				}
+			}
+		}
+	}
+	for _, f := range kernelFeatures() {
+		if _, ok := out[f.module]; !ok {
+			out[f.module] = KernelUnknown
+			if known {
+				out[f.module] = KernelAbsent
+			}
+		}
+	}
+	return out
 }
 
 // Listener is a listening TCP socket.
@@ -170,6 +286,8 @@ type factsRequest struct {
 	// updateCache lets the hashing record what it hashed on the host
 	// (never in a dry run, which changes nothing).
 	updateCache bool
+	// kernel looks at what the kernel has of kernelFeatures.
+	kernel bool
 }
 
 const sectionMark = "@@anvil-facts:"
@@ -216,6 +334,9 @@ func factsScript(q factsRequest) string {
 	w("s systemd; systemctl is-system-running")
 	w("s units; systemctl is-active %s", strings.Join(anvilUnits(), " "))
 	w("s zstd; command -v zstd")
+	if q.kernel {
+		w("%s", kernelScript())
+	}
 	w("s links")
 	for _, d := range slices.Sorted(maps.Keys(q.linkNames())) {
 		var expr []string
@@ -329,6 +450,9 @@ func parseFacts(out []byte, sent, arrived time.Time) (*Facts, error) {
 		}
 	}
 	f.HasZstd = first(sec["zstd"]) != ""
+	if lines, ok := sec["kernel"]; ok {
+		f.KernelSupport = parseKernel(lines)
+	}
 	for _, l := range sec["links"] {
 		name, target, _ := strings.Cut(l, " ")
 		f.Links[name] = strings.TrimSpace(target)
