@@ -184,7 +184,7 @@ func FuzzClusterFileCommands(f *testing.F) {
 		for _, h := range c.Hosts {
 			hh := &host{Host: h, facts: &Facts{}}
 			_ = describeSSH(h)
-			args := r.joinArgs(hh, pki.CAHash{}, "--token-file", "-")
+			args := r.workerJoinArgs(hh, pki.CAHash{})
 			out, err := exec.Command(sh, "-c", `printf '%s\0' `+shellJoin(args)).Output()
 			if got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00"); err != nil || !slices.Equal(got, args) {
 				t.Fatalf("join of host %q: the shell got %q, want %q (%v)", h.Name, got, args, err)
