@@ -103,6 +103,7 @@ func Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.addArchives(r.cluster.Images, o.ClusterFile)
 	comp, err := newCompressor(o.CacheDir)
 	if err != nil {
 		return nil, err
@@ -112,7 +113,8 @@ func Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
 		return nil, err
 	}
 	r.apply = &applyState{o: o, bundle: b, compressor: comp, clusterFile: cf}
-	r.factsReq = factsRequest{version: b.version, files: b.components(), status: true, updateCache: !o.DryRun}
+	r.factsReq = b.factsRequest()
+	r.factsReq.status, r.factsReq.updateCache, r.factsReq.kernel = true, !o.DryRun, true
 
 	err = r.do(ctx, "apply", applyPhases())
 	res := &ApplyResult{Plan: r.planned, BytesUploaded: r.apply.uploaded.Load(), DeletedTokens: r.apply.made.deleted(), Elapsed: time.Since(start), cluster: r.cluster}

@@ -35,13 +35,18 @@ func BenchmarkApply(b *testing.B) {
 	}
 	comp, _ := newCompressor(cache)
 	start := time.Now()
-	for _, f := range bun.files {
+	// A master gets every file of the build.
+	all, err := bun.forHost(v1alpha1.Host{Name: "m", Role: v1alpha1.RoleMaster})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, f := range all.files {
 		if _, _, err := comp.compressed(context.Background(), f, codecZstd); err != nil {
 			b.Fatal(err)
 		}
 	}
 	// anvil itself also gzip'ed, for hosts without zstd (the lab's).
-	if _, _, err := comp.compressed(context.Background(), bun.anvil(), codecGzip); err != nil {
+	if _, _, err := comp.compressed(context.Background(), bun.anvil, codecGzip); err != nil {
 		b.Fatal(err)
 	}
 	b.Logf("compressed the binaries once in %s", time.Since(start).Round(100*time.Millisecond))
@@ -81,6 +86,58 @@ func BenchmarkApply(b *testing.B) {
 	benchreport.Report(b, benchreport.Figure{
 		Name: "cluster apply, second: bytes uploaded", Value: float64(bytes), Unit: "B", Anchor: 0,
 		Note: "issue 8: nothing when nothing changed",
+	})
+}
+
+// BenchmarkFirstApplyBytes computes, from the real build in bin/kube,
+// what a first apply sends a worker and a master (both running pods):
+// anvil and the stream of their files, manifest and links, compressed as
+// apply compresses them (the compressor's cache, zstd). The anchor is
+// issue 14's: a worker, which used to get the whole control plane (90 MiB
+// compressed), gets at most 40% of that.
+func BenchmarkFirstApplyBytes(b *testing.B) {
+	bin, kube := buildAnvil(b), kubeDirs(b)
+	bun, err := loadBundle(bin, kube, v1alpha1.DefaultKubernetesVersion)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The user's cache, as apply uses it: a second run compresses nothing.
+	comp, err := newCompressor("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, anvil, err := comp.compressed(context.Background(), bun.anvil, codecZstd)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// sent is the stream after anvil: the files, the manifest, the links.
+	sent := func(role v1alpha1.Role) (wire, raw int64) {
+		b.Helper()
+		p, err := bun.forHost(v1alpha1.Host{Name: string(role), Role: role, Runtime: v1alpha1.RuntimeContainerd})
+		if err != nil {
+			b.Fatal(err)
+		}
+		u := p.diff(&Facts{}, bun.version)
+		wire, err = writeStream(context.Background(), io.Discard, comp, p.manifest, u, func(_ string, _ int64, r io.Reader) io.Reader { return r })
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, f := range u.files {
+			raw += f.Size
+		}
+		return wire, raw
+	}
+	var worker, master, workerRaw, masterRaw int64
+	for b.Loop() {
+		worker, workerRaw = sent(v1alpha1.RoleWorker)
+		master, masterRaw = sent(v1alpha1.RoleMaster)
+	}
+	worker, master = worker+anvil, master+anvil
+	const mib = 1 << 20
+	benchreport.Report(b, benchreport.Figure{
+		Name: "cluster apply, first: bytes to a worker", Value: float64(worker) / mib, Unit: "MiB", Anchor: 0.4 * 90,
+		Note: fmt.Sprintf("issue 14: ≤ 40%% of 90 MiB, the old worker upload (the control plane, anvil aside); %s = anvil %s + the node set %s for %s raw, no control-plane byte; a master gets %s (%s raw); worker/master %.2f",
+			human.Bytes(worker), human.Bytes(anvil), human.Bytes(worker-anvil), human.Bytes(workerRaw), human.Bytes(master), human.Bytes(masterRaw+bun.anvil.Size), float64(worker)/float64(master)),
 	})
 }
 

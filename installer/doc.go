@@ -18,10 +18,20 @@
 // written from stdin, never on a command line, so no process list and no
 // sudo log ever shows one.
 //
-// Binaries land in /opt/anvil/bin/<kubernetes version>/ with the build's
-// manifest (plus anvil's own entry, as images.Install writes it), zstd
+// Each host gets what its role and runtime need of the build's payload
+// (bundle.go): a master everything, a worker the node stack (kubelet,
+// kube-proxy, containerd, runc, crictl, the CNI plugins, the pause,
+// CoreDNS and test images), a host with runtime none no node stack; anvil
+// goes everywhere. The files land in /opt/anvil/bin/<kubernetes version>/
+// (CNI plugins in cni/, image archives in images/) with the manifest
+// images.Install writes for the host's role (plus anvil's own entry), zstd
 // compressed in transit, verified by sha256 on the host and renamed into
-// place, with links in /usr/local/bin. The host's anvil remembers each
+// place, with links: binaries in /usr/local/bin, CNI plugins in
+// /opt/cni/bin, the build's image archives in /var/lib/anvil/images. The
+// cluster file's image archives (images:, archives.go) are checked on the
+// workstation before anything is uploaded and go to
+// /var/lib/anvil/images on every host that runs pods, for its node agent
+// to import. The host's anvil remembers each
 // verified file's sha256 with its inode, size, mtime and ctime
 // (/opt/anvil/sha256-cache.json), so a second apply reads no binary again
 // and still notices any write.

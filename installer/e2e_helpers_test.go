@@ -239,7 +239,7 @@ func assertClean(t testing.TB, l *labtest.Lab, machine string) {
 	t.Helper()
 	checks := map[string]string{
 		"files":     "for p in /etc/anvil /etc/kubernetes /var/lib/anvil /opt/anvil /run/anvil /var/log/anvil; do [ -e $p ] && find $p | head -n 20; done; true",
-		"links":     "for p in /usr/local/bin/anvil /usr/local/bin/kube*; do [ -e $p ] || [ -L $p ] && echo $p; done; true",
+		"links":     "for p in " + strings.Join(linkGlobs(), " ") + "; do case $(readlink $p) in /opt/anvil/*) echo $p ;; esac; done; true",
 		"units":     "ls /etc/systemd/system | grep -E '^(anvil|kube)' ; true",
 		"active":    "systemctl list-units --all --no-legend 'anvil*' 'kube*' | grep -v 'not-found' ; true",
 		"processes": "ps -e -o comm= | grep -E '^(anvil|kube-|etcd)' ; true",

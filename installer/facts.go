@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"path"
 	"regexp"
@@ -22,6 +23,7 @@ import (
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/sshx"
 	"anvil.dev/anvil/master"
 )
 
@@ -48,16 +50,24 @@ type Facts struct {
 	Systemd string `json:"systemd"`
 	// Listening are the TCP ports something listens on.
 	Listening []Listener `json:"listening,omitempty"`
-	HasZstd   bool       `json:"hasZstd"`
+	// KernelSupport says, for each kernel module a host that runs pods
+	// needs (kernelFeatures), whether the running kernel has it: nil when
+	// it was not looked at.
+	KernelSupport map[string]KernelSupport `json:"kernelSupport,omitempty"`
+	HasZstd       bool                     `json:"hasZstd"`
 	// Installed is what of the run's Kubernetes version is in
 	// /opt/anvil/bin/<version>: each file's sha256 as computed on the host,
-	// and the manifest there.
+	// by its name there (cni/bridge), and the manifest there.
 	Installed map[string]string `json:"installed,omitempty"`
 	Manifest  []byte            `json:"-"`
+	// Archives are the sha256 of the cluster file's image archives in
+	// /var/lib/anvil/images, by name.
+	Archives map[string]string `json:"archives,omitempty"`
 	// AnvilVersion is `anvil version` of the installed anvil.
 	AnvilVersion string `json:"anvilVersion,omitempty"`
-	// Links are the /usr/local/bin entries anvil manages: the link target,
-	// or "" for a file that is not a link.
+	// Links are the entries anvil manages in /usr/local/bin, /opt/cni/bin
+	// and /var/lib/anvil/images, by path: the link target, or "" for a
+	// file that is not a link.
 	Links map[string]string `json:"links,omitempty"`
 	// Units maps anvil's systemd units to `systemctl is-active`.
 	Units map[string]string `json:"units,omitempty"`
@@ -84,6 +94,118 @@ type Facts struct {
 	// Status is `anvil status -o json` on a host that is a node.
 	Status    *master.Status `json:"status,omitempty"`
 	StatusErr string         `json:"statusError,omitempty"`
+}
+
+// KernelSupport is whether the running kernel has a feature.
+type KernelSupport string
+
+const (
+	// KernelLoaded is a feature in the running kernel: built in, or a
+	// module loaded.
+	KernelLoaded KernelSupport = "loaded"
+	// KernelModule is a module the kernel can load, not loaded yet.
+	KernelModule KernelSupport = "module"
+	// KernelAbsent is a feature neither built in nor a module: the
+	// kernel's config or its module list says so.
+	KernelAbsent KernelSupport = "absent"
+	// KernelUnknown is a feature nothing on the host told about.
+	KernelUnknown KernelSupport = ""
+)
+
+// kernelFeature is a kernel module a host that runs pods needs.
+type kernelFeature struct {
+	module string
+	// config is its kernel config symbol, without CONFIG_.
+	config string
+	// loaded is a shell condition that holds when the running kernel has
+	// it (besides /sys/module/<module>, which built-in code without
+	// parameters lacks).
+	loaded string
+	// autoloads is a module the kernel loads on first use.
+	autoloads bool
+	// neededBy says what needs it, for messages.
+	neededBy string
+}
+
+// kernelFeatures are the kernel modules a host that runs pods needs.
+func kernelFeatures() []kernelFeature {
+	return []kernelFeature{
+		{module: "overlay", config: "OVERLAY_FS", loaded: "grep -qw overlay /proc/filesystems", autoloads: true,
+			neededBy: "containerd's overlayfs snapshotter"},
+		{module: "br_netfilter", config: "BRIDGE_NETFILTER", loaded: "[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]",
+			neededBy: "Service traffic between pods on one node's bridge"},
+		{module: "nf_tables", config: "NF_TABLES", autoloads: true,
+			neededBy: "kube-proxy's and the pod network's nftables rules"},
+	}
+}
+
+// kernelScript prints what tells whether the kernel has each feature:
+// "loaded M" (in the running kernel), "builtin M" and "module M" (from
+// the module lists), "modules" when those lists exist, and "config …"
+// lines of the kernel's config when it is readable. Only reads.
+func kernelScript() string {
+	var mods, configs, lines []string
+	for _, f := range kernelFeatures() {
+		mods = append(mods, f.module)
+		configs = append(configs, f.config)
+		if f.loaded != "" {
+			lines = append(lines, fmt.Sprintf("%s && echo 'loaded %s'", f.loaded, f.module))
+		}
+	}
+	re := "(" + strings.Join(mods, "|") + ")"
+	return strings.Join(append([]string{
+		"s kernel",
+		"for m in " + strings.Join(mods, " ") + `; do [ -d "/sys/module/$m" ] && echo "loaded $m"; done`}, append(lines,
+		"k=/lib/modules/$(uname -r); [ -f $k/modules.dep ] && echo modules",
+		`grep -hoE '^[^:]*/`+re+`\.ko' $k/modules.builtin | sed 's|.*/|builtin |; s|\.ko$||'`,
+		`grep -hoE '^[^:]*/`+re+`\.ko' $k/modules.dep | sed 's|.*/|module |; s|\.ko$||'`,
+		`{ zcat /proc/config.gz || cat /boot/config-$(uname -r); } | grep -E '^CONFIG_(MODULES|`+strings.Join(configs, "|")+`)=|^# CONFIG_MODULES is not set' | sed 's/^/config /'`,
+	)...), "\n")
+}
+
+// parseKernel reads the kernel section: per feature, the best support
+// anything showed, or absent when the module lists or the config were
+// read and showed none.
+func parseKernel(lines []string) map[string]KernelSupport {
+	out := map[string]KernelSupport{}
+	known := false
+	better := func(m string, s KernelSupport) {
+		if out[m] != KernelLoaded {
+			out[m] = s
+		}
+	}
+	for _, l := range lines {
+		kind, arg, _ := strings.Cut(strings.TrimSpace(l), " ")
+		switch kind {
+		case "loaded", "builtin":
+			out[arg] = KernelLoaded
+		case "module":
+			better(arg, KernelModule)
+		case "modules":
+			known = true
+		case "config":
+			known = true
+			sym, val, _ := strings.Cut(strings.TrimPrefix(arg, "CONFIG_"), "=")
+			for _, f := range kernelFeatures() {
+				switch {
+				case f.config != sym:
+				case val == "y":
+					out[f.module] = KernelLoaded
+				case val == "m":
+					better(f.module, KernelModule)
+				}
+			}
+		}
+	}
+	for _, f := range kernelFeatures() {
+		if _, ok := out[f.module]; !ok {
+			out[f.module] = KernelUnknown
+			if known {
+				out[f.module] = KernelAbsent
+			}
+		}
+	}
+	return out
 }
 
 // Listener is a listening TCP socket.
@@ -151,13 +273,21 @@ func ownedPaths() []string {
 // factsRequest is what to look at.
 type factsRequest struct {
 	version string
-	// files are the names in /opt/anvil/bin/<version> to hash.
+	// files are the names in /opt/anvil/bin/<version> to hash (anvil is
+	// always hashed).
 	files []string
+	// archives are the names in /var/lib/anvil/images to hash.
+	archives []string
+	// links are the names to read in each link directory (anvil's in
+	// /usr/local/bin is always read).
+	links map[string][]string
 	// status runs `anvil status -o json` on nodes.
 	status bool
 	// updateCache lets the hashing record what it hashed on the host
 	// (never in a dry run, which changes nothing).
 	updateCache bool
+	// kernel looks at what the kernel has of kernelFeatures.
+	kernel bool
 }
 
 const sectionMark = "@@anvil-facts:"
@@ -184,7 +314,10 @@ func factsScript(q factsRequest) string {
 	// The installed anvil hashes every file, itself included, with the
 	// CPU's SHA instructions and several at once (3× sha256sum); a host
 	// without it, or with an anvil too old for the helper, uses sha256sum.
-	w("  set --; for f in %s; do [ -f \"$d/$f\" ] && set -- \"$@\" \"$d/$f\"; done", strings.Join(append([]string{images.AnvilBinary}, q.files...), " "))
+	w("  set --; for f in %s; do [ -f \"$d/$f\" ] && set -- \"$@\" \"$d/$f\"; done", quoteAll(append([]string{images.AnvilBinary}, q.files...)))
+	if len(q.archives) > 0 {
+		w("  for f in %s; do [ -f \"%s/$f\" ] && [ ! -L \"%s/$f\" ] && set -- \"$@\" \"%s/$f\"; done", quoteAll(q.archives), imagesDir, imagesDir, imagesDir)
+	}
 	update := ""
 	if q.updateCache {
 		update = " --update-cache"
@@ -201,12 +334,17 @@ func factsScript(q factsRequest) string {
 	w("s systemd; systemctl is-system-running")
 	w("s units; systemctl is-active %s", strings.Join(anvilUnits(), " "))
 	w("s zstd; command -v zstd")
-	names := append([]string{images.AnvilBinary}, q.files...)
-	var expr []string
-	for _, n := range names {
-		expr = append(expr, "-name "+n)
+	if q.kernel {
+		w("%s", kernelScript())
 	}
-	w("s links; find %s -mindepth 1 -maxdepth 1 \\( %s \\) -printf '%%f %%l\\n'", hostfs.LinkDir, strings.Join(expr, " -o "))
+	w("s links")
+	for _, d := range slices.Sorted(maps.Keys(q.linkNames())) {
+		var expr []string
+		for _, n := range q.linkNames()[d] {
+			expr = append(expr, "-name "+sshx.ShellQuote(n))
+		}
+		w("find %s -mindepth 1 -maxdepth 1 \\( %s \\) -printf '%%p %%l\\n'", d, strings.Join(expr, " -o "))
+	}
 	w("s agent; [ -f %s ] && echo kubeconfig; [ -e %s ] && echo unit", agent.KubeconfigFile, agentUnitFile)
 	w("s admin; [ -f %s ] && sha256sum %s", adminKubeconfigOnHost, adminKubeconfigOnHost)
 	w("s leftovers; for p in %s; do [ -e \"$p\" ] && echo \"$p\"; done", strings.Join(leftoverPaths(), " "))
@@ -214,6 +352,29 @@ func factsScript(q factsRequest) string {
 	w("wait")
 	w("s end")
 	return b.String()
+}
+
+// linkNames are the names to look for in each link directory: anvil's
+// own in /usr/local/bin, and the request's.
+func (q factsRequest) linkNames() map[string][]string {
+	out := map[string][]string{hostfs.LinkDir: {images.AnvilBinary}}
+	for d, names := range q.links {
+		for _, n := range names {
+			if !slices.Contains(out[d], n) {
+				out[d] = append(out[d], n)
+			}
+		}
+	}
+	return out
+}
+
+// quoteAll is names as shell words.
+func quoteAll(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = sshx.ShellQuote(n)
+	}
+	return strings.Join(q, " ")
 }
 
 // factFiles are the small files the facts read, in one grep.
@@ -266,7 +427,7 @@ func parseFacts(out []byte, sent, arrived time.Time) (*Facts, error) {
 	if _, ok := sec["end"]; !ok {
 		return nil, fmt.Errorf("the facts script ended early; it printed:\n%s", tailString(string(out), 800))
 	}
-	f := &Facts{Installed: map[string]string{}, Links: map[string]string{}, Units: map[string]string{}}
+	f := &Facts{Installed: map[string]string{}, Archives: map[string]string{}, Links: map[string]string{}, Units: map[string]string{}}
 	if t, err := parseEpoch(first(sec["time"])); err == nil && !arrived.IsZero() {
 		mid := sent.Add(arrived.Sub(sent) / 2)
 		f.ClockSkew = t.Sub(mid).Round(time.Millisecond)
@@ -289,6 +450,9 @@ func parseFacts(out []byte, sent, arrived time.Time) (*Facts, error) {
 		}
 	}
 	f.HasZstd = first(sec["zstd"]) != ""
+	if lines, ok := sec["kernel"]; ok {
+		f.KernelSupport = parseKernel(lines)
+	}
 	for _, l := range sec["links"] {
 		name, target, _ := strings.Cut(l, " ")
 		f.Links[name] = strings.TrimSpace(target)
@@ -317,7 +481,8 @@ func parseFacts(out []byte, sent, arrived time.Time) (*Facts, error) {
 }
 
 // readHashes reads the hashes section: the sha256 of each installed
-// binary, and the version of the anvil installed.
+// file (by its name in the version directory) and image archive, and the
+// version of the anvil installed.
 func (f *Facts) readHashes(lines []string) {
 	for _, l := range lines {
 		if v, ok := strings.CutPrefix(l, hashVersionPrefix); ok {
@@ -325,8 +490,16 @@ func (f *Facts) readHashes(lines []string) {
 			continue
 		}
 		sum, p, ok := strings.Cut(l, "  ")
-		if ok && isSHA256(sum) {
-			f.Installed[path.Base(p)] = sum
+		if !ok || !isSHA256(sum) {
+			continue
+		}
+		if name, ok := strings.CutPrefix(p, imagesDir+"/"); ok {
+			f.Archives[name] = sum
+		} else if rel, ok := strings.CutPrefix(p, hostfs.BinDir+"/"); ok {
+			// <version>/<name>
+			if _, name, ok := strings.Cut(rel, "/"); ok {
+				f.Installed[name] = sum
+			}
 		}
 	}
 }

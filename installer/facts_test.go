@@ -1,6 +1,7 @@
 package installer
 
 import (
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -57,7 +58,7 @@ func TestParseFactsMaster(t *testing.T) {
 	if !strings.HasPrefix(string(f.Manifest), "{\n  \"kubernetesVersion\": \"v1.37.2\"") || !strings.HasSuffix(string(f.Manifest), "}\n") {
 		t.Errorf("manifest %q", f.Manifest)
 	}
-	if f.Links["kubectl"] != "/opt/anvil/bin/v1.37.2/kubectl" || len(f.Links) != 5 {
+	if f.Links["/usr/local/bin/kubectl"] != "/opt/anvil/bin/v1.37.2/kubectl" || len(f.Links) != 5 {
 		t.Errorf("links %v", f.Links)
 	}
 	if f.Status == nil || f.Status.Node != "ix-m1" || len(f.Status.Components) == 0 {
@@ -113,7 +114,7 @@ func TestParseListening(t *testing.T) {
 }
 
 func TestFactsScriptIsReadOnly(t *testing.T) {
-	s := factsScript(factsRequest{version: "v1.37.2", files: []string{"kube-apiserver"}, status: true})
+	s := factsScript(factsRequest{version: "v1.37.2", files: []string{"kube-apiserver", "cni/bridge"}, archives: []string{"app.tar"}, links: map[string][]string{"/opt/cni/bin": {"bridge"}}, status: true, kernel: true})
 	for _, bad := range []string{" rm ", "mkdir", " mv ", "> /", ">/etc", "chmod", "tee ", "systemctl start", "systemctl stop", "reset", "--update-cache"} {
 		if strings.Contains(s, bad) {
 			t.Errorf("the facts script contains %q", bad)
@@ -122,6 +123,46 @@ func TestFactsScriptIsReadOnly(t *testing.T) {
 	// Outside a dry run, the hashes it computes are remembered.
 	if s := factsScript(factsRequest{version: "v1.37.2", files: []string{"kube-apiserver"}, updateCache: true}); !strings.Contains(s, "--cache "+hashCacheFile+" --update-cache") {
 		t.Errorf("the facts script of an apply does not keep its hashes:\n%s", s)
+	}
+}
+
+func TestParseKernel(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		lines []string
+		want  map[string]KernelSupport
+	}{
+		// This machine's kind: everything built in, no module lists, the
+		// config in /proc/config.gz.
+		{"built in", []string{"loaded overlay", "loaded br_netfilter", "config # CONFIG_MODULES is not set", "config CONFIG_BRIDGE_NETFILTER=y", "config CONFIG_NF_TABLES=y", "config CONFIG_OVERLAY_FS=y"},
+			map[string]KernelSupport{"overlay": KernelLoaded, "br_netfilter": KernelLoaded, "nf_tables": KernelLoaded}},
+		// Debian after boot: modules, overlay loaded by an earlier mount.
+		{"modules", []string{"loaded overlay", "modules", "module overlay", "module br_netfilter", "module nf_tables", "config CONFIG_MODULES=y", "config CONFIG_BRIDGE_NETFILTER=m"},
+			map[string]KernelSupport{"overlay": KernelLoaded, "br_netfilter": KernelModule, "nf_tables": KernelModule}},
+		{"lacking br_netfilter", []string{"modules", "module overlay", "module nf_tables"},
+			map[string]KernelSupport{"overlay": KernelModule, "br_netfilter": KernelAbsent, "nf_tables": KernelModule}},
+		{"config says no", []string{"config # CONFIG_MODULES is not set", "config CONFIG_OVERLAY_FS=y", "loaded overlay", "config CONFIG_NF_TABLES=y"},
+			map[string]KernelSupport{"overlay": KernelLoaded, "br_netfilter": KernelAbsent, "nf_tables": KernelLoaded}},
+		// A container without /lib/modules nor a readable config.
+		{"nothing told", []string{"loaded nf_tables"},
+			map[string]KernelSupport{"overlay": KernelUnknown, "br_netfilter": KernelUnknown, "nf_tables": KernelLoaded}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := parseKernel(tc.lines); !maps.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// The section is read only when the script had it.
+	f, err := parseFacts([]byte(sectionMark+"kernel@@\nloaded overlay\n"+sectionMark+"end@@\n"), time.Now(), time.Time{})
+	if err != nil || f.KernelSupport["overlay"] != KernelLoaded {
+		t.Errorf("%v, %v", f.KernelSupport, err)
+	}
+	if f := readFacts(t, "facts-w1"); f.KernelSupport != nil {
+		t.Errorf("no kernel section, yet %v", f.KernelSupport)
+	}
+	if s := factsScript(factsRequest{version: "v1.37.2", kernel: true}); !strings.Contains(s, "/proc/sys/net/bridge/bridge-nf-call-iptables") {
+		t.Errorf("the facts script does not look at the kernel:\n%s", s)
 	}
 }
 

@@ -88,7 +88,8 @@ func fuzzFleet(facts *Facts) (*v1alpha1.Cluster, []*host) {
 }
 
 // FuzzReceive: whatever arrives on the upload stream, Receive lands only
-// complete, verified files in dir and links to them in linkDir, and leaves
+// complete, verified files in dir (one subdirectory deep at most) and links
+// to them in linkDir, and leaves
 // nothing anywhere else, nor a temporary file behind.
 func FuzzReceive(f *testing.F) {
 	src, cache := f.TempDir(), f.TempDir()
@@ -98,7 +99,7 @@ func FuzzReceive(f *testing.F) {
 	}
 	file := localFile(f, src, "kubectl", 64)
 	var stream bytes.Buffer
-	if _, err := writeStream(context.Background(), &stream, comp, []byte(`{"files":[]}`+"\n"), upload{files: []bundleFile{file}, manifest: true, links: []string{"kubectl"}}, noMeter); err != nil {
+	if _, err := writeStream(context.Background(), &stream, comp, []byte(`{"files":[]}`+"\n"), upload{files: []bundleFile{file}, manifest: true, links: []hostLink{{name: "kubectl"}}}, noMeter); err != nil {
 		f.Fatal(err)
 	}
 	f.Add(stream.Bytes())
@@ -107,7 +108,7 @@ func FuzzReceive(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		root := t.TempDir()
 		dir, linkDir := filepath.Join(root, "opt", "v1"), filepath.Join(root, "bin")
-		_ = Receive(context.Background(), bytes.NewReader(in), &bytes.Buffer{}, dir, linkDir, "")
+		_ = Receive(context.Background(), bytes.NewReader(in), &bytes.Buffer{}, ReceiveOptions{Dir: dir, LinkDirs: []string{linkDir}})
 		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil || p == root {
 				return err
@@ -115,13 +116,15 @@ func FuzzReceive(f *testing.F) {
 			rel, _ := filepath.Rel(root, p)
 			switch {
 			case rel == "opt" || rel == "bin" || rel == filepath.Join("opt", "v1"):
-			case strings.HasPrefix(rel, "opt/v1/") && !d.IsDir() && !strings.HasPrefix(d.Name(), "."):
+			// One level of subdirectories (cni/, images/).
+			case d.IsDir() && filepath.Dir(rel) == filepath.Join("opt", "v1") && !strings.HasPrefix(d.Name(), "."):
+			case strings.HasPrefix(rel, "opt/v1/") && strings.Count(rel, "/") <= 3 && !d.IsDir() && !strings.HasPrefix(d.Name(), "."):
 				if !d.Type().IsRegular() {
 					t.Errorf("%s is not a regular file", rel)
 				}
 			case strings.HasPrefix(rel, "bin/") && d.Type()&fs.ModeSymlink != 0:
 				target, _ := os.Readlink(p)
-				if filepath.Dir(target) != dir {
+				if filepath.Dir(target) != dir && filepath.Dir(filepath.Dir(target)) != dir {
 					t.Errorf("%s links to %s, outside %s", rel, target, dir)
 				}
 			default:
@@ -181,7 +184,7 @@ func FuzzClusterFileCommands(f *testing.F) {
 		for _, h := range c.Hosts {
 			hh := &host{Host: h, facts: &Facts{}}
 			_ = describeSSH(h)
-			args := r.joinArgs(hh, pki.CAHash{}, "--token-file", "-")
+			args := r.workerJoinArgs(hh, pki.CAHash{})
 			out, err := exec.Command(sh, "-c", `printf '%s\0' `+shellJoin(args)).Output()
 			if got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00"); err != nil || !slices.Equal(got, args) {
 				t.Fatalf("join of host %q: the shell got %q, want %q (%v)", h.Name, got, args, err)

@@ -69,13 +69,20 @@ func (r *run) joinWorker(ctx context.Context, h *host) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.apply.o.Timeout+time.Minute)
 	defer cancel()
-	args := r.joinArgs(h, acc.caHash, "--token-file", "-")
+	args := r.workerJoinArgs(h, acc.caHash)
 	start := time.Now()
 	script, stdin := r.joinScript(h, args, workerJoined(), "", r.apply.workerToken.Reveal())
 	if err := r.runLogged(ctx, h, "anvil join", script, stdin, io.Discard); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("joined in %s", time.Since(start).Round(100*time.Millisecond)), nil
+}
+
+// workerJoinArgs is the command line of a worker's `anvil join`, built
+// here alone: the join token comes on its stdin. What the host's runtime
+// asks of the join would be passed here, once `anvil join` takes it.
+func (r *run) workerJoinArgs(h *host, caHash pki.CAHash) []string {
+	return r.joinArgs(h, caHash, "--token-file", "-")
 }
 
 // joinArgs is `anvil join` of h, with flags (what to join as, where the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -116,7 +117,7 @@ func (r *run) resetStep(h *host) step {
 	if !f.Member() && len(f.Owned) == 0 && len(f.Leftovers) == 0 && !anyActive(f.Units) {
 		return step{host: h, do: "nothing to do: nothing of anvil's here"}
 	}
-	do := "anvil reset --force, then remove /opt/anvil and its links in " + hostfs.LinkDir
+	do := fmt.Sprintf("anvil reset --force, then remove /opt/anvil, its links in %s and the image archives in %s", strings.Join(slices.Sorted(maps.Values(linkDirs())), ", "), imagesDir)
 	if r.reset.RemoveBackups {
 		do = strings.Replace(do, "--force", "--force --remove-backups", 1)
 	}
@@ -166,14 +167,26 @@ func resetScript(removeBackups bool) string {
 		`if [ -n "$a" ] && [ -x "$a" ]; then "$a" reset ` + flags + ` >/dev/null || rc=$?; fi`,
 		`if [ "$rc" -ne 0 ] && [ -n "$stopped" ]; then systemctl start $stopped || true; exit "$rc"; fi`,
 		"systemctl reset-failed " + strings.Join(anvilUnits(), " ") + " 2>/dev/null || true",
-		"for l in " + hostfs.LinkDir + "/anvil " + hostfs.LinkDir + "/kube*; do",
+		"for l in " + strings.Join(linkGlobs(), " ") + "; do",
 		`  t=$(readlink "$l") || continue`,
 		`  case "$t" in ` + hostfs.BinDir + `/*) rm -f "$l" ;; esac`,
 		"done",
-		// The apply lock this script holds goes too: it is anvil's.
-		"rm -rf /opt/anvil " + hostfs.RunDir,
+		// The apply lock this script holds goes too: it is anvil's. So
+		// are the image archives apply put on the host.
+		"rm -rf /opt/anvil " + hostfs.RunDir + " " + imagesDir,
+		"rmdir " + hostfs.StateDir + " 2>/dev/null || true",
 		`exit "$rc"`,
 	}, "\n"))
+}
+
+// linkGlobs match every link apply may have made, in every link
+// directory; only those pointing into /opt/anvil/bin are removed.
+func linkGlobs() []string {
+	var out []string
+	for _, d := range slices.Sorted(maps.Values(linkDirs())) {
+		out = append(out, d+"/*")
+	}
+	return out
 }
 
 // apiserverClients are a master's units that need its apiserver, in the

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -256,6 +257,25 @@ func TestSecretsNeverOnACommandLine(t *testing.T) {
 				}
 			}
 		}
+	}
+	// The worker ran the one command line workerJoinArgs builds, which
+	// says nothing of the runtime while anvil join takes no --runtime.
+	acc, err := r.access(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := r.workerJoinArgs(r.hosts[1], acc.caHash)
+	want := []string{anvilOn("v1.37.2"), "join", r.cluster.APIServerURL(), "--token-file", "-", "--ca-cert-hash", acc.caHash.String(),
+		"--node-name", "w1", "--node-ip", r.hosts[1].NodeAddress().String(), "--timeout", "1m0s"}
+	if !slices.Equal(args, want) {
+		t.Errorf("worker join %q, want %q", args, want)
+	}
+	ran := false
+	for _, run := range worker.recorded() {
+		ran = ran || strings.Contains(run.cmd, shellJoin(args))
+	}
+	if !ran {
+		t.Errorf("the worker did not run %s: %v", shellJoin(args), worker.recorded())
 	}
 	// The masters' join used upload-certs' token: one token create, the
 	// workers'.

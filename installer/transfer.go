@@ -10,9 +10,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,11 +33,22 @@ import (
 // file beside its destination, checked against Size and SHA256, synced and
 // renamed into place, so a host never runs a half-written binary. Files
 // are written in stream order: manifest.json comes last.
+//
+// A file lands in the version directory (Dir empty; its name may have one
+// subdirectory: cni/bridge) or in one of the other directories the
+// receiver was given (the image archives' directory; a plain name). A link
+// is made in one of the link directories the receiver was given, named
+// after the file's base name, pointing into the version directory.
 
 // record is one header of the upload stream.
 type record struct {
-	Op     string `json:"op"` // "file", "link" or "end"
-	Name   string `json:"name,omitempty"`
+	Op string `json:"op"` // "file", "link" or "end"
+	// Name is a file's name in its directory or, for a link, the name in
+	// the version directory it points at.
+	Name string `json:"name,omitempty"`
+	// Dir is where a file lands when not in the version directory, or the
+	// directory a link is made in.
+	Dir    string `json:"dir,omitempty"`
 	Size   int64  `json:"size,omitempty"`
 	SHA256 string `json:"sha256,omitempty"`
 	Mode   uint32 `json:"mode,omitempty"`
@@ -43,12 +57,29 @@ type record struct {
 
 // Received is what Receive prints, one JSON line per record it completed.
 type Received struct {
-	Op     string `json:"op"`
+	Op string `json:"op"`
+	// Name and Dir are the record's; for a link, Name is the link's path.
 	Name   string `json:"name"`
+	Dir    string `json:"dir,omitempty"`
 	SHA256 string `json:"sha256,omitempty"`
 	Size   int64  `json:"size,omitempty"`
 	// Changed is false for a link that already pointed at its target.
 	Changed bool `json:"changed"`
+}
+
+// ReceiveOptions say where an upload stream may write.
+type ReceiveOptions struct {
+	// Dir is the version directory.
+	Dir string
+	// FileDirs are the other directories files may land in.
+	FileDirs []string
+	// LinkDirs are the directories links may be made in; a link record
+	// without a directory goes in the first.
+	LinkDirs []string
+	// Cache, when set, is the hash cache each file landed is recorded in
+	// (see HashFiles), so the next facts need not hash what was just
+	// verified.
+	Cache string
 }
 
 const (
@@ -69,19 +100,20 @@ func (e *ChecksumMismatchError) Error() string {
 	return fmt.Sprintf("%s arrived with sha256 %s (%d bytes), not %s (%d bytes); nothing was replaced", e.Name, e.Got, e.GotSize, e.Want, e.WantSize)
 }
 
-// Receive reads an upload stream from in, lands its files in dir and its
-// links in linkDir, and writes a Received line to out for each record.
-// Links are only made or replaced where the path is missing or is a link
-// into dir's parent (an anvil version directory): anything else in
-// linkDir is not anvil's and is left alone, with an error.
-//
-// With cache set, each file landed is recorded in that hash cache (see
-// HashFiles), so the next facts need not hash what was just verified.
-func Receive(ctx context.Context, in io.Reader, out io.Writer, dir, linkDir, cache string) error {
+// Receive reads an upload stream from in, lands its files in o.Dir (or
+// o.FileDirs) and its links in o.LinkDirs, and writes a Received line to
+// out for each record. Links are only made or replaced where the path is
+// missing or is a link into o.Dir's parent (an anvil version directory):
+// anything else is not anvil's and is left alone, with an error.
+func Receive(ctx context.Context, in io.Reader, out io.Writer, o ReceiveOptions) error {
+	dir := o.Dir
+	if dir == "" {
+		return errors.New("receive: no version directory")
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	hc := loadHashCache(cache)
+	hc := loadHashCache(o.Cache)
 	br := bufio.NewReaderSize(in, 256<<10)
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderMaxWindow(maxWindow), zstd.WithDecoderConcurrency(1))
 	if err != nil {
@@ -89,7 +121,7 @@ func Receive(ctx context.Context, in io.Reader, out io.Writer, dir, linkDir, cac
 	}
 	defer dec.Close()
 	enc := json.NewEncoder(out)
-	changedDir := false
+	changed := map[string]bool{}
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -101,16 +133,28 @@ func Receive(ctx context.Context, in io.Reader, out io.Writer, dir, linkDir, cac
 		var res Received
 		switch rec.Op {
 		case "file":
-			res, err = receiveFile(dec, br, dir, rec)
-			changedDir = true
+			var dst string
+			if dst, err = o.fileDest(rec); err != nil {
+				break
+			}
+			res, err = receiveFile(dec, br, dst, rec)
+			changed[filepath.Dir(dst)] = true
 			if err == nil {
-				hc.put(filepath.Join(dir, rec.Name), res.SHA256)
+				hc.put(dst, res.SHA256)
 			}
 		case "link":
+			linkDir := rec.Dir
+			if linkDir == "" && len(o.LinkDirs) > 0 {
+				linkDir = o.LinkDirs[0]
+			}
+			if !slices.Contains(o.LinkDirs, linkDir) {
+				err = fmt.Errorf("upload stream: links may not be made in %q", rec.Dir)
+				break
+			}
 			res, err = ensureLink(dir, linkDir, rec.Name)
 		case "end":
-			if changedDir {
-				if err := syncDir(dir); err != nil {
+			for _, d := range slices.Sorted(maps.Keys(changed)) {
+				if err := syncDir(d); err != nil {
 					return err
 				}
 			}
@@ -146,12 +190,38 @@ func validName(name string) bool {
 	return name != "" && name == filepath.Base(name) && !strings.HasPrefix(name, ".") && !strings.ContainsAny(name, "/\\\x00")
 }
 
-func receiveFile(dec *zstd.Decoder, br *bufio.Reader, dir string, rec record) (Received, error) {
-	if !validName(rec.Name) || rec.ZSize < 0 || rec.Size < 0 || !isSHA256(rec.SHA256) {
+// validVersionName is a name in the version directory: a plain name, or
+// one in a subdirectory (cni/bridge, images/pause.tar).
+func validVersionName(name string) bool {
+	sub, base, nested := strings.Cut(name, "/")
+	if !nested {
+		return validName(name)
+	}
+	return validName(sub) && validName(base)
+}
+
+// fileDest is where a file record lands: in the version directory, or in
+// one of the other directories by its plain name.
+func (o ReceiveOptions) fileDest(rec record) (string, error) {
+	switch {
+	case rec.Dir == "" && validVersionName(rec.Name):
+		return filepath.Join(o.Dir, filepath.FromSlash(rec.Name)), nil
+	case rec.Dir != "" && slices.Contains(o.FileDirs, rec.Dir) && validName(rec.Name):
+		return filepath.Join(rec.Dir, rec.Name), nil
+	}
+	return "", fmt.Errorf("upload stream: bad file record %+v", rec)
+}
+
+// receiveFile lands the file record rec introduces at dst.
+func receiveFile(dec *zstd.Decoder, br *bufio.Reader, dst string, rec record) (Received, error) {
+	if rec.ZSize < 0 || rec.Size < 0 || !isSHA256(rec.SHA256) {
 		return Received{}, fmt.Errorf("upload stream: bad file record %+v", rec)
 	}
 	frame := &io.LimitedReader{R: br, N: rec.ZSize}
-	tmp, err := os.CreateTemp(dir, "."+rec.Name+".upload-*")
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return Received{}, err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".upload-*")
 	if err != nil {
 		return Received{}, err
 	}
@@ -187,19 +257,21 @@ func receiveFile(dec *zstd.Decoder, br *bufio.Reader, dir string, rec record) (R
 	if err := tmp.Close(); err != nil {
 		return Received{}, err
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, rec.Name)); err != nil {
+	if err := os.Rename(tmp.Name(), dst); err != nil {
 		return Received{}, err
 	}
-	return Received{Op: "file", Name: rec.Name, SHA256: got, Size: n, Changed: true}, nil
+	return Received{Op: "file", Name: rec.Name, Dir: rec.Dir, SHA256: got, Size: n, Changed: true}, nil
 }
 
-// ensureLink makes linkDir/name a symlink to dir/name, atomically.
+// ensureLink makes linkDir/<base of name> a symlink to dir/name,
+// atomically.
 func ensureLink(dir, linkDir, name string) (Received, error) {
-	if !validName(name) {
+	if !validVersionName(name) {
 		return Received{}, fmt.Errorf("upload stream: bad link name %q", name)
 	}
-	target := filepath.Join(dir, name)
-	link := filepath.Join(linkDir, name)
+	target := filepath.Join(dir, filepath.FromSlash(name))
+	base := path.Base(name)
+	link := filepath.Join(linkDir, base)
 	res := Received{Op: "link", Name: link}
 	if fi, err := os.Stat(target); err != nil || !fi.Mode().IsRegular() {
 		return res, fmt.Errorf("link %s: %s is not there", link, target)
@@ -219,7 +291,7 @@ func ensureLink(dir, linkDir, name string) (Received, error) {
 	if err := os.MkdirAll(linkDir, 0o755); err != nil {
 		return res, err
 	}
-	tmp := filepath.Join(linkDir, ".anvil-link-"+name)
+	tmp := filepath.Join(linkDir, ".anvil-link-"+base)
 	_ = os.Remove(tmp)
 	if err := os.Symlink(target, tmp); err != nil {
 		return res, err

@@ -40,7 +40,7 @@ func roundTrip(t *testing.T, comp *compressor, manifest []byte, u upload, dir, l
 		pw.CloseWithError(err)
 	}()
 	var out bytes.Buffer
-	err := Receive(context.Background(), pr, &out, dir, linkDir, "")
+	err := Receive(context.Background(), pr, &out, ReceiveOptions{Dir: dir, LinkDirs: []string{linkDir}})
 	pr.Close()
 	var got []Received
 	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
@@ -66,7 +66,7 @@ func TestStreamRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	manifest := []byte(`{"kubernetesVersion":"v1"}` + "\n")
-	got, err := roundTrip(t, comp, manifest, upload{files: []bundleFile{a, b}, manifest: true, links: []string{"kubectl"}}, dir, linkDir)
+	got, err := roundTrip(t, comp, manifest, upload{files: []bundleFile{a, b}, manifest: true, links: []hostLink{{name: "kubectl", dir: linkDir}}}, dir, linkDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,9 +100,55 @@ func TestStreamRoundTrip(t *testing.T) {
 		}
 	}
 	// The same link again is no change.
-	got, err = roundTrip(t, comp, nil, upload{links: []string{"kubectl"}}, dir, linkDir)
+	got, err = roundTrip(t, comp, nil, upload{links: []hostLink{{name: "kubectl", dir: linkDir}}}, dir, linkDir)
 	if err != nil || len(got) != 1 || got[0].Changed {
 		t.Errorf("second link: %+v, %v", got, err)
+	}
+}
+
+// fileRecord is a file record of the upload stream and its frame.
+func fileRecord(t *testing.T, rec record, data []byte) string {
+	t.Helper()
+	z, err := zstdBytes(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Op, rec.Size, rec.SHA256, rec.ZSize = "file", int64(len(data)), sha256Hex(data), int64(len(z))
+	j, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(j) + "\n" + string(z)
+}
+
+// Files land in a subdirectory of the version directory or in another
+// directory the receiver was given; links go in the link directory the
+// record names, after the file's base name.
+func TestReceiveSubdirectoriesAndDirectories(t *testing.T) {
+	host := t.TempDir()
+	dir, images, bin, cni := filepath.Join(host, "opt/anvil/bin/v1"), filepath.Join(host, "var/lib/anvil/images"), filepath.Join(host, "usr/local/bin"), filepath.Join(host, "opt/cni/bin")
+	stream := fileRecord(t, record{Name: "cni/bridge", Mode: 0o755}, []byte("bridge")) +
+		fileRecord(t, record{Name: "app.tar", Dir: images, Mode: 0o644}, []byte("app")) +
+		`{"op":"link","name":"cni/bridge","dir":"` + cni + `"}` + "\n" +
+		`{"op":"end"}` + "\n"
+	var out bytes.Buffer
+	if err := Receive(context.Background(), strings.NewReader(stream), &out, ReceiveOptions{Dir: dir, FileDirs: []string{images}, LinkDirs: []string{bin, cni}}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "cni", "bridge")); err != nil || string(b) != "bridge" {
+		t.Errorf("cni/bridge: %q, %v", b, err)
+	}
+	if fi, err := os.Stat(filepath.Join(images, "app.tar")); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("app.tar: %v, %v", fi, err)
+	}
+	if target, err := os.Readlink(filepath.Join(cni, "bridge")); err != nil || target != filepath.Join(dir, "cni", "bridge") {
+		t.Errorf("link: %q, %v", target, err)
+	}
+	if _, err := os.Lstat(filepath.Join(bin, "bridge")); err == nil {
+		t.Error("the link was made in the first link directory too")
+	}
+	if !strings.Contains(out.String(), `"dir":"`+images+`"`) {
+		t.Errorf("received: %s", out.String())
 	}
 }
 
@@ -145,7 +191,7 @@ func TestReceiveChecksSize(t *testing.T) {
 	z, _ := zstdBytes([]byte("hello"))
 	rec := `{"op":"file","name":"x","size":5,"sha256":"` + strings.Repeat("0", 64) + `","zsize":` + itoa(len(z)) + "}\n"
 	in := io.MultiReader(strings.NewReader(rec), bytes.NewReader(z), strings.NewReader(`{"op":"end"}`+"\n"))
-	err := Receive(context.Background(), in, io.Discard, t.TempDir(), t.TempDir(), "")
+	err := Receive(context.Background(), in, io.Discard, ReceiveOptions{Dir: t.TempDir(), LinkDirs: []string{t.TempDir()}})
 	var mismatch *ChecksumMismatchError
 	if !errors.As(err, &mismatch) || mismatch.Got != sha256Hex([]byte("hello")) {
 		t.Fatalf("err = %v", err)
@@ -154,15 +200,19 @@ func TestReceiveChecksSize(t *testing.T) {
 
 func TestReceiveRefuses(t *testing.T) {
 	for name, stream := range map[string]string{
-		"path in a name":  `{"op":"file","name":"../x","size":1,"sha256":"` + strings.Repeat("0", 64) + `","zsize":1}` + "\n",
-		"hidden name":     `{"op":"link","name":".x"}` + "\n",
-		"no end":          `{"op":"link","name":"x"}`,
-		"unknown op":      `{"op":"exec","name":"x"}` + "\n",
-		"huge header":     strings.Repeat("x", 8000) + "\n",
-		"not json at all": "hello\n",
+		"path in a name":           `{"op":"file","name":"../x","size":1,"sha256":"` + strings.Repeat("0", 64) + `","zsize":1}` + "\n",
+		"two subdirectories":       `{"op":"file","name":"cni/a/x","size":1,"sha256":"` + strings.Repeat("0", 64) + `","zsize":1}` + "\n",
+		"a directory not given":    `{"op":"file","dir":"/etc","name":"x","size":1,"sha256":"` + strings.Repeat("0", 64) + `","zsize":1}` + "\n",
+		"a subdirectory elsewhere": `{"op":"file","dir":"/images","name":"a/x","size":1,"sha256":"` + strings.Repeat("0", 64) + `","zsize":1}` + "\n",
+		"hidden name":              `{"op":"link","name":".x"}` + "\n",
+		"a link dir not given":     `{"op":"link","dir":"/etc","name":"x"}` + "\n",
+		"no end":                   `{"op":"link","name":"x"}`,
+		"unknown op":               `{"op":"exec","name":"x"}` + "\n",
+		"huge header":              strings.Repeat("x", 8000) + "\n",
+		"not json at all":          "hello\n",
 	} {
 		t.Run(name, func(t *testing.T) {
-			if err := Receive(context.Background(), strings.NewReader(stream), io.Discard, t.TempDir(), t.TempDir(), ""); err == nil {
+			if err := Receive(context.Background(), strings.NewReader(stream), io.Discard, ReceiveOptions{Dir: t.TempDir(), FileDirs: []string{"/images"}, LinkDirs: []string{t.TempDir()}}); err == nil {
 				t.Error("accepted")
 			}
 		})
@@ -321,7 +371,7 @@ func TestReceiveRecordsInTheCache(t *testing.T) {
 	}
 	cache := filepath.Join(host, "sha256.json")
 	dir := filepath.Join(host, "v1")
-	if err := Receive(context.Background(), &stream, io.Discard, dir, filepath.Join(host, "bin"), cache); err != nil {
+	if err := Receive(context.Background(), &stream, io.Discard, ReceiveOptions{Dir: dir, LinkDirs: []string{filepath.Join(host, "bin")}, Cache: cache}); err != nil {
 		t.Fatal(err)
 	}
 	if sum, ok := loadHashCache(cache).get(filepath.Join(dir, "kubectl")); !ok || sum != f.SHA256 {

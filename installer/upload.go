@@ -10,52 +10,63 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"path"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
 
 	"anvil.dev/anvil/images"
-	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/human"
 )
 
-// Phase upload: anvil and the component binaries into
-// /opt/anvil/bin/<version>/, each only when the host's copy differs by
-// sha256 (computed on the host, never trusted from size or mtime),
-// compressed in transit, verified on the host before it is renamed into
-// place, then manifest.json and the links in /usr/local/bin.
+// Phase upload: what each host needs of the build, by its role and
+// runtime (bundle.forHost), into /opt/anvil/bin/<version>/, and the
+// cluster file's image archives into /var/lib/anvil/images on hosts that
+// run pods, each only when the host's copy differs by sha256 (computed on
+// the host, never trusted from size or mtime), compressed in transit,
+// verified on the host before it is renamed into place; then
+// manifest.json and the links (binaries in /usr/local/bin, CNI plugins in
+// /opt/cni/bin, the build's image archives in /var/lib/anvil/images).
 
 // upload is what one host lacks.
 type upload struct {
-	anvil    bool
+	anvil bool
+	// files are the build's files and the cluster file's archives.
 	files    []bundleFile
 	manifest bool
-	links    []string
+	links    []hostLink
 }
 
 func (u upload) empty() bool {
 	return !u.anvil && len(u.files) == 0 && !u.manifest && len(u.links) == 0
 }
 
-// diff compares the bundle with what facts found on a host.
-func (b *bundle) diff(f *Facts) upload {
+// diff compares what a host should have with what facts found there.
+func (p *hostPayload) diff(f *Facts, version string) upload {
 	var u upload
-	for i, bf := range b.files {
+	for _, bf := range p.files {
 		if f.Installed[bf.Name] == bf.SHA256 {
 			continue
 		}
-		if i == 0 {
+		if bf.Name == images.AnvilBinary {
 			u.anvil = true
 		} else {
 			u.files = append(u.files, bf)
 		}
 	}
-	u.manifest = !bytes.Equal(f.Manifest, b.manifest)
-	for _, n := range b.names() {
-		if !b.linkOK(f.Links, n) {
-			u.links = append(u.links, n)
+	for _, a := range p.archives {
+		if f.Archives[a.Name] != a.SHA256 {
+			u.files = append(u.files, a)
+		}
+	}
+	u.manifest = !bytes.Equal(f.Manifest, p.manifest)
+	for _, l := range p.links {
+		if f.Links[l.path()] != l.target(version) {
+			u.links = append(u.links, l)
 		}
 	}
 	return u
@@ -65,20 +76,25 @@ func planUpload(r *run) plan {
 	b := r.apply.bundle
 	var pl plan
 	for _, h := range r.alive() {
-		u := b.diff(h.facts)
+		p, err := b.forHost(h.Host)
+		if err != nil {
+			pl.steps = append(pl.steps, step{host: h, do: "upload what the host needs", run: func(context.Context) (string, error) { return "", err }})
+			continue
+		}
+		u := p.diff(h.facts, b.version)
 		if u.empty() {
-			pl.steps = append(pl.steps, step{host: h, do: fmt.Sprintf("nothing to upload: all %d binaries match by sha256, links in place", len(b.files))})
+			pl.steps = append(pl.steps, step{host: h, do: fmt.Sprintf("nothing to upload: all %d files match by sha256, links in place", len(p.files)+len(p.archives))})
 			continue
 		}
 		if u.anvil {
 			how := anvilCodec(h.facts)
 			pl.steps = append(pl.steps, step{host: h,
-				do:  fmt.Sprintf("upload anvil (%s, %s) %s", human.Bytes(b.anvil().Size), hasWhat(h.facts, b.anvil()), how),
+				do:  fmt.Sprintf("upload anvil (%s, %s) %s", human.Bytes(b.anvil.Size), hasWhat(h.facts, b.anvil), how),
 				run: func(ctx context.Context) (string, error) { return r.uploadAnvil(ctx, h, how) }})
 		}
 		if len(u.files) > 0 || u.manifest || len(u.links) > 0 {
-			pl.steps = append(pl.steps, step{host: h, do: describeUpload(h.facts, u),
-				run: func(ctx context.Context) (string, error) { return r.sendStream(ctx, h, u) }})
+			pl.steps = append(pl.steps, step{host: h, do: describeUpload(u),
+				run: func(ctx context.Context) (string, error) { return r.sendStream(ctx, h, p.manifest, u) }})
 		}
 	}
 	return pl
@@ -98,7 +114,7 @@ func hasWhat(f *Facts, bf bundleFile) string {
 	return "the host has none"
 }
 
-func describeUpload(f *Facts, u upload) string {
+func describeUpload(u upload) string {
 	var parts []string
 	if len(u.files) > 0 {
 		var names []string
@@ -112,8 +128,16 @@ func describeUpload(f *Facts, u upload) string {
 	if u.manifest {
 		parts = append(parts, "write "+images.ManifestFile)
 	}
-	if len(u.links) > 0 {
-		parts = append(parts, fmt.Sprintf("link %s in %s", strings.Join(u.links, ", "), hostfs.LinkDir))
+	byDir := map[string][]string{}
+	var dirs []string
+	for _, l := range u.links {
+		if _, ok := byDir[l.dir]; !ok {
+			dirs = append(dirs, l.dir)
+		}
+		byDir[l.dir] = append(byDir[l.dir], path.Base(l.name))
+	}
+	for _, d := range dirs {
+		parts = append(parts, fmt.Sprintf("link %s in %s", strings.Join(byDir[d], ", "), d))
 	}
 	return strings.Join(parts, "; ")
 }
@@ -123,7 +147,7 @@ func describeUpload(f *Facts, u upload) string {
 // its sha256, rename it into place.
 func (r *run) uploadAnvil(ctx context.Context, h *host, how codec) (string, error) {
 	b := r.apply.bundle
-	f := b.anvil()
+	f := b.anvil
 	p, zsize, err := r.apply.compressor.compressed(ctx, f, how)
 	if err != nil {
 		return "", err
@@ -159,17 +183,28 @@ func (r *run) uploadAnvil(ctx context.Context, h *host, how codec) (string, erro
 
 var errStoppedReading = errors.New("the host stopped reading the upload")
 
-// sendStream streams the components, the manifest and the links to
+// receiveCommand is `anvil cluster helper receive` of version on a host:
+// the version directory, the archives' directory and every link
+// directory.
+func receiveCommand(version string) string {
+	args := []string{anvilOn(version), "cluster", "helper", "receive", "--dir", binDir(version), "--file-dir", imagesDir}
+	for _, d := range slices.Sorted(maps.Values(linkDirs())) {
+		args = append(args, "--link-dir", d)
+	}
+	return shellJoin(append(args, "--cache", hashCacheFile))
+}
+
+// sendStream streams the files, the host's manifest and the links to
 // `anvil cluster helper receive` on the host.
-func (r *run) sendStream(ctx context.Context, h *host, u upload) (string, error) {
+func (r *run) sendStream(ctx context.Context, h *host, manifest []byte, u upload) (string, error) {
 	b := r.apply.bundle
-	cmd := shellJoin([]string{anvilOn(b.version), "cluster", "helper", "receive", "--dir", binDir(b.version), "--link-dir", hostfs.LinkDir, "--cache", hashCacheFile})
+	cmd := receiveCommand(b.version)
 	pr, pw := io.Pipe()
 	sent := make(chan error, 1)
 	var wire int64
 	go func() {
 		var err error
-		wire, err = writeStream(ctx, pw, r.apply.compressor, b.manifest, u, func(name string, total int64, rd io.Reader) io.Reader {
+		wire, err = writeStream(ctx, pw, r.apply.compressor, manifest, u, func(name string, total int64, rd io.Reader) io.Reader {
 			return r.meter(h, name, total, rd)
 		})
 		pw.CloseWithError(err)
@@ -191,13 +226,13 @@ func (r *run) sendStream(ctx context.Context, h *host, u upload) (string, error)
 	for sc.Scan() {
 		var rc Received
 		if json.Unmarshal(sc.Bytes(), &rc) == nil && rc.Op == "file" {
-			got[rc.Name] = rc
+			got[path.Join(rc.Dir, rc.Name)] = rc
 		}
 	}
 	var raw int64
 	for _, f := range u.files {
-		if got[f.Name].SHA256 != f.SHA256 {
-			return "", fmt.Errorf("the host did not confirm %s with sha256 %s", f.Name, f.SHA256)
+		if got[path.Join(f.dir, f.Name)].SHA256 != f.SHA256 {
+			return "", fmt.Errorf("the host did not confirm %s with sha256 %s", f.hostPath(b.version), f.SHA256)
 		}
 		raw += f.Size
 	}
@@ -223,7 +258,7 @@ func writeStream(ctx context.Context, w io.Writer, comp *compressor, manifest []
 		if err != nil {
 			return wire, err
 		}
-		if err := header(record{Op: "file", Name: f.Name, Size: f.Size, SHA256: f.SHA256, Mode: 0o755, ZSize: zsize}); err != nil {
+		if err := header(record{Op: "file", Name: f.Name, Dir: f.dir, Size: f.Size, SHA256: f.SHA256, Mode: f.mode(), ZSize: zsize}); err != nil {
 			return wire, err
 		}
 		src, err := os.Open(p)
@@ -251,8 +286,8 @@ func writeStream(ctx context.Context, w io.Writer, comp *compressor, manifest []
 			return wire, err
 		}
 	}
-	for _, n := range u.links {
-		if err := header(record{Op: "link", Name: n}); err != nil {
+	for _, l := range u.links {
+		if err := header(record{Op: "link", Name: l.name, Dir: l.dir}); err != nil {
 			return wire, err
 		}
 	}

@@ -28,8 +28,9 @@ func uploadOnly(t testing.TB, o Options, bin string, kube []string, cache string
 	if err != nil {
 		t.Fatal(err)
 	}
+	b.addArchives(r.cluster.Images, o.ClusterFile)
 	r.apply = &applyState{o: ApplyOptions{Options: o}, bundle: b, compressor: comp}
-	r.factsReq = factsRequest{version: b.version, files: b.components()}
+	r.factsReq = b.factsRequest()
 	phases := applyPhases()
 	for i, p := range phases {
 		if p.Name == "upload" {
@@ -63,6 +64,11 @@ func uploadE2E(t *testing.T, e *e2e) {
 		t.Fatal(err)
 	}
 	dir := binDir(b.version)
+	// m1 is a master that runs pods: it gets every file of the build.
+	p, err := b.forHost(v1alpha1.Host{Name: m1, Role: v1alpha1.RoleMaster, Runtime: v1alpha1.RuntimeContainerd})
+	if err != nil {
+		t.Fatal(err)
+	}
 	upload := func(t *testing.T) *ApplyResult {
 		t.Helper()
 		o, _ := options(t, file)
@@ -88,21 +94,23 @@ func uploadE2E(t *testing.T, e *e2e) {
 			t.Fatal("nothing uploaded")
 		}
 		var raw int64
-		for _, f := range b.files {
+		for _, f := range p.files {
 			raw += f.Size
 		}
 		t.Logf("uploaded %s for %s", human.Bytes(res.BytesUploaded), human.Bytes(raw))
-		sums := onHost(t, l, m1, "cd "+dir+" && sha256sum *")
-		for _, f := range b.files {
-			if !strings.Contains(sums, f.SHA256+"  "+f.Name) {
+		sums := onHost(t, l, m1, "cd "+dir+" && find . -type f ! -name '.*' -exec sha256sum {} +")
+		for _, f := range p.files {
+			if !strings.Contains(sums, f.SHA256+"  ./"+f.Name) {
 				t.Errorf("%s on the host is not %s:\n%s", f.Name, f.SHA256, sums)
 			}
-			if target := onHost(t, l, m1, "readlink "+path.Join(hostfs.LinkDir, f.Name)); target != path.Join(dir, f.Name) {
-				t.Errorf("link %s -> %q", f.Name, target)
+		}
+		for _, ln := range p.links {
+			if target := onHost(t, l, m1, "readlink "+ln.path()); target != ln.target(b.version) {
+				t.Errorf("link %s -> %q, want %s", ln.path(), target, ln.target(b.version))
 			}
 		}
-		if m := onHost(t, l, m1, "cat "+path.Join(dir, images.ManifestFile)); m+"\n" != string(b.manifest) {
-			t.Errorf("manifest on the host:\n%s\nwant:\n%s", m, b.manifest)
+		if m := onHost(t, l, m1, "cat "+path.Join(dir, images.ManifestFile)); m+"\n" != string(p.manifest) {
+			t.Errorf("manifest on the host:\n%s\nwant:\n%s", m, p.manifest)
 		}
 		// What anvil init checks before it runs anything: the installed
 		// tree verifies against its manifest.
@@ -137,14 +145,14 @@ func uploadE2E(t *testing.T, e *e2e) {
 		if len(got) != 1 || !strings.Contains(got[0], "kube-scheduler") || strings.Contains(got[0], "kube-apiserver") {
 			t.Errorf("uploaded %v, want kube-scheduler alone", got)
 		}
-		if sum := onHost(t, l, m1, "sha256sum "+f+" | cut -c1-64"); sum != fileSHA(b, "kube-scheduler") {
+		if sum := onHost(t, l, m1, "sha256sum "+f+" | cut -c1-64"); sum != fileSHA(p, "kube-scheduler") {
 			t.Errorf("kube-scheduler after the upload: %s", sum)
 		}
 	})
 }
 
-func fileSHA(b *bundle, name string) string {
-	for _, f := range b.files {
+func fileSHA(p *hostPayload, name string) string {
+	for _, f := range p.files {
 		if f.Name == name {
 			return f.SHA256
 		}

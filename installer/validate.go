@@ -4,13 +4,16 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"path"
 	"slices"
 	"strings"
 	"time"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
+	"anvil.dev/anvil/node"
 )
 
 // Phase validate: judge the facts before anything changes. Per host: the
@@ -104,28 +107,91 @@ func pickPrimary(c *v1alpha1.Cluster, hosts []*host) *host {
 	return masters[0]
 }
 
-// requiredPorts are what host h needs free: the ports its components
-// declare.
-func requiredPorts(c *v1alpha1.Cluster, h v1alpha1.Host) ([]master.Listener, error) {
-	// A defaulted copy: the declarations need every value the defaults
-	// fill in, and the caller's cluster is not ours to change.
+// defaulted is a defaulted copy of c: the declarations need every value
+// the defaults fill in, and the caller's cluster is not ours to change.
+func defaulted(c *v1alpha1.Cluster) *v1alpha1.Cluster {
 	cc := *c
 	cc.Hosts = slices.Clone(c.Hosts)
 	cc.Default()
-	p, err := master.NewPlan(&cc, h.Name, "")
+	return &cc
+}
+
+// requiredPorts are what host h needs free: the ports its components
+// declare, with the node stack's when it runs pods.
+func requiredPorts(c *v1alpha1.Cluster, h v1alpha1.Host) ([]master.Listener, error) {
+	cc := defaulted(c)
+	p, err := master.NewPlan(cc, h.Name, "")
 	if err != nil {
 		return nil, err
 	}
-	return master.NodePorts(p, c.ControlPlane.Layout)
+	out, err := master.NodePorts(p, c.ControlPlane.Layout)
+	if err != nil || !runsPods(h) {
+		return out, err
+	}
+	pods, err := podPorts(cc, p.Node)
+	return append(out, pods...), err
 }
 
-// ours are processes anvil runs: a port they hold on a host with leftovers
-// of an interrupted run is the run's own. ss shows the kernel's 15-byte
-// comm ("kube-controller").
-func ours(process string) bool {
-	return slices.ContainsFunc(master.OwnedPrograms(), func(p string) bool {
+// podPorts are the ports of the node stack a host that runs pods starts:
+// the kubelet's, read off its declaration (node.Components), and
+// kube-proxy's health server.
+func podPorts(c *v1alpha1.Cluster, h v1alpha1.Host) ([]master.Listener, error) {
+	cs, err := node.Components(node.Plan{Cluster: c, Host: h})
+	if err != nil {
+		return nil, err
+	}
+	var out []master.Listener
+	for _, s := range cs {
+		for _, port := range s.Ports {
+			out = append(out, master.Listener{Component: s.Name, Name: port.Name, Address: port.Address, Port: port.Number})
+		}
+	}
+	return append(out, master.Listener{Component: images.KubeProxy, Name: "healthz", Port: node.KubeProxyHealthzPort}), nil
+}
+
+// ownedPrograms are the programs anvil runs on a host of c: the control
+// plane's and the agent's, and the node stack's.
+func ownedPrograms(c *v1alpha1.Cluster, h v1alpha1.Host) []string {
+	out := master.OwnedPrograms()
+	if cs, err := node.Components(node.Plan{Cluster: defaulted(c), Host: h}); err == nil {
+		for _, s := range cs {
+			out = append(out, path.Base(s.Binary))
+		}
+	}
+	return append(out, images.KubeProxy)
+}
+
+// ours reports whether process is one of programs: a port it holds on a
+// host with leftovers of an interrupted run is the run's own. ss shows
+// the kernel's 15-byte comm ("kube-controller").
+func ours(programs []string, process string) bool {
+	return slices.ContainsFunc(programs, func(p string) bool {
 		return process == p[:min(len(p), 15)]
 	})
+}
+
+// validateKernel checks that the kernel of a host that runs pods has what
+// containerd, kube-proxy and the pod network need. A module the kernel
+// loads on first use is enough; br_netfilter, which nothing loads by
+// itself, has to be loaded already.
+func validateKernel(h *host, v *verdict) {
+	ks := h.facts.KernelSupport
+	if ks == nil || !runsPods(h.Host) {
+		return
+	}
+	for _, f := range kernelFeatures() {
+		switch ks[f.module] {
+		case KernelLoaded:
+		case KernelModule:
+			if !f.autoloads {
+				v.problem("its kernel has %s as a module that is not loaded (%s needs it): load it (modprobe %s) and list it in /etc/modules-load.d/ so it is loaded at boot", f.module, f.neededBy, f.module)
+			}
+		case KernelAbsent:
+			v.problem("its kernel %s lacks %s (CONFIG_%s), which %s needs: use a kernel that has it", orUnknown(h.facts.Kernel), f.module, f.config, f.neededBy)
+		default:
+			v.warn("whether its kernel has %s (%s needs it) is unknown: neither /sys/module, /lib/modules nor the kernel's config told", f.module, f.neededBy)
+		}
+	}
 }
 
 // validateFacts judges every host's facts.
@@ -158,13 +224,9 @@ func validateFacts(c *v1alpha1.Cluster, b *bundle, hosts []*host) map[*host]*ver
 		if !f.Member() {
 			validatePorts(c, h, v)
 		}
-		for name, target := range f.Links {
-			switch {
-			case target == "":
-				v.problem("%s/%s is a file anvil did not install: move it away, anvil links its own there", hostfs.LinkDir, name)
-			case !strings.HasPrefix(target, hostfs.BinDir+"/"):
-				v.problem("%s/%s links to %s, not to anvil's: move it away, anvil links its own there", hostfs.LinkDir, name, target)
-			}
+		validateKernel(h, v)
+		if b != nil {
+			validatePayload(b, h, v)
 		}
 		skew := f.ClockSkew.Abs() - f.ClockUncertainty
 		switch {
@@ -187,6 +249,32 @@ func validateFacts(c *v1alpha1.Cluster, b *bundle, hosts []*host) map[*host]*ver
 		return s
 	})
 	return out
+}
+
+// validatePayload checks that what h is to get can land: the cluster
+// file's image archives are all fine (a problem of every host's, since a
+// run that went on without them would leave the hosts that need them
+// behind), and nothing that is not anvil's is where h's links go.
+func validatePayload(b *bundle, h *host, v *verdict) {
+	v.problems = append(v.problems, b.archiveProblems...)
+	if b.payload == nil {
+		return
+	}
+	p, err := b.forHost(h.Host)
+	if err != nil {
+		v.problem("%v", err)
+		return
+	}
+	for _, l := range p.links {
+		target, ok := h.facts.Links[l.path()]
+		switch {
+		case !ok:
+		case target == "":
+			v.problem("%s is a file anvil did not install: move it away, anvil links its own there", l.path())
+		case !strings.HasPrefix(target, hostfs.BinDir+"/"):
+			v.problem("%s links to %s, not to anvil's: move it away, anvil links its own there", l.path(), target)
+		}
+	}
 }
 
 // validateMembership checks that what a host already is matches the file.
@@ -235,6 +323,7 @@ func validatePorts(c *v1alpha1.Cluster, h *host, v *verdict) {
 		v.problem("%v", err)
 		return
 	}
+	programs := ownedPrograms(c, h.Host)
 	seen := map[uint16]bool{}
 	for _, port := range ports {
 		if seen[port.Port] {
@@ -242,7 +331,7 @@ func validatePorts(c *v1alpha1.Cluster, h *host, v *verdict) {
 		}
 		seen[port.Port] = true
 		for _, l := range f.Listening {
-			if l.Addr.Port() != port.Port || (interrupted && ours(l.Process)) {
+			if l.Addr.Port() != port.Port || (interrupted && ours(programs, l.Process)) {
 				continue
 			}
 			by := ""

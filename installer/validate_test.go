@@ -38,7 +38,8 @@ func fleet(t *testing.T, n int) (*v1alpha1.Cluster, []*host) {
 func problems(v *verdict) string { return strings.Join(v.problems, " | ") }
 
 func TestValidateFacts(t *testing.T) {
-	b := &bundle{arch: "x86_64"}
+	b := fakeBuild(t)
+	b.arch = "x86_64"
 	for _, tc := range []struct {
 		name  string
 		spoil func(hs []*host)
@@ -63,6 +64,39 @@ func TestValidateFacts(t *testing.T) {
 			hs[0].facts.Node = &master.NodeState{Node: "m1", Role: v1alpha1.RoleMaster}
 			hs[0].facts.Listening = []Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:6443"), Process: "kube-apiserver"}}
 		}, 0, ""},
+		// A worker runs pods: the node stack's ports, read off its
+		// declarations, must be free.
+		{"kubelet port taken on a worker", func(hs []*host) {
+			hs[1].facts.Listening = []Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:10250"), Process: "nginx"}}
+		}, 1, "port 10250 is in use by nginx (listening on 0.0.0.0:10250); anvil's kubelet needs it"},
+		{"kubelet healthz port taken", func(hs []*host) {
+			hs[2].facts.Listening = []Listener{{Addr: netip.MustParseAddrPort("127.0.0.1:10248")}}
+		}, 2, "port 10248 is in use (listening on 127.0.0.1:10248); anvil's kubelet needs it"},
+		{"kube-proxy health port taken on a master", func(hs []*host) {
+			hs[0].facts.Listening = []Listener{{Addr: netip.MustParseAddrPort("[::]:10256"), Process: "python3"}}
+		}, 0, "port 10256 is in use by python3 (listening on [::]:10256); anvil's kube-proxy needs it"},
+		{"no pods, no node ports", func(hs []*host) {
+			hs[1].Runtime = v1alpha1.RuntimeNone
+			hs[1].facts.Listening = []Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:10250"), Process: "nginx"}}
+		}, 1, ""},
+		{"our own kubelet after an interrupted run", func(hs []*host) {
+			hs[1].facts.Leftovers = []string{"/var/lib/anvil/agent"}
+			hs[1].facts.Listening = []Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:10250"), Process: "kubelet"}}
+		}, 1, ""},
+		{"kernel lacking br_netfilter", func(hs []*host) {
+			hs[1].facts.Kernel = "6.1.0-9-amd64"
+			hs[1].facts.KernelSupport = map[string]KernelSupport{"overlay": KernelLoaded, "br_netfilter": KernelAbsent, "nf_tables": KernelModule}
+		}, 1, "its kernel 6.1.0-9-amd64 lacks br_netfilter (CONFIG_BRIDGE_NETFILTER)"},
+		{"br_netfilter not loaded", func(hs []*host) {
+			hs[2].facts.KernelSupport = map[string]KernelSupport{"overlay": KernelModule, "br_netfilter": KernelModule, "nf_tables": KernelLoaded}
+		}, 2, "its kernel has br_netfilter as a module that is not loaded"},
+		{"kernel lacking overlay", func(hs []*host) {
+			hs[0].facts.KernelSupport = map[string]KernelSupport{"overlay": KernelAbsent, "br_netfilter": KernelLoaded, "nf_tables": KernelLoaded}
+		}, 0, "lacks overlay (CONFIG_OVERLAY_FS)"},
+		{"a kernel without pods is not judged", func(hs []*host) {
+			hs[1].Runtime = v1alpha1.RuntimeNone
+			hs[1].facts.KernelSupport = map[string]KernelSupport{"overlay": KernelAbsent, "br_netfilter": KernelAbsent, "nf_tables": KernelAbsent}
+		}, 1, ""},
 		{"duplicate hostname", func(hs []*host) { hs[2].facts.Hostname = "W1" }, 1, `its hostname "w1" is also w2's`},
 		{"duplicate machine id", func(hs []*host) { hs[2].facts.MachineID = hs[0].facts.MachineID }, 0, "machine ID"},
 		{"duplicate address", func(hs []*host) {
@@ -75,7 +109,12 @@ func TestValidateFacts(t *testing.T) {
 		}, 1, `already belongs to cluster "prod"`},
 		{"another role", func(hs []*host) { hs[1].facts.Node = &master.NodeState{Node: "w1", Role: v1alpha1.RoleMaster} }, 1, "already a master, not a worker"},
 		{"another name", func(hs []*host) { hs[1].facts.Node = &master.NodeState{Node: "old", Role: v1alpha1.RoleWorker} }, 1, `already node "old"`},
-		{"a foreign kubectl", func(hs []*host) { hs[1].facts.Links = map[string]string{"kubectl": ""} }, 1, "/usr/local/bin/kubectl is a file anvil did not install"},
+		{"a foreign kubectl on a master", func(hs []*host) { hs[0].facts.Links = map[string]string{"/usr/local/bin/kubectl": ""} }, 0, "/usr/local/bin/kubectl is a file anvil did not install"},
+		// A worker gets no kubectl: the operator's own is not in the way.
+		{"a worker's own kubectl", func(hs []*host) { hs[1].facts.Links = map[string]string{"/usr/local/bin/kubectl": ""} }, 1, ""},
+		{"a foreign CNI plugin on a worker", func(hs []*host) {
+			hs[1].facts.Links = map[string]string{"/opt/cni/bin/bridge": "/usr/lib/cni/bridge"}
+		}, 1, "/opt/cni/bin/bridge links to /usr/lib/cni/bridge, not to anvil's"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, hs := fleet(t, 3)
@@ -85,6 +124,16 @@ func TestValidateFacts(t *testing.T) {
 				t.Errorf("problems %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// A kernel nothing told about is a warning per feature, not a problem.
+func TestUnknownKernelIsAWarning(t *testing.T) {
+	c, hs := fleet(t, 2)
+	hs[1].facts.KernelSupport = map[string]KernelSupport{"overlay": KernelLoaded, "br_netfilter": KernelUnknown, "nf_tables": KernelLoaded}
+	v := validateFacts(c, &bundle{arch: "x86_64"}, hs)[hs[1]]
+	if len(v.problems) != 0 || len(v.warnings) != 1 || !strings.Contains(v.warnings[0], "whether its kernel has br_netfilter") {
+		t.Errorf("%+v", v)
 	}
 }
 

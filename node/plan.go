@@ -39,6 +39,9 @@ const (
 const (
 	KubeletPort        = 10250
 	KubeletHealthzPort = 10248
+	// KubeProxyHealthzPort is kube-proxy's health server (its
+	// --healthz-bind-address default), on every node that runs pods.
+	KubeProxyHealthzPort = 10256
 )
 
 // Plan is what the node stack of one machine is computed from. Components

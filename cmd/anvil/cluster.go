@@ -350,17 +350,18 @@ func newClusterHelperCmd(a *app) *cobra.Command {
 	hash.Flags().StringVar(&hashCache, "cache", "", "sha256 of files already verified, trusted while their inode, size, mtime and ctime stay")
 	hash.Flags().BoolVar(&updateCache, "update-cache", false, "record what was hashed in --cache")
 	cmd.AddCommand(hash)
-	var dir, linkDir, receiveCache string
+	var ro installer.ReceiveOptions
 	receive := &cobra.Command{
-		Use:  "receive --dir DIR --link-dir DIR [--cache FILE]",
+		Use:  "receive --dir DIR [--file-dir DIR]... [--link-dir DIR]... [--cache FILE]",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return installer.Receive(cmd.Context(), a.in, a.out, dir, linkDir, receiveCache)
+			return installer.Receive(cmd.Context(), a.in, a.out, ro)
 		},
 	}
-	receive.Flags().StringVar(&dir, "dir", "", "where the files land")
-	receive.Flags().StringVar(&linkDir, "link-dir", hostfs.LinkDir, "where the links to them go")
-	receive.Flags().StringVar(&receiveCache, "cache", "", "record each file landed in this hash cache (see hash --cache)")
+	receive.Flags().StringVar(&ro.Dir, "dir", "", "the version directory, where the files land")
+	receive.Flags().StringSliceVar(&ro.FileDirs, "file-dir", nil, "another directory files may land in")
+	receive.Flags().StringSliceVar(&ro.LinkDirs, "link-dir", []string{hostfs.LinkDir}, "a directory links to the files may be made in")
+	receive.Flags().StringVar(&ro.Cache, "cache", "", "record each file landed in this hash cache (see hash --cache)")
 	_ = receive.MarkFlagRequired("dir")
 	cmd.AddCommand(receive)
 	return cmd
