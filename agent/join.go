@@ -383,6 +383,8 @@ func (j *joinRun) agentConfig() Config {
 	}
 	if j.node != nil {
 		cfg.Network, cfg.PodCIDR = j.node.cc.Network, j.node.cc.PodCIDR
+		cfg.BinDir = j.node.plan.BinDir
+		cfg.ContainerRuntimeEndpoints = []string{node.ContainerdSocket}
 	}
 	return cfg
 }
