@@ -36,8 +36,10 @@ type Options struct {
 	Credentials *Credentials
 }
 
-// Agent is one node's agent: it registers the Node, renews its Lease,
-// posts its status and renews its client certificate. Its life cycle:
+// Agent is one node's agent. With runtime none it registers the Node,
+// renews its Lease, posts its status and renews its client certificate;
+// with runtime containerd it leaves the Node to the kubelet and runs
+// runPods (see pods.go) instead. With runtime none, its life cycle:
 //
 //	New ─► Run: register (retry with backoff until it works)
 //	        ├─ lease loop:  renew every RenewInterval (+≤4%), back off on errors
