@@ -69,7 +69,7 @@ func (r *run) joinWorker(ctx context.Context, h *host) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.apply.o.Timeout+time.Minute)
 	defer cancel()
-	args := r.joinArgs(h, acc.caHash, "--token-file", "-")
+	args := r.joinArgs(h, acc.caHash, "--token-file", "-", "--runtime", string(h.Runtime))
 	start := time.Now()
 	script, stdin := r.joinScript(h, args, workerJoined(), "", r.apply.workerToken.Reveal())
 	if err := r.runLogged(ctx, h, "anvil join", script, stdin, io.Discard); err != nil {
