@@ -11,6 +11,8 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"anvil.dev/anvil/podnet"
 )
 
 const (
@@ -34,8 +36,10 @@ type Options struct {
 	Credentials *Credentials
 }
 
-// Agent is one node's agent: it registers the Node, renews its Lease,
-// posts its status and renews its client certificate. Its life cycle:
+// Agent is one node's agent. With runtime none it registers the Node,
+// renews its Lease, posts its status and renews its client certificate;
+// with runtime containerd it leaves the Node to the kubelet and runs
+// runPods (see pods.go) instead. With runtime none, its life cycle:
 //
 //	New ─► Run: register (retry with backoff until it works)
 //	        ├─ lease loop:  renew every RenewInterval (+≤4%), back off on errors
@@ -74,6 +78,8 @@ type Agent struct {
 	// tick is the Unix nanoseconds of the last loop iteration, for health.
 	tick      atomic.Int64
 	lastRenew atomic.Int64
+	// podnet is the pod network, once it runs (runtime containerd).
+	podnet atomic.Pointer[podnet.Controller]
 }
 
 // New prepares an agent; it reads the kubeconfig but talks to nobody yet.
@@ -131,11 +137,18 @@ func New(cfg *Config, o Options) (*Agent, error) {
 	return a, nil
 }
 
-// Run registers the Node and keeps its heartbeat until ctx ends. It never
-// returns on an apiserver error: it retries with backoff, failing over
-// across the configured servers.
+// Run registers the Node and keeps its heartbeat until ctx ends; on a
+// machine that runs pods it leaves the Node to the kubelet and runs the
+// pod network and the image import instead (runPods). It never returns on
+// an apiserver error: it retries with backoff, failing over across the
+// configured servers.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.cli.close()
+	if a.cfg.RunsPods() {
+		a.runPods(ctx)
+		a.log.Info("agent stopped")
+		return nil
+	}
 	if err := a.registerLoop(ctx); err != nil {
 		return nil // ctx ended before registration
 	}

@@ -119,6 +119,12 @@ type Config struct {
 	// pod ranges inside it are routed, and pod traffic leaving it is
 	// masqueraded.
 	PodCIDR netip.Prefix `yaml:"podCIDR"`
+	// BinDir holds the node stack's binaries (ctr, to import image
+	// archives); required when the machine runs pods.
+	BinDir string `yaml:"binDir,omitempty"`
+	// Root is the runtime root every host path of the node stack is under
+	// (the process layout's --root); empty on a real host.
+	Root hostfs.Root `yaml:"root,omitempty"`
 }
 
 // RunsPods reports whether the kubelet runs on this machine.
@@ -212,6 +218,9 @@ func (c *Config) validateRuntime(bad badField) {
 	}
 	if !c.RunsPods() {
 		return
+	}
+	if !filepath.IsAbs(c.BinDir) {
+		bad("binDir", "%q is not an absolute path: the agent imports image archives with its ctr", c.BinDir)
 	}
 	switch c.Network {
 	case v1alpha1.PodNetworkHostGW:
@@ -454,6 +463,9 @@ func (c *Config) ResolvePaths(root hostfs.Root) {
 			return p
 		}
 		return root.Path(p)
+	}
+	if root != "" && root != "/" {
+		c.Root = root
 	}
 	c.Kubeconfig = under(c.Kubeconfig)
 	c.EphemeralStoragePath = under(c.EphemeralStoragePath)

@@ -52,9 +52,17 @@ func newWorker(t testing.TB, cp *mastertest.ControlPlane, name string) *worker {
 	return w
 }
 
-// join runs `anvil join` in the worker's namespace with the token on
-// stdin; it returns the combined output and the error.
+// join runs `anvil join --runtime none` in the worker's namespace with
+// the token on stdin (the agent keeps its own Node); it returns the
+// combined output and the error.
 func (w *worker) join(ctx context.Context, cp *mastertest.ControlPlane, tok pki.Token, hash string, extra ...string) (string, error) {
+	return w.joinArgs(ctx, cp, tok, hash, append([]string{"--runtime", "none"}, extra...)...)
+}
+
+// joinArgs runs `anvil join` in the worker's namespace with the token on
+// stdin and only the flags every join has, then extra (--runtime among
+// them).
+func (w *worker) joinArgs(ctx context.Context, cp *mastertest.ControlPlane, tok pki.Token, hash string, extra ...string) (string, error) {
 	args := append([]string{"join", cp.URL, "--token-file", "-", "--ca-cert-hash", hash,
 		"--node-name", w.Name, "--layout", "process", "--root", string(w.Root), "--timeout", "90s"}, extra...)
 	cmd := w.NS.Command(ctx, cp.Anvil, args...)

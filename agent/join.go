@@ -21,6 +21,7 @@ import (
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/phase"
 	"anvil.dev/anvil/internal/progress"
+	"anvil.dev/anvil/node"
 	"anvil.dev/anvil/pki"
 )
 
@@ -45,9 +46,19 @@ type JoinOptions struct {
 	// Anvil is the binary the agent runs from (see InstallOptions.Anvil).
 	Anvil             string
 	KubernetesVersion string
+	// Runtime is containerd when this machine runs pods: join then reads
+	// the cluster's node settings, gets the kubelet its own certificate
+	// and starts containerd and the kubelet (package node), and the
+	// kubelet registers the Node. none keeps the agent's own Node. Empty
+	// means none.
+	Runtime v1alpha1.Runtime
 	// Force replaces the credentials of another cluster left by an
 	// earlier join.
 	Force bool
+	// DryRun runs what only reads (preflight, discovery, the node
+	// settings) and records what the other phases would do in
+	// JoinResult.Plan.
+	DryRun bool
 	// DiscoveryTimeout, CSRTimeout and ReadyTimeout bound the waits for an
 	// apiserver, for the signed certificate and for the Node to be Ready.
 	DiscoveryTimeout time.Duration
@@ -60,25 +71,30 @@ type JoinOptions struct {
 
 type joinPhase = phase.Phase[*joinRun]
 
-// joinPhases is the worker join, top to bottom. Nothing is written before
-// the kubeconfig phase: a wrong token, a wrong CA hash or a refused CSR
-// leaves the machine as it was.
-func joinPhases() []joinPhase {
-	return []joinPhase{
+// joinPhases is the worker join, top to bottom; node-config and node are
+// there only when the machine runs pods (runtime containerd). Nothing is
+// written on the machine before the kubeconfig phase: a wrong token, a
+// wrong CA hash, masters without the node settings or a refused CSR leave
+// it as it was.
+func joinPhases(rt v1alpha1.Runtime) []joinPhase {
+	pods := rt == v1alpha1.RuntimeContainerd
+	return slices.DeleteFunc([]joinPhase{
 		{Name: "preflight", Description: "check the inputs and what an earlier join left here", Run: joinPreflight},
 		{Name: "discovery", Description: "read cluster-info trusting nothing; check its signature with the token and its CA against the pin", Run: joinDiscovery},
-		{Name: "tls-bootstrap", Description: "get the node's client certificate through a CSR sent with the token; the key stays here", Run: joinTLSBootstrap},
-		{Name: "kubeconfig", Description: "write the agent's kubeconfig (0600) and forget the token", Mutates: true, Run: joinKubeconfig},
-		{Name: "agent", Description: "write agent.yaml and start anvil-agent", Mutates: true, Run: joinAgent},
-		{Name: "wait", Description: "wait for the Node to be registered and Ready", Run: joinWait},
-	}
+		{Name: "node-config", Description: "runtime containerd: read the cluster's node settings (ConfigMap kube-system/anvil-node-config) from the verified apiserver", Run: joinNodeConfig},
+		{Name: "tls-bootstrap", Description: "get the node's client certificates, the agent's and (runtime containerd) the kubelet's, through CSRs sent with the token; the keys stay here", Mutates: true, Run: joinTLSBootstrap, Plan: planTLSBootstrap},
+		{Name: "kubeconfig", Description: "write the agent's kubeconfig (0600) and forget the token", Mutates: true, Run: joinKubeconfig, Plan: planKubeconfig},
+		{Name: "node", Description: "runtime containerd: write containerd's and the kubelet's configs and credentials, import the images, start both", Mutates: true, Run: joinNode, Plan: planNode},
+		{Name: "agent", Description: "write agent.yaml and start anvil-agent", Mutates: true, Run: joinAgent, Plan: planAgent},
+		{Name: "wait", Description: "wait for the Node to be registered (by the kubelet, or by the agent with runtime none) and Ready", Run: joinWait},
+	}, func(p joinPhase) bool { return !pods && (p.Name == "node-config" || p.Name == "node") })
 }
 
-// JoinPhaseNames lists the worker join's phases, in order.
-func JoinPhaseNames() []string { return phase.Names(joinPhases()) }
+// JoinPhaseNames lists the worker join's phases for a runtime, in order.
+func JoinPhaseNames(rt v1alpha1.Runtime) []string { return phase.Names(joinPhases(rt)) }
 
-// JoinPhaseHelp describes the worker join's phases for --help.
-func JoinPhaseHelp() string { return phase.Help(joinPhases()) }
+// JoinPhaseHelp describes every phase of the worker join for --help.
+func JoinPhaseHelp() string { return phase.Help(joinPhases(v1alpha1.RuntimeContainerd)) }
 
 // JoinResult is what a join did.
 type JoinResult struct {
@@ -88,7 +104,12 @@ type JoinResult struct {
 	Servers    []string
 	// AlreadyJoined is true when an earlier join's credentials were kept.
 	AlreadyJoined bool
-	Elapsed       time.Duration
+	// Runtime is what runs this machine's pods.
+	Runtime v1alpha1.Runtime
+	// Plan is, in a dry run, what the phases that change something would
+	// do, one line each, prefixed with the phase.
+	Plan    []string
+	Elapsed time.Duration
 }
 
 // joinRun carries one join from phase to phase.
@@ -104,6 +125,9 @@ type joinRun struct {
 	kcPath  string
 	joined  bool
 	result  JoinResult
+	// node is what the node phase installs (runtime containerd), from the
+	// node-config phase.
+	node *nodeSetup
 }
 
 // Join runs every join phase in order.
@@ -112,9 +136,10 @@ func Join(ctx context.Context, o JoinOptions) (*JoinResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := phase.Run(ctx, joinPhases(), j, phase.Options{Command: "join", Task: o.Task}); err != nil {
+	if err := phase.Run(ctx, joinPhases(j.o.Runtime), j, phase.Options{Command: "join", Task: o.Task, DryRun: o.DryRun}); err != nil {
 		return nil, err
 	}
+	j.result.NodeName, j.result.Servers, j.result.AlreadyJoined, j.result.Runtime = j.o.NodeName, j.servers, j.joined, j.o.Runtime
 	j.result.Elapsed = time.Since(j.started)
 	return &j.result, nil
 }
@@ -131,6 +156,12 @@ func newJoinRun(o JoinOptions) (*joinRun, error) {
 	}
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = 2 * time.Minute
+	}
+	if o.Runtime == "" {
+		o.Runtime = v1alpha1.RuntimeNone
+	}
+	if !slices.Contains(v1alpha1.Runtimes(), o.Runtime) {
+		return nil, fmt.Errorf("runtime %q is not one of %v", o.Runtime, v1alpha1.Runtimes())
 	}
 	j := &joinRun{o: o, log: o.Log.With("node", o.NodeName), started: time.Now(), token: o.Token}
 	return j, nil
@@ -235,34 +266,89 @@ func joinDiscovery(ctx context.Context, j *joinRun) error {
 
 func joinTLSBootstrap(ctx context.Context, j *joinRun) error {
 	if j.joined {
-		return nil
+		return j.kubeletCertificateFromNode(ctx)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(j.info.CA)
-	// Only the endpoint discovery verified gets the token.
-	cli, err := newAPIClient(clientOptions{
-		Servers: []string{j.info.Endpoint}, CAs: pool, Token: j.token,
-		UserAgent: "anvil-join (" + j.o.NodeName + ")", Log: j.log,
-	})
+	cli, err := j.bootstrapClient()
 	if err != nil {
 		return err
 	}
 	defer cli.close()
-	key, err := pki.NewKey("")
-	if err != nil {
-		return err
-	}
-	certPEM, err := requestNodeCertificate(ctx, cli, csrRequest{NodeName: j.o.NodeName, Key: key, Wait: j.o.CSRTimeout, Log: j.log})
-	if err != nil {
-		return err
-	}
-	keyPEM, err := pki.EncodeKey(key)
+	certPEM, keyPEM, err := requestKeyAndCertificate(ctx, cli, j.o.NodeName, j.o.CSRTimeout, j.log)
 	if err != nil {
 		return err
 	}
 	j.creds = Credentials{Server: j.servers[0], CAPEM: j.info.CAPEM, CertPEM: certPEM, KeyPEM: keyPEM}
 	j.o.Task.Say("client certificate for %s issued", NodeUser(j.o.NodeName))
+	if j.node == nil {
+		return nil
+	}
+	// The kubelet is system:node:NAME too, with a key of its own: it
+	// rotates its certificate itself, the agent rotates the agent's.
+	certPEM, keyPEM, err = requestKeyAndCertificate(ctx, cli, j.o.NodeName, j.o.CSRTimeout, j.log)
+	if err != nil {
+		return fmt.Errorf("the kubelet's certificate: %w", err)
+	}
+	j.node.kubelet = node.KubeletCredentials{Server: j.creds.Server, CAPEM: j.creds.CAPEM, CertPEM: certPEM, KeyPEM: keyPEM}
+	j.node.kubeletHasCredentials = true
+	j.o.Task.Say("kubelet client certificate for %s issued", NodeUser(j.o.NodeName))
 	return nil
+}
+
+func planTLSBootstrap(ctx context.Context, j *joinRun) error {
+	switch {
+	case j.joined && j.node != nil && !j.node.kubeletHasCredentials:
+		j.plan("tls-bootstrap", "keep the agent's certificate; request the kubelet's for %s with it (CSR)", NodeUser(j.o.NodeName))
+	case j.joined:
+		j.plan("tls-bootstrap", "keep the certificates issued by an earlier join")
+	case j.node != nil:
+		j.plan("tls-bootstrap", "request two client certificates for %s from %s with the token (CSRs): the agent's and the kubelet's", NodeUser(j.o.NodeName), j.info.Endpoint)
+	default:
+		j.plan("tls-bootstrap", "request the agent's client certificate for %s from %s with the token (CSR)", NodeUser(j.o.NodeName), j.info.Endpoint)
+	}
+	return nil
+}
+
+// bootstrapClient talks with the token, and only to the endpoint
+// discovery verified.
+func (j *joinRun) bootstrapClient() (*apiClient, error) {
+	pool := x509.NewCertPool()
+	pool.AddCert(j.info.CA)
+	return newAPIClient(clientOptions{
+		Servers: []string{j.info.Endpoint}, CAs: pool, Token: j.token,
+		UserAgent: "anvil-join (" + j.o.NodeName + ")", Log: j.log,
+	})
+}
+
+// nodeClient talks with the node's own certificate.
+func (j *joinRun) nodeClient() (*apiClient, error) {
+	pool, err := j.creds.caPool()
+	if err != nil {
+		return nil, err
+	}
+	tc, err := j.creds.cert()
+	if err != nil {
+		return nil, err
+	}
+	return newAPIClient(clientOptions{Servers: j.servers, CAs: pool, ClientCert: func() *tls.Certificate { return tc },
+		UserAgent: "anvil-join (" + j.o.NodeName + ")", Log: j.log})
+}
+
+// requestKeyAndCertificate makes a key here and gets a node client
+// certificate for it; both in PEM.
+func requestKeyAndCertificate(ctx context.Context, cli *apiClient, nodeName string, wait time.Duration, log *slog.Logger) (certPEM, keyPEM []byte, err error) {
+	key, err := pki.NewKey("")
+	if err != nil {
+		return nil, nil, err
+	}
+	certPEM, err = requestNodeCertificate(ctx, cli, csrRequest{NodeName: nodeName, Key: key, Wait: wait, Log: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err = pki.EncodeKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return certPEM, keyPEM, nil
 }
 
 func joinKubeconfig(ctx context.Context, j *joinRun) error {
@@ -275,7 +361,17 @@ func joinKubeconfig(ctx context.Context, j *joinRun) error {
 	return writeKubeconfig(j.kcPath, j.o.NodeName, j.creds)
 }
 
-func joinAgent(ctx context.Context, j *joinRun) error {
+func planKubeconfig(ctx context.Context, j *joinRun) error {
+	if j.joined {
+		j.plan("kubeconfig", "keep %s", j.kubeconfigPath())
+		return nil
+	}
+	j.plan("kubeconfig", "write %s (0600) with the agent's certificate; the token is forgotten", j.kubeconfigPath())
+	return nil
+}
+
+// agentConfig is the agent.yaml join writes.
+func (j *joinRun) agentConfig() Config {
 	cfg := Config{
 		NodeName: j.o.NodeName,
 		Role:     v1alpha1.RoleWorker,
@@ -283,30 +379,54 @@ func joinAgent(ctx context.Context, j *joinRun) error {
 		NodeIP:   j.o.NodeIP,
 		Labels:   j.o.Labels,
 		Taints:   j.o.Taints,
+		Runtime:  j.o.Runtime,
 	}
+	if j.node != nil {
+		cfg.Network, cfg.PodCIDR = j.node.cc.Network, j.node.cc.PodCIDR
+		cfg.BinDir = j.node.plan.BinDir
+		cfg.ContainerRuntimeEndpoints = []string{node.ContainerdSocket}
+	}
+	return cfg
+}
+
+func joinAgent(ctx context.Context, j *joinRun) error {
 	res, err := Install(ctx, InstallOptions{
 		Root: j.o.Root, Layout: j.o.Layout, Anvil: j.o.Anvil, KubernetesVersion: j.o.KubernetesVersion,
-		Config: cfg, Log: j.log,
+		Config: j.agentConfig(), Log: j.log,
 	})
 	if err != nil {
 		return err
 	}
-	j.result = JoinResult{NodeName: j.o.NodeName, Kubeconfig: res.Kubeconfig, ConfigFile: res.ConfigFile, Servers: j.servers, AlreadyJoined: j.joined}
+	j.result.Kubeconfig, j.result.ConfigFile = res.Kubeconfig, res.ConfigFile
 	return nil
+}
+
+func planAgent(ctx context.Context, j *joinRun) error {
+	cfg := j.agentConfig()
+	what := "runtime none: the agent registers the Node and renews its Lease"
+	if cfg.RunsPods() {
+		what = fmt.Sprintf("runtime containerd, network %s, pod CIDR %s", cfg.Network, cfg.PodCIDR)
+	}
+	j.plan("agent", "write %s (%s) and start anvil-agent (layout %s)", j.o.Root.Path(ConfigFile), what, j.o.Layout)
+	return nil
+}
+
+// plan records, in a dry run, what a phase would do.
+func (j *joinRun) plan(phaseName, format string, args ...any) {
+	line := phaseName + ": " + fmt.Sprintf(format, args...)
+	j.result.Plan = append(j.result.Plan, line)
+	j.o.Task.Say("would %s", fmt.Sprintf(format, args...))
 }
 
 // joinWait reads the Node with the node's own credentials until the agent
 // has registered it and it is Ready.
 func joinWait(ctx context.Context, j *joinRun) error {
-	pool, err := j.creds.caPool()
-	if err != nil {
-		return err
+	if j.o.DryRun {
+		// Nothing was started to wait for.
+		j.plan("wait", "wait up to %s for Node %s to be Ready", j.o.ReadyTimeout, j.o.NodeName)
+		return nil
 	}
-	tc, err := j.creds.cert()
-	if err != nil {
-		return err
-	}
-	cli, err := newAPIClient(clientOptions{Servers: j.servers, CAs: pool, ClientCert: func() *tls.Certificate { return tc }, Log: j.log})
+	cli, err := j.nodeClient()
 	if err != nil {
 		return err
 	}
@@ -327,6 +447,10 @@ func joinWait(ctx context.Context, j *joinRun) error {
 			state = err.Error()
 		}
 		if !backoff.Sleep(ctx, 500*time.Millisecond) {
+			if j.node != nil {
+				return fmt.Errorf("node %s is %s after %s; the kubelet registers it (%s), the agent gives it a pod network (%s)",
+					j.o.NodeName, state, j.o.ReadyTimeout, kubeletLogHint(j.o.Root, j.o.Layout), agentLogHint(j.o.Root, j.o.Layout))
+			}
 			return fmt.Errorf("node %s is %s after %s; see the agent's log (%s)", j.o.NodeName, state, j.o.ReadyTimeout, agentLogHint(j.o.Root, j.o.Layout))
 		}
 	}
@@ -337,6 +461,13 @@ func agentLogHint(root hostfs.Root, l v1alpha1.Layout) string {
 		return root.Path(hostfs.LogDir + "/" + Name + ".log")
 	}
 	return "journalctl -u anvil-agent"
+}
+
+func kubeletLogHint(root hostfs.Root, l v1alpha1.Layout) string {
+	if l == v1alpha1.LayoutProcess {
+		return root.Path(hostfs.LogDir + "/kubelet.log")
+	}
+	return "journalctl -u kubelet"
 }
 
 func uniqueServers(in []string) []string {

@@ -57,7 +57,10 @@ func Serve(ctx context.Context, o ServeOptions) error {
 			Registered bool      `json:"registered"`
 			LastRenew  time.Time `json:"lastRenew,omitzero"`
 			Server     string    `json:"server"`
-		}{a.Healthy(), a.Registered(), a.LastRenew(), a.Server()}
+			// PodNetwork is there when the agent runs it (runtime
+			// containerd, network host-gw).
+			PodNetwork *podNetworkHealth `json:"podNetwork,omitempty"`
+		}{a.Healthy(), a.Registered(), a.LastRenew(), a.Server(), podNetworkHealthOf(a)}
 		w.Header().Set("Content-Type", "application/json")
 		if !h.Healthy {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -74,7 +77,11 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	}()
 
 	log.Info("agent starting", "config", o.ConfigFile, "servers", cfg.Servers, "metrics", cfg.MetricsAddress.String())
-	sdnotify.Ready("registering node " + cfg.NodeName)
+	if cfg.RunsPods() {
+		sdnotify.Ready("node " + cfg.NodeName + ": pod network and image archives")
+	} else {
+		sdnotify.Ready("registering node " + cfg.NodeName)
+	}
 	sdnotify.Watchdog(ctx, a.Healthy)
 	go releaseAfterStart(ctx, a, log)
 
@@ -87,7 +94,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 // registered and run its loops for a while, so the steady state maps back
 // only what it uses.
 func releaseAfterStart(ctx context.Context, a *Agent, log *slog.Logger) {
-	for !a.Registered() {
+	for !a.Registered() && !a.cfg.RunsPods() {
 		if !backoff.Sleep(ctx, time.Second) {
 			return
 		}
@@ -105,4 +112,31 @@ func releaseAfterStart(ctx context.Context, a *Agent, log *slog.Logger) {
 	}
 	after, _ := ReadMemoryUsage(0)
 	log.Debug("released startup pages", "advised", n, "rssBefore", before.RSS, "rssAfter", after.RSS)
+}
+
+// podNetworkHealth is the pod network's state in /healthz.
+type podNetworkHealth struct {
+	PodCIDRs []string  `json:"podCIDRs"`
+	Routes   int       `json:"routes"`
+	Waiting  []string  `json:"waiting,omitempty"`
+	Error    string    `json:"error,omitempty"`
+	Synced   time.Time `json:"synced,omitzero"`
+}
+
+func podNetworkHealthOf(a *Agent) *podNetworkHealth {
+	st, ok := a.PodNetworkStatus()
+	if !ok {
+		return nil
+	}
+	h := &podNetworkHealth{Routes: len(st.Routes), Synced: st.Synced}
+	for _, p := range st.PodCIDRs {
+		h.PodCIDRs = append(h.PodCIDRs, p.String())
+	}
+	for _, w := range st.Waiting {
+		h.Waiting = append(h.Waiting, w.Reason)
+	}
+	if st.Err != nil {
+		h.Error = st.Err.Error()
+	}
+	return h
 }

@@ -258,14 +258,14 @@ func TestSecretsNeverOnACommandLine(t *testing.T) {
 			}
 		}
 	}
-	// The worker ran the one command line workerJoinArgs builds, which
-	// says nothing of the runtime while anvil join takes no --runtime.
+	// The worker ran the one command line workerJoinArgs builds, with the
+	// host's runtime.
 	acc, err := r.access(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	args := r.workerJoinArgs(r.hosts[1], acc.caHash)
-	want := []string{anvilOn("v1.37.2"), "join", r.cluster.APIServerURL(), "--token-file", "-", "--ca-cert-hash", acc.caHash.String(),
+	want := []string{anvilOn("v1.37.2"), "join", r.cluster.APIServerURL(), "--token-file", "-", "--runtime", string(r.hosts[1].Runtime), "--ca-cert-hash", acc.caHash.String(),
 		"--node-name", "w1", "--node-ip", r.hosts[1].NodeAddress().String(), "--timeout", "1m0s"}
 	if !slices.Equal(args, want) {
 		t.Errorf("worker join %q, want %q", args, want)

@@ -46,9 +46,12 @@ type ImportOptions struct {
 	Root hostfs.Root
 	// Ctr is containerd's ctr binary and Address containerd's socket.
 	Ctr, Address string
-	// Dirs are searched for *.tar archives, as paths from here (default:
-	// ImagesDir under Root).
+	// Dirs are searched for *.tar archives, as paths from here (default,
+	// when Files is empty too: ImagesDir under Root).
 	Dirs []string
+	// Files are archives to import besides those in Dirs (`anvil images
+	// import`), whatever their names.
+	Files []string
 }
 
 // ImportResult says what ImportImages did with each archive.
@@ -67,10 +70,10 @@ type ImportResult struct {
 func ImportImages(ctx context.Context, o ImportOptions) (ImportResult, error) {
 	var res ImportResult
 	dirs := o.Dirs
-	if len(dirs) == 0 {
+	if len(dirs) == 0 && len(o.Files) == 0 {
 		dirs = []string{o.Root.Path(ImagesDir)}
 	}
-	var files []string
+	files := slices.Clone(o.Files)
 	for _, d := range dirs {
 		matches, err := filepath.Glob(filepath.Join(d, "*.tar"))
 		if err != nil {
@@ -110,6 +113,10 @@ func ImportImages(ctx context.Context, o ImportOptions) (ImportResult, error) {
 	}
 	return res, nil
 }
+
+// CheckImageArchive says whether file is an image archive containerd can
+// import, reading only the tar's directory; a *NotAnImageError otherwise.
+func CheckImageArchive(file string) error { return checkArchive(file) }
 
 // checkArchive reads the tar's directory: a docker-archive has
 // manifest.json, an OCI image layout oci-layout and index.json.

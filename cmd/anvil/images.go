@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -13,6 +17,7 @@ import (
 	"anvil.dev/anvil/internal/buildinfo"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/human"
+	"anvil.dev/anvil/node"
 )
 
 // defaultBuildDir is where `make kube` puts the binaries, relative to a
@@ -175,28 +180,79 @@ Carry it to machines without network access and run 'anvil images import'.`,
 }
 
 func newImagesImportCmd(a *app) *cobra.Command {
-	var root string
+	var root, version string
 	cmd := &cobra.Command{
-		Use:   "import FILE",
-		Short: "Verify an airgap bundle and install it into /opt/anvil/bin/<version>",
-		Long: `Reads the whole bundle and checks every file's sha256 before writing anything,
-then unpacks it (checking again) into a staging directory that replaces
+		Use:   "import BUNDLE | ARCHIVE...",
+		Short: "Install an airgap bundle, or import image archives into this node's containerd",
+		Long: `Given an airgap bundle (a zstd-compressed tar from 'anvil images bundle'), reads
+the whole bundle and checks every file's sha256 before writing anything, then
+unpacks it (checking again) into a staging directory that replaces
 /opt/anvil/bin/<version> in one rename. A truncated or tampered bundle is
-refused and leaves nothing behind.`,
+refused and leaves nothing behind.
+
+Given image archives (docker-archive or OCI tar files), imports them into the
+local containerd's k8s.io namespace, where the kubelet finds them, with the
+node stack's ctr. Every file is checked first: one that is not an image
+archive is named and nothing is imported. To have the agent import an
+archive by itself, put it in /var/lib/anvil/images.`,
 		Example: `  anvil images import anvil-v1.37.2.tar.zst
-  anvil images import --root /tmp/host anvil-v1.37.2.tar.zst`,
-		Args: cobra.ExactArgs(1),
+  anvil images import --root /tmp/host anvil-v1.37.2.tar.zst
+
+  # Images for pods, without a registry
+  anvil images import web.tar redis.tar`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			idx, err := images.Import(images.ImportOptions{Bundle: args[0], Root: hostfs.Root(root), Progress: a.progress})
+			r := hostfs.Root(root)
+			bundles := slices.DeleteFunc(slices.Clone(args), func(f string) bool { return !isBundle(f) })
+			switch {
+			case len(bundles) == 1 && len(args) == 1:
+				idx, err := images.Import(images.ImportOptions{Bundle: args[0], Root: r, Progress: a.progress})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "imported kubernetes %s (%d files) into %s\n", idx.KubernetesVersion, len(idx.Files), r.Bin(idx.KubernetesVersion))
+				return nil
+			case len(bundles) > 0:
+				return usageError("%s is an airgap bundle: import it alone, and image archives in another run", bundles[0])
+			}
+			for _, f := range args {
+				if err := node.CheckImageArchive(f); err != nil {
+					return fmt.Errorf("%w; nothing was imported", err)
+				}
+			}
+			res, err := node.ImportImages(cmd.Context(), node.ImportOptions{
+				Root: r, Ctr: filepath.Join(r.Bin(version), images.Ctr), Address: r.Path(node.ContainerdSocket), Files: args,
+			})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.out, "imported kubernetes %s (%d files) into %s\n", idx.KubernetesVersion, len(idx.Files), hostfs.Root(root).Bin(idx.KubernetesVersion))
-			return nil
+			for _, f := range res.Imported {
+				fmt.Fprintf(a.out, "imported %s into containerd (namespace %s)\n", f, node.ImageNamespace)
+			}
+			for _, f := range res.Kept {
+				fmt.Fprintf(a.out, "%s was imported before\n", f)
+			}
+			return errors.Join(res.Problems...)
 		},
 	}
 	cmd.Flags().StringVar(&root, "root", "", "prefix for host paths")
+	cmd.Flags().StringVar(&version, "version", images.DefaultVersion, "Kubernetes version whose node stack (ctr) imports image archives")
 	return cmd
+}
+
+// isBundle reports whether file starts as a zstd stream, as airgap
+// bundles do; image archives are plain tar files.
+func isBundle(file string) bool {
+	f, err := os.Open(file)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	magic := make([]byte, 4)
+	if _, err := io.ReadFull(f, magic); err != nil {
+		return false
+	}
+	return bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd})
 }
 
 func newImagesInstallCmd(a *app) *cobra.Command {

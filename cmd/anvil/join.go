@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,6 +30,11 @@ type joinFlags struct {
 	node       string
 	csrTimeout time.Duration
 	timeout    time.Duration
+	runtime    string
+	dryRun     bool
+	// runtimeFromFile is true when --runtime was not given: the cluster
+	// file's host says.
+	runtimeFromFile bool
 
 	controlPlane bool
 	certKey      string
@@ -51,8 +57,13 @@ func newJoinCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "join ENDPOINT --token-file FILE|- --ca-cert-hash sha256:HASH",
 		Short: "Join this machine to a cluster as a worker node, or as a master with --control-plane",
-		Long: `Joins this machine to the cluster whose apiserver is ENDPOINT, then runs the
-node agent (anvil-agent), which registers the Node and keeps its heartbeat.
+		Long: `Joins this machine to the cluster whose apiserver is ENDPOINT as a worker that
+runs pods (--runtime containerd, the default): it reads the cluster's node
+settings, gets the node agent and the kubelet a client certificate each,
+starts containerd and the kubelet, which registers the Node, and runs the
+node agent (anvil-agent) for the pod network and image archives. With
+--runtime none the machine runs no pod: the agent itself registers the Node
+and keeps its heartbeat.
 
 With --control-plane it joins as a master instead: it fetches the shared CAs
 and keys that 'anvil init phase upload-certs' sealed in the cluster (they
@@ -63,8 +74,11 @@ member with this master's name or peer URL is replaced; a join that would
 cost etcd its quorum is refused. Re-running a join that failed half-way
 converges.
 
-The phases, in order:
+The phases, in order (node-config and node only with --runtime containerd):
 ` + agent.JoinPhaseHelp() + `
+--dry-run runs preflight, discovery and node-config, which change nothing,
+and prints what the other phases would do.
+
 The bootstrap token is a credential: prefer --token-file - (stdin) to
 --token, which shows in the process list while join runs. No credential is
 sent anywhere before the cluster's CA has matched --ca-cert-hash; the token
@@ -93,6 +107,7 @@ certificate, not the token.`,
 			if f.certKey != "" || f.certKeyFile != "" {
 				return usageError("--certificate-key is for a control-plane join: add --control-plane")
 			}
+			f.runtimeFromFile = !cmd.Flags().Changed("runtime")
 			o, err := f.options(a, args)
 			if err != nil {
 				return err
@@ -103,6 +118,13 @@ certificate, not the token.`,
 			done()
 			if err != nil {
 				return err
+			}
+			if o.DryRun {
+				fmt.Fprintf(a.out, "Dry run of joining node %s (runtime %s); nothing was changed. The join would:\n", res.NodeName, res.Runtime)
+				for _, l := range res.Plan {
+					fmt.Fprintf(a.out, "  %s\n", l)
+				}
+				return nil
 			}
 			verb := "joined"
 			if res.AlreadyJoined {
@@ -127,6 +149,8 @@ certificate, not the token.`,
 	fl.StringVar(&f.certKey, "certificate-key", "", "with --control-plane: key of the uploaded shared certificates (visible in the process list; prefer --certificate-key-file)")
 	fl.StringVar(&f.certKeyFile, "certificate-key-file", "", "with --control-plane: file holding the certificate key, or - for stdin (the line after the token when both come from stdin)")
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "how long to wait for the apiserver, and then for the Node to be Ready")
+	fl.StringVar(&f.runtime, "runtime", string(v1alpha1.RuntimeContainerd), "containerd (this machine runs pods: containerd and the kubelet) or none (the agent keeps the Node; no pod runs here); with -f, the host's runtime")
+	fl.BoolVar(&f.dryRun, "dry-run", false, "check the inputs and the cluster, print what join would do, and change nothing")
 	return cmd
 }
 
@@ -134,7 +158,7 @@ func (f *joinFlags) options(a *app, args []string) (agent.JoinOptions, error) {
 	o := agent.JoinOptions{
 		Root: hostfs.Root(f.root), Layout: v1alpha1.Layout(f.layout), Force: f.force,
 		DiscoveryTimeout: f.timeout, CSRTimeout: f.csrTimeout, ReadyTimeout: f.timeout,
-		NodeName: f.nodeName, Log: a.logger(),
+		NodeName: f.nodeName, Log: a.logger(), Runtime: v1alpha1.Runtime(f.runtime), DryRun: f.dryRun,
 	}
 	if len(args) == 1 {
 		o.Endpoint = args[0]
@@ -143,6 +167,9 @@ func (f *joinFlags) options(a *app, args []string) (agent.JoinOptions, error) {
 		if err := f.fromClusterFile(a, &o); err != nil {
 			return o, err
 		}
+	}
+	if !slices.Contains(v1alpha1.Runtimes(), o.Runtime) {
+		return o, usageError("--runtime %q: use containerd or none", f.runtime)
 	}
 	c, err := f.common(a, o.Endpoint, o.NodeName)
 	if err != nil {
@@ -321,6 +348,9 @@ func (f *joinFlags) fromClusterFile(a *app, o *agent.JoinOptions) error {
 	}
 	o.NodeIP = h.NodeAddress()
 	o.Labels, o.Taints = h.Labels, h.Taints
+	if f.runtimeFromFile && h.Runtime != "" {
+		o.Runtime = h.Runtime
+	}
 	if o.Endpoint == "" {
 		o.Endpoint = c.APIServerURL()
 	}

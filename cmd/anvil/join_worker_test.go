@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"anvil.dev/anvil/agent"
+	"anvil.dev/anvil/api/v1alpha1"
 )
 
 // runAnvil runs anvil with args and stdin, and returns stdout, stderr
@@ -31,7 +32,7 @@ func TestJoinHelp(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("join --help: exit %d", code)
 	}
-	for _, p := range agent.JoinPhaseNames() {
+	for _, p := range agent.JoinPhaseNames(v1alpha1.RuntimeContainerd) {
 		if !strings.Contains(out, p) {
 			t.Errorf("join --help does not list phase %s", p)
 		}
@@ -77,6 +78,7 @@ func TestJoinRefusesBadInput(t *testing.T) {
 		{"no CA hash", "abcdef." + secret + "\n", []string{ep, "--token-file", "-"}, "--ca-cert-hash"},
 		{"malformed CA hash", "abcdef." + secret + "\n", []string{ep, "--token-file", "-", "--ca-cert-hash", "sha1:abc"}, "--ca-cert-hash"},
 		{"bad node IP", "abcdef." + secret + "\n", []string{ep, "--token-file", "-", "--ca-cert-hash", hash, "--node-ip", "10.0.0"}, "--node-ip"},
+		{"unknown runtime", "abcdef." + secret + "\n", []string{ep, "--token-file", "-", "--ca-cert-hash", hash, "--runtime", "docker"}, "--runtime"},
 		{"bad endpoint", "abcdef." + secret + "\n", []string{"http://10.0.0.1:6443", "--token-file", "-", "--ca-cert-hash", hash}, "https"},
 	}
 	for _, tt := range tests {
