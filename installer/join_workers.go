@@ -82,7 +82,11 @@ func (r *run) joinWorker(ctx context.Context, h *host) (string, error) {
 // here alone: the join token comes on its stdin. What the host's runtime
 // asks of the join would be passed here, once `anvil join` takes it.
 func (r *run) workerJoinArgs(h *host, caHash pki.CAHash) []string {
-	return r.joinArgs(h, caHash, "--token-file", "-", "--runtime", string(h.Runtime))
+	flags := []string{"--token-file", "-"}
+	if h.Runtime != "" {
+		flags = append(flags, "--runtime", string(h.Runtime))
+	}
+	return r.joinArgs(h, caHash, flags...)
 }
 
 // joinArgs is `anvil join` of h, with flags (what to join as, where the

@@ -259,16 +259,22 @@ func TestSecretsNeverOnACommandLine(t *testing.T) {
 		}
 	}
 	// The worker ran the one command line workerJoinArgs builds, with the
-	// host's runtime.
+	// host's runtime when the cluster file gives one (this test's does not
+	// default it).
 	acc, err := r.access(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	args := r.workerJoinArgs(r.hosts[1], acc.caHash)
-	want := []string{anvilOn("v1.37.2"), "join", r.cluster.APIServerURL(), "--token-file", "-", "--runtime", string(r.hosts[1].Runtime), "--ca-cert-hash", acc.caHash.String(),
+	want := []string{anvilOn("v1.37.2"), "join", r.cluster.APIServerURL(), "--token-file", "-", "--ca-cert-hash", acc.caHash.String(),
 		"--node-name", "w1", "--node-ip", r.hosts[1].NodeAddress().String(), "--timeout", "1m0s"}
 	if !slices.Equal(args, want) {
 		t.Errorf("worker join %q, want %q", args, want)
+	}
+	none := *r.hosts[1]
+	none.Runtime = v1alpha1.RuntimeNone
+	if got := r.workerJoinArgs(&none, acc.caHash); !slices.Equal(got[3:7], []string{"--token-file", "-", "--runtime", "none"}) {
+		t.Errorf("a runtime none worker's join %q lacks --runtime none", got)
 	}
 	ran := false
 	for _, run := range worker.recorded() {
