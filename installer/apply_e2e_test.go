@@ -399,9 +399,11 @@ func madeOrDeletedCredentials(s PlannedStep) bool {
 }
 
 // joinPhaseRE matches the debug log line of the join on host entering
-// phase (the join's own progress lines, which runLogged logs).
+// phase (the join's own progress lines, which runLogged logs: the time, the
+// machine, the phase).
 func joinPhaseRE(host, what, phase string) *regexp.Regexp {
-	return regexp.MustCompile(`host=` + regexp.QuoteMeta(host) + ` cmd="` + regexp.QuoteMeta(what) + `" line="\[ *[0-9.]+s\] ` + regexp.QuoteMeta(phase) + ` `)
+	h := regexp.QuoteMeta(host)
+	return regexp.MustCompile(`host=` + h + ` cmd="` + regexp.QuoteMeta(what) + `" line="\[ *[0-9.]+s\] (?:` + h + ` +)?` + regexp.QuoteMeta(phase) + ` `)
 }
 
 // runAnvil runs the anvil binary (no ssh-agent: the lab's key is in the

@@ -67,12 +67,11 @@ func Components(p Plan) ([]component.Spec, error) {
 		}
 		out = append(out, c)
 	}
-	if c := approverComponent(p); true {
-		if err := c.Validate(); err != nil {
-			return nil, err
-		}
-		out = append(out, c)
+	approver := approverComponent(p)
+	if err := approver.Validate(); err != nil {
+		return nil, err
 	}
+	out = append(out, approver)
 	if p.Cluster.ControlPlane.VIP.IsValid() {
 		c := vipComponent(p)
 		if err := c.Validate(); err != nil {

@@ -20,9 +20,11 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/netnstest"
+	"anvil.dev/anvil/layout"
 	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/pki"
 )
@@ -250,6 +252,19 @@ func (cp *ControlPlane) Run(ctx context.Context, args ...string) (string, error)
 	cmd := cp.NS.Command(ctx, cp.Anvil, args...)
 	b, err := cmd.CombinedOutput()
 	return string(b), err
+}
+
+// StopComponent stops one of the control plane's components for the rest
+// of the test (the supervisor forgets it), for tests that run their own in
+// its place.
+func (cp *ControlPlane) StopComponent(t testing.TB, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	o := layout.Options{Layout: v1alpha1.LayoutProcess, Root: cp.Root, Anvil: cp.Anvil}
+	if err := layout.Stop(ctx, o, []component.Spec{{Name: name}}, false); err != nil {
+		t.Fatalf("stop %s: %v", name, err)
+	}
 }
 
 // Reset runs `anvil reset --force` on the control plane.
