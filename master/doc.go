@@ -13,7 +13,9 @@
 //     keys, encryption at rest, audit, authentication, the scheduler's config;
 //   - the flows of a master, each a literal list of phases run by
 //     internal/phase: init (init.go), control-plane join (joincp.go), reset
-//     (reset.go); and ControlPlane (controlplane.go), the one way those
+//     (reset.go, with the node stack's part in reset_node.go: pods, kubelet
+//     and containerd, mounts, pod network, files; used on workers too); and
+//     ControlPlane (controlplane.go), the one way those
 //     flows and restore start, stop and wait for components;
 //   - a master's own node (nodephases.go): with hosts[].runtime containerd
 //     the node phase installs package node's stack (containerd and a
