@@ -143,8 +143,9 @@ func killJoinAt(ctx context.Context, t *testing.T, m *mastertest.ControlPlane, a
 	for sc.Scan() {
 		line := sc.Text()
 		seen = append(seen, line)
-		// "[  4.21s] etcd               start the member…"
-		if i := strings.Index(line, "] "); i >= 0 && strings.HasPrefix(line[i+2:], prefix) {
+		// "[  4.21s] m3   etcd         start the member…": the task's
+		// name, then the phase's.
+		if i := strings.Index(line, "] "); i >= 0 && phaseOf(line[i+2:]) == strings.TrimSpace(prefix) {
 			cmd.Process.Signal(syscall.SIGKILL)
 			killed = true
 			break
@@ -155,6 +156,14 @@ func killJoinAt(ctx context.Context, t *testing.T, m *mastertest.ControlPlane, a
 	if !killed {
 		t.Fatalf("the join ended before phase %q:\n%s", prefix, strings.Join(seen, "\n"))
 	}
+}
+
+// phaseOf is the phase of a progress line without its time stamp.
+func phaseOf(line string) string {
+	if f := strings.Fields(line); len(f) >= 2 {
+		return f[1]
+	}
+	return ""
 }
 
 // assertMembers checks that etcd has exactly the named voting members, all

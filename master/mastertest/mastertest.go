@@ -211,6 +211,7 @@ func (cp *ControlPlane) NewMaster(t testing.TB, name string) *ControlPlane {
 	// it too runs no kubelet here.
 	c := *cp.Cluster
 	c.Hosts = append(slices.Clone(cp.Cluster.Hosts), v1alpha1.Host{Name: name, Address: ns.Addr, Role: v1alpha1.RoleMaster, Runtime: v1alpha1.RuntimeNone})
+	c.Default()
 	if _, err := v1alpha1.Validate(&c); err != nil {
 		t.Fatal(err)
 	}
