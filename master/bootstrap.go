@@ -18,6 +18,7 @@ import (
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	"k8s.io/cluster-bootstrap/token/jws"
 
+	"anvil.dev/anvil/node"
 	"anvil.dev/anvil/pki"
 )
 
@@ -54,7 +55,10 @@ type BootstrapInput struct {
 	Token        BootstrapToken
 	// ClusterFile is the cluster file as YAML, without secrets.
 	ClusterFile []byte
-	Now         func() time.Time
+	// NodeConfig is the cluster's node settings, published for joining
+	// nodes; nil publishes none.
+	NodeConfig *node.ClusterConfig
+	Now        func() time.Time
 }
 
 // EnsureBootstrapObjects creates or updates, idempotently, what upstream
@@ -62,7 +66,8 @@ type BootstrapInput struct {
 // cluster-admin, so bootstrap tokens may create node CSRs that the
 // controller-manager approves (and nodes may renew their own), so anonymous
 // clients may read cluster-info; the cluster-info ConfigMap signed for the
-// token; the token itself; and anvil's own ConfigMap. It must run with
+// token; the token itself; anvil's own ConfigMap; and the node settings
+// joining nodes read with their token. It must run with
 // system:masters credentials (super-admin.conf), because the binding that
 // makes admin.conf an administrator is among what it creates.
 func EnsureBootstrapObjects(ctx context.Context, cs kubernetes.Interface, in BootstrapInput) error {
@@ -80,6 +85,12 @@ func EnsureBootstrapObjects(ctx context.Context, cs kubernetes.Interface, in Boo
 		{"bootstrap token", func() error { return EnsureBootstrapToken(ctx, cs, in.Token, in.now()) }},
 		{"cluster-info", func() error { return EnsureClusterInfo(ctx, cs, in.CACert, in.APIServerURL, in.now()) }},
 		{ConfigMapName, func() error { return ensureAnvilConfigMap(ctx, cs, in.ClusterFile) }},
+		{node.ClusterConfigMap + " and who may read it", func() error {
+			if in.NodeConfig == nil {
+				return nil
+			}
+			return ensureNodeConfig(ctx, cs, *in.NodeConfig)
+		}},
 	}
 	for _, s := range steps {
 		if err := s.do(); err != nil {

@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -9,6 +10,10 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	"k8s.io/cluster-bootstrap/token/jws"
+
+	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/images"
+	"anvil.dev/anvil/node"
 )
 
 // TestBootstrapObjectsIdempotentAndSigned runs with the injected clock
@@ -35,7 +40,11 @@ func testBootstrapObjects(t *testing.T, now time.Time) {
 		APIServerURL: "https://10.0.0.10:6443",
 		Token:        BootstrapToken{ID: "abcdef", Secret: "0123456789abcdef", TTL: 24 * time.Hour},
 		ClusterFile:  []byte("name: test\n"),
-		Now:          func() time.Time { return now },
+		NodeConfig: &node.ClusterConfig{
+			KubernetesVersion: images.DefaultVersion, ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
+			PodCIDR: netip.MustParsePrefix("10.244.0.0/16"), ClusterDomain: "cluster.local", Network: v1alpha1.PodNetworkHostGW,
+		},
+		Now: func() time.Time { return now },
 	}
 	for i := 0; i < 2; i++ {
 		if err := EnsureBootstrapObjects(ctx, cs, in); err != nil {
@@ -71,7 +80,7 @@ func testBootstrapObjects(t *testing.T, now time.Time) {
 	}
 	for ns, names := range map[string][]string{
 		"kube-public": {"kubeadm:bootstrap-signer-clusterinfo"},
-		"kube-system": {"anvil:vip", "anvil:read-cluster-config"},
+		"kube-system": {"anvil:vip", "anvil:read-cluster-config", "anvil:node-config-reader"},
 	} {
 		for _, name := range names {
 			if _, err := cs.RbacV1().Roles(ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
@@ -88,5 +97,12 @@ func testBootstrapObjects(t *testing.T, now time.Time) {
 	cm, err := cs.CoreV1().ConfigMaps("kube-system").Get(ctx, ConfigMapName, metav1.GetOptions{})
 	if err != nil || cm.Data[ConfigMapKey] != "name: test\n" {
 		t.Errorf("anvil config map: %v %v", cm, err)
+	}
+	ncm, err := cs.CoreV1().ConfigMaps(node.ClusterConfigNamespace).Get(ctx, node.ClusterConfigMap, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := node.ParseClusterConfigMap(ncm); err != nil || got != *in.NodeConfig {
+		t.Errorf("node settings %+v (%v), want %+v", got, err, *in.NodeConfig)
 	}
 }

@@ -13,10 +13,19 @@
 //     keys, encryption at rest, audit, authentication, the scheduler's config;
 //   - the flows of a master, each a literal list of phases run by
 //     internal/phase: init (init.go), control-plane join (joincp.go), reset
-//     (reset.go); and ControlPlane (controlplane.go), the one way those
+//     (reset.go, with the node stack's part in reset_node.go: pods, kubelet
+//     and containerd, mounts, pod network, files; used on workers too); and
+//     ControlPlane (controlplane.go), the one way those
 //     flows and restore start, stop and wait for components;
+//   - a master's own node (nodephases.go): with hosts[].runtime containerd
+//     the node phase installs package node's stack (containerd and a
+//     kubelet with its own credentials from the CA, registering the Node
+//     with the control-plane taint) and the agent runs the pod network;
+//     with runtime none the agent registers the Node itself; either way
+//     mark-control-plane waits for the Node and labels it;
 //   - the cluster's bootstrap objects (bootstrap.go): RBAC, bootstrap tokens,
-//     cluster-info, the anvil ConfigMap; the sealed shared certificates for
+//     cluster-info, the anvil ConfigMap, the node settings joining nodes
+//     read (bootstrap_node.go); the sealed shared certificates for
 //     joining masters (uploadcerts.go); the VIP manager (vip.go); the backup
 //     timer's declaration (backup_schedule.go); status (status.go).
 //

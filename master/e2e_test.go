@@ -21,11 +21,15 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/master/mastertest"
+	"anvil.dev/anvil/node"
 )
 
 // holdPortEnv makes the test binary a stand-in process that holds a port.
@@ -73,6 +77,36 @@ func TestInitE2E(t *testing.T) {
 		got, err := cs.CoreV1().ConfigMaps("e2e").Get(ctx, "hello", metav1.GetOptions{})
 		if err != nil || got.Data["k"] != "v" {
 			t.Fatalf("read back %v: %v", got, err)
+		}
+	})
+
+	t.Run("a bootstrap token reads the node settings and nothing else", func(t *testing.T) {
+		cfg := rest.CopyConfig(cp.RESTConfig(t))
+		cfg.Impersonate = rest.ImpersonationConfig{
+			UserName: "system:bootstrap:abcdef",
+			Groups:   []string{"system:bootstrappers", master.NodeBootstrapGroup},
+		}
+		tok, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cms := tok.CoreV1().ConfigMaps(node.ClusterConfigNamespace)
+		cm, err := cms.Get(ctx, node.ClusterConfigMap, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("get %s as a bootstrap token: %v", node.ClusterConfigMap, err)
+		}
+		cc, err := node.ParseClusterConfigMap(cm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := node.ClusterConfigOf(cp.Cluster); cc != want {
+			t.Errorf("published node settings %+v, want %+v", cc, want)
+		}
+		if _, err := cms.List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+			t.Errorf("a bootstrap token lists configmaps: %v", err)
+		}
+		if _, err := cms.Get(ctx, "kube-proxy", metav1.GetOptions{}); !apierrors.IsForbidden(err) {
+			t.Errorf("a bootstrap token gets another configmap: %v", err)
 		}
 	})
 

@@ -22,6 +22,7 @@ import (
 	"anvil.dev/anvil/internal/phase"
 	"anvil.dev/anvil/internal/progress"
 	"anvil.dev/anvil/layout"
+	"anvil.dev/anvil/node"
 	"anvil.dev/anvil/pki"
 )
 
@@ -109,9 +110,10 @@ func initPhases() []initPhase {
 		{Name: "etcd", Description: "start the embedded etcd member", Mutates: true, Run: etcdPhase},
 		{Name: "control-plane", Description: "start kube-apiserver, kube-controller-manager, kube-scheduler (and the VIP manager)", Mutates: true, Run: controlPlanePhase},
 		{Name: "wait", Description: "wait for /readyz, both /healthz and both leader leases", Run: waitPhase},
-		{Name: "bootstrap", Description: "create RBAC, a bootstrap token, cluster-info and the anvil ConfigMap", Mutates: true, Run: bootstrapPhase},
-		{Name: "agent", Description: "install and start the node agent, with node credentials from the CA", Mutates: true, Run: agentPhase},
-		{Name: "mark-control-plane", Description: "label and taint this master's Node as control plane", Mutates: true, Run: markControlPlanePhase},
+		{Name: "bootstrap", Description: "create RBAC, a bootstrap token, cluster-info, the anvil ConfigMap and the node settings", Mutates: true, Run: bootstrapPhase},
+		{Name: "node", Description: nodePhaseHelp, Mutates: true, Run: nodePhase},
+		{Name: "agent", Description: agentPhaseHelp, Mutates: true, Run: agentPhase},
+		{Name: "mark-control-plane", Description: markPhaseHelp, Mutates: true, Run: markControlPlanePhase},
 		{Name: "upload-certs", Description: "with --upload-certs: seal the shared CAs and keys in the cluster for an hour, for joining masters", Mutates: true, Run: uploadCertsPhase},
 		{Name: "finish", Description: "mark the machine initialised and print how to use and join the cluster", Mutates: true, Run: finishPhase},
 	}
@@ -150,6 +152,9 @@ type initRun struct {
 	started time.Time
 	// startedHere lists what this run started, so a failure stops it again.
 	startedHere []component.Spec
+	// nodeStarted is the node stack (containerd, the kubelet) when this
+	// run installed it; it runs in node.StackLayout.
+	nodeStarted []component.Spec
 	createdData bool
 	result      InitResult
 	// only is the phase when a single one runs.
@@ -410,11 +415,13 @@ func bootstrapPhase(ctx context.Context, r *initRun) error {
 	if err != nil {
 		return err
 	}
+	nodeConfig := node.ClusterConfigOf(r.o.Cluster)
 	err = EnsureBootstrapObjects(ctx, cli, BootstrapInput{
 		CACert:       caPEM,
 		APIServerURL: r.o.Cluster.APIServerURL(),
 		Token:        BootstrapToken{ID: tok.ID(), Secret: tok.Secret(), TTL: r.o.TokenTTL, Description: "made by anvil init"},
 		ClusterFile:  clusterFile,
+		NodeConfig:   &nodeConfig,
 	})
 	if err != nil {
 		return err
@@ -488,6 +495,13 @@ func (r *initRun) rollback(cause error) {
 	}
 	if r.join != nil {
 		defer r.join.withdrawLearner(ctx, r)
+	}
+	if len(r.nodeStarted) > 0 {
+		lo := r.cp.LayoutOptions()
+		lo.Layout = node.StackLayout(lo.Layout)
+		if err := layout.Stop(ctx, lo, r.nodeStarted, false); err != nil {
+			r.log.Error("rollback: stop the node stack failed", "err", err)
+		}
 	}
 	if len(r.startedHere) == 0 {
 		if r.createdData {

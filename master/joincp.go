@@ -60,8 +60,9 @@ func joinPhases() []initPhase {
 		{Name: "etcd", Description: "start the member, wait until it has caught up, promote it to a voter", Mutates: true, Run: joinEtcdPhase},
 		{Name: "control-plane", Description: "start kube-apiserver, kube-controller-manager, kube-scheduler (and the VIP manager)", Mutates: true, Run: controlPlanePhase},
 		{Name: "wait", Description: "wait for /readyz, both /healthz and both leader leases", Run: waitPhase},
-		{Name: "agent", Description: "install and start the node agent, with node credentials from the CA", Mutates: true, Run: agentPhase},
-		{Name: "mark-control-plane", Description: "label and taint this master's Node as control plane", Mutates: true, Run: markControlPlanePhase},
+		{Name: "node", Description: nodePhaseHelp, Mutates: true, Run: nodePhase},
+		{Name: "agent", Description: agentPhaseHelp, Mutates: true, Run: agentPhase},
+		{Name: "mark-control-plane", Description: markPhaseHelp, Mutates: true, Run: markControlPlanePhase},
 		{Name: "cluster-config", Description: "record this master in the anvil ConfigMap", Mutates: true, Run: joinRecordPhase},
 		{Name: "finish", Description: "mark the machine as a master of the cluster", Mutates: true, Run: finishPhase},
 	}

@@ -16,6 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"anvil.dev/anvil/agent"
+	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/node"
 	"anvil.dev/anvil/pki"
 )
 
@@ -26,19 +28,107 @@ const (
 	ControlPlaneTaint = "node-role.kubernetes.io/control-plane"
 )
 
+// The descriptions of the phases init and control-plane join share.
+const (
+	nodePhaseHelp  = "with runtime containerd: start containerd and the kubelet (its own credentials from the CA, the control-plane taint)"
+	agentPhaseHelp = "install and start the node agent, with node credentials from the CA (the pod network where the kubelet runs)"
+	markPhaseHelp  = "wait for this master's Node, then label and taint it as control plane"
+)
+
+// runsPods reports whether this master runs the node stack (containerd
+// and the kubelet), as its host entry says.
+func (r *initRun) runsPods() bool { return r.plan.Node.Runtime == v1alpha1.RuntimeContainerd }
+
+// localAPIServer is this master's own apiserver, which its kubelet and
+// agent talk to first.
+func (r *initRun) localAPIServer() string {
+	return "https://" + net.JoinHostPort(r.plan.AdvertiseAddress.String(), strconv.Itoa(int(r.o.Cluster.ControlPlane.Port)))
+}
+
+// nodePhase makes this master a node that runs pods when its host says
+// runtime: containerd: containerd and the kubelet, the kubelet with a client
+// certificate of its own minted from the cluster CA (a key apart from the
+// agent's: each identity can be revoked or rotated alone), registering its
+// Node with the control-plane taint so that workloads stay off masters
+// unless they tolerate it. The control-plane label is mark-control-plane's:
+// NodeRestriction forbids a kubelet to set it. With runtime: none it does
+// nothing and the agent keeps the Node itself.
+func nodePhase(ctx context.Context, r *initRun) error {
+	if !r.runsPods() {
+		return nil
+	}
+	caCert, caKey, err := readCA(r.o.Root.PKI())
+	if err != nil {
+		return err
+	}
+	local := r.localAPIServer()
+	creds, err := agent.MintCredentials(agent.MintOptions{NodeName: r.o.Node, Server: local, CACert: caCert, CAKey: caKey})
+	if err != nil {
+		return err
+	}
+	// The facts of this machine: /proc and /sys are never under a --root
+	// directory.
+	plan := r.nodePlan(node.ReadFacts(""))
+	cs, err := node.Components(plan)
+	if err != nil {
+		return err
+	}
+	// Recorded before Install starts anything, so a failure half-way
+	// still stops what did start.
+	r.nodeStarted = cs
+	res, err := node.Install(ctx, node.InstallOptions{
+		Plan: plan, Layout: r.o.Layout, Root: r.o.Root, Anvil: r.o.Anvil,
+		Kubelet: node.KubeletCredentials{Server: local, CAPEM: pki.EncodeCert(caCert), CertPEM: creds.CertPEM, KeyPEM: creds.KeyPEM},
+		Timeout: r.o.Timeout, Log: r.log, Task: r.o.Task,
+	})
+	if err != nil {
+		return fmt.Errorf("node %s: %w", r.o.Node, err)
+	}
+	r.log.Debug("node stack installed", "changed", res.Changed, "imported", len(res.Imported), "warnings", len(res.Warnings))
+	return nil
+}
+
+// nodePlan is this master's node stack: its host entry with the
+// control-plane taint added, its advertise address, its binaries.
+func (r *initRun) nodePlan(facts node.Facts) node.Plan {
+	host := r.plan.Node
+	host.Taints = slices.Clone(host.Taints)
+	if !slices.ContainsFunc(host.Taints, func(t v1alpha1.Taint) bool { return t.Key == ControlPlaneTaint }) {
+		host.Taints = append(host.Taints, v1alpha1.Taint{Key: ControlPlaneTaint, Effect: v1alpha1.NoSchedule})
+	}
+	return node.Plan{
+		Cluster: r.o.Cluster, Host: host, Root: r.plan.Root,
+		KubernetesVersion: r.plan.KubernetesVersion, BinDir: r.plan.BinDir,
+		NodeIP: r.plan.AdvertiseAddress, Facts: facts,
+	}
+}
+
 // agentPhase installs and starts the node agent on this master, with node
 // credentials minted from the cluster CA (a master holds the CA key, so it
-// needs no TLS bootstrap), so masters show up in `kubectl get nodes`.
+// needs no TLS bootstrap). On a master that runs pods the kubelet keeps
+// the Node and the agent runs the pod network; on one that does not the
+// agent registers the Node itself, so every master shows up in `kubectl
+// get nodes`.
 func agentPhase(ctx context.Context, r *initRun) error {
 	caCert, caKey, err := readCA(r.o.Root.PKI())
 	if err != nil {
 		return err
 	}
-	local := "https://" + net.JoinHostPort(r.plan.AdvertiseAddress.String(), strconv.Itoa(int(r.o.Cluster.ControlPlane.Port)))
+	local := r.localAPIServer()
 	kc, err := agent.MintKubeconfig(agent.MintOptions{NodeName: r.o.Node, Server: local, CACert: caCert, CAKey: caKey})
 	if err != nil {
 		return err
 	}
+	_, err = agent.Install(ctx, agent.InstallOptions{
+		Root: r.o.Root, Layout: r.o.Layout, Anvil: r.o.Anvil, KubernetesVersion: r.plan.KubernetesVersion,
+		Config: r.agentConfig(local), Kubeconfig: kc, Log: r.log,
+	})
+	return err
+}
+
+// agentConfig is this master's agent.yaml: with runtime containerd the
+// agent runs the pod network and leaves the Node to the kubelet.
+func (r *initRun) agentConfig(local string) agent.Config {
 	cfg := agent.Config{
 		NodeName: r.o.Node,
 		Role:     r.plan.Node.Role,
@@ -47,11 +137,12 @@ func agentPhase(ctx context.Context, r *initRun) error {
 		Labels:   r.plan.Node.Labels,
 		Taints:   r.plan.Node.Taints,
 	}
-	_, err = agent.Install(ctx, agent.InstallOptions{
-		Root: r.o.Root, Layout: r.o.Layout, Anvil: r.o.Anvil, KubernetesVersion: r.plan.KubernetesVersion,
-		Config: cfg, Kubeconfig: kc, Log: r.log,
-	})
-	return err
+	if r.runsPods() {
+		cfg.Runtime = v1alpha1.RuntimeContainerd
+		cfg.Network = r.o.Cluster.Networking.Network
+		cfg.PodCIDR = r.o.Cluster.Networking.PodCIDR
+	}
+	return cfg
 }
 
 // apiServers is where this master's agent goes: its own apiserver first,
@@ -70,9 +161,10 @@ func (r *initRun) apiServers(local string) []string {
 	return out
 }
 
-// markControlPlanePhase labels and taints this master's Node once its agent
-// has registered it: NodeRestriction forbids a node to give itself the
-// control-plane role, so an administrator does it.
+// markControlPlanePhase labels and taints this master's Node once its
+// kubelet or its agent has registered it: NodeRestriction forbids a node
+// to give itself the control-plane role, so an administrator does it. The
+// wait is bounded by the run's timeout.
 func markControlPlanePhase(ctx context.Context, r *initRun) error {
 	cs, err := r.cp.Client(pki.AdminKubeconfig)
 	if err != nil {
@@ -107,7 +199,7 @@ func markControlPlanePhase(ctx context.Context, r *initRun) error {
 			return fmt.Errorf("read node %s: %w", r.o.Node, err)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("node %s was not registered within %s: is anvil agent running? (%s)", r.o.Node, r.o.Timeout, r.o.Root.Path(agent.ConfigFile))
+			return fmt.Errorf("waited %s for Node %s to be registered by %s", r.o.Timeout, r.o.Node, r.nodeRegistrar())
 		}
 		select {
 		case <-ctx.Done():
@@ -115,6 +207,18 @@ func markControlPlanePhase(ctx context.Context, r *initRun) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// nodeRegistrar names what registers this master's Node, and where to
+// look when it does not.
+func (r *initRun) nodeRegistrar() string {
+	if !r.runsPods() {
+		return "anvil agent (" + r.o.Root.Path(agent.ConfigFile) + ")"
+	}
+	if node.StackLayout(r.o.Layout) == v1alpha1.LayoutProcess {
+		return "its kubelet (" + filepath.Join(r.o.Root.Logs(), node.Kubelet+".log") + ")"
+	}
+	return "its kubelet (journalctl -u " + node.Kubelet + ")"
 }
 
 func readCA(dir string) (*x509.Certificate, crypto.Signer, error) {

@@ -8,6 +8,7 @@ import (
 
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/component"
+	"anvil.dev/anvil/node"
 )
 
 // referencePlan is a master of a cluster with every optional component
@@ -106,4 +107,16 @@ func OwnedPrograms() []string {
 		}
 	}
 	return out
+}
+
+// OwnedNodeStack is the node stack's declarations (containerd, then the
+// kubelet) of the reference plan: the units and programs reset stops,
+// read off package node's declarations.
+func OwnedNodeStack() []component.Spec {
+	p := referencePlan()
+	cs, err := node.Components(node.Plan{Cluster: p.Cluster, Host: p.Node})
+	if err != nil {
+		panic("master: the reference node stack does not render: " + err.Error())
+	}
+	return cs
 }

@@ -34,21 +34,28 @@ type ResetOptions struct {
 	// IgnoreQuorum removes this master's etcd member even when the rest
 	// would lack quorum (or goes on when the member cannot be removed).
 	IgnoreQuorum bool
-	Log          *slog.Logger
-	Task         *progress.Task
+	// DryRun lists what reset would stop, unmount and remove, changing
+	// nothing (leaving etcd is not planned: it needs the member).
+	DryRun bool
+	Log    *slog.Logger
+	Task   *progress.Task
 }
 
-// ResetResult lists what reset removed and kept.
+// ResetResult lists what reset stopped, unmounted, removed and kept (in a
+// dry run, what it would).
 type ResetResult struct {
-	Stopped []string
-	Removed []string
-	Kept    []string
+	Stopped   []string
+	Unmounted []string
+	Removed   []string
+	Kept      []string
 }
 
 type resetRun struct {
 	o    ResetOptions
 	res  ResetResult
 	errs []error
+	// node is the plan for the node stack, made at its first use.
+	node *nodeReset
 }
 
 type resetPhase = phase.Phase[*resetRun]
@@ -59,11 +66,14 @@ type resetPhase = phase.Phase[*resetRun]
 func resetPhases() []resetPhase {
 	return []resetPhase{
 		{Name: "leave-etcd", Description: "on a master, remove this machine's etcd member (refused without quorum unless --ignore-quorum)", Mutates: true, Run: resetLeaveEtcdPhase},
-		{Name: "stop-supervisor", Description: "stop anvil's supervisor and everything it runs (process layout)", Mutates: true, Run: resetStopSupervisorPhase},
-		{Name: "stop-units", Description: "stop and remove the systemd units anvil wrote", Mutates: true, Run: resetStopUnitsPhase},
-		{Name: "remove-manifests", Description: "remove the static pods anvil wrote (the kubelet stops them)", Mutates: true, Run: resetManifestsPhase},
-		{Name: "remove-files", Description: "remove the PKI, kubeconfigs, /etc/anvil and anvil's state (backups kept unless asked)", Mutates: true, Run: resetFilesPhase},
-		{Name: "remove-binaries", Description: "remove /opt/anvil and its links in /usr/local/bin (unless --keep-binaries)", Mutates: true, Run: resetBinariesPhase},
+		{Name: "remove-pods", Description: "with the node stack: remove every pod through containerd (crictl rmp -af), or kill the pods' processes when it does not answer", Mutates: true, Run: resetPodsPhase, Plan: resetPodsPhase},
+		{Name: "stop-node", Description: "stop the kubelet, then containerd, and remove their units", Mutates: true, Run: resetStopNodePhase, Plan: resetStopNodePhase},
+		{Name: "stop-supervisor", Description: "stop anvil's supervisor and everything it runs (process layout)", Mutates: true, Run: resetStopSupervisorPhase, Plan: resetStopSupervisorPhase},
+		{Name: "stop-units", Description: "stop and remove the systemd units anvil wrote", Mutates: true, Run: resetStopUnitsPhase, Plan: resetStopUnitsPhase},
+		{Name: "remove-manifests", Description: "remove the static pods anvil wrote (the kubelet stops them)", Mutates: true, Run: resetManifestsPhase, Plan: resetManifestsPhase},
+		{Name: "remove-node-files", Description: "unmount what is mounted in the kubelet's and containerd's directories, remove the pod network, the kubelet's and containerd's files", Mutates: true, Run: resetNodeFilesPhase, Plan: resetNodeFilesPhase},
+		{Name: "remove-files", Description: "remove the PKI, kubeconfigs, /etc/anvil and anvil's state (backups kept unless asked)", Mutates: true, Run: resetFilesPhase, Plan: resetFilesPhase},
+		{Name: "remove-binaries", Description: "remove /opt/anvil and its links in /usr/local/bin (unless --keep-binaries)", Mutates: true, Run: resetBinariesPhase, Plan: resetBinariesPhase},
 	}
 }
 
@@ -79,7 +89,7 @@ func Reset(ctx context.Context, o ResetOptions) (*ResetResult, error) {
 		o.Log = slog.Default()
 	}
 	r := &resetRun{o: o}
-	if err := phase.Run(ctx, resetPhases(), r, phase.Options{Command: "reset", Task: o.Task}); err != nil {
+	if err := phase.Run(ctx, resetPhases(), r, phase.Options{Command: "reset", DryRun: o.DryRun, Task: o.Task}); err != nil {
 		return &r.res, err
 	}
 	if err := errors.Join(r.errs...); err != nil {
@@ -111,8 +121,14 @@ func resetLeaveEtcdPhase(ctx context.Context, r *resetRun) error {
 // stops its children in reverse order.
 func resetStopSupervisorPhase(ctx context.Context, r *resetRun) error {
 	if supervise.Running(r.o.Root) {
-		r.o.Task.Say("stopping the supervisor and everything it runs")
 		r.res.Stopped = append(r.res.Stopped, "supervisor")
+		if r.o.DryRun {
+			return nil
+		}
+		r.o.Task.Say("stopping the supervisor and everything it runs")
+	}
+	if r.o.DryRun {
+		return nil
 	}
 	if err := supervise.Stop(ctx, r.o.Root, 90*time.Second); err != nil {
 		r.errs = append(r.errs, err)
@@ -130,7 +146,9 @@ func resetStopUnitsPhase(ctx context.Context, r *resetRun) error {
 		}
 	}
 	realRoot := r.o.Root == "" || r.o.Root == "/"
-	if len(units) > 0 && realRoot {
+	if len(units) > 0 && realRoot && r.o.DryRun {
+		r.res.Stopped = append(r.res.Stopped, units...)
+	} else if len(units) > 0 && realRoot {
 		r.o.Task.Say("stopping %s", strings.Join(units, ", "))
 		var cs []component.Spec
 		for i := len(units) - 1; i >= 0; i-- {
@@ -144,7 +162,7 @@ func resetStopUnitsPhase(ctx context.Context, r *resetRun) error {
 	for _, u := range units {
 		r.remove(filepath.Join(r.o.Root.Units(), u))
 	}
-	if len(units) > 0 && realRoot {
+	if len(units) > 0 && realRoot && !r.o.DryRun {
 		if err := layout.Reload(ctx); err != nil {
 			r.errs = append(r.errs, err)
 		}
@@ -196,7 +214,7 @@ func resetFilesPhase(_ context.Context, r *resetRun) error {
 		}
 		r.remove(p)
 	}
-	if rest, _ := os.ReadDir(state); len(rest) == 0 {
+	if rest, _ := os.ReadDir(state); len(rest) == 0 && !r.o.DryRun {
 		os.Remove(state)
 	}
 	return nil
@@ -217,15 +235,20 @@ func resetBinariesPhase(_ context.Context, r *resetRun) error {
 		}
 	}
 	for _, d := range []string{root.Manifests(), root.Kubernetes()} {
-		if rest, err := os.ReadDir(d); err == nil && len(rest) == 0 {
+		if rest, err := os.ReadDir(d); err == nil && len(rest) == 0 && !r.o.DryRun {
 			os.Remove(d)
 		}
 	}
 	return nil
 }
 
-// remove deletes p and records it, or records why it could not.
+// remove deletes p and records it, or records why it could not; a dry
+// run only records it.
 func (r *resetRun) remove(p string) {
+	if r.o.DryRun {
+		r.res.Removed = append(r.res.Removed, p)
+		return
+	}
 	if err := os.RemoveAll(p); err != nil {
 		r.errs = append(r.errs, err)
 		return

@@ -7,7 +7,11 @@
 // of the host that decide settings (cgroup version and driver, whether the
 // machine may lower OOM scores, where the real resolv.conf is).
 //
-// It never starts anything (package layout does, for master and agent) and
-// never decides whether a host runs a runtime: the cluster file says so
-// (hosts[].runtime).
+// Install writes all of it with the kubelet's credentials and has package
+// layout start containerd, import the image archives, then start the
+// kubelet; init and control-plane join call it on masters (package
+// master's node phase). It never decides whether a host
+// runs a runtime (the cluster file says so: hosts[].runtime) and never
+// removes anything: reset (package master) does, from the paths declared
+// here.
 package node

@@ -136,11 +136,17 @@ func Install(ctx context.Context, o InstallOptions) (*InstallResult, error) {
 }
 
 func (o InstallOptions) layoutOptions() layout.Options {
-	l := o.Layout
+	return layout.Options{Layout: StackLayout(o.Layout), Root: o.Root, Anvil: o.Anvil}
+}
+
+// StackLayout is the layout the node stack runs in on a machine of layout
+// l: the static-pod layout runs it as systemd units, since the kubelet
+// cannot host itself.
+func StackLayout(l v1alpha1.Layout) v1alpha1.Layout {
 	if l == v1alpha1.LayoutStaticPod {
-		l = v1alpha1.LayoutSystemd
+		return v1alpha1.LayoutSystemd
 	}
-	return layout.Options{Layout: l, Root: o.Root, Anvil: o.Anvil}
+	return l
 }
 
 // writeConfig writes containerd's and the kubelet's configs and the

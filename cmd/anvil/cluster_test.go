@@ -70,6 +70,7 @@ hosts:
   - name: m1
     address: 127.0.0.1
     role: master
+    runtime: none
 `)
 	self, err := os.Executable()
 	if err != nil {

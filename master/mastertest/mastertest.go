@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -161,7 +162,9 @@ func Prepare(t testing.TB, o Options) *ControlPlane {
 	c := &v1alpha1.Cluster{
 		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindCluster, Name: "e2e",
 		ControlPlane: v1alpha1.ControlPlane{Layout: v1alpha1.LayoutProcess},
-		Hosts:        []v1alpha1.Host{{Name: "m1", Address: ns.Addr, Role: v1alpha1.RoleMaster}},
+		// No kubelet or containerd on the machine that runs the tests:
+		// the node stack is tested in lab machines.
+		Hosts: []v1alpha1.Host{{Name: "m1", Address: ns.Addr, Role: v1alpha1.RoleMaster, Runtime: v1alpha1.RuntimeNone}},
 		Components: v1alpha1.Components{
 			APIServer:         v1alpha1.Component{ExtraArgs: o.APIServerArgs},
 			ControllerManager: v1alpha1.Component{ExtraArgs: o.ControllerManagerArgs},
@@ -201,21 +204,38 @@ func (cp *ControlPlane) NewMaster(t testing.TB, name string) *ControlPlane {
 	kube := KubeBinDir(t)
 	ns := cp.Network.Add(t)
 	root := hostfs.Root(t.TempDir())
-	m := &ControlPlane{Network: cp.Network, NS: ns, Root: root, Anvil: cp.Anvil, Cluster: cp.Cluster, timeout: cp.timeout, CAHash: cp.CAHash}
+	m := &ControlPlane{Network: cp.Network, NS: ns, Root: root, Anvil: cp.Anvil, timeout: cp.timeout, CAHash: cp.CAHash}
 	if out, err := exec.Command(cp.Anvil, "images", "install", "--root", string(root), "--dir", filepath.Dir(kube), "--version", images.DefaultVersion).CombinedOutput(); err != nil {
 		t.Fatalf("install binaries: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { m.Reset(t) })
+	// The cluster file the join runs with names the new master, so that
+	// it too runs no kubelet here.
+	c := *cp.Cluster
+	c.Hosts = append(slices.Clone(cp.Cluster.Hosts), v1alpha1.Host{Name: name, Address: ns.Addr, Role: v1alpha1.RoleMaster, Runtime: v1alpha1.RuntimeNone})
+	c.Default()
+	if _, err := v1alpha1.Validate(&c); err != nil {
+		t.Fatal(err)
+	}
+	b, err := yaml.Marshal(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Cluster, m.ClusterFile = &c, filepath.Join(t.TempDir(), "cluster.yaml")
+	if err := os.WriteFile(m.ClusterFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	m.URL = "https://" + ns.Addr.String() + ":" + strconv.Itoa(int(cp.Cluster.ControlPlane.Port))
 	m.AdminKubeconfig = root.Kubeconfig(pki.AdminKubeconfig)
 	return m
 }
 
 // JoinArgs are the arguments of `anvil join --control-plane` for m to join
-// through cp's apiserver; the token and certificate key go on stdin.
+// through cp's apiserver, with m's cluster file (NewMaster's); the token
+// and certificate key go on stdin.
 func (cp *ControlPlane) JoinArgs(m *ControlPlane, name string) []string {
-	return []string{"join", cp.URL, "--control-plane", "--token-file", "-", "--certificate-key-file", "-",
-		"--ca-cert-hash", cp.CAHash.String(), "--node-name", name, "--node-ip", m.NS.Addr.String(),
+	return []string{"join", cp.URL, "--control-plane", "-f", m.ClusterFile, "--node", name, "--token-file", "-", "--certificate-key-file", "-",
+		"--ca-cert-hash", cp.CAHash.String(), "--node-ip", m.NS.Addr.String(),
 		"--layout", "process", "--root", string(m.Root), "--timeout", cp.timeout.String()}
 }
 
@@ -339,7 +359,8 @@ func (cp *ControlPlane) Status(t testing.TB) *master.Status {
 
 // Cluster is a small, fully defaulted cluster built in code (masters
 // lab-m1, lab-m2, worker lab-w1), so unit tests do not depend on the
-// cluster-file decoder.
+// cluster-file decoder. Its hosts run no pods (runtime none), as every
+// cluster a test runs on the test machine itself.
 func Cluster() *v1alpha1.Cluster {
 	return &v1alpha1.Cluster{
 		APIVersion:        v1alpha1.APIVersion,
@@ -348,9 +369,9 @@ func Cluster() *v1alpha1.Cluster {
 		KubernetesVersion: "v1.37.2",
 		ControlPlane:      v1alpha1.ControlPlane{Endpoint: "10.0.0.11", Port: 6443, Layout: v1alpha1.LayoutSystemd},
 		Hosts: []v1alpha1.Host{
-			{Name: "lab-m1", Address: netip.MustParseAddr("10.0.0.11"), Role: v1alpha1.RoleMaster},
-			{Name: "lab-m2", Address: netip.MustParseAddr("10.0.0.12"), Role: v1alpha1.RoleMaster},
-			{Name: "lab-w1", Address: netip.MustParseAddr("10.0.0.21"), Role: v1alpha1.RoleWorker},
+			{Name: "lab-m1", Address: netip.MustParseAddr("10.0.0.11"), Role: v1alpha1.RoleMaster, Runtime: v1alpha1.RuntimeNone},
+			{Name: "lab-m2", Address: netip.MustParseAddr("10.0.0.12"), Role: v1alpha1.RoleMaster, Runtime: v1alpha1.RuntimeNone},
+			{Name: "lab-w1", Address: netip.MustParseAddr("10.0.0.21"), Role: v1alpha1.RoleWorker, Runtime: v1alpha1.RuntimeNone},
 		},
 		Networking: v1alpha1.Networking{
 			ServiceCIDR:   netip.MustParsePrefix("10.96.0.0/12"),

@@ -1,0 +1,74 @@
+package master
+
+import (
+	"context"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"anvil.dev/anvil/node"
+)
+
+// ensureNodeConfig publishes the cluster's node settings
+// (kube-system/anvil-node-config) and the Role and RoleBinding that let
+// bootstrap tokens and nodes get that one ConfigMap: every join reads it
+// with its token, so a node's pod and service networks come from the
+// cluster, not from flags.
+func ensureNodeConfig(ctx context.Context, cs kubernetes.Interface, cc node.ClusterConfig) error {
+	cm, err := cc.ConfigMap()
+	if err != nil {
+		return err
+	}
+	role, binding := node.ClusterConfigRBAC()
+	for _, m := range []*metav1.ObjectMeta{&cm.ObjectMeta, &role.ObjectMeta, &binding.ObjectMeta} {
+		m.Labels = ownedLabels()
+	}
+	cms := cs.CoreV1().ConfigMaps(cm.Namespace)
+	if err := createOrUpdate(
+		func() error { _, err := cms.Create(ctx, cm, metav1.CreateOptions{}); return err },
+		func() error {
+			cur, err := cms.Get(ctx, cm.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			cur.Data, cur.Labels = cm.Data, cm.Labels
+			_, err = cms.Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		}); err != nil {
+		return err
+	}
+	roles := cs.RbacV1().Roles(role.Namespace)
+	if err := createOrUpdate(
+		func() error { _, err := roles.Create(ctx, role, metav1.CreateOptions{}); return err },
+		func() error {
+			cur, err := roles.Get(ctx, role.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			cur.Rules, cur.Labels = role.Rules, role.Labels
+			_, err = roles.Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		}); err != nil {
+		return err
+	}
+	bindings := cs.RbacV1().RoleBindings(binding.Namespace)
+	return createOrUpdate(
+		func() error { _, err := bindings.Create(ctx, binding, metav1.CreateOptions{}); return err },
+		func() error {
+			cur, err := bindings.Get(ctx, binding.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if cur.RoleRef != binding.RoleRef {
+				// A binding's role reference is immutable.
+				if err := bindings.Delete(ctx, cur.Name, metav1.DeleteOptions{}); err != nil {
+					return err
+				}
+				_, err = bindings.Create(ctx, binding, metav1.CreateOptions{})
+				return err
+			}
+			cur.Subjects, cur.Labels = binding.Subjects, binding.Labels
+			_, err = bindings.Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		})
+}
