@@ -2,7 +2,9 @@
 # The main command: bring up a lab of bare-metal-like machines on this host
 # (Debian, systemd, sshd; 3 masters and 2 workers by default), provision them
 # with `anvil cluster apply` over SSH from the lab's cluster file, and print
-# `kubectl get nodes -o wide` through the admin kubeconfig the apply fetched.
+# `kubectl get nodes -o wide` through the admin kubeconfig the apply fetched,
+# then run a sample Deployment of anvil's test image (built here, shipped to
+# every node by the apply) and show its pods Running on the workers.
 #
 #   hack/demo.sh          bring it up (again: a second run changes nothing)
 #   hack/demo.sh clean    remove the lab, and the cluster with it
@@ -56,6 +58,24 @@ echo "(lab and cluster in $(( $(date +%s) - start ))s)"
 echo
 echo "\$ kubectl --kubeconfig $kubeconfig get nodes -o wide"
 "$KUBECTL" --kubeconfig "$kubeconfig" get nodes -o wide
+
+# A sample workload: the test image is already in every node's containerd
+# (the apply shipped it; nothing is pulled), named in the build's payload.
+image=$(grep -o '"image": *"localhost/anvil/testapp:[^"]*"' "bin/kube/$KUBE_VERSION/payload.json" | sed 's/.*"\(localhost[^"]*\)"$/\1/' | head -n1)
+if [ -z "$image" ]; then
+  echo "bin/kube/$KUBE_VERSION/payload.json names no testapp image" >&2
+  exit 1
+fi
+replicas=$WORKERS
+[ "$replicas" -gt 0 ] || replicas=1
+k() { "$KUBECTL" --kubeconfig "$kubeconfig" "$@"; }
+if ! k get deployment web >/dev/null 2>&1; then
+  k create deployment web --image="$image" --replicas="$replicas" --port=8080 >&2
+fi
+k rollout status deployment/web --timeout=180s >&2
+echo
+echo "\$ kubectl --kubeconfig $kubeconfig get pods -o wide"
+k get pods -o wide
 echo
 echo "Status:   $ANVIL cluster status -f $file"
 echo "On a machine: $ANVIL lab ssh $NAME-m1"

@@ -3,11 +3,13 @@ package master
 import (
 	"context"
 
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"anvil.dev/anvil/approver"
+	"anvil.dev/anvil/podnet"
 )
 
 // ensureApproverRBAC lets anvil's CSR approver do its job and nothing more
@@ -15,20 +17,7 @@ import (
 func ensureApproverRBAC(ctx context.Context, cs kubernetes.Interface) error {
 	o := approver.RBAC()
 	rbac := cs.RbacV1()
-	if err := createOrUpdate(
-		func() error {
-			_, err := rbac.ClusterRoles().Create(ctx, o.ClusterRole, metav1.CreateOptions{})
-			return err
-		},
-		func() error {
-			cur, err := rbac.ClusterRoles().Get(ctx, o.ClusterRole.Name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			cur.Rules, cur.Labels = o.ClusterRole.Rules, o.ClusterRole.Labels
-			_, err = rbac.ClusterRoles().Update(ctx, cur, metav1.UpdateOptions{})
-			return err
-		}); err != nil {
+	if err := applyClusterRole(ctx, cs, o.ClusterRole); err != nil {
 		return err
 	}
 	if err := applyClusterRoleBinding(ctx, cs, o.ClusterRoleBinding); err != nil {
@@ -76,4 +65,34 @@ func createOrUpdate(create, update func() error) error {
 		return update()
 	}
 	return err
+}
+
+// applyClusterRole creates role, or gives the one there its rules and
+// labels.
+func applyClusterRole(ctx context.Context, cs kubernetes.Interface, role *rbacv1.ClusterRole) error {
+	roles := cs.RbacV1().ClusterRoles()
+	return createOrUpdate(
+		func() error {
+			_, err := roles.Create(ctx, role, metav1.CreateOptions{})
+			return err
+		},
+		func() error {
+			cur, err := roles.Get(ctx, role.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			cur.Rules, cur.Labels = role.Rules, role.Labels
+			_, err = roles.Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		})
+}
+
+// ensurePodNetworkRBAC lets every node's agent read the Nodes its pod
+// network routes to (podnet.RBAC).
+func ensurePodNetworkRBAC(ctx context.Context, cs kubernetes.Interface) error {
+	role, binding := podnet.RBAC()
+	if err := applyClusterRole(ctx, cs, role); err != nil {
+		return err
+	}
+	return applyClusterRoleBinding(ctx, cs, binding)
 }

@@ -73,6 +73,11 @@ func testBootstrapObjects(t *testing.T, now time.Time) {
 	if jws.DetachedTokenIsValid(sig, content, "abcdef", "ffffffffffffffff") {
 		t.Error("cluster-info signature accepts another secret")
 	}
+	// Nodes read every Node for the pod network: the Node authorizer
+	// lets a node read only its own.
+	if b, err := cs.RbacV1().ClusterRoleBindings().Get(ctx, "anvil:podnet-node-reader", metav1.GetOptions{}); err != nil || len(b.Subjects) != 1 || b.Subjects[0].Name != "system:nodes" {
+		t.Errorf("pod network binding: %+v, %v", b, err)
+	}
 	for _, name := range []string{ClusterAdminsGroup, "kubeadm:kubelet-bootstrap", "kubeadm:node-autoapprove-bootstrap", "kubeadm:node-autoapprove-certificate-rotation"} {
 		if _, err := cs.RbacV1().ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{}); err != nil {
 			t.Errorf("binding %s: %v", name, err)

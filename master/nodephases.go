@@ -141,6 +141,12 @@ func (r *initRun) agentConfig(local string) agent.Config {
 		cfg.Runtime = v1alpha1.RuntimeContainerd
 		cfg.Network = r.o.Cluster.Networking.Network
 		cfg.PodCIDR = r.o.Cluster.Networking.PodCIDR
+		cfg.ContainerRuntimeEndpoints = []string{node.ContainerdSocket}
+		// The same directory node.Plan uses: ctr imports image archives.
+		cfg.BinDir = r.plan.BinDir
+		if cfg.BinDir == "" {
+			cfg.BinDir = r.plan.Root.Bin(r.plan.KubernetesVersion)
+		}
 	}
 	return cfg
 }

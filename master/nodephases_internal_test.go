@@ -102,6 +102,11 @@ func TestNodePhaseRuntimeContainerd(t *testing.T) {
 	if cfg.Runtime != v1alpha1.RuntimeContainerd || cfg.Network != v1alpha1.PodNetworkHostGW || cfg.PodCIDR != r.o.Cluster.Networking.PodCIDR {
 		t.Errorf("agent.yaml: runtime %q network %q podCIDR %v", cfg.Runtime, cfg.Network, cfg.PodCIDR)
 	}
+	// What the agent phase writes is an agent.yaml the agent accepts.
+	cfg.Default()
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("agent.yaml refused: %v", err)
+	}
 	if got := r.nodeRegistrar(); !strings.Contains(got, "kubelet") || !strings.Contains(got, "journalctl -u kubelet") {
 		t.Errorf("waiting for %q", got)
 	}

@@ -1,0 +1,378 @@
+package installer
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+
+	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/images"
+	"anvil.dev/anvil/lab/labtest"
+	"anvil.dev/anvil/master"
+)
+
+// workloadsE2E checks, on the lab's applied cluster, that its nodes are
+// real nodes (issue 14): every Node runs containerd and the kubelet of the
+// release, masters keep their taint, a Deployment of the repo's test image
+// runs one pod on each worker, pods reach each other across workers, and
+// kubectl logs, exec and port-forward work through kubelets whose serving
+// certificates the apiserver checks; a stopped worker's pods come back, and
+// a deleted Node's routes go.
+func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
+	l := e.l
+	cs := clientFor(t, kubeconfig)
+	ctx := context.Background()
+	payload, err := images.ReadPayload(filepath.Join(e.kube[0], v1alpha1.DefaultKubernetesVersion))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl := func(t *testing.T, args ...string) (string, error) {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(e.kube[0], v1alpha1.DefaultKubernetesVersion, "kubectl"), append([]string{"--kubeconfig", kubeconfig, "--request-timeout", "30s"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	workers := l.Workers()
+
+	t.Run("every Node runs containerd and the kubelet; masters keep their taint", func(t *testing.T) {
+		list, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Items) != len(l.Hosts) {
+			t.Errorf("%d Nodes, want %d", len(list.Items), len(l.Hosts))
+		}
+		for _, n := range list.Items {
+			info := n.Status.NodeInfo
+			if !strings.HasPrefix(info.ContainerRuntimeVersion, "containerd://2.4.") {
+				t.Errorf("Node %s: container runtime %q, want containerd://2.4.x", n.Name, info.ContainerRuntimeVersion)
+			}
+			if info.KubeletVersion != v1alpha1.DefaultKubernetesVersion {
+				t.Errorf("Node %s: kubelet %q, want %s", n.Name, info.KubeletVersion, v1alpha1.DefaultKubernetesVersion)
+			}
+			isMaster := slices.ContainsFunc(l.Masters(), func(h labtest.Host) bool { return h.Name == n.Name })
+			tainted := slices.ContainsFunc(n.Spec.Taints, func(tt corev1.Taint) bool { return tt.Key == master.ControlPlaneTaint })
+			if tainted != isMaster {
+				t.Errorf("Node %s: control-plane taint %v, want %v (taints %v)", n.Name, tainted, isMaster, n.Spec.Taints)
+			}
+			if len(n.Spec.PodCIDRs) == 0 {
+				t.Errorf("Node %s has no pod CIDR", n.Name)
+			}
+			for _, tt := range n.Spec.Taints {
+				if strings.Contains(tt.Key, "no-runtime") {
+					t.Errorf("Node %s still carries %s", n.Name, tt.Key)
+				}
+			}
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	image := ""
+	for _, f := range payload.Files {
+		if strings.HasPrefix(f.Image, images.TestappRepo+":") {
+			image = f.Image
+		}
+	}
+	if image == "" {
+		t.Fatalf("the payload ships no %s image", images.TestappRepo)
+	}
+	var pods []corev1.Pod
+	t.Run("a Deployment of the test image runs one pod on each worker", func(t *testing.T) {
+		start := time.Now()
+		if err := createTestapp(ctx, cs, image, int32(len(workers))); err != nil {
+			t.Fatal(err)
+		}
+		pods = waitTestappRunning(t, cs, len(workers), 3*time.Minute)
+		t.Logf("Deployment of %d created → every pod Running in %s", len(workers), fmtDuration(time.Since(start)))
+		var nodes []string
+		for _, p := range pods {
+			nodes = append(nodes, p.Spec.NodeName)
+		}
+		slices.Sort(nodes)
+		var want []string
+		for _, w := range workers {
+			want = append(want, w.Name)
+		}
+		slices.Sort(want)
+		if !slices.Equal(nodes, want) {
+			t.Errorf("pods on %v, want one on each worker %v", nodes, want)
+		}
+	})
+	if t.Failed() || len(pods) < 2 {
+		return
+	}
+
+	t.Run("pods reach each other across workers", func(t *testing.T) {
+		for i, p := range pods {
+			peer := pods[(i+1)%len(pods)]
+			out, err := kubectl(t, "exec", "-n", testappNamespace, p.Name, "--", testappBinary, "get", "http://"+peer.Status.PodIP+":8080/")
+			if err != nil || out != peer.Name {
+				t.Errorf("%s (%s) → %s (%s): %q, %v", p.Name, p.Spec.NodeName, peer.Name, peer.Status.PodIP, out, err)
+			}
+		}
+	})
+
+	t.Run("kubectl logs, exec and port-forward", func(t *testing.T) {
+		p := pods[0]
+		if out, err := kubectl(t, "logs", "-n", testappNamespace, p.Name); err != nil || !strings.Contains(out, "serving "+p.Name) {
+			t.Errorf("logs %s: %q, %v", p.Name, out, err)
+		}
+		if out, err := kubectl(t, "exec", "-n", testappNamespace, p.Name, "--", testappBinary, "get", "http://127.0.0.1:8080/healthz"); err != nil || out != "ok" {
+			t.Errorf("exec %s: %q, %v", p.Name, out, err)
+		}
+		portForward(t, kubeconfig, filepath.Join(e.kube[0], v1alpha1.DefaultKubernetesVersion, "kubectl"), p)
+	})
+
+	t.Run("a kubelet serving certificate not signed by the cluster CA is refused", func(t *testing.T) {
+		p := pods[0]
+		node := p.Spec.NodeName
+		// The kubelet's serving pair, replaced by a self-signed one for the
+		// same names, then put back.
+		const cur = "/var/lib/kubelet/pki/kubelet-server-current.pem"
+		l.Run(t, node, "set -e; cp -P "+cur+" /root/kubelet-server-saved; "+
+			"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=system:node:"+node+
+			" -addext subjectAltName=DNS:"+node+" -keyout /root/k.pem -out /root/c.pem 2>/dev/null; "+
+			"cat /root/c.pem /root/k.pem > /root/forged.pem; chmod 600 /root/forged.pem; ln -sfn /root/forged.pem "+cur+"; systemctl restart kubelet")
+		defer func() {
+			l.Run(t, node, "mv -fT /root/kubelet-server-saved "+cur+"; rm -f /root/k.pem /root/c.pem /root/forged.pem; systemctl restart kubelet")
+			waitFor(t, 2*time.Minute, "kubectl logs to work again on "+node, func() bool {
+				_, err := kubectl(t, "logs", "-n", testappNamespace, p.Name)
+				return err == nil
+			})
+		}()
+		var out string
+		waitFor(t, time.Minute, "the apiserver to refuse the forged certificate of "+node, func() bool {
+			var err error
+			out, err = kubectl(t, "logs", "-n", testappNamespace, p.Name)
+			return err != nil && strings.Contains(out, "x509")
+		})
+		t.Logf("refused: %s", out)
+	})
+
+	t.Run("a stopped worker's pods run again after it starts", func(t *testing.T) {
+		w := workers[len(workers)-1]
+		l.Stop(t, w.Name, false)
+		l.Start(t, w.Name)
+		waitFor(t, 3*time.Minute, "the pod on "+w.Name+" to run again", func() bool {
+			list, err := cs.CoreV1().Pods(testappNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app=testapp"})
+			if err != nil {
+				return false
+			}
+			for _, p := range list.Items {
+				if p.Spec.NodeName == w.Name && p.Status.Phase == corev1.PodRunning && podReady(p) {
+					return true
+				}
+			}
+			return false
+		})
+		nodesReady(t, kubeconfig, namesExcept(l))
+	})
+
+	t.Run("a deleted Node's pod route is gone from the others", func(t *testing.T) {
+		w, other := workers[len(workers)-1], workers[0]
+		n, err := cs.CoreV1().Nodes().Get(ctx, w.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cidr := n.Spec.PodCIDR
+		route := func() string { return l.Run(t, other.Name, "ip -4 route show proto 97") }
+		if !strings.Contains(route(), cidr) {
+			t.Fatalf("%s has no route to %s's pods %s:\n%s", other.Name, w.Name, cidr, route())
+		}
+		if err := cs.CoreV1().Nodes().Delete(ctx, w.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, other.Name+" to drop the route to "+cidr, func() bool { return !strings.Contains(route(), cidr) })
+		// The kubelet registers its Node again when it starts.
+		l.Run(t, w.Name, "systemctl restart kubelet")
+		waitFor(t, 2*time.Minute, w.Name+" to be registered and routed again", func() bool {
+			n, err := cs.CoreV1().Nodes().Get(ctx, w.Name, metav1.GetOptions{})
+			return err == nil && n.Spec.PodCIDR != "" && strings.Contains(route(), n.Spec.PodCIDR)
+		})
+	})
+
+	if err := cs.CoreV1().Namespaces().Delete(ctx, testappNamespace, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Error(err)
+	}
+}
+
+const testappNamespace = "anvil-e2e"
+
+// testappBinary is the test program inside its image (its entry point).
+const testappBinary = "/testapp"
+
+// createTestapp creates a Deployment of replicas testapp pods, at most one
+// per node.
+func createTestapp(ctx context.Context, cs kubernetes.Interface, image string, replicas int32) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testappNamespace}}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	labels := map[string]string{"app": "testapp"}
+	env := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+	}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "testapp", Namespace: testappNamespace},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+						RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
+							LabelSelector: &metav1.LabelSelector{MatchLabels: labels}, TopologyKey: corev1.LabelHostname,
+						}},
+					}},
+					Containers: []corev1.Container{{
+						Name: "testapp", Image: image, ImagePullPolicy: corev1.PullNever,
+						Ports:          []corev1.ContainerPort{{ContainerPort: 8080}},
+						Env:            []corev1.EnvVar{env("POD_NAME", "metadata.name"), env("NODE_NAME", "spec.nodeName"), env("POD_IP", "status.podIP")},
+						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intOrString(8080)}}, PeriodSeconds: 1},
+					}},
+				},
+			},
+		},
+	}
+	_, err := cs.AppsV1().Deployments(testappNamespace).Create(ctx, d, metav1.CreateOptions{})
+	return err
+}
+
+// waitTestappRunning waits until n testapp pods are Running and Ready.
+func waitTestappRunning(t *testing.T, cs kubernetes.Interface, n int, timeout time.Duration) []corev1.Pod {
+	t.Helper()
+	var pods []corev1.Pod
+	var last string
+	ok := waitUntil(timeout, func() bool {
+		list, err := cs.CoreV1().Pods(testappNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "app=testapp"})
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		pods = pods[:0]
+		var states []string
+		for _, p := range list.Items {
+			states = append(states, fmt.Sprintf("%s on %q: %s %s", p.Name, p.Spec.NodeName, p.Status.Phase, podWaiting(p)))
+			if p.Status.Phase == corev1.PodRunning && podReady(p) && p.DeletionTimestamp == nil {
+				pods = append(pods, p)
+			}
+		}
+		last = strings.Join(states, "; ")
+		return len(pods) == n
+	})
+	if !ok {
+		t.Fatalf("%d of %d testapp pods Running and Ready after %s: %s", len(pods), n, timeout, last)
+	}
+	return pods
+}
+
+func podReady(p corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// podWaiting says why a pod's containers wait, for failure messages.
+func podWaiting(p corev1.Pod) string {
+	var out []string
+	for _, c := range p.Status.Conditions {
+		if c.Status != corev1.ConditionTrue && c.Message != "" {
+			out = append(out, string(c.Type)+": "+c.Message)
+		}
+	}
+	for _, s := range p.Status.ContainerStatuses {
+		if s.State.Waiting != nil {
+			out = append(out, s.State.Waiting.Reason+": "+s.State.Waiting.Message)
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+// portForward runs kubectl port-forward to p's port 8080 and reads the pod's
+// name through it.
+func portForward(t *testing.T, kubeconfig, kubectl string, p corev1.Pod) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kubectl, "--kubeconfig", kubeconfig, "port-forward", "-n", testappNamespace, "pod/"+p.Name, "--address", "127.0.0.1", "18080:8080")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cancel()
+		cmd.Wait()
+	}()
+	var body string
+	ok := waitUntil(30*time.Second, func() bool {
+		res, err := httpGet("http://127.0.0.1:18080/")
+		body = res
+		return err == nil
+	})
+	if !ok || body != p.Name {
+		t.Errorf("port-forward to %s: %q (kubectl: %s)", p.Name, body, out.String())
+	}
+}
+
+// waitUntil polls ok every half second until it holds or timeout passes.
+func waitUntil(timeout time.Duration, ok func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if ok() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// waitFor fails the test when ok does not hold within timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
+	t.Helper()
+	if !waitUntil(timeout, ok) {
+		t.Fatalf("gave up after %s waiting for %s", timeout, what)
+	}
+}
+
+// httpGet is a GET's body, trimmed, with a short timeout.
+func httpGet(url string) (string, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func intOrString(port int32) intstr.IntOrString { return intstr.FromInt32(port) }
