@@ -96,13 +96,9 @@ func planNodeReset(root hostfs.Root, mounts []string) nodeReset {
 	if found, _ := filepath.Glob(filepath.Join(p.BinRoot, "*", images.Crictl)); len(found) > 0 {
 		p.Crictl = found[len(found)-1]
 	}
+	p.Unmount = mountsInsideTrees(root, mounts)
 	for _, t := range nodeTrees() {
 		tree := root.Path(t)
-		for _, m := range mounts {
-			if inside(m, tree) {
-				p.Unmount = append(p.Unmount, m)
-			}
-		}
 		switch {
 		case !exists(tree):
 		case slices.Contains(mounts, tree):
@@ -111,19 +107,33 @@ func planNodeReset(root hostfs.Root, mounts []string) nodeReset {
 			p.Remove = append(p.Remove, tree)
 		}
 	}
-	slices.SortFunc(p.Unmount, func(a, b string) int {
-		if d := strings.Count(b, "/") - strings.Count(a, "/"); d != 0 {
-			return d
-		}
-		return strings.Compare(b, a)
-	})
-	p.Unmount = slices.Compact(p.Unmount)
 	for _, f := range files {
 		if exists(root.Path(f)) {
 			p.Remove = append(p.Remove, root.Path(f))
 		}
 	}
 	return p
+}
+
+// mountsInsideTrees are the mount points of mounts strictly inside the
+// node stack's trees, deepest first.
+func mountsInsideTrees(root hostfs.Root, mounts []string) []string {
+	var out []string
+	for _, t := range nodeTrees() {
+		tree := root.Path(t)
+		for _, m := range mounts {
+			if inside(m, tree) {
+				out = append(out, m)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		if d := strings.Count(b, "/") - strings.Count(a, "/"); d != 0 {
+			return d
+		}
+		return strings.Compare(b, a)
+	})
+	return slices.Compact(out)
 }
 
 // inside reports whether p is strictly below dir.
@@ -158,6 +168,10 @@ func resetPodsPhase(ctx context.Context, r *resetRun) error {
 		r.res.Stopped = append(r.res.Stopped, "every pod (crictl rmp -af through "+p.Socket+")")
 		return nil
 	}
+	// The kubelet first, or it makes again the sandboxes crictl removes.
+	if err := r.stopKubelet(ctx, p); err != nil {
+		r.errs = append(r.errs, err)
+	}
 	err := removePods(ctx, p)
 	if err == nil {
 		r.res.Stopped = append(r.res.Stopped, "pods")
@@ -171,6 +185,24 @@ func resetPodsPhase(ctx context.Context, r *resetRun) error {
 	if killed > 0 {
 		r.o.Task.Say("killed %d pod and shim process(es)", killed)
 		r.res.Stopped = append(r.res.Stopped, "pods (killed)")
+	}
+	return nil
+}
+
+// stopKubelet stops the kubelet alone, the way it runs here.
+func (r *resetRun) stopKubelet(ctx context.Context, p nodeReset) error {
+	var kubelet []component.Spec
+	for _, c := range OwnedNodeStack() {
+		if c.Name == node.Kubelet {
+			kubelet = append(kubelet, c)
+		}
+	}
+	realRoot := r.o.Root == "" || r.o.Root == "/"
+	switch {
+	case len(p.Units) > 0 && realRoot:
+		return layout.Stop(ctx, layout.Options{Layout: v1alpha1.LayoutSystemd}, kubelet, true)
+	case len(p.Specs) > 0 && supervise.Running(r.o.Root):
+		return layout.Stop(ctx, layout.Options{Layout: v1alpha1.LayoutProcess, Root: r.o.Root}, kubelet, false)
 	}
 	return nil
 }
@@ -311,7 +343,18 @@ func resetNodeFilesPhase(ctx context.Context, r *resetRun) error {
 	if !p.Installed {
 		return nil
 	}
-	for _, m := range p.Unmount {
+	unmounts := p.Unmount
+	if !r.o.DryRun {
+		// Read again now that nothing runs: the kubelet may have made a
+		// sandbox (and its shm mount) after the plan was made.
+		mounts, err := mountPoints()
+		if err != nil {
+			r.errs = append(r.errs, err)
+			return nil
+		}
+		unmounts = mountsInsideTrees(r.o.Root, mounts)
+	}
+	for _, m := range unmounts {
 		if r.o.DryRun {
 			r.res.Unmounted = append(r.res.Unmounted, m)
 			continue
