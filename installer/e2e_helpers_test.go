@@ -238,11 +238,14 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 func assertClean(t testing.TB, l *labtest.Lab, machine string) {
 	t.Helper()
 	checks := map[string]string{
-		"files":     "for p in /etc/anvil /etc/kubernetes /var/lib/anvil /opt/anvil /run/anvil /var/log/anvil; do [ -e $p ] && find $p | head -n 20; done; true",
-		"links":     "for p in " + strings.Join(linkGlobs(), " ") + "; do case $(readlink $p) in /opt/anvil/*) echo $p ;; esac; done; true",
-		"units":     "ls /etc/systemd/system | grep -E '^(anvil|kube)' ; true",
-		"active":    "systemctl list-units --all --no-legend 'anvil*' 'kube*' | grep -v 'not-found' ; true",
-		"processes": "ps -e -o comm= | grep -E '^(anvil|kube-|etcd)' ; true",
+		"files": "for p in /etc/anvil /etc/kubernetes /var/lib/anvil /opt/anvil /run/anvil /var/log/anvil /var/lib/kubelet /etc/containerd /run/containerd /etc/cni/net.d/10-anvil.conflist; do [ -e $p ] && find $p | head -n 20; done; true",
+		"links": "for p in " + strings.Join(linkGlobs(), " ") + "; do case $(readlink $p) in /opt/anvil/*) echo $p ;; esac; done; true",
+		// anvil-lab-* are the lab machine's own, not anvil's on a host.
+		"units":     "ls /etc/systemd/system | grep -E '^(anvil|kube|containerd)' | grep -v '^anvil-lab-' ; true",
+		"active":    "systemctl list-units --all --no-legend 'anvil*' 'kube*' 'containerd*' | grep -v 'not-found' | grep -v 'anvil-lab-' ; true",
+		"processes": "ps -e -o comm= | grep -E '^(anvil|kube-|kubelet|etcd|containerd)' ; true",
+		"mounts":    "grep -E ' /(var/lib/kubelet|run/containerd)' /proc/mounts ; true",
+		"routes":    "ip route show proto 97 ; true",
 	}
 	for what, cmd := range checks {
 		if out := onHost(t, l, machine, cmd); out != "" {

@@ -34,13 +34,16 @@ func supportBundleE2E(t *testing.T, l *labtest.Lab, clusterFile, stopped string,
 		if h.Name == stopped {
 			continue
 		}
-		for _, want := range []string{"versions.txt", "status.json", "units.txt", "kernel/cmdline", "journal/anvil-agent.service.log"} {
+		for _, want := range []string{"versions.txt", "units.txt", "kernel/cmdline", "journal/anvil-agent.service.log", "journal/kubelet.service.log"} {
 			if _, ok := files[h.Name+"/"+want]; !ok {
 				t.Errorf("no %s/%s in the bundle", h.Name, want)
 			}
 		}
-		if _, ok := files[h.Name+"/etcd.json"]; h.Role == "master" && !ok {
-			t.Errorf("no etcd.json for master %s", h.Name)
+		// anvil status and etcd are a master's.
+		for _, want := range []string{"status.json", "etcd.json"} {
+			if _, ok := files[h.Name+"/"+want]; h.Role == "master" && !ok {
+				t.Errorf("no %s for master %s", want, h.Name)
+			}
 		}
 	}
 	if _, ok := files[stopped+"/versions.txt"]; ok {

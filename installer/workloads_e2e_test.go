@@ -2,8 +2,16 @@ package installer
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -145,12 +153,10 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 		// The kubelet's serving pair, replaced by a self-signed one for the
 		// same names, then put back.
 		const cur = "/var/lib/kubelet/pki/kubelet-server-current.pem"
-		l.Run(t, node, "set -e; cp -P "+cur+" /root/kubelet-server-saved; "+
-			"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=system:node:"+node+
-			" -addext subjectAltName=DNS:"+node+" -keyout /root/k.pem -out /root/c.pem 2>/dev/null; "+
-			"cat /root/c.pem /root/k.pem > /root/forged.pem; chmod 600 /root/forged.pem; ln -sfn /root/forged.pem "+cur+"; systemctl restart kubelet")
+		forged := selfSignedPair(t, node, p.Status.HostIP)
+		l.Run(t, node, "set -e; cp -P "+cur+" /root/kubelet-server-saved; umask 077; cat > /root/forged.pem <<'EOF'\n"+forged+"EOF\nln -sfn /root/forged.pem "+cur+"; systemctl restart kubelet")
 		defer func() {
-			l.Run(t, node, "mv -fT /root/kubelet-server-saved "+cur+"; rm -f /root/k.pem /root/c.pem /root/forged.pem; systemctl restart kubelet")
+			l.Run(t, node, "mv -fT /root/kubelet-server-saved "+cur+"; rm -f /root/forged.pem; systemctl restart kubelet")
 			waitFor(t, 2*time.Minute, "kubectl logs to work again on "+node, func() bool {
 				_, err := kubectl(t, "logs", "-n", testappNamespace, p.Name)
 				return err == nil
@@ -167,6 +173,7 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 
 	t.Run("a stopped worker's pods run again after it starts", func(t *testing.T) {
 		w := workers[len(workers)-1]
+		stopped := time.Now().Add(-time.Second) // the API's times are whole seconds
 		l.Stop(t, w.Name, false)
 		l.Start(t, w.Name)
 		waitFor(t, 3*time.Minute, "the pod on "+w.Name+" to run again", func() bool {
@@ -175,7 +182,9 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 				return false
 			}
 			for _, p := range list.Items {
-				if p.Spec.NodeName == w.Name && p.Status.Phase == corev1.PodRunning && podReady(p) {
+				// Running in a container started since the machine stopped,
+				// not the status posted before it went down.
+				if p.Spec.NodeName == w.Name && p.Status.Phase == corev1.PodRunning && podReady(p) && startedSince(p, stopped) {
 					return true
 				}
 			}
@@ -376,3 +385,42 @@ func httpGet(url string) (string, error) {
 }
 
 func intOrString(port int32) intstr.IntOrString { return intstr.FromInt32(port) }
+
+// selfSignedPair is a certificate and key in one PEM, for the names a
+// kubelet serves as, signed by nobody the cluster knows.
+func selfSignedPair(t *testing.T, name, ip string) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "system:node:" + name, Organization: []string{"system:nodes"}},
+		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames: []string{name}, IPAddresses: []net.IP{net.ParseIP(ip)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})) + string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
+}
+
+// startedSince reports whether every container of p runs since t.
+func startedSince(p corev1.Pod, t time.Time) bool {
+	if len(p.Status.ContainerStatuses) == 0 {
+		return false
+	}
+	for _, c := range p.Status.ContainerStatuses {
+		if c.State.Running == nil || c.State.Running.StartedAt.Time.Before(t) {
+			return false
+		}
+	}
+	return true
+}
