@@ -223,10 +223,15 @@ func (f *Facts) ControlPlane() bool {
 	return f.Node != nil && f.Node.Role == v1alpha1.RoleMaster
 }
 
-// anvilUnits are the systemd units anvil's systemd layout runs.
+// anvilUnits are the systemd units anvil runs, from the component
+// declarations: the control plane's, the agent's, the backup timer and the
+// node stack's (containerd, the kubelet).
 func anvilUnits() []string {
-	return []string{"anvil-etcd.service", "kube-apiserver.service", "kube-controller-manager.service", "kube-scheduler.service", "anvil-agent.service",
-		"anvil-vip.service", "anvil-backup.timer"}
+	units := master.OwnedUnits()
+	for _, c := range master.OwnedNodeStack() {
+		units = append(units, c.UnitName())
+	}
+	return units
 }
 
 // leftoverPaths are what an interrupted init or join leaves.
