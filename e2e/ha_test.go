@@ -61,8 +61,11 @@ func startHA(t testing.TB) *haCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.ControlPlane.VIP = l.Status.VIP
-	c.ControlPlane.Endpoint = l.Status.VIP.String()
+	// A lab of several masters is HA as `anvil lab up` writes it: its free
+	// VIP is the cluster's VIP and endpoint.
+	if c.ControlPlane.VIP != l.Status.VIP || c.ControlPlane.Endpoint != l.Status.VIP.String() {
+		t.Fatalf("the lab's cluster file has VIP %v and endpoint %q, want its free VIP %v as both", c.ControlPlane.VIP, c.ControlPlane.Endpoint, l.Status.VIP)
+	}
 	b, err := yaml.Marshal(c)
 	if err != nil {
 		t.Fatal(err)
@@ -496,6 +499,34 @@ func TestHAFaultsE2E(t *testing.T) {
 		if s := nw.seen(); len(s) > 0 {
 			t.Errorf("the worker's Node went NotReady: %v", s)
 		}
+	})
+
+	t.Run("the VIP's master stopped: the workstation's kubeconfig still lists the Nodes", func(t *testing.T) {
+		holder := h.vipHolder(t)
+		if !slices.Contains(h.masters, holder) {
+			t.Fatalf("the VIP is held by %q, not a master of %v", holder, h.masters)
+		}
+		t0 := time.Now()
+		h.lab.Stop(t, holder, true)
+		var last error
+		ok := false
+		for time.Since(t0) < time.Minute && !ok {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			var list *corev1.NodeList
+			list, last = h.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+			cancel()
+			ok = last == nil && len(list.Items) == len(h.masters)+1
+			if !ok {
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+		if !ok {
+			t.Errorf("with %s (the VIP's holder) stopped, the workstation's kubeconfig lists no Nodes after a minute: %v", holder, last)
+		} else {
+			t.Logf("%s (the VIP's holder) stopped: Nodes listed through the VIP again %s later, now held by %s", holder, time.Since(t0).Round(100*time.Millisecond), h.vipHolder(t))
+		}
+		h.lab.Start(t, holder)
+		h.waitHealthy(t, 3*time.Minute)
 	})
 
 	t.Run("two of three masters stopped", func(t *testing.T) {
