@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -144,6 +145,19 @@ func (c *cluster) tokenClient(t testing.TB, tok pki.Token) kubernetes.Interface 
 	cfg.BearerToken = tok.Reveal()
 	cs, err := kubernetes.NewForConfig(cfg)
 	must(t, err)
+	// The apiserver reads bootstrap tokens' Secrets through an informer: a
+	// token just made is Unauthorized until it has seen the Secret.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := cs.AuthenticationV1().SelfSubjectReviews().Create(context.Background(), &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+		if err == nil || !apierrors.IsUnauthorized(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bootstrap token %s still unknown to the apiserver after 15s: %v", tok.ID(), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	return cs
 }
 
