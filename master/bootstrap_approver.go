@@ -16,46 +16,16 @@ import (
 // (approver.RBAC): approve kubelet certificates, read Nodes, hold its Lease.
 func ensureApproverRBAC(ctx context.Context, cs kubernetes.Interface) error {
 	o := approver.RBAC()
-	rbac := cs.RbacV1()
 	if err := applyClusterRole(ctx, cs, o.ClusterRole); err != nil {
 		return err
 	}
 	if err := applyClusterRoleBinding(ctx, cs, o.ClusterRoleBinding); err != nil {
 		return err
 	}
-	roles := rbac.Roles(o.Role.Namespace)
-	if err := createOrUpdate(
-		func() error { _, err := roles.Create(ctx, o.Role, metav1.CreateOptions{}); return err },
-		func() error {
-			cur, err := roles.Get(ctx, o.Role.Name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			cur.Rules, cur.Labels = o.Role.Rules, o.Role.Labels
-			_, err = roles.Update(ctx, cur, metav1.UpdateOptions{})
-			return err
-		}); err != nil {
+	if err := applyRole(ctx, cs, o.Role); err != nil {
 		return err
 	}
-	bindings := rbac.RoleBindings(o.RoleBinding.Namespace)
-	return createOrUpdate(
-		func() error { _, err := bindings.Create(ctx, o.RoleBinding, metav1.CreateOptions{}); return err },
-		func() error {
-			cur, err := bindings.Get(ctx, o.RoleBinding.Name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			if cur.RoleRef != o.RoleBinding.RoleRef {
-				if err := bindings.Delete(ctx, cur.Name, metav1.DeleteOptions{}); err != nil {
-					return err
-				}
-				_, err = bindings.Create(ctx, o.RoleBinding, metav1.CreateOptions{})
-				return err
-			}
-			cur.Subjects, cur.Labels = o.RoleBinding.Subjects, o.RoleBinding.Labels
-			_, err = bindings.Update(ctx, cur, metav1.UpdateOptions{})
-			return err
-		})
+	return applyRoleBinding(ctx, cs, o.RoleBinding)
 }
 
 // createOrUpdate creates an object, or updates it when it exists already.
@@ -83,6 +53,47 @@ func applyClusterRole(ctx context.Context, cs kubernetes.Interface, role *rbacv1
 			}
 			cur.Rules, cur.Labels = role.Rules, role.Labels
 			_, err = roles.Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		})
+}
+
+// applyRole creates role, or gives the one there its rules and labels.
+func applyRole(ctx context.Context, cs kubernetes.Interface, role *rbacv1.Role) error {
+	roles := cs.RbacV1().Roles(role.Namespace)
+	return createOrUpdate(
+		func() error { _, err := roles.Create(ctx, role, metav1.CreateOptions{}); return err },
+		func() error {
+			cur, err := roles.Get(ctx, role.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			cur.Rules, cur.Labels = role.Rules, role.Labels
+			_, err = roles.Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		})
+}
+
+// applyRoleBinding creates binding, or gives the one there its subjects
+// and labels; one bound to another role is made again, as a binding's
+// role reference is immutable.
+func applyRoleBinding(ctx context.Context, cs kubernetes.Interface, binding *rbacv1.RoleBinding) error {
+	bindings := cs.RbacV1().RoleBindings(binding.Namespace)
+	return createOrUpdate(
+		func() error { _, err := bindings.Create(ctx, binding, metav1.CreateOptions{}); return err },
+		func() error {
+			cur, err := bindings.Get(ctx, binding.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if cur.RoleRef != binding.RoleRef {
+				if err := bindings.Delete(ctx, cur.Name, metav1.DeleteOptions{}); err != nil {
+					return err
+				}
+				_, err = bindings.Create(ctx, binding, metav1.CreateOptions{})
+				return err
+			}
+			cur.Subjects, cur.Labels = binding.Subjects, binding.Labels
+			_, err = bindings.Update(ctx, cur, metav1.UpdateOptions{})
 			return err
 		})
 }

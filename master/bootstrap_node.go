@@ -37,38 +37,8 @@ func ensureNodeConfig(ctx context.Context, cs kubernetes.Interface, cc node.Clus
 		}); err != nil {
 		return err
 	}
-	roles := cs.RbacV1().Roles(role.Namespace)
-	if err := createOrUpdate(
-		func() error { _, err := roles.Create(ctx, role, metav1.CreateOptions{}); return err },
-		func() error {
-			cur, err := roles.Get(ctx, role.Name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			cur.Rules, cur.Labels = role.Rules, role.Labels
-			_, err = roles.Update(ctx, cur, metav1.UpdateOptions{})
-			return err
-		}); err != nil {
+	if err := applyRole(ctx, cs, role); err != nil {
 		return err
 	}
-	bindings := cs.RbacV1().RoleBindings(binding.Namespace)
-	return createOrUpdate(
-		func() error { _, err := bindings.Create(ctx, binding, metav1.CreateOptions{}); return err },
-		func() error {
-			cur, err := bindings.Get(ctx, binding.Name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			if cur.RoleRef != binding.RoleRef {
-				// A binding's role reference is immutable.
-				if err := bindings.Delete(ctx, cur.Name, metav1.DeleteOptions{}); err != nil {
-					return err
-				}
-				_, err = bindings.Create(ctx, binding, metav1.CreateOptions{})
-				return err
-			}
-			cur.Subjects, cur.Labels = binding.Subjects, binding.Labels
-			_, err = bindings.Update(ctx, cur, metav1.UpdateOptions{})
-			return err
-		})
+	return applyRoleBinding(ctx, cs, binding)
 }
