@@ -330,7 +330,7 @@ func (p *buildPlan) outputs() []string { return p.spec.outputs() }
 func (p *buildPlan) payloadFiles(files []File) []File {
 	out := make([]File, len(files))
 	for i, f := range files {
-		f.Set, f.Build = p.spec.Set, p.spec.Name
+		f.Set, f.Build = p.spec.setOf(f.Name), p.spec.Name
 		if p.image != nil {
 			f.Image = p.image.Ref
 		}

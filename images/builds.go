@@ -38,6 +38,7 @@ func (r Release) builds() []buildSpec {
 		Module: "kubenode", Upstream: "k8s.io/kubernetes",
 		Packages: kubePackages(r.NodeComponents),
 		LDFlags:  kubeFlags,
+		Sets:     map[string]Set{KubeProxy: SetServices},
 	}, {
 		Name: BuildContainerd, Title: "containerd", Version: r.Containerd, Set: SetNode,
 		Module: "containerd", Upstream: "github.com/containerd/containerd/v2",
@@ -74,7 +75,7 @@ func (r Release) builds() []buildSpec {
 		Packages: []string{"sigs.k8s.io/cri-tools/cmd/" + Crictl},
 		LDFlags:  "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=" + strings.TrimPrefix(r.CriTools, "v"),
 	}, {
-		Name: BuildCoreDNS, Title: "coredns", Version: r.CoreDNS, Set: SetNode,
+		Name: BuildCoreDNS, Title: "coredns", Version: r.CoreDNS, Set: SetServices,
 		Module: "coredns", Upstream: "github.com/coredns/coredns",
 		Packages:    []string{"github.com/coredns/coredns"},
 		LDFlags:     "-s -w",
@@ -106,8 +107,11 @@ type buildSpec struct {
 	// Title and Version name it in progress lines.
 	Title   string
 	Version string
-	// Set is the set every file of the build belongs to.
-	Set Set
+	// Set is the set the build's files belong to, except those Sets names
+	// (by binary name): one `go build` may make a file every node runs and
+	// one only some hosts get.
+	Set  Set
+	Sets map[string]Set
 	// Module is the build module's directory under images/. Empty builds
 	// from anvil's own module, whose programs may import only the standard
 	// library: the input hash covers their package directory and go.mod,
@@ -154,6 +158,14 @@ func (s buildSpec) binaries() []string {
 	return out
 }
 
+// setOf is the set of the build's output name.
+func (s buildSpec) setOf(name string) Set {
+	if set, ok := s.Sets[path.Base(name)]; ok {
+		return set
+	}
+	return s.Set
+}
+
 // outputs are the files the build adds to the version directory.
 func (s buildSpec) outputs() []string {
 	if s.Image != nil {
@@ -177,7 +189,7 @@ func kubePackages(components []string) []string {
 // cniPackages are the main packages of CNIPlugins, by where each lives in
 // the plugins module.
 func cniPackages() []string {
-	where := map[string]string{"bridge": "main", "host-local": "ipam", "loopback": "main", "portmap": "meta", "ptp": "main"}
+	where := map[string]string{"bridge": "main", "host-local": "ipam", "loopback": "main", "portmap": "meta"}
 	var out []string
 	for _, p := range CNIPlugins() {
 		out = append(out, "github.com/containernetworking/plugins/plugins/"+where[p]+"/"+p)

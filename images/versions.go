@@ -23,9 +23,10 @@ const (
 	Crictl         = "crictl"
 )
 
-// CNIPlugins are the CNI plugins a node's pod network uses; a build or
-// install directory keeps them in CNISubdir.
-func CNIPlugins() []string { return []string{"bridge", "host-local", "loopback", "portmap", "ptp"} }
+// CNIPlugins are the CNI plugins a node's pod network uses (podnet's bridge
+// config, containerd's loopback); a build or install directory keeps them
+// in CNISubdir.
+func CNIPlugins() []string { return []string{"bridge", "host-local", "loopback", "portmap"} }
 
 // CNISubdir holds the CNI plugins inside a build or install directory.
 const CNISubdir = "cni"

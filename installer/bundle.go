@@ -189,7 +189,7 @@ func (b *bundle) forHost(h v1alpha1.Host) (*hostPayload, error) {
 	if !runsPods(h) {
 		var keep []images.File
 		for _, f := range sub.Files {
-			if f.Set != images.SetNode {
+			if f.Set == images.SetControlPlane {
 				keep = append(keep, f)
 			}
 		}
