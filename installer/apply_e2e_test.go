@@ -432,7 +432,7 @@ func namesExcept(l *labtest.Lab, except ...string) []string {
 	return out
 }
 
-func clientFor(t *testing.T, kubeconfig string) kubernetes.Interface {
+func clientFor(t testing.TB, kubeconfig string) kubernetes.Interface {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
