@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/layout"
+	"anvil.dev/anvil/node"
 )
 
 // InstallOptions say how to install and start the agent on this machine.
@@ -59,6 +59,9 @@ func Install(ctx context.Context, o InstallOptions) (InstallResult, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Beside a static-pod control plane the agent is a unit, as the
+	// kubelet that runs that control plane is.
+	o.Layout = node.StackLayout(o.Layout)
 	runtimeRoot, err := runtimeRootOf(o.Root, o.Layout)
 	if err != nil {
 		return InstallResult{}, err
@@ -136,8 +139,6 @@ func runtimeRootOf(root hostfs.Root, l v1alpha1.Layout) (hostfs.Root, error) {
 		return root, nil
 	case v1alpha1.LayoutSystemd:
 		return "", nil
-	case v1alpha1.LayoutStaticPod:
-		return "", errors.New("the static-pod layout hands the node to a kubelet, which registers it; anvil's agent does not run there")
 	default:
 		return "", fmt.Errorf("unknown layout %q: use systemd or process", l)
 	}

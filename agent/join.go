@@ -151,6 +151,9 @@ func newJoinRun(o JoinOptions) (*joinRun, error) {
 	if o.Layout == "" {
 		o.Layout = v1alpha1.LayoutSystemd
 	}
+	// A worker of a static-pod cluster runs no control plane: its node
+	// stack and agent are units, as on its masters.
+	o.Layout = node.StackLayout(o.Layout)
 	if o.CSRTimeout == 0 {
 		o.CSRTimeout = 2 * time.Minute
 	}

@@ -107,6 +107,7 @@ func initPhases() []initPhase {
 		{Name: "certs", Description: "make the cluster CAs and this master's certificates", Mutates: true, Run: certsPhase},
 		{Name: "kubeconfig", Description: "write the admin, super-admin, controller-manager and scheduler kubeconfigs", Mutates: true, Run: kubeconfigPhase},
 		{Name: "config", Description: "write the cluster file, component configs and the layout's units, manifests or specs", Mutates: true, Run: configPhase},
+		{Name: "kubelet", Description: kubeletPhaseHelp, Mutates: true, Run: kubeletPhase},
 		{Name: "etcd", Description: "start the embedded etcd member", Mutates: true, Run: etcdPhase},
 		{Name: "control-plane", Description: "start kube-apiserver, kube-controller-manager, kube-scheduler (and the VIP manager)", Mutates: true, Run: controlPlanePhase},
 		{Name: "wait", Description: "wait for /readyz, both /healthz and both leader leases", Run: waitPhase},

@@ -57,6 +57,7 @@ func joinPhases() []initPhase {
 		{Name: "kubeconfig", Description: "write this master's kubeconfigs", Mutates: true, Run: kubeconfigPhase},
 		{Name: "etcd-member", Description: "add this master to etcd as a learner (replacing a stale member of the same name)", Mutates: true, Run: joinEtcdMemberPhase},
 		{Name: "config", Description: "write component configs and the layout's units or specs", Mutates: true, Run: configPhase},
+		{Name: "kubelet", Description: kubeletPhaseHelp, Mutates: true, Run: kubeletPhase},
 		{Name: "etcd", Description: "start the member, wait until it has caught up, promote it to a voter", Mutates: true, Run: joinEtcdPhase},
 		{Name: "control-plane", Description: "start kube-apiserver, kube-controller-manager, kube-scheduler (and the VIP manager)", Mutates: true, Run: controlPlanePhase},
 		{Name: "wait", Description: "wait for /readyz, both /healthz and both leader leases", Run: waitPhase},

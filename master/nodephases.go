@@ -30,9 +30,10 @@ const (
 
 // The descriptions of the phases init and control-plane join share.
 const (
-	nodePhaseHelp  = "with runtime containerd: start containerd and the kubelet (its own credentials from the CA, the control-plane taint)"
-	agentPhaseHelp = "install and start the node agent, with node credentials from the CA (the pod network where the kubelet runs)"
-	markPhaseHelp  = "wait for this master's Node, then label and taint it as control plane"
+	nodePhaseHelp    = "with runtime containerd: start containerd and the kubelet (its own credentials from the CA, the control-plane taint)"
+	agentPhaseHelp   = "install and start the node agent, with node credentials from the CA (the pod network where the kubelet runs)"
+	kubeletPhaseHelp = "static-pod layout only: start containerd and the kubelet, with an image of each control-plane binary, so the kubelet runs the control plane from its manifests"
+	markPhaseHelp    = "wait for this master's Node, then label and taint it as control plane"
 )
 
 // runsPods reports whether this master runs the node stack (containerd
@@ -52,11 +53,60 @@ func (r *initRun) localAPIServer() string {
 // Node with the control-plane taint so that workloads stay off masters
 // unless they tolerate it. The control-plane label is mark-control-plane's:
 // NodeRestriction forbids a kubelet to set it. With runtime: none it does
-// nothing and the agent keeps the Node itself.
+// nothing and the agent keeps the Node itself. In the static-pod layout
+// the kubelet phase did all this before the control plane started.
 func nodePhase(ctx context.Context, r *initRun) error {
-	if !r.runsPods() {
+	if !r.runsPods() || r.o.Layout == v1alpha1.LayoutStaticPod {
 		return nil
 	}
+	return r.installNode(ctx, nil)
+}
+
+// kubeletPhase, in the static-pod layout only, starts containerd and the
+// kubelet before the control plane, since the kubelet is what runs it: it
+// imports an image of each control-plane binary (made here from the
+// verified binaries, so nothing more is uploaded) and starts the kubelet,
+// which runs the manifests the config phase wrote. Until the apiserver
+// serves, the kubelet runs them unregistered; then it registers its Node
+// and their mirror pods.
+func kubeletPhase(ctx context.Context, r *initRun) error {
+	if r.o.Layout != v1alpha1.LayoutStaticPod {
+		return nil
+	}
+	if !r.runsPods() {
+		return fmt.Errorf("host %s: the static-pod layout runs the control plane in the kubelet, but the host says runtime: %s: set runtime: %s or use the systemd layout",
+			r.o.Node, orNone(r.plan.Node.Runtime), v1alpha1.RuntimeContainerd)
+	}
+	cs, err := Components(r.plan)
+	if err != nil {
+		return err
+	}
+	archives, err := staticPodImages(r.o.Root, cs, r.binDir(), r.o.Anvil, r.o.Task)
+	if err != nil {
+		return err
+	}
+	return r.installNode(ctx, archives)
+}
+
+func orNone(rt v1alpha1.Runtime) string {
+	if rt == "" {
+		return string(v1alpha1.RuntimeNone)
+	}
+	return string(rt)
+}
+
+// binDir is where this master's binaries are installed.
+func (r *initRun) binDir() string {
+	if r.plan.BinDir != "" {
+		return r.plan.BinDir
+	}
+	return r.plan.Root.Bin(r.plan.KubernetesVersion)
+}
+
+// installNode installs and starts the node stack with the kubelet's
+// credentials minted from the CA, importing archives besides the images
+// the release ships.
+func (r *initRun) installNode(ctx context.Context, archives []string) error {
 	caCert, caKey, err := readCA(r.o.Root.PKI())
 	if err != nil {
 		return err
@@ -77,7 +127,7 @@ func nodePhase(ctx context.Context, r *initRun) error {
 	// still stops what did start.
 	r.nodeStarted = cs
 	res, err := node.Install(ctx, node.InstallOptions{
-		Plan: plan, Layout: r.o.Layout, Root: r.o.Root, Anvil: r.o.Anvil,
+		Plan: plan, Layout: r.o.Layout, Root: r.o.Root, Anvil: r.o.Anvil, Images: archives,
 		Kubelet: node.KubeletCredentials{Server: local, CAPEM: pki.EncodeCert(caCert), CertPEM: creds.CertPEM, KeyPEM: creds.KeyPEM},
 		Timeout: r.o.Timeout, Log: r.log, Task: r.o.Task,
 	})

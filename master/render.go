@@ -15,8 +15,9 @@ import (
 // order: on a master the control plane, then (except in the static-pod
 // layout) the node agent, which every node runs.
 //
-// The static-pod layout hands the node to a kubelet, which registers the
-// Node itself, so anvil's agent is left out there.
+// In the static-pod layout this is what the kubelet runs; the agent, like
+// the kubelet and containerd, is a systemd unit beside it (node.StackLayout),
+// which init and join write.
 func NodeComponents(p Plan, layout v1alpha1.Layout) ([]component.Spec, error) {
 	p, err := p.Complete()
 	if err != nil {

@@ -33,6 +33,10 @@ type InstallOptions struct {
 	// Kubelet are the kubelet's credentials, obtained by init (from the
 	// CA) or join (through a CSR sent with the token).
 	Kubelet KubeletCredentials
+	// Images are image archives imported before the kubelet starts,
+	// besides the release's and those in ImagesDir: a static-pod master's
+	// control-plane images.
+	Images []string
 	// Timeout bounds the waits for containerd and the kubelet.
 	Timeout time.Duration
 	Log     *slog.Logger
@@ -108,7 +112,7 @@ func Install(ctx context.Context, o InstallOptions) (*InstallResult, error) {
 	}
 	imp, err := ImportImages(ctx, ImportOptions{
 		Root: o.Root, Ctr: p.binary(images.Ctr), Address: p.path(ContainerdSocket),
-		Dirs: []string{p.imagesDir(), o.Root.Path(ImagesDir)},
+		Dirs: []string{p.imagesDir(), o.Root.Path(ImagesDir)}, Files: o.Images,
 	})
 	if err != nil {
 		return nil, err

@@ -58,6 +58,9 @@ func (v *validator) hosts(c *Cluster) hostAddrs {
 		if h.Runtime == RuntimeContainerd {
 			v.kubeletLabels(p+".labels", h.Labels)
 		}
+		if h.Role == RoleMaster && h.Runtime == RuntimeNone && c.ControlPlane.Layout == LayoutStaticPod {
+			v.errorf(p+".runtime", ReasonInvalid, "controlPlane.layout static-pod runs the control plane in the master's kubelet: a master needs runtime %q there (or use the systemd layout)", RuntimeContainerd)
+		}
 	}
 	v.ssh("ssh", c.SSH, nil)
 

@@ -216,6 +216,10 @@ func TestValidate(t *testing.T) {
 			c.ControlPlane.VIP = addr("10.0.0.10")
 		}, warnings: want{{0, "controlPlane.vip", ReasonInvalid, "single master"}}},
 		{name: "layout static-pod", pre: func(c *Cluster) { c.ControlPlane.Layout = LayoutStaticPod }},
+		{name: "layout static-pod with a master without a runtime", pre: func(c *Cluster) {
+			c.ControlPlane.Layout = LayoutStaticPod
+			c.Hosts[1].Runtime = RuntimeNone
+		}, errs: want{{0, "hosts[1].runtime", ReasonInvalid, `a master needs runtime "containerd" there`}}},
 		{name: "layout unknown", pre: func(c *Cluster) { c.ControlPlane.Layout = "docker" },
 			errs: want{{0, "controlPlane.layout", ReasonNotSupported, `"docker" is not a layout: use one of systemd, static-pod, process`}}},
 		{name: "layout missing without Default", post: func(c *Cluster) { c.ControlPlane.Layout = "" },
