@@ -70,15 +70,11 @@ func BackupFiles() []string {
 	return files
 }
 
-// backupFileMode is the mode a file is stored and restored with: kubeadm's
-// 0644 for certificates and the public key, 0600 for the rest. Readers use
-// it, never the mode a backup records, which whoever wrote the file chose.
-func backupFileMode(hostPath string) fs.FileMode {
-	if strings.HasSuffix(hostPath, ".crt") || strings.HasSuffix(hostPath, ".pub") {
-		return 0o644
-	}
-	return 0o600
-}
+// carriedFileMode is the mode every file is stored and restored with:
+// 0600, certificates and sa.pub included, as package pki writes them (CIS
+// 1.1.20). Readers use it, never the mode a backup records, which whoever
+// wrote the file chose (backups from before kept 0644 for certificates).
+const carriedFileMode fs.FileMode = 0o600
 
 // checkCarriedFiles checks the files read from a backup (host paths with
 // their leading slash) against what Take puts in, BackupFiles: a record
@@ -348,7 +344,7 @@ func writeBackup(w io.Writer, h envelope.BackupHeader, recipients []string, file
 	}
 	res := &BackupResult{}
 	for _, f := range files {
-		if err := ew.AddFile(f.path, backupFileMode("/"+f.path), f.data); err != nil {
+		if err := ew.AddFile(f.path, carriedFileMode, f.data); err != nil {
 			return nil, err
 		}
 		res.Files = append(res.Files, "/"+f.path)

@@ -100,7 +100,7 @@ var ErrFileDiffers = errors.New("exists with other content")
 // a record for any other path is refused, since export-files runs as root
 // and would otherwise write whatever a crafted backup names — and that
 // its cluster CA is the one its header names. Files are written with the
-// modes anvil gives them (backupFileMode), never the recorded ones, each
+// mode anvil gives them (carriedFileMode), never the recorded ones, each
 // staged beside its destination and renamed into place only once all are
 // staged. An existing file with other content is refused unless force.
 func ExportFiles(r io.Reader, ids []age.Identity, root hostfs.Root, force bool) ([]ExportedFile, error) {
@@ -129,7 +129,7 @@ func ExportFiles(r io.Reader, ids []age.Identity, root hostfs.Root, force bool) 
 		out    []ExportedFile
 	)
 	for _, p := range BackupFiles() {
-		dst, mode := root.Path(p), backupFileMode(p)
+		dst, mode := root.Path(p), carriedFileMode
 		outcome := fsutil.Created
 		have, err := os.ReadFile(dst)
 		switch {

@@ -3,7 +3,6 @@ package backup_test
 import (
 	"bytes"
 	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,7 +20,7 @@ import (
 )
 
 // carriedFiles are a master's BackupFiles as a backup holds them, with
-// the modes anvil stores.
+// the mode anvil stores, 0600.
 func carriedFiles(t *testing.T, root hostfs.Root) []envelopetest.File {
 	t.Helper()
 	var fs []envelopetest.File
@@ -30,11 +29,7 @@ func carriedFiles(t *testing.T, root hostfs.Root) []envelopetest.File {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mode := os.FileMode(0o600)
-		if strings.HasSuffix(p, ".crt") || strings.HasSuffix(p, ".pub") {
-			mode = 0o644
-		}
-		fs = append(fs, envelopetest.File{Path: strings.TrimPrefix(p, "/"), Mode: mode, Data: b})
+		fs = append(fs, envelopetest.File{Path: strings.TrimPrefix(p, "/"), Mode: 0o600, Data: b})
 	}
 	return fs
 }
@@ -115,15 +110,11 @@ func TestExportFilesWritesOnlyWhatBackupsHold(t *testing.T) {
 		if len(res) != len(backup.BackupFiles()) {
 			t.Errorf("%d files exported, want %d", len(res), len(backup.BackupFiles()))
 		}
-		for _, name := range []string{"ca.key", "sa.key", "etcd/ca.key"} {
+		for _, name := range []string{"ca.key", "sa.key", "etcd/ca.key", "ca.crt", "etcd/ca.crt", "sa.pub"} {
 			fi, err := os.Stat(filepath.Join(out.PKI(), name))
 			if err != nil || fi.Mode().Perm() != 0o600 {
 				t.Errorf("%s: %v %v, want mode 0600", name, fi, err)
 			}
-		}
-		fi, err := os.Stat(filepath.Join(out.PKI(), "ca.crt"))
-		if err != nil || fi.Mode().Perm() != fs.FileMode(0o644) {
-			t.Errorf("ca.crt: %v %v", fi, err)
 		}
 	})
 }

@@ -220,7 +220,7 @@ func restoreSwapPhase(ctx context.Context, r *restoreRun) error {
 		}
 	}
 	if err != nil || !bytes.Equal(have, want) {
-		if err := fsutil.WriteFile(r.o.Root.Path(f), want, backupFileMode(f), 0o700); err != nil {
+		if err := fsutil.WriteFile(r.o.Root.Path(f), want, carriedFileMode, 0o700); err != nil {
 			return err
 		}
 		r.result.Replaced = append(r.result.Replaced, r.o.Root.Path(f))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path"
 	"slices"
 	"strings"
@@ -135,48 +134,30 @@ type Written struct {
 
 // WriteTree writes files under root, atomically and only where content or
 // mode differ, so a second run changes nothing. Missing directories are
-// created 0700.
+// created 0700. Beneath a root other than /, a symlink leading out of the
+// root is refused rather than followed (see fsutil.Root): whoever laid out
+// the tree must not be able to aim anvil's writes at the machine's /etc.
 func WriteTree(root hostfs.Root, files []OutputFile) ([]Written, error) {
+	r, err := fsutil.OpenRoot(string(root))
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
 	var out []Written
 	for _, f := range files {
-		p := root.Path(f.Path)
+		var o fsutil.Outcome
+		var err error
 		if f.Mode.IsDir() {
-			o, err := ensureDir(p, f.Mode.Perm())
-			if err != nil {
-				return out, err
-			}
-			out = append(out, Written{Path: p, Outcome: o})
-			continue
+			o, err = r.EnsureDir(f.Path, f.Mode.Perm(), DirMode)
+		} else {
+			o, err = r.EnsureFile(f.Path, f.Data, f.Mode.Perm(), DirMode)
 		}
-		o, err := fsutil.EnsureFile(p, f.Data, f.Mode.Perm(), DirMode)
 		if err != nil {
 			return out, err
 		}
-		out = append(out, Written{Path: p, Outcome: o})
+		out = append(out, Written{Path: r.Path(f.Path), Outcome: o})
 	}
 	return out, nil
-}
-
-// ensureDir creates a missing directory with exactly perm. An existing one
-// is left as it is: it may be a system directory anvil does not own.
-func ensureDir(p string, perm fs.FileMode) (fsutil.Outcome, error) {
-	fi, err := os.Stat(p)
-	switch {
-	case err == nil && fi.IsDir():
-		return fsutil.Unchanged, nil
-	case err == nil:
-		return fsutil.Unchanged, fmt.Errorf("%s exists and is not a directory", p)
-	case !errors.Is(err, fs.ErrNotExist):
-		return fsutil.Unchanged, fmt.Errorf("stat %s: %w", p, err)
-	}
-	if err := os.MkdirAll(p, DirMode); err != nil {
-		return fsutil.Unchanged, fmt.Errorf("create directory %s: %w", p, err)
-	}
-	// MkdirAll's mode is filtered by the umask; set it exactly.
-	if err := os.Chmod(p, perm); err != nil {
-		return fsutil.Unchanged, fmt.Errorf("chmod %s: %w", p, err)
-	}
-	return fsutil.Created, nil
 }
 
 // DiffTree compares files with what is under root and returns a unified
@@ -184,13 +165,18 @@ func ensureDir(p string, perm fs.FileMode) (fsutil.Outcome, error) {
 // their own line). Secret files are compared but never printed. It writes
 // nothing; changed is false when the tree is already in place.
 func DiffTree(root hostfs.Root, files []OutputFile) (diff string, changed bool, err error) {
+	r, err := fsutil.OpenRoot(string(root))
+	if err != nil {
+		return "", false, err
+	}
+	defer r.Close()
 	var b strings.Builder
 	for _, f := range files {
-		p := root.Path(f.Path)
-		fi, err := os.Stat(p)
+		p := r.Path(f.Path)
+		fi, err := r.Stat(f.Path)
 		exists := err == nil
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return "", false, fmt.Errorf("stat %s: %w", p, err)
+			return "", false, err
 		}
 		if f.Mode.IsDir() {
 			if !exists {
@@ -202,8 +188,8 @@ func DiffTree(root hostfs.Root, files []OutputFile) (diff string, changed bool, 
 		}
 		var old []byte
 		if exists {
-			if old, err = os.ReadFile(p); err != nil {
-				return "", false, fmt.Errorf("read %s: %w", p, err)
+			if old, err = r.ReadFile(f.Path); err != nil {
+				return "", false, err
 			}
 			if fi.Mode().Perm() != f.Mode.Perm() {
 				fmt.Fprintf(&b, "mode %s: %04o → %04o\n", p, fi.Mode().Perm(), f.Mode.Perm())

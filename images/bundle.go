@@ -267,8 +267,8 @@ func readBundle(bundle string, sink func(File, io.Reader) error) (*BundleIndex, 
 	}
 	want := map[string]File{}
 	for _, fl := range idx.Files {
-		if !validEntryName(fl.Name) {
-			return nil, refuse("index names an unsafe path %q", fl.Name)
+		if err := checkEntryName(fl.Name); err != nil {
+			return nil, refuse("index entry %q: %v", fl.Name, err)
 		}
 		want[fl.Name] = fl
 	}
@@ -310,10 +310,38 @@ func readBundle(bundle string, sink func(File, io.Reader) error) (*BundleIndex, 
 	return &idx, nil
 }
 
-func validEntryName(name string) bool {
-	return name != "" && !strings.HasPrefix(name, "/") && path.Clean(name) == name &&
-		name != ".." && !strings.HasPrefix(name, "../") && name != ManifestFile && name != PayloadFile
+// checkEntryName says why name cannot be a file of a build, a bundle or an
+// installed tree, or nil. A name is relative segments joined by '/', each
+// of lowercase letters, digits, '.', '_' and '-' and starting with a letter
+// or digit (so no "..", no hidden file, nothing a command reads as an
+// option), and not the manifests' own names. Names reach the file system
+// on every host and the shell scripts the installer runs there; a bundle
+// or payload is refused whole for one bad name, before anything is
+// written.
+func checkEntryName(name string) error {
+	if name == "" {
+		return errors.New("an empty name")
+	}
+	if name == ManifestFile || name == PayloadFile {
+		return fmt.Errorf("%s is the manifest's own name", name)
+	}
+	for seg := range strings.SplitSeq(name, "/") {
+		if seg == "" {
+			return errors.New("an absolute path or an empty segment: write relative names like images/pause.tar")
+		}
+		if !isNameStart(seg[0]) {
+			return fmt.Errorf("the segment %q does not start with a lowercase letter or digit", seg)
+		}
+		for i := 0; i < len(seg); i++ {
+			if c := seg[i]; !isNameStart(c) && c != '.' && c != '_' && c != '-' {
+				return fmt.Errorf("%q is not allowed: use lowercase letters, digits, '.', '_' and '-'", c)
+			}
+		}
+	}
+	return nil
 }
+
+func isNameStart(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
 
 // swapDir puts the directory staged into place at dst, replacing what was
 // there; the old directory is only removed once the new one is in place.

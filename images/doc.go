@@ -28,6 +28,10 @@
 // of exactly what it installed, and Installed verifies that tree before
 // anything runs from it. Every file is checked against its sha256 before it
 // is installed, bundled or uploaded; the airgap bundle carries the payload.
+// Every name a manifest, payload or bundle index lists is relative and made
+// of lowercase letters, digits, '.', '_' and '-' (images/pause.tar), or the
+// whole file is refused: names end up in paths on every host and in the
+// installer's shell scripts.
 //
 // It never downloads a binary or pulls an image: everything is built here
 // from Go modules, or imported from a bundle built that way.

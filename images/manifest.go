@@ -219,8 +219,8 @@ func decodeManifest(path string) (*Manifest, error) {
 		return nil, fmt.Errorf("read manifest %s: no files", path)
 	}
 	for _, f := range m.Files {
-		if !validEntryName(f.Name) {
-			return nil, fmt.Errorf("read manifest %s: unsafe file name %q", path, f.Name)
+		if err := checkEntryName(f.Name); err != nil {
+			return nil, fmt.Errorf("read manifest %s: file %q: %w", path, f.Name, err)
 		}
 	}
 	return &m, nil

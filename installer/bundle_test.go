@@ -4,9 +4,11 @@ import (
 	"context"
 	"io"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -319,5 +321,55 @@ func TestPayloadRoundTrip(t *testing.T) {
 	}
 	if _, _, err := images.Installed(hostfs.Root(host), testVersion); err != nil {
 		t.Errorf("the worker's tree does not verify: %v", err)
+	}
+}
+
+// TestLoadBundleRefusesHostileNames plays whoever slipped a crafted
+// payload.json into the workstation's build directory (an imported bundle,
+// a shared cache): apply refuses it whole, naming the entry, before any
+// name can reach a host's file system or a script run there.
+func TestLoadBundleRefusesHostileNames(t *testing.T) {
+	anvil, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a;rm -rf /", "../x", "$(id)", "images/`id`.tar", "cni/../../etc/x", "Kubelet"} {
+		t.Run(name, func(t *testing.T) {
+			b := fakeBuild(t)
+			m, err := images.ReadPayload(b.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Files = append(m.Files, images.File{Name: name, SHA256: m.Files[0].SHA256, Size: m.Files[0].Size, Set: images.SetNode})
+			if err := images.WritePayload(b.dir, m); err != nil {
+				t.Fatal(err)
+			}
+			_, err = loadBundle(anvil, []string{filepath.Dir(b.dir)}, testVersion)
+			if err == nil || !strings.Contains(err.Error(), strconv.Quote(name)) {
+				t.Fatalf("loadBundle: %v, want an error naming %q", err, name)
+			}
+		})
+	}
+}
+
+// TestScriptNamesAreOneWord: the names the facts script loops over reach
+// the shell as exactly themselves, and a name that is a command does not
+// run.
+func TestScriptNamesAreOneWord(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	canary := filepath.Join(t.TempDir(), "ran")
+	names := []string{"a;touch " + canary, "$(touch " + canary + ")", "`touch " + canary + "`", "x y", "it's", "../x", "*", "-n"}
+	out, err := exec.Command(sh, "-c", `for f in `+quoteAll(names)+`; do printf '%s\0' "$f"; done`).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00"); !slices.Equal(got, names) {
+		t.Errorf("the shell got %q, want %q", got, names)
+	}
+	if _, err := os.Stat(canary); err == nil {
+		t.Error("a name ran as a command")
 	}
 }

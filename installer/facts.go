@@ -314,7 +314,7 @@ func factsScript(q factsRequest) string {
 	w("exec 4>&2 2>/dev/null")
 	w("s() { printf '\\n%s%%s@@\\n' \"$1\"; }", sectionMark)
 	w("s time; date +%%s.%%N")
-	w("d=%s", d)
+	w("d=%s", sshx.ShellQuote(d))
 	w("(")
 	// The installed anvil hashes every file, itself included, with the
 	// CPU's SHA instructions and several at once (3× sha256sum); a host

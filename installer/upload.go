@@ -21,6 +21,7 @@ import (
 
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/human"
+	"anvil.dev/anvil/internal/sshx"
 )
 
 // Phase upload: what each host needs of the build, by its role and
@@ -164,14 +165,14 @@ func (r *run) uploadAnvil(ctx context.Context, h *host, how codec) (string, erro
 	d := binDir(b.version)
 	script := strings.Join([]string{
 		"set -eu", "umask 022",
-		"mkdir -p " + d,
-		"t=$(mktemp " + d + "/.anvil.upload-XXXXXX)",
+		"mkdir -p " + sshx.ShellQuote(d),
+		"t=$(mktemp " + sshx.ShellQuote(d+"/.anvil.upload-XXXXXX") + ")",
 		`trap 'rm -f "$t"' EXIT`,
 		decompress + ` > "$t"`,
 		`s=$(sha256sum "$t" | cut -c1-64)`,
 		fmt.Sprintf(`if [ "$s" != %s ]; then echo "anvil arrived with sha256 $s, not %s; nothing was replaced" >&2; exit 1; fi`, f.SHA256, f.SHA256),
 		`chmod 0755 "$t"`,
-		`mv -f "$t" ` + anvilOn(b.version),
+		`mv -f "$t" ` + sshx.ShellQuote(anvilOn(b.version)),
 		"trap - EXIT",
 	}, "; ")
 	in := r.meter(h, "anvil", zsize, src)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,6 +19,7 @@ import (
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	"k8s.io/cluster-bootstrap/token/jws"
 
+	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/node"
 	"anvil.dev/anvil/pki"
 )
@@ -30,7 +32,8 @@ const (
 	NodeBootstrapGroup = "system:bootstrappers:kubeadm:default-node-token"
 	// ClusterAdminsGroup is admin.conf's group, bound to cluster-admin.
 	ClusterAdminsGroup = "kubeadm:cluster-admins"
-	// ConfigMapName holds the cluster file (without secrets) in kube-system.
+	// ConfigMapName holds the cluster file in kube-system, as
+	// Cluster.Published leaves it: without the workstation's ssh settings.
 	ConfigMapName = "anvil-config"
 	// ConfigMapKey is the cluster file's key in ConfigMapName.
 	ConfigMapKey = "cluster.yaml"
@@ -53,8 +56,9 @@ type BootstrapInput struct {
 	// APIServerURL is the control-plane endpoint joining nodes use.
 	APIServerURL string
 	Token        BootstrapToken
-	// ClusterFile is the cluster file as YAML, without secrets.
-	ClusterFile []byte
+	// Cluster is published in ConfigMapName (see PublishedClusterFile);
+	// nil publishes none.
+	Cluster *v1alpha1.Cluster
 	// NodeConfig is the cluster's node settings, published for joining
 	// nodes; nil publishes none.
 	NodeConfig *node.ClusterConfig
@@ -85,7 +89,7 @@ func EnsureBootstrapObjects(ctx context.Context, cs kubernetes.Interface, in Boo
 		{"RBAC for the pod network (nodes read every Node)", func() error { return ensurePodNetworkRBAC(ctx, cs) }},
 		{"bootstrap token", func() error { return EnsureBootstrapToken(ctx, cs, in.Token, in.now()) }},
 		{"cluster-info", func() error { return EnsureClusterInfo(ctx, cs, in.CACert, in.APIServerURL, in.now()) }},
-		{ConfigMapName, func() error { return ensureAnvilConfigMap(ctx, cs, in.ClusterFile) }},
+		{ConfigMapName, func() error { return ensureAnvilConfigMap(ctx, cs, in.Cluster) }},
 		{node.ClusterConfigMap + " and who may read it", func() error {
 			if in.NodeConfig == nil {
 				return nil
@@ -370,9 +374,20 @@ func liveTokens(ctx context.Context, cs kubernetes.Interface, now time.Time) (ma
 	return out, nil
 }
 
-func ensureAnvilConfigMap(ctx context.Context, cs kubernetes.Interface, clusterFile []byte) error {
-	if len(clusterFile) == 0 {
+// PublishedClusterFile is c as ConfigMapName holds it: Cluster.Published
+// as YAML, so that no reader of the ConfigMap learns how the workstation
+// logs in to the machines.
+func PublishedClusterFile(c *v1alpha1.Cluster) ([]byte, error) {
+	return yaml.Marshal(c.Published())
+}
+
+func ensureAnvilConfigMap(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster) error {
+	if c == nil {
 		return nil
+	}
+	clusterFile, err := PublishedClusterFile(c)
+	if err != nil {
+		return err
 	}
 	cms := cs.CoreV1().ConfigMaps(metav1.NamespaceSystem)
 	data := map[string]string{ConfigMapKey: string(clusterFile)}

@@ -3,6 +3,7 @@ package master
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ func testBootstrapObjects(t *testing.T, now time.Time) {
 		CACert:       []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
 		APIServerURL: "https://10.0.0.10:6443",
 		Token:        BootstrapToken{ID: "abcdef", Secret: "0123456789abcdef", TTL: 24 * time.Hour},
-		ClusterFile:  []byte("name: test\n"),
+		Cluster:      publishedTestCluster(),
 		NodeConfig: &node.ClusterConfig{
 			KubernetesVersion: images.DefaultVersion, ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
 			PodCIDR: netip.MustParsePrefix("10.244.0.0/16"), ClusterDomain: "cluster.local", Network: v1alpha1.PodNetworkHostGW,
@@ -100,7 +101,7 @@ func testBootstrapObjects(t *testing.T, now time.Time) {
 		t.Error(err)
 	}
 	cm, err := cs.CoreV1().ConfigMaps("kube-system").Get(ctx, ConfigMapName, metav1.GetOptions{})
-	if err != nil || cm.Data[ConfigMapKey] != "name: test\n" {
+	if want, _ := PublishedClusterFile(in.Cluster); err != nil || cm.Data[ConfigMapKey] != string(want) {
 		t.Errorf("anvil config map: %v %v", cm, err)
 	}
 	ncm, err := cs.CoreV1().ConfigMaps(node.ClusterConfigNamespace).Get(ctx, node.ClusterConfigMap, metav1.GetOptions{})
@@ -110,4 +111,61 @@ func testBootstrapObjects(t *testing.T, now time.Time) {
 	if got, err := node.ParseClusterConfigMap(ncm); err != nil || got != *in.NodeConfig {
 		t.Errorf("node settings %+v (%v), want %+v", got, err, *in.NodeConfig)
 	}
+}
+
+// TestAnvilConfigMapLeavesOutSSH plays any client that may read
+// kube-system/anvil-config: the cluster file there must not tell it how
+// the workstation logs in to the machines (users, key and known_hosts
+// paths, the bastion), while joining masters still decode it.
+func TestAnvilConfigMapLeavesOutSSH(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewClientset()
+	yes := true
+	c := publishedTestCluster()
+	c.SSH = v1alpha1.SSH{User: "deploy", Port: 2222, IdentityFile: "/home/ops/.ssh/prod_ed25519", KnownHosts: "/home/ops/.ssh/prod_known_hosts",
+		Bastion: &v1alpha1.Bastion{Address: "jump.example.com", User: "jumper", IdentityFile: "/home/ops/.ssh/jump_ed25519"}, Sudo: &yes}
+	c.Hosts[0].SSH = v1alpha1.SSH{User: "m1admin", IdentityFile: "/home/ops/.ssh/m1_ed25519", KnownHosts: "/home/ops/.ssh/m1_known"}
+	recipient := "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+	c.Backup.Recipients = []string{recipient}
+	c.Default()
+	if err := ensureAnvilConfigMap(ctx, cs, c); err != nil {
+		t.Fatal(err)
+	}
+	cm, err := cs.CoreV1().ConfigMaps("kube-system").Get(ctx, ConfigMapName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cm.Data[ConfigMapKey]
+	for _, secret := range []string{"ssh:", "identityFile", "knownHosts", "bastion", "sudo", "/home/ops", "deploy", "jumper", "m1admin", "jump.example.com", "2222"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("the published cluster file holds %q:\n%s", secret, got)
+		}
+	}
+	if !strings.Contains(got, recipient) {
+		t.Errorf("the published cluster file lost the backup recipient:\n%s", got)
+	}
+	back, err := v1alpha1.Decode(ConfigMapName, []byte(got))
+	if err != nil {
+		t.Fatalf("a joining master cannot decode it: %v", err)
+	}
+	if len(back.Hosts) != len(c.Hosts) || back.Name != c.Name {
+		t.Errorf("decoded %+v", back)
+	}
+	if c.SSH.User != "deploy" || c.Hosts[0].SSH.User != "m1admin" {
+		t.Error("publishing changed the cluster it published")
+	}
+}
+
+// publishedTestCluster is a defaulted cluster of two masters and a worker.
+func publishedTestCluster() *v1alpha1.Cluster {
+	c := &v1alpha1.Cluster{
+		APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.KindCluster, Name: "lab",
+		Hosts: []v1alpha1.Host{
+			{Name: "lab-m1", Address: netip.MustParseAddr("10.0.0.11"), Role: v1alpha1.RoleMaster},
+			{Name: "lab-m2", Address: netip.MustParseAddr("10.0.0.12"), Role: v1alpha1.RoleMaster},
+			{Name: "lab-w1", Address: netip.MustParseAddr("10.0.0.21"), Role: v1alpha1.RoleWorker},
+		},
+	}
+	c.Default()
+	return c
 }

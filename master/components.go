@@ -2,7 +2,6 @@ package master
 
 import (
 	"fmt"
-	"io/fs"
 	"path"
 	"strconv"
 	"strings"
@@ -159,10 +158,10 @@ func etcdComponent(p Plan) (component.Spec, error) {
 		Files: []component.File{
 			{Path: p.path(EtcdConfigFile), Mode: 0o600},
 			{Path: etcdPKI, Mode: 0o700, Dir: true},
-			{Path: p.cert(pki.EtcdCACertAndKeyBaseName), Mode: 0o644},
-			{Path: p.cert(pki.EtcdServerCertAndKeyBaseName), Mode: 0o644},
+			{Path: p.cert(pki.EtcdCACertAndKeyBaseName), Mode: 0o600},
+			{Path: p.cert(pki.EtcdServerCertAndKeyBaseName), Mode: 0o600},
 			{Path: p.key(pki.EtcdServerCertAndKeyBaseName), Mode: 0o600, Secret: true},
-			{Path: p.cert(pki.EtcdPeerCertAndKeyBaseName), Mode: 0o644},
+			{Path: p.cert(pki.EtcdPeerCertAndKeyBaseName), Mode: 0o600},
 			{Path: p.key(pki.EtcdPeerCertAndKeyBaseName), Mode: 0o600, Secret: true},
 			{Path: p.Root.EtcdData(), Mode: 0o700, Dir: true, Writable: true, Secret: true},
 		},
@@ -344,6 +343,13 @@ func controllerManagerComponent(p Plan) (component.Spec, error) {
 		)
 	}
 	args = append(args,
+		// Finished pods (Succeeded, Failed) are deleted, oldest first, once
+		// there are more than 1000 (CIS 1.3.1). Upstream's 12500 lets Jobs'
+		// and evicted pods pile up in etcd, in every pod list and watch,
+		// and in backups; the benchmark's example, 10, would delete a
+		// failed pod before anyone read why it failed. 1000 keeps the
+		// recent ones on a cluster of anvil's size.
+		component.Arg{Name: "terminated-pod-gc-threshold", Value: "1000"},
 		// With several masters, one manager acts at a time.
 		component.Arg{Name: "leader-elect", Value: "true"},
 		component.Arg{Name: "profiling", Value: "false"},
@@ -418,16 +424,11 @@ func schedulerComponent(p Plan) (component.Spec, error) {
 
 // pkiFiles lists the PKI directory (mounted whole, since certificates are
 // renewed by rename while components run) and the files in it a component
-// uses, with kubeadm's modes: keys 0600, certificates 0644.
+// uses, all 0600 as package pki writes them (CIS 1.1.20 for certificates).
 func pkiFiles(p Plan, paths ...string) []component.File {
 	out := []component.File{{Path: p.Root.Path(hostfs.PKIDir), Mode: 0o700, Dir: true}}
 	for _, f := range paths {
-		secret := strings.HasSuffix(f, ".key")
-		mode := fs.FileMode(0o644)
-		if secret {
-			mode = 0o600
-		}
-		out = append(out, component.File{Path: f, Mode: mode, Secret: secret})
+		out = append(out, component.File{Path: f, Mode: 0o600, Secret: strings.HasSuffix(f, ".key")})
 	}
 	return out
 }

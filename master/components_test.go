@@ -73,6 +73,7 @@ func TestSecureDefaults(t *testing.T) {
 			"authentication-kubeconfig":        "/etc/kubernetes/controller-manager.conf",
 			"authorization-kubeconfig":         "/etc/kubernetes/controller-manager.conf",
 			"controllers":                      "*,bootstrapsigner,tokencleaner",
+			"terminated-pod-gc-threshold":      "1000",
 			"leader-elect":                     "true",
 		},
 		"kube-scheduler": {

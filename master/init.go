@@ -412,16 +412,12 @@ func bootstrapPhase(ctx context.Context, r *initRun) error {
 	if err != nil {
 		return err
 	}
-	clusterFile, err := yaml.Marshal(r.o.Cluster)
-	if err != nil {
-		return err
-	}
 	nodeConfig := node.ClusterConfigOf(r.o.Cluster)
 	err = EnsureBootstrapObjects(ctx, cli, BootstrapInput{
 		CACert:       caPEM,
 		APIServerURL: r.o.Cluster.APIServerURL(),
 		Token:        BootstrapToken{ID: tok.ID(), Secret: tok.Secret(), TTL: r.o.TokenTTL, Description: "made by anvil init"},
-		ClusterFile:  clusterFile,
+		Cluster:      r.o.Cluster,
 		NodeConfig:   &nodeConfig,
 	})
 	if err != nil {

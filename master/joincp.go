@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"go.yaml.in/yaml/v3"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -236,7 +235,7 @@ func joinRecordPhase(ctx context.Context, r *initRun) error {
 		}
 		h, _ := r.o.Cluster.Host(r.o.Node)
 		cur.Hosts = append(cur.Hosts, h)
-		b, err := yaml.Marshal(cur)
+		b, err := PublishedClusterFile(cur)
 		if err != nil {
 			return err
 		}

@@ -158,7 +158,7 @@ var ErrCertsExpired = errors.New("the uploaded control-plane certificates are go
 var ErrWrongCertificateKey = errors.New("the certificate key does not decrypt the uploaded certificates: use the key the last upload-certs printed")
 
 // DownloadCerts fetches and decrypts the shared files and writes them under
-// root (keys 0600, certificates 0644). It refuses to replace a different
+// root, all 0600 (certificates too: CIS 1.1.20). It refuses to replace a different
 // CA already on disk unless force.
 func DownloadCerts(ctx context.Context, cs kubernetes.Interface, root hostfs.Root, key CertificateKey, force bool) error {
 	s, err := cs.CoreV1().Secrets(metav1.NamespaceSystem).Get(ctx, CertsSecretName, metav1.GetOptions{})
@@ -193,12 +193,9 @@ func DownloadCerts(ctx context.Context, cs kubernetes.Interface, root hostfs.Roo
 			return fmt.Errorf("%s holds a different CA than the cluster's; this machine belonged to another cluster (anvil reset it, or pass --force)", root.Path(f))
 		}
 	}
+	// Certificates 0600 like the keys, as package pki writes them.
 	for f, b := range plain {
-		mode := os.FileMode(0o600)
-		if strings.HasSuffix(f, ".crt") || strings.HasSuffix(f, ".pub") {
-			mode = 0o644
-		}
-		if _, err := fsutil.EnsureFile(root.Path(f), b, mode, 0o700); err != nil {
+		if _, err := fsutil.EnsureFile(root.Path(f), b, 0o600, 0o700); err != nil {
 			return err
 		}
 	}

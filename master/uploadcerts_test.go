@@ -68,9 +68,10 @@ func TestUploadDownloadCerts(t *testing.T) {
 		if err != nil || string(b) != "cluster "+f {
 			t.Errorf("%s: %q %v", f, b, err)
 		}
+		// Keys, certificates (CIS 1.1.20) and sa.pub alike.
 		fi, _ := os.Stat(dst.Path(f))
-		if strings.HasSuffix(f, ".key") && fi.Mode().Perm() != 0o600 {
-			t.Errorf("%s mode %v", f, fi.Mode().Perm())
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", f, fi.Mode().Perm())
 		}
 	}
 

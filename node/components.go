@@ -84,7 +84,7 @@ func kubeletComponent(p Plan) component.Spec {
 			{Path: p.path(KubeletConfigFile), Mode: 0o600},
 			{Path: p.path(KubeletKubeconfig), Mode: 0o600, Secret: true},
 			{Path: p.path(KubeletPKIDir), Mode: 0o700, Dir: true, Writable: true, Secret: true},
-			{Path: p.path(ClusterCAFile), Mode: 0o644},
+			{Path: p.path(ClusterCAFile), Mode: 0o600},
 			{Path: p.path(KubeletDir), Mode: 0o700, Dir: true, Writable: true},
 		},
 		Ports: []component.Port{

@@ -69,9 +69,11 @@ func WriteKubeletCredentials(root hostfs.Root, runtimeRoot hostfs.Root, c Kubele
 }
 
 // ensureCA writes the cluster CA where the kubelet reads it, unless the
-// same CA is there (a master's PKI).
+// same CA is there (a master's PKI). It is 0600, as package pki writes
+// it on masters: CIS 4.1.7 asks that of a node's client CA file, and only
+// the kubelet, as root, reads it.
 func ensureCA(root hostfs.Root, caPEM []byte) (bool, error) {
-	out, err := fsutil.EnsureFile(root.Path(ClusterCAFile), caPEM, 0o644, 0o755)
+	out, err := fsutil.EnsureFile(root.Path(ClusterCAFile), caPEM, 0o600, 0o755)
 	return out != fsutil.Unchanged, err
 }
 

@@ -206,6 +206,10 @@ func TestKubeletCredentials(t *testing.T) {
 	if fi, _ := os.Stat(pair); fi.Mode().Perm() != 0o600 {
 		t.Errorf("pair mode %v", fi.Mode().Perm())
 	}
+	// CIS 4.1.7: the client CA file 0600, as on masters.
+	if fi, err := os.Stat(root.Path(ClusterCAFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s: %v %v, want mode 0600", ClusterCAFile, fi, err)
+	}
 	kc, _ := os.ReadFile(root.Path(KubeletKubeconfig))
 	if !strings.Contains(string(kc), "client-certificate: "+KubeletClientCert) || !strings.Contains(string(kc), "client-key: "+KubeletClientCert) {
 		t.Errorf("kubeconfig:\n%s", kc)

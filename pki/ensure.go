@@ -220,7 +220,7 @@ func (p *planner) loadCAs(create bool) error {
 			res.Action, res.Reason = Replaced, broken.Error()
 		}
 		if res.Action == Kept {
-			p.tighten(pr.keyFile, &res)
+			p.tighten(&res, pr.keyFile, pr.certFile)
 			p.results = append(p.results, res)
 			continue
 		}
@@ -272,7 +272,7 @@ func (p *planner) leaf(spec CertSpec, renew bool) error {
 		res.Action = Renewed
 	}
 	if res.Action == Kept {
-		p.tighten(pr.keyFile, &res)
+		p.tighten(&res, pr.keyFile, pr.certFile)
 		p.results = append(p.results, res)
 		return nil
 	}
@@ -451,7 +451,7 @@ func (p *planner) serviceAccount() error {
 		res.Action, res.Reason = Replaced, filepath.Base(pubF.Path)+" was not the public key of "+filepath.Base(keyF.Path)
 	}
 	if res.Action == Kept {
-		p.tighten(keyF, &res)
+		p.tighten(&res, keyF, pubF)
 		p.results = append(p.results, res)
 		return nil
 	}
@@ -464,11 +464,18 @@ func (p *planner) serviceAccount() error {
 	return nil
 }
 
-// tighten plans a chmod for a kept key or kubeconfig that others can read.
-func (p *planner) tighten(f file, res *Result) {
-	if f.exists() && f.Mode&0o077 != 0 {
-		p.chmods = append(p.chmods, write{path: f.Path, mode: keyMode})
-		res.Reason = fmt.Sprintf("mode of %s tightened from %#o to %#o", filepath.Base(f.Path), f.Mode, keyMode)
+// tighten plans a chmod for each kept file others can read: a key, a
+// kubeconfig, or a certificate an older anvil wrote 0644.
+func (p *planner) tighten(res *Result, files ...file) {
+	var reasons []string
+	for _, f := range files {
+		if f.exists() && f.Mode&0o077 != 0 {
+			p.chmods = append(p.chmods, write{path: f.Path, mode: keyMode})
+			reasons = append(reasons, fmt.Sprintf("mode of %s tightened from %#o to %#o", filepath.Base(f.Path), f.Mode, keyMode))
+		}
+	}
+	if len(reasons) > 0 {
+		res.Reason = strings.Join(reasons, "; ")
 	}
 }
 

@@ -35,21 +35,20 @@ func TestEnsureCreatesKubeadmLayout(t *testing.T) {
 	}
 
 	modes := map[string]os.FileMode{
-		"etc":                       0o700,
-		"etc/kubernetes":            0o700,
-		"etc/kubernetes/pki":        0o700,
-		"etc/kubernetes/pki/etcd":   0o700,
-		"etc/kubernetes/pki/sa.key": 0o600, "etc/kubernetes/pki/sa.pub": 0o644,
+		"etc":                     0o700,
+		"etc/kubernetes":          0o700,
+		"etc/kubernetes/pki":      0o700,
+		"etc/kubernetes/pki/etcd": 0o700,
+		// CIS 1.1.20: certificates 0600 like the keys, sa.pub too.
+		"etc/kubernetes/pki/sa.key": 0o600, "etc/kubernetes/pki/sa.pub": 0o600,
 	}
 	for _, f := range SharedFiles() {
-		if strings.HasSuffix(f, ".crt") {
-			modes["etc/kubernetes/pki/"+f] = 0o644
-		} else if strings.HasSuffix(f, ".key") {
+		if strings.HasSuffix(f, ".crt") || strings.HasSuffix(f, ".key") {
 			modes["etc/kubernetes/pki/"+f] = 0o600
 		}
 	}
 	for _, s := range Certificates() {
-		modes["etc/kubernetes/pki/"+CertFile(s.BaseName)] = 0o644
+		modes["etc/kubernetes/pki/"+CertFile(s.BaseName)] = 0o600
 		modes["etc/kubernetes/pki/"+KeyFile(s.BaseName)] = 0o600
 	}
 	for _, k := range Kubeconfigs() {
@@ -518,6 +517,45 @@ func TestEnsureTightensKeyModes(t *testing.T) {
 		}
 		if a.mode.IsRegular() && a.mode.Perm() == 0o644 && strings.HasSuffix(p, ".key") {
 			t.Errorf("%s still 0644", p)
+		}
+	}
+}
+
+// TestEnsureTightensCertificateModes: certificates an older anvil wrote
+// 0644 are kept, and made 0600 (CIS 1.1.20) without being rewritten.
+func TestEnsureTightensCertificateModes(t *testing.T) {
+	h := newTestHost(t)
+	cfg := testConfig(t, "m1")
+	h.ensure(t, cfg, h.opts())
+	pki := filepath.Join(h.root, "etc", "kubernetes", "pki")
+	var certs []string
+	filepath.WalkDir(pki, func(p string, d os.DirEntry, err error) error {
+		if err == nil && (strings.HasSuffix(p, ".crt") || strings.HasSuffix(p, ".pub")) {
+			certs = append(certs, p)
+		}
+		return err
+	})
+	if len(certs) != len(CAs())+len(Certificates())+1 {
+		t.Fatalf("found %d certificates and public keys: %v", len(certs), certs)
+	}
+	for _, f := range certs {
+		if err := os.Chmod(f, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := snapshot(t, h.root)
+	for _, r := range h.ensure(t, cfg, h.opts()) {
+		if r.Action != Kept {
+			t.Errorf("%s: %s", r.Name, r.Action)
+		}
+	}
+	after := snapshot(t, h.root)
+	for _, f := range certs {
+		if a, b := after[f], before[f]; string(a.data) != string(b.data) || !a.mtime.Equal(b.mtime) {
+			t.Errorf("%s: content or mtime changed", f)
+		}
+		if m := after[f].mode.Perm(); m != 0o600 {
+			t.Errorf("%s: mode %#o, want 0600", f, m)
 		}
 	}
 }

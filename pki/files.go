@@ -11,9 +11,12 @@ import (
 	"syscall"
 )
 
-// Modes of what this package writes.
+// Modes of what this package writes. Certificates and sa.pub are 0600 like
+// the keys, not kubeadm's 0644: CIS 1.1.20 asks it of the PKI's
+// certificates, and only root reads them (every component runs as root,
+// and the directory is 0700 anyway).
 const (
-	certMode fs.FileMode = 0o644
+	certMode fs.FileMode = 0o600
 	keyMode  fs.FileMode = 0o600
 	dirMode  fs.FileMode = 0o700
 )

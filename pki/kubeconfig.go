@@ -47,7 +47,7 @@ func (p *planner) kubeconfig(spec KubeconfigSpec, renew bool) error {
 			res.Action = Renewed
 		case reason == "":
 			res.Action = Kept
-			p.tighten(f, &res)
+			p.tighten(&res, f)
 			p.results = append(p.results, res)
 			return nil
 		case !p.opts.Force:

@@ -61,3 +61,22 @@ func (h Host) NodeAddress() netip.Addr {
 
 // IsMaster reports whether h runs the control plane.
 func (h Host) IsMaster() bool { return h.Role == RoleMaster }
+
+// Published is the copy of c that anvil keeps inside the cluster (the
+// kube-system/anvil-config ConfigMap that joining masters read): c without
+// its ssh blocks, cluster-wide and per host. Those are the workstation's
+// business (login users, private key and known_hosts paths, bastions),
+// which no machine in the cluster needs, and any client allowed to read
+// the ConfigMap would learn them. The file holds no backup identity to
+// strip: only recipients, which are public keys. c is left unchanged.
+func (c *Cluster) Published() *Cluster {
+	out := *c
+	out.SSH = SSH{}
+	out.Hosts = make([]Host, len(c.Hosts))
+	for i, h := range c.Hosts {
+		h.SSH = SSH{}
+		out.Hosts[i] = h
+	}
+	out.src = nil
+	return &out
+}

@@ -316,9 +316,12 @@ func fullCluster() *Cluster {
 		Backup: Backup{Schedule: "hourly", Retain: 3, Dir: "/srv/backups",
 			Recipients: []string{"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"}, AllowUnencrypted: true},
 		Components: Components{
-			APIServer:         Component{ExtraArgs: map[string]string{"v": "2", "audit-log-path": "-"}},
-			ControllerManager: Component{ExtraArgs: map[string]string{"node-cidr-mask-size": "24"}},
-			Scheduler:         Component{ExtraArgs: map[string]string{"profiling": "false"}},
+			APIServer: Component{ExtraArgs: map[string]string{"v": "2", "audit-log-path": "-", "profiling": "true"},
+				AllowInsecure: []string{"profiling"}},
+			ControllerManager: Component{ExtraArgs: map[string]string{"node-cidr-mask-size": "24", "bind-address": "0.0.0.0"},
+				AllowInsecure: []string{"bind-address"}},
+			Scheduler: Component{ExtraArgs: map[string]string{"profiling": "false", "tls-min-version": "VersionTLS11"},
+				AllowInsecure: []string{"tls-min-version"}},
 		},
 		Images: []string{"/srv/images/app.tar"},
 	}

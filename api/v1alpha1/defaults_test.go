@@ -3,8 +3,11 @@ package v1alpha1
 import (
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 func TestDefault(t *testing.T) {
@@ -206,4 +209,38 @@ func showSSH(s SSH) string {
 	}
 	s.Sudo, s.Bastion = nil, nil
 	return fmt.Sprintf("%+v sudo=%s bastion=%s", s, sudo, bastion)
+}
+
+// TestPublishedLeavesOutSSH: what anvil publishes inside the cluster has
+// no ssh settings and decodes, and the cluster it came from keeps its own.
+func TestPublishedLeavesOutSSH(t *testing.T) {
+	c := fullCluster()
+	c.Default()
+	p := c.Published()
+	if !reflect.DeepEqual(p.SSH, SSH{}) {
+		t.Errorf("published ssh: %+v", p.SSH)
+	}
+	for i, h := range p.Hosts {
+		if !reflect.DeepEqual(h.SSH, SSH{}) {
+			t.Errorf("published hosts[%d].ssh: %+v", i, h.SSH)
+		}
+	}
+	if !reflect.DeepEqual(c, func() *Cluster { f := fullCluster(); f.Default(); return f }()) {
+		t.Error("Published changed the cluster it was called on")
+	}
+	b, err := yaml.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"ssh", "identityFile", "knownHosts", "bastion", "~/.ssh/id", "/etc/ssh/known", "ubuntu"} {
+		if strings.Contains(string(b), secret) {
+			t.Errorf("published file holds %q:\n%s", secret, b)
+		}
+	}
+	if !strings.Contains(string(b), c.Backup.Recipients[0]) {
+		t.Errorf("published file lost the backup recipient:\n%s", b)
+	}
+	if _, err := Decode("published", b); err != nil {
+		t.Errorf("the published file does not decode: %v\n%s", err, b)
+	}
 }

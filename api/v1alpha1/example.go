@@ -164,10 +164,19 @@ backup:
 
 # Extra flags for the control-plane components, without the leading "--".
 # Flags naming certificates, keys or etcd endpoints are anvil's to set.
+# Values that weaken the control plane are refused unless the component's
+# allowInsecure names the flag: AlwaysAllow in authorization-mode,
+# profiling: "true", tls-min-version below VersionTLS12, a bind-address
+# other than loopback (controllerManager, scheduler), and an empty
+# audit-log-path or audit-policy-file (apiServer).
 components:
   apiServer:
     extraArgs:
       profiling: "false"
+    # To profile the apiserver for a while, on purpose:
+    #   extraArgs:
+    #     profiling: "true"
+    #   allowInsecure: [profiling]
   controllerManager:
     extraArgs:
       profiling: "false"

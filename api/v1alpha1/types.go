@@ -316,6 +316,15 @@ type Components struct {
 type Component struct {
 	// ExtraArgs add or change flags, written without the leading `--`.
 	// Flags that name certificates, keys or etcd endpoints cannot be
-	// changed.
+	// changed. Values that weaken the control plane are refused unless
+	// allowInsecure names their flag: `AlwaysAllow` in
+	// `authorization-mode`, `profiling: "true"`, a `tls-min-version` below
+	// `VersionTLS12`, a `bind-address` other than loopback
+	// (controllerManager and scheduler), and an empty `audit-log-path` or
+	// `audit-policy-file` (no audit log).
 	ExtraArgs map[string]string `yaml:"extraArgs,omitempty"`
+	// AllowInsecure names the flags in extraArgs that weaken the control
+	// plane on purpose, such as `profiling` while chasing a performance
+	// problem. Each must be one of the weakening flags extraArgs lists.
+	AllowInsecure []string `yaml:"allowInsecure,omitempty"`
 }

@@ -246,15 +246,17 @@ func (v *validator) backup(b Backup) {
 
 func (v *validator) components(c Components) {
 	for _, comp := range []struct {
-		path string
-		args map[string]string
+		key string
+		c   Component
 	}{
-		{"components.apiServer.extraArgs", c.APIServer.ExtraArgs},
-		{"components.controllerManager.extraArgs", c.ControllerManager.ExtraArgs},
-		{"components.scheduler.extraArgs", c.Scheduler.ExtraArgs},
+		{keyAPIServer, c.APIServer},
+		{keyControllerManager, c.ControllerManager},
+		{keyScheduler, c.Scheduler},
 	} {
-		for _, flag := range slices.Sorted(maps.Keys(comp.args)) {
-			p := keyPath(comp.path, flag)
+		at := fieldPath("components", comp.key)
+		args := comp.c.ExtraArgs
+		for _, flag := range slices.Sorted(maps.Keys(args)) {
+			p := keyPath(fieldPath(at, "extraArgs"), flag)
 			switch {
 			case strings.HasPrefix(flag, "-"):
 				v.errorf(p, ReasonInvalid, "write the flag name without the leading dashes: %q", strings.TrimLeft(flag, "-"))
@@ -263,10 +265,11 @@ func (v *validator) components(c Components) {
 			}
 			// Arguments end up in unit files and manifests, where a newline
 			// would start a new directive.
-			if hasControl(comp.args[flag]) {
+			if hasControl(args[flag]) {
 				v.errorf(p, ReasonInvalid, "the value contains a newline or control character")
 			}
 		}
+		v.insecure(at, comp.key, comp.c)
 	}
 }
 
