@@ -46,9 +46,11 @@ type csrRequest struct {
 }
 
 // requestNodeCertificate asks the CSR API for a client certificate for
-// system:node:NodeName with the signer the controller-manager approves
-// and signs for nodes (kubernetes.io/kube-apiserver-client-kubelet): by
-// the bootstrap group for a new node, by the node itself for a renewal.
+// system:node:NodeName with the signer the controller-manager signs for
+// nodes (kubernetes.io/kube-apiserver-client-kubelet): with the bootstrap
+// token for a new node, by the node itself for a renewal. anvil's approver
+// approves it for a token bound to this node, the controller-manager for
+// a token bound to none.
 // The private key never leaves this machine; only its CSR is sent. It
 // returns the issued certificate in PEM once it matches the key.
 func requestNodeCertificate(ctx context.Context, c *apiClient, r csrRequest) ([]byte, error) {
@@ -143,7 +145,7 @@ func waitIssued(ctx context.Context, c *apiClient, r csrRequest, name string) ([
 			r.Log.Debug("reading CSR", "csr", name, "err", err)
 		}
 		if !backoff.Sleep(ctx, r.Poll) {
-			return nil, fmt.Errorf("CSR %s of node %s is %s after %s: %w; the controller-manager approves and signs node CSRs (its csrapproving and csrsigning controllers, --cluster-signing-cert-file): check that it runs and that the node-autoapprove RBAC exists",
+			return nil, fmt.Errorf("CSR %s of node %s is %s after %s: %w; anvil's approver (anvil-approver on the masters) approves node CSRs of tokens bound to a node, the controller-manager those of other tokens, and the controller-manager signs them (its csrsigning controller, --cluster-signing-cert-file): check that both run, and for an unbound token that the node-autoapprove RBAC exists",
 				name, r.NodeName, state, r.Wait, ErrCSRTimeout)
 		}
 	}

@@ -208,7 +208,7 @@ func discoverOnce(ctx context.Context, o DiscoveryOptions) (*ClusterInfo, error)
 func verifyClusterInfo(endpoint, content string, sigs map[string]string, tok pki.Token, pin pki.CAHash) (string, *x509.Certificate, error) {
 	sig, ok := sigs[tok.ID()]
 	if !ok {
-		return "", nil, fmt.Errorf("cluster-info at %s has no signature for token ID %s: %w (bootstrap tokens live 24 h by default; make a new one on a master with `anvil token create`)",
+		return "", nil, fmt.Errorf("cluster-info at %s has no signature for token ID %s: %w (it expired, at most 24 h after it was made, or was deleted after a join; make a new one on a master with `anvil token create --node NAME`)",
 			endpoint, tok.ID(), ErrTokenUnknown)
 	}
 	if !jws.DetachedTokenIsValid(sig, content, tok.ID(), tok.Secret()) {

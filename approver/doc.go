@@ -24,20 +24,27 @@
 //
 // # Interplay with the controller-manager
 //
-// Today anvil, as kubeadm, binds the ClusterRole
+// anvil, as kubeadm, binds the ClusterRole
 // system:certificates.k8s.io:certificatesigningrequests:nodeclient to the
 // group system:bootstrappers:kubeadm:default-node-token (ClusterRoleBinding
 // kubeadm:node-autoapprove-bootstrap), so the controller-manager's
-// csrapproving controller approves any client CSR such a token makes, for
-// any node name. The approver leaves those CSRs alone unless
-// Options.OwnBootstrapApproval is set: then it denies every bootstrap CSR
-// whose token carries no node binding, and the binding
+// csrapproving controller approves any client CSR a token in that group
+// (one bound to no node: `anvil token create` without --node, the token
+// `anvil init` prints) makes, for any node name. The approver leaves those
+// CSRs alone unless Options.OwnBootstrapApproval is set: then it denies
+// every bootstrap CSR whose token carries no node binding, and the binding
 // kubeadm:node-autoapprove-bootstrap must be gone, or the controller-manager
-// approves them first. A token bound to a node must not also carry the
-// default group, for the same reason; it then needs its own grant to
-// create CSRs (system:node-bootstrapper bound to the group
+// approves them first.
+//
+// A token bound to a node (`anvil token create --node`, and every join
+// token `anvil cluster apply` makes) is never also in the default group,
+// for the same reason (package master refuses to make one), so the
+// controller-manager leaves its CSRs to the approver alone; it creates
+// them through its own grant (system:node-bootstrapper bound to the group
 // system:bootstrappers, which every bootstrap token has, as RBAC cannot
-// bind a group prefix). Whoever writes first wins: an
+// bind a group prefix: ClusterRoleBinding kubeadm:kubelet-bootstrap).
+//
+// Whoever writes first wins: an
 // approval is an update guarded by the CSR's resourceVersion, and the API
 // refuses a CSR both approved and denied, so a CSR is never decided twice.
 //

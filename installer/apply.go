@@ -11,7 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"anvil.dev/anvil/api/v1alpha1"
-	"anvil.dev/anvil/pki"
+	"anvil.dev/anvil/master"
 )
 
 // applyPhases is `anvil cluster apply`, top to bottom. Each phase decides
@@ -27,7 +27,7 @@ func applyPhases() []flowPhase {
 		changing("init", planInit),                // init.go: the first master
 		changing("join-masters", planJoinMasters), // join_masters.go: other masters, one at a time
 		changing("join-workers", planJoinWorkers), // join_workers.go: workers, in parallel
-		changing("credentials", planCredentials),  // credentials.go: delete the join tokens the run made
+		changing("credentials", planCredentials),  // credentials.go: delete what the run made and left: certificates, tokens
 		changing("ready", planReady),              // ready.go: every Node Ready
 		changing("kubeconfig", planKubeconfig),    // kubeconfig.go: the admin kubeconfig here
 	}
@@ -58,13 +58,9 @@ type applyState struct {
 	uploaded   atomic.Int64
 	// clusterFile is what init gets: the operator's file as written.
 	clusterFile []byte
-	// workerToken is the join token workers of this run share.
-	workerToken pki.Token
-	// controlPlaneJoin is what the masters this run joins share.
-	controlPlaneJoin struct {
-		token pki.Token
-		key   string
-	}
+	// certificateKey decrypts the certificates the run uploaded for the
+	// masters it joins; empty until the first of those joins.
+	certificateKey string
 	// made are the bootstrap credentials the run made, which the
 	// credentials phase deletes.
 	made credentials
@@ -83,6 +79,12 @@ func (a *applyState) handled(secret string) {
 // Apply provisions the cluster in o.Cluster on its hosts.
 func Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
 	start := time.Now()
+	if o.TokenTTL == 0 {
+		o.TokenTTL = DefaultTokenTTL
+	}
+	if err := master.CheckTokenTTL(o.TokenTTL); err != nil {
+		return nil, fmt.Errorf("join tokens: %w", err)
+	}
 	r, err := newRun(o.Options)
 	if err != nil {
 		return nil, err
@@ -90,9 +92,6 @@ func Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
 	defer r.close()
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
-	}
-	if o.TokenTTL <= 0 {
-		o.TokenTTL = DefaultTokenTTL
 	}
 	if o.Kubeconfig == "" && o.ClusterFile != "" {
 		o.Kubeconfig = DefaultKubeconfigPath(o.ClusterFile)

@@ -18,10 +18,11 @@ import (
 )
 
 // Phase credentials: once every join of the run is over, successful or
-// not, delete the bootstrap credentials the run made: the token init
-// makes, the tokens the joins used, and the control-plane certificates
-// `anvil init phase upload-certs` sealed into the cluster (with the token
-// that owns them). A join token outliving its joins is a credential
+// not, delete the bootstrap credentials the run made that are still
+// there: the control-plane certificates `anvil init phase upload-certs`
+// sealed into the cluster (with the token that owns them), and any token
+// whose deletion right after its use failed (init's, upload-certs', each
+// join's: see token.go). A join token outliving its joins is a credential
 // anyone who saw it could still join a machine with; these would expire
 // on their own (the run's TokenTTL, an hour for the certificates), but a
 // run that knows it is done with them removes them at once. A later run
@@ -34,7 +35,7 @@ type credentials struct {
 	tokens []string
 	// certs is set once upload-certs ran: kube-system/anvil-certs exists.
 	certs bool
-	// gone are the IDs of the tokens the credentials phase deleted.
+	// gone are the IDs of the tokens deleted, in order.
 	gone []string
 }
 
@@ -55,7 +56,11 @@ func (c *credentials) uploadedCerts() {
 func (c *credentials) deletedTokens(ids []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.gone = append(c.gone, ids...)
+	for _, id := range ids {
+		if !slices.Contains(c.gone, id) {
+			c.gone = append(c.gone, id)
+		}
+	}
 }
 
 func (c *credentials) deleted() []string {
@@ -64,10 +69,18 @@ func (c *credentials) deleted() []string {
 	return append([]string(nil), c.gone...)
 }
 
+// made are the tokens made and not deleted yet, and whether the sealed
+// certificates were uploaded.
 func (c *credentials) made() ([]string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]string(nil), c.tokens...), c.certs
+	var left []string
+	for _, id := range c.tokens {
+		if !slices.Contains(c.gone, id) {
+			left = append(left, id)
+		}
+	}
+	return left, c.certs
 }
 
 // makesCredentials reports whether a phase's changes make bootstrap
@@ -87,7 +100,7 @@ func planCredentials(r *run) plan {
 	if !planned {
 		return plan{steps: []step{{host: p, do: "nothing to do: this run makes no join token"}}}
 	}
-	return plan{steps: []step{{host: p, do: "delete the join tokens and uploaded control-plane certificates this run made", run: func(ctx context.Context) (string, error) {
+	return plan{steps: []step{{host: p, do: "delete the uploaded control-plane certificates and any join token this run made and still left", run: func(ctx context.Context) (string, error) {
 		return r.deleteCredentials(ctx)
 	}}}}
 }
@@ -97,7 +110,7 @@ func planCredentials(r *run) plan {
 func (r *run) deleteCredentials(ctx context.Context) (string, error) {
 	tokens, certs := r.apply.made.made()
 	if len(tokens) == 0 && !certs {
-		return "none were made", nil
+		return "none left: each was deleted once its use was over", nil
 	}
 	acc, err := r.access(ctx)
 	if err != nil {

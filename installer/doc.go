@@ -36,13 +36,19 @@
 // (/opt/anvil/sha256-cache.json), so a second apply reads no binary again
 // and still notices any write.
 //
-// The bootstrap credentials a run makes (init's token, the joins' tokens,
-// the certificates upload-certs seals in the cluster) are deleted by the
-// credentials phase once the joins are over; a run that is interrupted
-// leaves them to expire (TokenTTL, an hour for the certificates).
+// Every join gets a bootstrap token of its own, bound to its host's name
+// (master.TokenOptions.Node), so that anvil's approver lets it obtain a
+// client certificate for that node alone, and only while no Node of that
+// name exists; it is made through the first master's admin kubeconfig
+// just before the join and deleted as soon as the join is over, succeeded
+// or not (token.go). The tokens `anvil init` and `anvil init phase
+// upload-certs` print, bound to no node, are never used and deleted at
+// once. What a deletion missed, and the certificates upload-certs seals in
+// the cluster, the credentials phase deletes once the joins are over; a
+// run that is interrupted leaves them to expire (TokenTTL, an hour for
+// the certificates).
 //
 // The package never runs a control-plane component itself: on the hosts it
-// runs `anvil init`, `anvil join`, `anvil token create`, `anvil status` and
-// `anvil reset`. What the person at the terminal sees goes through one
+// runs `anvil init`, `anvil join`, `anvil status` and `anvil reset`. What the person at the terminal sees goes through one
 // internal/progress reporter; details go to the injected *slog.Logger.
 package installer

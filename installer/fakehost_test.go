@@ -32,6 +32,9 @@ type fakeRule struct {
 	contains string
 	stdout   string
 	status   uint32
+	// do, when set, runs when the rule matches, before the command
+	// "exits": what a test checks while the command runs.
+	do func(cmd, stdin string)
 }
 
 type fakeRun struct {
@@ -120,6 +123,9 @@ func (f *fakeHost) run(ch ssh.Channel, cmd string) {
 	var status uint32 = 0
 	for _, r := range f.rules {
 		if strings.Contains(cmd, r.contains) {
+			if r.do != nil {
+				r.do(cmd, string(in))
+			}
 			fmt.Fprint(ch, r.stdout)
 			status = r.status
 			break

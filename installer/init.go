@@ -11,7 +11,9 @@ import (
 
 // Phase init: `anvil init` on the primary, unless it already is a control
 // plane. The cluster file goes over stdin into a root-only file on tmpfs
-// for init to read; init's stdout (which shows a join token) is dropped.
+// for init to read; init's stdout (which shows a join token) is dropped,
+// and that token, which is bound to no node and which no join of the run
+// uses, is deleted at once.
 
 func planInit(r *run) plan {
 	p := r.primary
@@ -31,17 +33,26 @@ func planInit(r *run) plan {
 		defer cancel()
 		start := time.Now()
 		// init's stdout shows the join token it made: kept in memory only,
-		// to know which token the credentials phase deletes.
+		// to know which token to delete.
 		var out strings.Builder
 		err := r.runLogged(ctx, p, "anvil init", cmd, bytes.NewReader(r.apply.clusterFile), &out)
-		if t, ok := findToken(out.String()); ok {
+		t, made := findToken(out.String())
+		if made {
 			r.apply.made.addToken(t.ID())
 			r.apply.handled(t.Reveal())
 		}
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("control plane ready in %s", time.Since(start).Round(100*time.Millisecond)), nil
+		res := fmt.Sprintf("control plane ready in %s", time.Since(start).Round(100*time.Millisecond))
+		if made {
+			if err := r.deleteToken(ctx, t.ID()); err != nil {
+				r.log.Warn("init's token is left for the credentials phase", "host", p.Name, "err", err)
+			} else {
+				res += "; its join token deleted"
+			}
+		}
+		return res, nil
 	}}}}
 }
 

@@ -14,8 +14,10 @@ import (
 
 // Phase join-masters: `anvil join --control-plane` on every master that is
 // not a control-plane member yet, one at a time (each changes etcd's
-// membership, which must never change twice at once), each with its own
-// fresh token and certificate key, handed over on stdin.
+// membership, which must never change twice at once), each with a fresh
+// token of its own, bound to its name and deleted once its join is over
+// (token.go), and the certificate key of the run's one upload, both
+// handed over on stdin.
 
 // ErrHANotAvailable means the anvil on the hosts cannot join a master to
 // an existing control plane yet.
@@ -31,8 +33,8 @@ func planJoinMasters(r *run) plan {
 			pl.steps = append(pl.steps, step{host: h, do: "nothing to do: already a control-plane member"})
 			continue
 		}
-		do := fmt.Sprintf("anvil join %s --control-plane --token-file - --certificate-key-file - --ca-cert-hash <%s's CA> --node-name %s (a fresh token and certificate key on stdin)",
-			r.cluster.APIServerURL(), primaryName(r), h.Name)
+		do := fmt.Sprintf("anvil join %s --control-plane --token-file - --certificate-key-file - --ca-cert-hash <%s's CA> --node-name %s (on stdin the certificate key and a token for %s alone, deleted once the join is over)",
+			r.cluster.APIServerURL(), primaryName(r), h.Name, h.Name)
 		if force(h) {
 			do = "undo the interrupted join (anvil reset --force --keep-binaries), then " + do + " --force"
 		}
@@ -43,9 +45,9 @@ func planJoinMasters(r *run) plan {
 	return pl
 }
 
-// joinMaster joins h to the control plane with a fresh token and
-// certificate key made on the primary, both on the join's stdin (token,
-// then key, one per line), as anvil join --control-plane reads them.
+// joinMaster joins h to the control plane with a token made for it alone
+// and the run's certificate key, both on the join's stdin (token, then
+// key, one per line), as anvil join --control-plane reads them.
 func (r *run) joinMaster(ctx context.Context, h *host) (string, error) {
 	v := r.apply.bundle.version
 	help, err := h.client.OutputAsRoot(ctx, shellJoin([]string{anvilOn(v), "join", "--help"}))
@@ -65,27 +67,23 @@ func (r *run) joinMaster(ctx context.Context, h *host) (string, error) {
 	// One upload per run serves every master it joins: the key and the
 	// sealed certificates are valid for an hour, and fewer credentials
 	// exist at any time.
-	cp := &r.apply.controlPlaneJoin
-	if cp.key == "" {
-		if cp.token, cp.key, err = r.uploadCerts(ctx); err != nil {
+	if r.apply.certificateKey == "" {
+		if r.apply.certificateKey, err = r.uploadCerts(ctx); err != nil {
 			return "", err
 		}
 	}
-	if cp.token.IsZero() {
-		if cp.token, err = r.createToken(ctx, "control-plane joins by anvil cluster apply"); err != nil {
+	key := r.apply.certificateKey
+	return r.withToken(ctx, h, "control-plane join of "+h.Name+" by anvil cluster apply", func(tok pki.Token) (string, error) {
+		ctx, cancel := context.WithTimeout(ctx, r.apply.o.Timeout+time.Minute)
+		defer cancel()
+		args := r.joinArgs(h, acc.caHash, "--control-plane", "--token-file", "-", "--certificate-key-file", "-")
+		start := time.Now()
+		script, stdin := r.joinScript(h, args, masterJoined(), undoMasterJoin(r, h), tok.Reveal(), key)
+		if err := r.runLogged(ctx, h, "anvil join --control-plane", script, stdin, io.Discard); err != nil {
 			return "", err
 		}
-	}
-	tok, key := cp.token, cp.key
-	ctx, cancel := context.WithTimeout(ctx, r.apply.o.Timeout+time.Minute)
-	defer cancel()
-	args := r.joinArgs(h, acc.caHash, "--control-plane", "--token-file", "-", "--certificate-key-file", "-")
-	start := time.Now()
-	script, stdin := r.joinScript(h, args, masterJoined(), undoMasterJoin(r, h), tok.Reveal(), key)
-	if err := r.runLogged(ctx, h, "anvil join --control-plane", script, stdin, io.Discard); err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("joined the control plane in %s", time.Since(start).Round(100*time.Millisecond)), nil
+		return fmt.Sprintf("joined the control plane in %s", time.Since(start).Round(100*time.Millisecond)), nil
+	})
 }
 
 // undoMasterJoin is what runs before a master's join when an earlier one
@@ -107,26 +105,30 @@ func undoMasterJoin(r *run, h *host) string {
 var certificateKeyRE = regexp.MustCompile(`(^|[^:0-9a-f])([0-9a-f]{64})([^0-9a-f]|$)`)
 
 // uploadCerts has the primary seal the shared certificates in the cluster
-// under a fresh key (valid for an hour) and returns the key and the join
-// token made with it, both read from the command's stdout (the token is
-// zero when it printed none). What it made is recorded for the credentials
-// phase.
-func (r *run) uploadCerts(ctx context.Context) (pki.Token, string, error) {
+// under a fresh key (valid for an hour) and returns the key, read from the
+// command's stdout. The join token upload-certs makes with it is bound to
+// no node and never used: it is deleted at once (else by the credentials
+// phase, like the sealed certificates).
+func (r *run) uploadCerts(ctx context.Context) (string, error) {
 	p := r.primary
 	cmd := shellJoin([]string{anvilOn(r.apply.bundle.version), "init", "phase", "upload-certs", "-f", clusterFileOnHost, "--node", p.Name})
 	var out strings.Builder
 	err := r.runLogged(ctx, p, "anvil init phase upload-certs", cmd, nil, &out)
-	tok, _ := findToken(out.String())
-	r.apply.made.addToken(tok.ID())
-	r.apply.handled(tok.Reveal())
+	if tok, ok := findToken(out.String()); ok {
+		r.apply.made.addToken(tok.ID())
+		r.apply.handled(tok.Reveal())
+		if derr := r.deleteToken(ctx, tok.ID()); derr != nil {
+			r.log.Warn("upload-certs' token is left for the credentials phase", "host", p.Name, "err", derr)
+		}
+	}
 	if err != nil {
-		return pki.Token{}, "", err
+		return "", err
 	}
 	r.apply.made.uploadedCerts()
 	m := certificateKeyRE.FindStringSubmatch(out.String())
 	if m == nil {
-		return pki.Token{}, "", errors.New("anvil init phase upload-certs printed no certificate key")
+		return "", errors.New("anvil init phase upload-certs printed no certificate key")
 	}
 	r.apply.handled(m[2])
-	return tok, m[2], nil
+	return m[2], nil
 }

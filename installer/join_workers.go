@@ -3,11 +3,14 @@ package installer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path"
 	"strings"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"anvil.dev/anvil/agent"
 	"anvil.dev/anvil/internal/sshx"
@@ -15,12 +18,12 @@ import (
 )
 
 // Phase join-workers: `anvil join` on every worker that is not a node yet,
-// in parallel, with one fresh, short-lived token made for this run and
-// passed on the join's stdin.
+// in parallel, each with a fresh, short-lived token of its own, bound to
+// its name, passed on the join's stdin and deleted once the join is over
+// (token.go).
 
 func planJoinWorkers(r *run) plan {
 	var pl plan
-	need := false
 	for _, h := range r.alive() {
 		if h.IsMaster() {
 			continue
@@ -29,53 +32,51 @@ func planJoinWorkers(r *run) plan {
 			pl.steps = append(pl.steps, step{host: h, do: "nothing to do: already a node"})
 			continue
 		}
-		need = true
-		do := fmt.Sprintf("anvil join %s --token-file - --ca-cert-hash <%s's CA> --node-name %s (the token on stdin)", r.cluster.APIServerURL(), primaryName(r), h.Name)
+		do := fmt.Sprintf("anvil join %s --token-file - --ca-cert-hash <%s's CA> --node-name %s (on stdin a token valid for %s, for %s alone, deleted once the join is over)",
+			r.cluster.APIServerURL(), primaryName(r), h.Name, r.apply.o.TokenTTL, h.Name)
 		if force(h) {
 			do += " --force (an earlier join was interrupted)"
 		}
-		pl.steps = append(pl.steps, step{host: h, do: do, run: func(ctx context.Context) (string, error) {
-			return r.joinWorker(ctx, h)
-		}})
-	}
-	if need {
-		p := r.primary
-		if p == nil || p.failed() {
-			// Every worker fails with the reason; the before step has no
-			// host to run on.
-			for i := range pl.steps {
-				if pl.steps[i].run != nil {
-					pl.steps[i].run = func(context.Context) (string, error) { return "", errNoControlPlane(p) }
-				}
-			}
-			return pl
+		run := func(ctx context.Context) (string, error) { return r.joinWorker(ctx, h) }
+		if p := r.primary; p == nil || p.failed() {
+			run = func(context.Context) (string, error) { return "", errNoControlPlane(p) }
 		}
-		pl.before = []step{{host: p, do: fmt.Sprintf("make a join token valid for %s (anvil token create; read from its stdout)", r.apply.o.TokenTTL), run: func(ctx context.Context) (string, error) {
-			t, err := r.createToken(ctx, "workers joined by anvil cluster apply")
-			if err != nil {
-				return "", err
-			}
-			r.apply.workerToken = t
-			return "token " + t.String(), nil
-		}}}
+		pl.steps = append(pl.steps, step{host: h, do: do, run: run})
 	}
 	return pl
 }
 
+// ErrStaleNode means a worker's join failed while a Node of its name
+// existed before the join started: what is left of the machine's earlier
+// life (reset, reinstalled). A join token may not obtain an existing
+// node's identity, so anvil's approver denies the join's CSR.
+var ErrStaleNode = errors.New("its Node existed before the join (is the machine reset or reinstalled?), and a join token may not obtain an existing node's identity")
+
+// joinWorker joins h with a token made for it alone, deleted once the
+// join is over.
 func (r *run) joinWorker(ctx context.Context, h *host) (string, error) {
 	acc, err := r.access(ctx)
 	if err != nil {
 		return "", err
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.apply.o.Timeout+time.Minute)
-	defer cancel()
-	args := r.workerJoinArgs(h, acc.caHash)
-	start := time.Now()
-	script, stdin := r.joinScript(h, args, workerJoined(), "", r.apply.workerToken.Reveal())
-	if err := r.runLogged(ctx, h, "anvil join", script, stdin, io.Discard); err != nil {
-		return "", err
+	// Only a hint for a failure: a join an earlier apply abandoned may
+	// complete meanwhile, and its Node is no stale one.
+	_, nerr := acc.client.CoreV1().Nodes().Get(ctx, h.Name, metav1.GetOptions{})
+	res, err := r.withToken(ctx, h, "join of "+h.Name+" by anvil cluster apply", func(tok pki.Token) (string, error) {
+		ctx, cancel := context.WithTimeout(ctx, r.apply.o.Timeout+time.Minute)
+		defer cancel()
+		args := r.workerJoinArgs(h, acc.caHash)
+		start := time.Now()
+		script, stdin := r.joinScript(h, args, workerJoined(), "", tok.Reveal())
+		if err := r.runLogged(ctx, h, "anvil join", script, stdin, io.Discard); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("joined in %s", time.Since(start).Round(100*time.Millisecond)), nil
+	})
+	if err != nil && nerr == nil {
+		return "", fmt.Errorf("%w (%w: delete it with kubectl delete node %s, and apply again)", err, ErrStaleNode, h.Name)
 	}
-	return fmt.Sprintf("joined in %s", time.Since(start).Round(100*time.Millisecond)), nil
+	return res, err
 }
 
 // workerJoinArgs is the command line of a worker's `anvil join`, built

@@ -22,9 +22,9 @@ const (
 	// DefaultTimeout bounds each of init, one join, and the wait for every
 	// Node to become Ready.
 	DefaultTimeout = 10 * time.Minute
-	// DefaultTokenTTL is the lifetime of the join token an apply makes: long
-	// enough for every join of the run, short enough to be useless soon
-	// after.
+	// DefaultTokenTTL is the lifetime of the join tokens an apply makes,
+	// one per joining host: long enough for one join, short enough to be
+	// useless soon after should its deletion fail.
 	DefaultTokenTTL = 15 * time.Minute
 	// DefaultConnectTimeout bounds one SSH connection attempt.
 	DefaultConnectTimeout = 15 * time.Second
@@ -77,7 +77,8 @@ type ApplyOptions struct {
 	Kubeconfig string
 	// Timeout bounds init, each join, and the wait for Ready Nodes.
 	Timeout time.Duration
-	// TokenTTL is the lifetime of the join token this run makes.
+	// TokenTTL is the lifetime of the join tokens this run makes
+	// (DefaultTokenTTL when zero; at most master.MaxTokenTTL).
 	TokenTTL time.Duration
 	// CacheDir keeps the compressed binaries between runs; empty means the
 	// user's cache directory.

@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -175,7 +174,7 @@ func TestConcurrencyIsBounded(t *testing.T) {
 	}
 }
 
-// selfSignedCA is a CA certificate in PEM, for a made-up admin kubeconfig.
+// selfSignedCA is a CA certificate in PEM, for a made-up cluster access.
 func selfSignedCA(t *testing.T) []byte {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -190,31 +189,13 @@ func selfSignedCA(t *testing.T) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
-func adminKubeconfig(ca []byte) string {
-	return fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: t
-  cluster: {server: "https://10.0.0.1:6443", certificate-authority-data: %s}
-users:
-- name: admin
-  user: {token: x}
-contexts:
-- name: admin@t
-  context: {cluster: t, user: admin}
-current-context: admin@t
-`, base64.StdEncoding.EncodeToString(ca))
-}
-
 // TestSecretsNeverOnACommandLine drives the real join code against hosts
-// that record what they are asked to run: the token and the certificate
+// that record what they are asked to run: the tokens and the certificate
 // key travel only on stdin.
 func TestSecretsNeverOnACommandLine(t *testing.T) {
-	const token, cpToken, certKey = "abcdef.0123456789abcdef", "ghijkl.0123456789ghijkl", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+	const cpToken, certKey = "ghijkl.0123456789ghijkl", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 	const clusterFile = "name: t\n"
 	primary, pcfg := newFakeHost(t,
-		fakeRule{contains: "cat /etc/kubernetes/admin.conf", stdout: adminKubeconfig(selfSignedCA(t))},
-		fakeRule{contains: "token create", stdout: token + "\n"},
 		fakeRule{contains: "upload-certs", stdout: "Join another master within the hour: on it, run\n  printf '%s\\n%s\\n' '" + cpToken + "' '" + certKey + "' | anvil join https://10.0.0.1:6443 --control-plane --token-file - --certificate-key-file - --ca-cert-hash sha256:" + strings.Repeat("ab", 32) + "\n"},
 	)
 	worker, wcfg := newFakeHost(t)
@@ -226,15 +207,11 @@ func TestSecretsNeverOnACommandLine(t *testing.T) {
 		h.facts = &Facts{}
 	}
 	r.primary = r.hosts[0]
+	r.acc = fakeAccess(t)
 	var handled []string
 	r.apply = &applyState{o: ApplyOptions{Timeout: time.Minute, TokenTTL: 10 * time.Minute, secretSeen: func(s string) { handled = append(handled, s) }},
 		bundle: &bundle{version: "v1.37.2"}, clusterFile: []byte(clusterFile)}
 
-	tok, err := r.createToken(context.Background(), "test")
-	if err != nil || tok.Reveal() != token {
-		t.Fatalf("createToken = %v, %v", tok, err)
-	}
-	r.apply.workerToken = tok
 	if _, err := r.joinWorker(context.Background(), r.hosts[1]); err != nil {
 		t.Fatal(err)
 	}
@@ -242,9 +219,11 @@ func TestSecretsNeverOnACommandLine(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if strings.Join(handled, " ") != token+" "+cpToken+" "+certKey {
-		t.Errorf("the run handled %q", handled)
+	// The worker's token, upload-certs' token and key, m2's token.
+	if len(handled) != 4 || handled[1] != cpToken || handled[2] != certKey {
+		t.Fatalf("the run handled %q", handled)
 	}
+	workerToken, masterToken := handled[0], handled[3]
 	for name, h := range map[string]*fakeHost{"m1": primary, "w1": worker, "m2": m2} {
 		for _, run := range h.recorded() {
 			for _, secret := range handled {
@@ -283,19 +262,11 @@ func TestSecretsNeverOnACommandLine(t *testing.T) {
 	if !ran {
 		t.Errorf("the worker did not run %s: %v", shellJoin(args), worker.recorded())
 	}
-	// The masters' join used upload-certs' token: one token create, the
-	// workers'.
-	creates := 0
+	// Tokens are made through the API, never by a command on a host.
 	for _, run := range primary.recorded() {
 		if strings.Contains(run.cmd, "token create") {
-			creates++
+			t.Errorf("the primary ran %s", run.cmd)
 		}
-	}
-	if creates != 1 {
-		t.Errorf("%d token creates, want the workers' alone", creates)
-	}
-	if tokens, certs := r.apply.made.made(); strings.Join(tokens, ",") != "abcdef,ghijkl" || !certs {
-		t.Errorf("recorded tokens %v and certs %v for the credentials phase", tokens, certs)
 	}
 	joins := func(h *fakeHost) []fakeRun {
 		var out []fakeRun
@@ -307,11 +278,11 @@ func TestSecretsNeverOnACommandLine(t *testing.T) {
 		return out
 	}
 	w := joins(worker)
-	if len(w) != 1 || w[0].stdin != token+"\n"+clusterFile || !strings.Contains(w[0].cmd, "--token-file -") || !strings.Contains(w[0].cmd, "--ca-cert-hash sha256:") || !strings.Contains(w[0].cmd, "flock") {
+	if len(w) != 1 || w[0].stdin != workerToken+"\n"+clusterFile || !strings.Contains(w[0].cmd, "--token-file -") || !strings.Contains(w[0].cmd, "--ca-cert-hash sha256:") || !strings.Contains(w[0].cmd, "flock") {
 		t.Errorf("worker join: %+v", w)
 	}
 	m := joins(m2)
-	if len(m) != 1 || m[0].stdin != cpToken+"\n"+certKey+"\n"+clusterFile || !strings.Contains(m[0].cmd, "--control-plane --token-file - --certificate-key-file -") || !strings.Contains(m[0].cmd, "flock") {
+	if len(m) != 1 || m[0].stdin != masterToken+"\n"+certKey+"\n"+clusterFile || !strings.Contains(m[0].cmd, "--control-plane --token-file - --certificate-key-file -") || !strings.Contains(m[0].cmd, "flock") {
 		t.Errorf("master join: %+v", m)
 	}
 }

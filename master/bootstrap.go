@@ -3,6 +3,7 @@ package master
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"k8s.io/cluster-bootstrap/token/jws"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/approver"
 	"anvil.dev/anvil/node"
 	"anvil.dev/anvil/pki"
 )
@@ -28,8 +30,14 @@ import (
 // ones kubeadm uses, so tooling and runbooks written for kubeadm clusters
 // (and admin.conf's group) mean the same thing here.
 const (
-	// NodeBootstrapGroup is the extra group of anvil's bootstrap tokens.
+	// NodeBootstrapGroup is the extra group of bootstrap tokens bound to no
+	// node (kubeadm's): the controller-manager approves their CSRs for any
+	// node name.
 	NodeBootstrapGroup = "system:bootstrappers:kubeadm:default-node-token"
+	// BootstrappersGroup is the group of every bootstrap token, bound to a
+	// node or not: what a join does with its token is granted to it, as
+	// RBAC cannot grant to every group that starts with a prefix.
+	BootstrappersGroup = bootstrapapi.BootstrapDefaultGroup
 	// ClusterAdminsGroup is admin.conf's group, bound to cluster-admin.
 	ClusterAdminsGroup = "kubeadm:cluster-admins"
 	// ConfigMapName holds the cluster file in kube-system, as
@@ -41,12 +49,48 @@ const (
 
 // BootstrapToken is what the bootstrap token Secret holds.
 type BootstrapToken struct {
-	ID, Secret  string
+	ID, Secret string
+	// TTL is the token's lifetime from now: more than zero and at most
+	// MaxTokenTTL (CheckTokenTTL).
 	TTL         time.Duration
 	Description string
+	// Node binds the token to the join of one node: its only extra group
+	// is then approver.NodeBootstrapGroup(Node), and anvil's approver
+	// approves a client certificate for that node alone, and only while no
+	// Node of that name exists. Such a token is not in NodeBootstrapGroup,
+	// whose CSRs the controller-manager approves for any node name; it may
+	// still create CSRs and read what a join reads, all granted to
+	// BootstrappersGroup.
+	Node string
 	// Groups are the extra groups a client authenticating with the token
-	// gets; NodeBootstrapGroup when empty.
+	// gets, for a token bound to no node; NodeBootstrapGroup when empty.
 	Groups []string
+}
+
+// check validates the token's lifetime and node, and returns its extra
+// groups.
+func (t BootstrapToken) check() ([]string, error) {
+	if err := CheckTokenTTL(t.TTL); err != nil {
+		return nil, err
+	}
+	if t.Node == "" {
+		if len(t.Groups) == 0 {
+			return []string{NodeBootstrapGroup}, nil
+		}
+		bound := slices.ContainsFunc(t.Groups, func(g string) bool { return strings.HasPrefix(g, approver.NodeBootstrapGroupPrefix) })
+		if bound && slices.Contains(t.Groups, NodeBootstrapGroup) {
+			return nil, fmt.Errorf("a token bound to a node must not also be in %s, whose CSRs the controller-manager approves for any node name", NodeBootstrapGroup)
+		}
+		return t.Groups, nil
+	}
+	if len(t.Groups) > 0 {
+		return nil, fmt.Errorf("a token bound to node %s has no other groups (asked for %s)", t.Node, strings.Join(t.Groups, ", "))
+	}
+	g, err := approver.NodeBootstrapGroup(t.Node)
+	if err != nil {
+		return nil, fmt.Errorf("bind a token to a node: %w", err)
+	}
+	return []string{g}, nil
 }
 
 // BootstrapInput is what a fresh cluster's bootstrap objects are made from.
@@ -67,8 +111,9 @@ type BootstrapInput struct {
 
 // EnsureBootstrapObjects creates or updates, idempotently, what upstream
 // expects of a cluster that nodes can join: RBAC so admin.conf's group is
-// cluster-admin, so bootstrap tokens may create node CSRs that the
-// controller-manager approves (and nodes may renew their own), so anonymous
+// cluster-admin, so bootstrap tokens may create node CSRs (approved by the
+// controller-manager for tokens bound to no node, by anvil's approver for
+// tokens bound to one) and nodes may renew their own, so anonymous
 // clients may read cluster-info; the cluster-info ConfigMap signed for the
 // token; the token itself; anvil's own ConfigMap; and the node settings
 // joining nodes read with their token. It must run with
@@ -121,11 +166,15 @@ func ensureClusterAdmins(ctx context.Context, cs kubernetes.Interface) error {
 }
 
 // ensureNodeBootstrapRBAC lets bootstrap tokens create node client CSRs,
-// has the controller-manager's approver approve them, and lets nodes have
-// their own renewals approved — the same three bindings kubeadm makes.
+// has the controller-manager's approver approve those of tokens bound to
+// no node, and lets nodes have their own renewals approved — the three
+// bindings kubeadm makes, but for the first: kubeadm lets only its default
+// group create CSRs, anvil every bootstrap token, so that tokens bound to
+// one node (not in that group, so that the controller-manager leaves their
+// CSRs to anvil's approver) can too.
 func ensureNodeBootstrapRBAC(ctx context.Context, cs kubernetes.Interface) error {
 	bindings := []struct{ name, role, group string }{
-		{"kubeadm:kubelet-bootstrap", "system:node-bootstrapper", NodeBootstrapGroup},
+		{"kubeadm:kubelet-bootstrap", "system:node-bootstrapper", BootstrappersGroup},
 		{"kubeadm:node-autoapprove-bootstrap", "system:certificates.k8s.io:certificatesigningrequests:nodeclient", NodeBootstrapGroup},
 		{"kubeadm:node-autoapprove-certificate-rotation", "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", "system:nodes"},
 	}
@@ -188,13 +237,13 @@ func applyNamespacedGrant(ctx context.Context, cs kubernetes.Interface, ns, name
 	return err
 }
 
-// ensureClusterConfigRBAC lets bootstrap tokens read the anvil ConfigMap
-// (the cluster file, which holds no secrets), so a joining master learns
-// the cluster's settings from the cluster itself.
+// ensureClusterConfigRBAC lets bootstrap tokens, bound to a node or not,
+// read the anvil ConfigMap (the cluster file, which holds no secrets), so
+// a joining master learns the cluster's settings from the cluster itself.
 func ensureClusterConfigRBAC(ctx context.Context, cs kubernetes.Interface) error {
 	return applyNamespacedGrant(ctx, cs, metav1.NamespaceSystem, "anvil:read-cluster-config",
 		[]rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{ConfigMapName}, Verbs: []string{"get"}}},
-		rbacv1.Subject{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: NodeBootstrapGroup})
+		rbacv1.Subject{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: BootstrappersGroup})
 }
 
 // ensureVIPRBAC lets the VIP manager's identity hold its one Lease.
@@ -248,9 +297,9 @@ func applyClusterRoleBinding(ctx context.Context, cs kubernetes.Interface, b *rb
 // EnsureBootstrapToken stores a bootstrap token as the Secret the apiserver's
 // bootstrap authenticator and the controller-manager's token cleaner read.
 func EnsureBootstrapToken(ctx context.Context, cs kubernetes.Interface, t BootstrapToken, now time.Time) error {
-	groups := t.Groups
-	if len(groups) == 0 {
-		groups = []string{NodeBootstrapGroup}
+	groups, err := t.check()
+	if err != nil {
+		return err
 	}
 	data := map[string][]byte{
 		bootstrapapi.BootstrapTokenIDKey:               []byte(t.ID),
@@ -258,12 +307,10 @@ func EnsureBootstrapToken(ctx context.Context, cs kubernetes.Interface, t Bootst
 		bootstrapapi.BootstrapTokenUsageSigningKey:     []byte("true"),
 		bootstrapapi.BootstrapTokenUsageAuthentication: []byte("true"),
 		bootstrapapi.BootstrapTokenExtraGroupsKey:      []byte(strings.Join(groups, ",")),
+		bootstrapapi.BootstrapTokenExpirationKey:       []byte(now.Add(t.TTL).UTC().Format(time.RFC3339)),
 	}
 	if t.Description != "" {
 		data[bootstrapapi.BootstrapTokenDescriptionKey] = []byte(t.Description)
-	}
-	if t.TTL > 0 {
-		data[bootstrapapi.BootstrapTokenExpirationKey] = []byte(now.Add(t.TTL).UTC().Format(time.RFC3339))
 	}
 	s := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{

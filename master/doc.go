@@ -23,8 +23,10 @@
 //     with the control-plane taint) and the agent runs the pod network;
 //     with runtime none the agent registers the Node itself; either way
 //     mark-control-plane waits for the Node and labels it;
-//   - the cluster's bootstrap objects (bootstrap.go): RBAC, bootstrap tokens,
-//     cluster-info, the anvil ConfigMap, the node settings joining nodes
+//   - the cluster's bootstrap objects (bootstrap.go): RBAC, bootstrap tokens
+//     (token.go: each expires within MaxTokenTTL, and may be bound to the
+//     join of one node, whose client certificate anvil's approver alone
+//     approves), cluster-info, the anvil ConfigMap, the node settings joining nodes
 //     read (bootstrap_node.go); the sealed shared certificates for
 //     joining masters (uploadcerts.go); the VIP manager (vip.go); the backup
 //     timer's declaration (backup_schedule.go); status (status.go).

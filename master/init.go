@@ -84,7 +84,8 @@ type InitOptions struct {
 	Anvil string
 	// Force re-runs init on an initialised machine.
 	Force bool
-	// TokenTTL is the bootstrap token's lifetime (24h when zero).
+	// TokenTTL is the bootstrap token's lifetime (24h when zero, at most
+	// MaxTokenTTL).
 	TokenTTL time.Duration
 	// Timeout bounds the wait for the control plane to become ready.
 	Timeout time.Duration
@@ -199,6 +200,11 @@ func newInitRun(o InitOptions) (*initRun, error) {
 		return nil, errors.New("init: no cluster")
 	}
 	r := newRun(o)
+	// The token is made after the control plane started: a lifetime it
+	// cannot have is better refused before.
+	if err := CheckTokenTTL(r.o.TokenTTL); err != nil {
+		return nil, fmt.Errorf("init: the join token: %w", err)
+	}
 	if err := r.setCluster(o.Cluster); err != nil {
 		return nil, err
 	}
@@ -453,7 +459,7 @@ func uploadCertsPhase(ctx context.Context, r *initRun) error {
 	}
 	if r.result.Token.IsZero() {
 		// Run alone: a token to go with the key, as short-lived.
-		if r.result.Token, err = CreateToken(ctx, cs, CertsTTL, "control-plane join", now); err != nil {
+		if r.result.Token, err = CreateToken(ctx, cs, TokenOptions{TTL: CertsTTL, Description: "control-plane join"}, now); err != nil {
 			return err
 		}
 	}

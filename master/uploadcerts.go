@@ -143,11 +143,14 @@ func ownerToken(ctx context.Context, cs kubernetes.Interface, now time.Time) (*c
 	return cs.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, s, metav1.CreateOptions{})
 }
 
-// ensureCertsRBAC lets bootstrap tokens read exactly the certs Secret.
+// ensureCertsRBAC lets bootstrap tokens, bound to a node or not, read
+// exactly the certs Secret (as kubeadm lets its join tokens read
+// kubeadm-certs); its content is sealed with the certificate key, which
+// only a joining master is given.
 func ensureCertsRBAC(ctx context.Context, cs kubernetes.Interface) error {
 	return applyNamespacedGrant(ctx, cs, metav1.NamespaceSystem, "anvil:certs",
 		[]rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{CertsSecretName}, Verbs: []string{"get"}}},
-		rbacv1.Subject{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: NodeBootstrapGroup})
+		rbacv1.Subject{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: BootstrappersGroup})
 }
 
 // ErrCertsExpired means the uploaded certificates are gone: they live for

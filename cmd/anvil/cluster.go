@@ -16,6 +16,7 @@ import (
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/human"
 	"anvil.dev/anvil/internal/progress"
+	"anvil.dev/anvil/master"
 )
 
 // clusterFlags are what every cluster subcommand shares.
@@ -127,6 +128,9 @@ The phases, in order:
 			if !cmd.Flags().Changed("kube-dir") {
 				kubeDirs = defaultKubeDirs(anvilBin)
 			}
+			if err := master.CheckTokenTTL(tokenTTL); err != nil {
+				return usageError("--token-ttl %s: %v", tokenTTL, err)
+			}
 			rep := progress.New(a.errOut, progress.ForTerminal(a.errOut))
 			o := installer.ApplyOptions{
 				Options: f.options(a, rep), DryRun: dryRun,
@@ -157,7 +161,7 @@ The phases, in order:
 	cmd.Flags().StringSliceVar(&kubeDirs, "kube-dir", nil, "directories holding <version>/ Kubernetes builds (default: ./bin/kube, then kube/ beside anvil, then /opt/anvil/bin)")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "where to write the admin kubeconfig (default: beside the cluster file, NAME.kubeconfig)")
 	cmd.Flags().DurationVar(&timeout, "timeout", installer.DefaultTimeout, "bound on init, on each join, and on waiting for Ready Nodes")
-	cmd.Flags().DurationVar(&tokenTTL, "token-ttl", installer.DefaultTokenTTL, "lifetime of the join token this run makes")
+	cmd.Flags().DurationVar(&tokenTTL, "token-ttl", installer.DefaultTokenTTL, fmt.Sprintf("lifetime of the join tokens this run makes, one per joining host (at most %s)", master.MaxTokenTTL))
 	return cmd
 }
 

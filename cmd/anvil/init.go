@@ -48,7 +48,7 @@ func (f *initFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.advertise, "advertise-address", "", "address the apiserver and etcd announce (default: the address of the default route's interface)")
 	cmd.Flags().StringVar(&f.clusterName, "cluster-name", "anvil", "cluster name (without -f)")
 	cmd.Flags().StringVar(&f.kubernetesVersion, "kubernetes-version", images.DefaultVersion, "Kubernetes version (without -f)")
-	cmd.Flags().DurationVar(&f.tokenTTL, "token-ttl", 24*time.Hour, "lifetime of the bootstrap token init makes")
+	cmd.Flags().DurationVar(&f.tokenTTL, "token-ttl", 24*time.Hour, fmt.Sprintf("lifetime of the bootstrap token init makes (at most %s)", master.MaxTokenTTL))
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 3*time.Minute, "how long to wait for the control plane to become ready")
 	cmd.Flags().BoolVar(&f.uploadCerts, "upload-certs", false, "seal the shared CAs and keys in the cluster for an hour and print the key more masters join with")
 }
@@ -59,6 +59,9 @@ func (f *initFlags) add(cmd *cobra.Command) {
 func (f *initFlags) options(a *app) (master.InitOptions, error) {
 	root := hostfs.Root(f.root)
 	o := master.InitOptions{Root: root, Force: f.force, TokenTTL: f.tokenTTL, Timeout: f.timeout, UploadCerts: f.uploadCerts, Log: a.logger()}
+	if err := master.CheckTokenTTL(f.tokenTTL); err != nil {
+		return o, usageError("--token-ttl %s: %v", f.tokenTTL, err)
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return o, err
@@ -180,7 +183,8 @@ func printInitResult(a *app, o master.InitOptions, res *master.InitResult) {
 	if !res.Token.IsZero() {
 		fmt.Fprintf(w, "Join a worker: on it, run (the token goes on stdin, so it never shows in the process list)\n")
 		fmt.Fprintf(w, "  echo '%s' | anvil join %s --token-file - --ca-cert-hash %s\n\n", res.Token.Reveal(), res.Endpoint, res.CAHash)
-		fmt.Fprintf(w, "The token expires in %s; make another with: anvil token create\n\n", o.TokenTTL)
+		fmt.Fprintf(w, "Any node may join with this token until it expires in %s; better, make one per node, bound to\n", o.TokenTTL)
+		fmt.Fprintf(w, "its name: anvil token create --node NAME\n\n")
 	}
 	if res.CertificateKey != nil {
 		printControlPlaneJoin(a, res)

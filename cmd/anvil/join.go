@@ -83,7 +83,13 @@ The bootstrap token is a credential: prefer --token-file - (stdin) to
 --token, which shows in the process list while join runs. No credential is
 sent anywhere before the cluster's CA has matched --ca-cert-hash; the token
 is never written to disk, and the agent runs with the node's own
-certificate, not the token.`,
+certificate, not the token.
+
+A token made with 'anvil token create --node NAME' (as 'anvil cluster apply'
+makes one for each host) gets a client certificate for node NAME alone
+(--node-name must be NAME), and only while no Node NAME exists: a machine
+that was reset or reinstalled joins again once its old Node is deleted
+(kubectl delete node NAME).`,
 		Example: `  # The join command 'anvil init' prints, token on stdin
   echo "$TOKEN" | anvil join https://10.0.0.10:6443 --token-file - \
       --ca-cert-hash sha256:0123…cdef

@@ -320,15 +320,32 @@ func (cp *ControlPlane) Client(t testing.TB) kubernetes.Interface {
 	return cs
 }
 
-// Token makes a fresh bootstrap token through `anvil token create`.
+// Token makes a fresh bootstrap token, bound to no node, through `anvil
+// token create`.
 func (cp *ControlPlane) Token(t testing.TB, ttl time.Duration) pki.Token {
+	t.Helper()
+	return cp.token(t, "--ttl", ttl.String())
+}
+
+// NodeToken makes a fresh bootstrap token bound to node name through
+// `anvil token create --node`.
+func (cp *ControlPlane) NodeToken(t testing.TB, name string, ttl time.Duration) pki.Token {
+	t.Helper()
+	return cp.token(t, "--ttl", ttl.String(), "--node", name)
+}
+
+func (cp *ControlPlane) token(t testing.TB, flags ...string) pki.Token {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := cp.NS.Command(ctx, cp.Anvil, "token", "create", "--root", string(cp.Root), "--ttl", ttl.String())
+	cmd := cp.NS.Command(ctx, cp.Anvil, append([]string{"token", "create", "--root", string(cp.Root)}, flags...)...)
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("anvil token create: %v", err)
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("anvil token create %s: %v\n%s", strings.Join(flags, " "), err, ee.Stderr)
+		}
+		t.Fatalf("anvil token create %s: %v", strings.Join(flags, " "), err)
 	}
 	tok, err := pki.ParseToken(strings.TrimSpace(string(out)))
 	if err != nil {
