@@ -76,6 +76,28 @@ k rollout status deployment/web --timeout=180s >&2
 echo
 echo "\$ kubectl --kubeconfig $kubeconfig get pods -o wide"
 k get pods -o wide
+
+# The Deployment behind a NodePort Service: kube-proxy on every node routes
+# it to a pod, wherever the pod runs.
+if ! k get service web >/dev/null 2>&1; then
+  k expose deployment web --type=NodePort --port=80 --target-port=8080 >&2
+fi
+port=$(k get service web -o jsonpath='{.spec.ports[0].nodePort}')
+addr=$(k get nodes -o jsonpath='{.items[0].status.addresses[?(@.type=="InternalIP")].address}')
+echo
+echo "\$ curl http://$addr:$port/"
+answer=""
+for _ in $(seq 1 30); do
+  if answer=$(curl -fsS -m 3 "http://$addr:$port/" 2>/dev/null); then
+    break
+  fi
+  sleep 1
+done
+if [ -z "$answer" ]; then
+  echo "the Service web gave no answer on http://$addr:$port/ within 30s" >&2
+  exit 1
+fi
+echo "$answer"
 echo
 echo "Status:   $ANVIL cluster status -f $file"
 echo "On a machine: $ANVIL lab ssh $NAME-m1"

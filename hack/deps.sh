@@ -12,6 +12,8 @@ declare -A need=(
   [debootstrap]=debootstrap
   [ip]=iproute2
   [nft]=nftables
+  # the demo asks its sample Service through a NodePort
+  [curl]=curl
   # runc is built with cgo, statically, against libseccomp (make kube)
   [gcc]=gcc
   [pkg-config]=pkg-config

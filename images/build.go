@@ -249,11 +249,16 @@ func (p *buildPlan) record() BuildRecord {
 	return BuildRecord{Name: p.spec.Name, Version: p.version(), InputHash: p.inputHash}
 }
 
-// payloadInputHash covers every build's input hash, in build order.
+// payloadInputHash covers every build's input hash, in build order, and
+// the set each of its files belongs to: moving a file to another set
+// rebuilds nothing, but the payload must say so.
 func payloadInputHash(plans []*buildPlan) string {
 	h := sha256.New()
 	for _, p := range plans {
 		fmt.Fprintf(h, "%s %s\n", p.spec.Name, p.inputHash)
+		for _, o := range p.outputs() {
+			fmt.Fprintf(h, "  %s %s\n", o, p.spec.setOf(o))
+		}
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }

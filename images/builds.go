@@ -38,7 +38,6 @@ func (r Release) builds() []buildSpec {
 		Module: "kubenode", Upstream: "k8s.io/kubernetes",
 		Packages: kubePackages(r.NodeComponents),
 		LDFlags:  kubeFlags,
-		Sets:     map[string]Set{KubeProxy: SetServices},
 	}, {
 		Name: BuildContainerd, Title: "containerd", Version: r.Containerd, Set: SetNode,
 		Module: "containerd", Upstream: "github.com/containerd/containerd/v2",

@@ -21,8 +21,8 @@
 //
 // A worker needs the node set; a master needs the node set and the control
 // plane (it runs the node stack under its control plane); the services set
-// (kube-proxy, the CoreDNS image) is bundled but goes to no host until anvil
-// runs Services and DNS: Manifest.ForRole and Manifest.Subset
+// (the CoreDNS image) is bundled but goes to no host until anvil runs
+// cluster DNS: Manifest.ForRole and Manifest.Subset
 // pick them, Install (with a Role) installs them into
 // /opt/anvil/bin/<version> with the same relative names and a manifest.json
 // of exactly what it installed, and Installed verifies that tree before

@@ -84,16 +84,16 @@ type Set string
 
 const (
 	// SetNode is the node stack every host runs, master or worker: the
-	// kubelet, containerd, ctr (anvil imports images with it), runc,
-	// crictl (reset removes pods with it), the CNI plugins and the pause
-	// and test images.
+	// kubelet, kube-proxy, containerd, ctr (anvil imports images with it),
+	// runc, crictl (reset removes pods with it), the CNI plugins and the
+	// pause and test images.
 	SetNode Set = "node"
 	// SetControlPlane is what only masters need: kube-apiserver,
 	// kube-controller-manager, kube-scheduler and kubectl.
 	SetControlPlane Set = "control-plane"
-	// SetServices is what Services and cluster DNS will run (kube-proxy,
-	// the CoreDNS image): built and bundled, but uploaded to no host
-	// until anvil deploys them, since nothing would start them.
+	// SetServices is what cluster DNS will run (the CoreDNS image): built
+	// and bundled, but uploaded to no host until anvil deploys it, since
+	// nothing would start it.
 	SetServices Set = "services"
 )
 

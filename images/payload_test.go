@@ -80,10 +80,10 @@ func names(files []File) []string {
 }
 
 // nodeSet is what the issue says a worker needs (anvil itself is added by
-// whoever installs); kube-proxy and the CoreDNS image are built but go to
-// no host until anvil runs Services and DNS.
+// whoever installs); the CoreDNS image is built but goes to no host until
+// anvil runs cluster DNS.
 func nodeSet() []string {
-	out := []string{Kubelet, Containerd, ContainerdShim, Ctr, Runc}
+	out := []string{Kubelet, KubeProxy, Containerd, ContainerdShim, Ctr, Runc}
 	for _, p := range CNIPlugins() {
 		out = append(out, CNISubdir+"/"+p)
 	}
@@ -91,7 +91,7 @@ func nodeSet() []string {
 }
 
 // servicesSet is built and bundled but uploaded to no host yet.
-func servicesSet() []string { return []string{KubeProxy, "images/coredns.tar"} }
+func servicesSet() []string { return []string{"images/coredns.tar"} }
 
 func TestForRole(t *testing.T) {
 	_, m := fakePayloadBuild(t)

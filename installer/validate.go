@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"anvil.dev/anvil/api/v1alpha1"
-	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/node"
@@ -133,8 +132,8 @@ func requiredPorts(c *v1alpha1.Cluster, h v1alpha1.Host) ([]master.Listener, err
 }
 
 // podPorts are the ports of the node stack a host that runs pods starts:
-// the kubelet's, read off its declaration (node.Components), and
-// kube-proxy's health server.
+// the kubelet's and kube-proxy's, read off their declarations
+// (node.Components).
 func podPorts(c *v1alpha1.Cluster, h v1alpha1.Host) ([]master.Listener, error) {
 	cs, err := node.Components(node.Plan{Cluster: c, Host: h})
 	if err != nil {
@@ -146,7 +145,7 @@ func podPorts(c *v1alpha1.Cluster, h v1alpha1.Host) ([]master.Listener, error) {
 			out = append(out, master.Listener{Component: s.Name, Name: port.Name, Address: port.Address, Port: port.Number})
 		}
 	}
-	return append(out, master.Listener{Component: images.KubeProxy, Name: "healthz", Port: node.KubeProxyHealthzPort}), nil
+	return out, nil
 }
 
 // ownedPrograms are the programs anvil runs on a host of c: the control
@@ -158,7 +157,7 @@ func ownedPrograms(c *v1alpha1.Cluster, h v1alpha1.Host) []string {
 			out = append(out, path.Base(s.Binary))
 		}
 	}
-	return append(out, images.KubeProxy)
+	return out
 }
 
 // ours reports whether process is one of programs: a port it holds on a

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -133,6 +134,49 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 			if err != nil || out != peer.Name {
 				t.Errorf("%s (%s) → %s (%s): %q, %v", p.Name, p.Spec.NodeName, peer.Name, peer.Status.PodIP, out, err)
 			}
+		}
+	})
+
+	t.Run("kube-proxy: a ClusterIP reaches pods on both workers, a NodePort answers on every node", func(t *testing.T) {
+		for _, h := range l.Hosts {
+			if got := l.Run(t, h.Name, "systemctl is-active kube-proxy.service"); got != "active" {
+				t.Errorf("%s: kube-proxy is %s", h.Name, got)
+			}
+		}
+		svc, err := cs.CoreV1().Services(testappNamespace).Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "testapp"},
+			Spec: corev1.ServiceSpec{
+				Type:     corev1.ServiceTypeNodePort,
+				Selector: map[string]string{"app": "testapp"},
+				Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intOrString(8080)}},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]bool{}
+		for _, p := range pods {
+			want[p.Name] = true
+		}
+		// From the pod on the first worker, through the ClusterIP, until
+		// both pods have answered (each request picks a backend).
+		from := pods[0]
+		seen := map[string]bool{}
+		url := "http://" + net.JoinHostPort(svc.Spec.ClusterIP, "80") + "/"
+		waitFor(t, time.Minute, "the ClusterIP "+url+" to answer from both pods", func() bool {
+			out, err := kubectl(t, "exec", "-n", testappNamespace, from.Name, "--", testappBinary, "get", "-timeout", "2s", url)
+			if err == nil && want[out] {
+				seen[out] = true
+			}
+			return len(seen) == len(want)
+		})
+		np := svc.Spec.Ports[0].NodePort
+		for _, h := range l.Hosts {
+			u := "http://" + net.JoinHostPort(h.Address.String(), strconv.Itoa(int(np))) + "/"
+			waitFor(t, time.Minute, "the NodePort "+u+" to answer", func() bool {
+				out, err := httpGet(u)
+				return err == nil && want[strings.TrimSpace(out)]
+			})
 		}
 	})
 

@@ -132,6 +132,7 @@ func EnsureBootstrapObjects(ctx context.Context, cs kubernetes.Interface, in Boo
 		{"RBAC for the apiserver's kubelet client", func() error { return ensureKubeletClientRBAC(ctx, cs) }},
 		{"RBAC for the CSR approver", func() error { return ensureApproverRBAC(ctx, cs) }},
 		{"RBAC for the pod network (nodes read every Node)", func() error { return ensurePodNetworkRBAC(ctx, cs) }},
+		{"RBAC for kube-proxy (system:node-proxier for every node)", func() error { return ensureNodeProxierRBAC(ctx, cs) }},
 		{"bootstrap token", func() error { return EnsureBootstrapToken(ctx, cs, in.Token, in.now()) }},
 		{"cluster-info", func() error { return EnsureClusterInfo(ctx, cs, in.CACert, in.APIServerURL, in.now()) }},
 		{ConfigMapName, func() error { return ensureAnvilConfigMap(ctx, cs, in.Cluster) }},

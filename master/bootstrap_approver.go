@@ -107,3 +107,19 @@ func ensurePodNetworkRBAC(ctx context.Context, cs kubernetes.Interface) error {
 	}
 	return applyClusterRoleBinding(ctx, cs, binding)
 }
+
+// NodeProxierBinding binds the built-in system:node-proxier ClusterRole
+// (Services, EndpointSlices, Nodes, events: what kube-proxy reads and
+// writes) to every node: each node's kube-proxy runs as the node, with the
+// kubelet's rotating client certificate, as the Node authorizer alone
+// would not let it list EndpointSlices.
+const NodeProxierBinding = "anvil:node-proxier"
+
+// ensureNodeProxierRBAC binds system:node-proxier to the nodes' group.
+func ensureNodeProxierRBAC(ctx context.Context, cs kubernetes.Interface) error {
+	return applyClusterRoleBinding(ctx, cs, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: NodeProxierBinding},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:node-proxier"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: podnet.NodesGroup}},
+	})
+}

@@ -42,6 +42,8 @@ type nodeReset struct {
 	Installed bool
 	// Socket is containerd's; Crictl removes the pods through it.
 	Socket, Crictl string
+	// KubeProxy removes the rules kube-proxy wrote (kube-proxy --cleanup).
+	KubeProxy string
 	// BinRoot holds the releases' binaries: a shim whose executable is in
 	// one of them is anvil's.
 	BinRoot string
@@ -81,6 +83,7 @@ func planNodeReset(root hostfs.Root, mounts []string) nodeReset {
 	files := []string{
 		filepath.Dir(node.ContainerdConfigFile),
 		node.KubeletKubeconfig,
+		node.KubeProxyConfigFile,
 		podnet.CNIConfigPath,
 		filepath.Join(podnet.HostLocalDataDir, podnet.NetworkName),
 	}
@@ -95,6 +98,9 @@ func planNodeReset(root hostfs.Root, mounts []string) nodeReset {
 	p.BinRoot = root.Path(hostfs.BinDir)
 	if found, _ := filepath.Glob(filepath.Join(p.BinRoot, "*", images.Crictl)); len(found) > 0 {
 		p.Crictl = found[len(found)-1]
+	}
+	if found, _ := filepath.Glob(filepath.Join(p.BinRoot, "*", images.KubeProxy)); len(found) > 0 {
+		p.KubeProxy = found[len(found)-1]
 	}
 	p.Unmount = mountsInsideTrees(root, mounts)
 	for _, t := range nodeTrees() {
@@ -369,6 +375,9 @@ func resetNodeFilesPhase(ctx context.Context, r *resetRun) error {
 		if err := podnet.Cleanup(ctx, podnet.CleanupOptions{Root: r.o.Root}); err != nil {
 			r.errs = append(r.errs, fmt.Errorf("pod network: %w", err))
 		}
+		if err := cleanupKubeProxy(ctx, r.o.Root, p.KubeProxy); err != nil {
+			r.errs = append(r.errs, err)
+		}
 	}
 	var mounts []string
 	if !r.o.DryRun {
@@ -466,4 +475,19 @@ func unescapeOctal(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// cleanupKubeProxy removes the nftables tables and iptables chains
+// kube-proxy wrote, with kube-proxy's own --cleanup. They are the host's
+// netfilter state, so under a --root (a test's) nothing is touched.
+func cleanupKubeProxy(ctx context.Context, root hostfs.Root, bin string) error {
+	if bin == "" || (root != "" && root != "/") {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, bin, "--cleanup").CombinedOutput(); err != nil {
+		return fmt.Errorf("kube-proxy --cleanup: %w: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
 }

@@ -16,18 +16,19 @@ import (
 const (
 	Containerd = images.Containerd
 	Kubelet    = images.Kubelet
+	KubeProxy  = images.KubeProxy
 )
 
-// Components returns the node stack in start order: containerd, then the
-// kubelet. This is the one place their command lines are declared; the
-// static-pod layout runs them as systemd units too, since the kubelet
-// cannot host itself.
+// Components returns the node stack in start order: containerd, the
+// kubelet, then kube-proxy (which programs Services on the node). This is
+// the one place their command lines are declared; the static-pod layout
+// runs them as systemd units too, since the kubelet cannot host itself.
 func Components(p Plan) ([]component.Spec, error) {
 	p, err := p.Complete()
 	if err != nil {
 		return nil, err
 	}
-	out := []component.Spec{containerdComponent(p), kubeletComponent(p)}
+	out := []component.Spec{containerdComponent(p), kubeletComponent(p), kubeProxyComponent(p)}
 	for _, c := range out {
 		if err := c.Validate(); err != nil {
 			return nil, err
@@ -102,6 +103,38 @@ func kubeletComponent(p Plan) component.Spec {
 		Delegate:       true,
 		OOMScoreAdjust: -999,
 		LimitNOFILE:    1 << 20,
+	}
+}
+
+// kubeProxyComponent is kube-proxy, everything in its config file. It
+// talks to the apiserver as the node (the kubelet's kubeconfig, whose
+// client certificate the kubelet rotates); anvil binds system:node-proxier
+// to the nodes' group for it.
+func kubeProxyComponent(p Plan) component.Spec {
+	return component.Spec{
+		Name:        KubeProxy,
+		Description: "Kubernetes network proxy (kube-proxy, " + p.Facts.ProxyMode() + " mode)",
+		Binary:      p.binary(images.KubeProxy),
+		Args:        []component.Arg{{Name: "config", Value: p.path(KubeProxyConfigFile)}},
+		// kube-proxy runs nft, iptables and conntrack from PATH.
+		Env: []component.EnvVar{{Name: "PATH", Value: p.BinDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}},
+		Files: []component.File{
+			{Path: p.path(KubeProxyConfigFile), Mode: 0o600},
+			{Path: p.path(KubeletKubeconfig), Mode: 0o600, Secret: true},
+			{Path: p.path(KubeletPKIDir), Mode: 0o700, Dir: true, Secret: true},
+		},
+		Ports: []component.Port{
+			{Name: "healthz", Number: KubeProxyHealthzPort, Protocol: "TCP"},
+			{Name: "metrics", Address: "127.0.0.1", Number: KubeProxyMetricsPort, Protocol: "TCP"},
+		},
+		// /livez answers once kube-proxy runs; /healthz only once it has
+		// synced with the apiserver, which a node that has just joined
+		// may not reach at once.
+		Health: component.Health{
+			Live: &component.Probe{URL: "http://127.0.0.1:" + strconv.Itoa(KubeProxyHealthzPort) + "/livez"},
+		},
+		Requires: []string{Kubelet},
+		Restart:  component.RestartPolicy{Delay: 2 * time.Second, MaxDelay: 30 * time.Second},
 	}
 }
 

@@ -25,9 +25,14 @@ func ConfigFiles(p Plan) ([]component.OutputFile, error) {
 	if err != nil {
 		return nil, err
 	}
+	proxy, err := kubeProxyConfig(p)
+	if err != nil {
+		return nil, err
+	}
 	return []component.OutputFile{
 		{Path: ContainerdConfigFile, Mode: 0o600, Data: containerdConfig(p)},
 		{Path: KubeletConfigFile, Mode: 0o600, Data: kubelet},
+		{Path: KubeProxyConfigFile, Mode: 0o600, Data: proxy},
 		{Path: CNIConfDir, Mode: fs.ModeDir | 0o755},
 		{Path: CNIBinDir, Mode: fs.ModeDir | 0o755},
 		{Path: KubeletPKIDir, Mode: fs.ModeDir | 0o700},
@@ -225,4 +230,50 @@ func kubeletConfig(p Plan) ([]byte, error) {
 // host: it runs, but Kubernetes no longer supports it.
 func CgroupV1Warning(host string) string {
 	return fmt.Sprintf("node %s runs on a cgroup v1 host: Kubernetes 1.37 only starts there with failCgroupV1: false, which anvil sets; move the host to cgroup v2 (systemd.unified_cgroup_hierarchy=1) before Kubernetes drops v1", host)
+}
+
+// kubeProxyConfig is the KubeProxyConfiguration: the node's own identity
+// (the kubelet's kubeconfig), nftables mode where the host has nft and
+// iptables otherwise, the cluster's pod CIDR (traffic from outside it to a
+// Service is masqueraded), health on every address (load balancers ask
+// it), metrics on loopback. conntrack is left as the host has it: the
+// kernel's defaults serve, and a machine whose /proc/sys is read-only
+// (a container) could not take kube-proxy's values anyway.
+func kubeProxyConfig(p Plan) ([]byte, error) {
+	type conntrack struct {
+		MaxPerCore            int32  `yaml:"maxPerCore"`
+		Min                   int32  `yaml:"min"`
+		TCPEstablishedTimeout string `yaml:"tcpEstablishedTimeout"`
+		TCPCloseWaitTimeout   string `yaml:"tcpCloseWaitTimeout"`
+	}
+	c := struct {
+		APIVersion       string            `yaml:"apiVersion"`
+		Kind             string            `yaml:"kind"`
+		ClientConnection map[string]string `yaml:"clientConnection"`
+		HostnameOverride string            `yaml:"hostnameOverride"`
+		BindAddress      string            `yaml:"bindAddress"`
+		HealthzBind      string            `yaml:"healthzBindAddress"`
+		MetricsBind      string            `yaml:"metricsBindAddress"`
+		Mode             string            `yaml:"mode"`
+		ClusterCIDR      string            `yaml:"clusterCIDR"`
+		Conntrack        conntrack         `yaml:"conntrack"`
+		Logging          map[string]string `yaml:"logging"`
+	}{
+		APIVersion:       "kubeproxy.config.k8s.io/v1alpha1",
+		Kind:             "KubeProxyConfiguration",
+		ClientConnection: map[string]string{"kubeconfig": p.path(KubeletKubeconfig)},
+		HostnameOverride: p.Host.Name,
+		BindAddress:      p.NodeIP.String(),
+		HealthzBind:      "0.0.0.0:" + strconv.Itoa(KubeProxyHealthzPort),
+		MetricsBind:      "127.0.0.1:" + strconv.Itoa(KubeProxyMetricsPort),
+		Mode:             p.Facts.ProxyMode(),
+		ClusterCIDR:      p.Cluster.Networking.PodCIDR.String(),
+		Conntrack:        conntrack{TCPEstablishedTimeout: "0s", TCPCloseWaitTimeout: "0s"},
+		Logging:          map[string]string{"format": "text"},
+	}
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("kube-proxy config: %w", err)
+	}
+	return append([]byte("# Written by anvil; edits are replaced on the next apply.\n"), b...), nil
 }

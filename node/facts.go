@@ -26,6 +26,19 @@ type Facts struct {
 	// of real upstreams when it runs, never its 127.0.0.53 stub, which
 	// would make cluster DNS forward to itself.
 	ResolvConf string
+	// NFT is true when the nft tool is installed: kube-proxy's nftables
+	// mode runs it (the installer's preflight checks the kernel's
+	// nf_tables); without it kube-proxy uses iptables.
+	NFT bool
+}
+
+// ProxyMode is kube-proxy's mode on the host: nftables where it can,
+// iptables otherwise (IPVS is not offered).
+func (f Facts) ProxyMode() string {
+	if f.NFT {
+		return "nftables"
+	}
+	return "iptables"
 }
 
 // CgroupDriver is the kubelet's and runc's cgroup driver for the host:
@@ -48,6 +61,12 @@ func ReadFacts(root hostfs.Root) Facts {
 	}
 	if b, err := os.ReadFile(root.Path("/proc/self/status")); err == nil {
 		f.LowerOOMScore = hasCapability(b, capSysResource)
+	}
+	for _, d := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
+		if fi, err := os.Stat(root.Path(d + "/nft")); err == nil && fi.Mode().IsRegular() {
+			f.NFT = true
+			break
+		}
 	}
 	f.ResolvConf = "/etc/resolv.conf"
 	if b, err := os.ReadFile(root.Path("/etc/resolv.conf")); err == nil && usesStub(b) {

@@ -29,7 +29,9 @@ const (
 	// ClusterCAFile is the cluster CA the kubelet checks clients against;
 	// on masters it is the PKI's own ca.crt.
 	ClusterCAFile = hostfs.PKIDir + "/ca.crt"
-	CNIConfDir    = "/etc/cni/net.d"
+	// KubeProxyConfigFile is kube-proxy's KubeProxyConfiguration.
+	KubeProxyConfigFile = hostfs.KubernetesDir + "/kube-proxy.yaml"
+	CNIConfDir          = "/etc/cni/net.d"
 	// CNIBinDir is where operators' own CNI plugins go; anvil's plugins
 	// are in the release's bin directory (images.CNISubdir).
 	CNIBinDir = "/opt/cni/bin"
@@ -42,6 +44,8 @@ const (
 	// KubeProxyHealthzPort is kube-proxy's health server (its
 	// --healthz-bind-address default), on every node that runs pods.
 	KubeProxyHealthzPort = 10256
+	// KubeProxyMetricsPort is kube-proxy's metrics server, on loopback.
+	KubeProxyMetricsPort = 10249
 )
 
 // Plan is what the node stack of one machine is computed from. Components

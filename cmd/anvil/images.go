@@ -98,11 +98,11 @@ func newImagesBuildCmd(a *app) *cobra.Command {
 SOURCE (static, trimmed, stripped, version stamped), into OUT/<version>/:
 
   control plane   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
-  node            kubelet, containerd, containerd-shim-runc-v2, ctr, runc (cgo,
-                  static, seccomp), crictl, cni/{bridge,host-local,loopback,
-                  portmap}, images/{pause,testapp}.tar
-  services        kube-proxy, images/coredns.tar (bundled; uploaded to no
-                  host until anvil runs Services and DNS)
+  node            kubelet, kube-proxy, containerd, containerd-shim-runc-v2, ctr,
+                  runc (cgo, static, seccomp), crictl, cni/{bridge,host-local,
+                  loopback,portmap}, images/{pause,testapp}.tar
+  services        images/coredns.tar (bundled; uploaded to no host until
+                  anvil runs cluster DNS)
 
 and writes payload.json with every file's sha256 and the set it belongs to
 (node, control-plane or services), and manifest.json for the control plane
