@@ -5,6 +5,7 @@
 //
 //	testapp serve [-listen :8080]   GET / → the pod's name; /info → JSON; /healthz → ok
 //	testapp get [-timeout 5s] URL   print URL's body; exit 1 unless it answers 2xx
+//	testapp lookup [-timeout 5s] NAME  print NAME's addresses through the pod's resolver
 //
 // The pod's name is $POD_NAME (the downward API) or else the hostname, which
 // Kubernetes sets to the pod's name.

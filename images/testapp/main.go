@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -48,8 +49,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errors.New("usage: testapp get [-timeout 5s] URL")
 		}
 		return get(ctx, fs.Arg(0), *timeout, stdout)
+	case "lookup":
+		timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			return errors.New("usage: testapp lookup [-timeout 5s] NAME")
+		}
+		return lookup(ctx, fs.Arg(0), *timeout, stdout)
 	default:
-		return fmt.Errorf("unknown command %q: commands are serve and get", cmd)
+		return fmt.Errorf("unknown command %q: commands are serve, get and lookup", cmd)
 	}
 }
 
@@ -131,6 +141,23 @@ func get(ctx context.Context, url string, timeout time.Duration, out io.Writer) 
 	}
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// lookup prints name's addresses, one per line, sorted, as the pod's
+// resolver (its /etc/resolv.conf: the cluster DNS, its search path) finds
+// them.
+func lookup(ctx context.Context, name string, timeout time.Duration, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupHost(ctx, name)
+	if err != nil {
+		return err
+	}
+	slices.Sort(addrs)
+	for _, a := range addrs {
+		fmt.Fprintln(out, a)
 	}
 	return nil
 }
