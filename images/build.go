@@ -257,7 +257,7 @@ func payloadInputHash(plans []*buildPlan) string {
 	for _, p := range plans {
 		fmt.Fprintf(h, "%s %s\n", p.spec.Name, p.inputHash)
 		for _, o := range p.outputs() {
-			fmt.Fprintf(h, "  %s %s\n", o, p.spec.setOf(o))
+			fmt.Fprintf(h, "  %s %s\n", o, p.spec.Set)
 		}
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
@@ -335,7 +335,7 @@ func (p *buildPlan) outputs() []string { return p.spec.outputs() }
 func (p *buildPlan) payloadFiles(files []File) []File {
 	out := make([]File, len(files))
 	for i, f := range files {
-		f.Set, f.Build = p.spec.setOf(f.Name), p.spec.Name
+		f.Set, f.Build = p.spec.Set, p.spec.Name
 		if p.image != nil {
 			f.Image = p.image.Ref
 		}

@@ -74,7 +74,7 @@ func (r Release) builds() []buildSpec {
 		Packages: []string{"sigs.k8s.io/cri-tools/cmd/" + Crictl},
 		LDFlags:  "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=" + strings.TrimPrefix(r.CriTools, "v"),
 	}, {
-		Name: BuildCoreDNS, Title: "coredns", Version: r.CoreDNS, Set: SetServices,
+		Name: BuildCoreDNS, Title: "coredns", Version: r.CoreDNS, Set: SetNode,
 		Module: "coredns", Upstream: "github.com/coredns/coredns",
 		Packages:    []string{"github.com/coredns/coredns"},
 		LDFlags:     "-s -w",
@@ -106,11 +106,8 @@ type buildSpec struct {
 	// Title and Version name it in progress lines.
 	Title   string
 	Version string
-	// Set is the set the build's files belong to, except those Sets names
-	// (by binary name): one `go build` may make a file every node runs and
-	// one only some hosts get.
-	Set  Set
-	Sets map[string]Set
+	// Set is the set every file of the build belongs to.
+	Set Set
 	// Module is the build module's directory under images/. Empty builds
 	// from anvil's own module, whose programs may import only the standard
 	// library: the input hash covers their package directory and go.mod,
@@ -155,14 +152,6 @@ func (s buildSpec) binaries() []string {
 		out[i] = path.Base(p)
 	}
 	return out
-}
-
-// setOf is the set of the build's output name.
-func (s buildSpec) setOf(name string) Set {
-	if set, ok := s.Sets[path.Base(name)]; ok {
-		return set
-	}
-	return s.Set
 }
 
 // outputs are the files the build adds to the version directory.

@@ -11,18 +11,15 @@
 // (bin/kube/<version>) holds:
 //
 //	manifest.json               the control plane's binaries, as before the node stack
-//	payload.json                every file: sha256, size, set (node, control-plane
-//	                            or services),
+//	payload.json                every file: sha256, size, set (node or control-plane),
 //	                            build, and for image archives the image reference
 //	kube-apiserver … kubectl    control plane (set control-plane)
 //	kubelet kube-proxy containerd containerd-shim-runc-v2 ctr runc crictl
 //	cni/{bridge,host-local,loopback,portmap}
 //	images/{pause,coredns,testapp}.tar   docker-archive tarballs for `ctr images import`
 //
-// A worker needs the node set; a master needs the node set and the control
-// plane (it runs the node stack under its control plane); the services set
-// (the CoreDNS image) is bundled but goes to no host until anvil runs
-// cluster DNS: Manifest.ForRole and Manifest.Subset
+// A worker needs the node set; a master needs every file (it runs the node
+// stack under its control plane): Manifest.ForRole and Manifest.Subset
 // pick them, Install (with a Role) installs them into
 // /opt/anvil/bin/<version> with the same relative names and a manifest.json
 // of exactly what it installed, and Installed verifies that tree before

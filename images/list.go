@@ -57,10 +57,10 @@ func listDir(rel Release, dir string) []Entry {
 	var out []Entry
 	for _, s := range rel.builds() {
 		for _, name := range s.outputs() {
-			if merr == nil && m.Role != "" && !s.setOf(name).Needs(m.Role) {
+			if merr == nil && m.Role != "" && !s.Set.Needs(m.Role) {
 				continue
 			}
-			e := Entry{Version: rel.Version, Component: name, Build: s.Name, BuildVersion: s.Version, Set: s.setOf(name),
+			e := Entry{Version: rel.Version, Component: name, Build: s.Name, BuildVersion: s.Version, Set: s.Set,
 				Path: filepath.Join(dir, filepath.FromSlash(name))}
 			if s.Image != nil {
 				e.Image = s.Image.Ref

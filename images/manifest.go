@@ -86,15 +86,11 @@ const (
 	// SetNode is the node stack every host runs, master or worker: the
 	// kubelet, kube-proxy, containerd, ctr (anvil imports images with it),
 	// runc, crictl (reset removes pods with it), the CNI plugins and the
-	// pause and test images.
+	// pause, CoreDNS and test images.
 	SetNode Set = "node"
 	// SetControlPlane is what only masters need: kube-apiserver,
 	// kube-controller-manager, kube-scheduler and kubectl.
 	SetControlPlane Set = "control-plane"
-	// SetServices is what cluster DNS will run (the CoreDNS image): built
-	// and bundled, but uploaded to no host until anvil deploys it, since
-	// nothing would start it.
-	SetServices Set = "services"
 )
 
 // set is f's Set, reading the empty Set of older manifests as the control

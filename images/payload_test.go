@@ -52,7 +52,7 @@ func fakePayloadBuild(t *testing.T) (dir string, m *Manifest) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			f := File{Name: n, SHA256: sum, Size: size, Set: s.setOf(n), Build: s.Name}
+			f := File{Name: n, SHA256: sum, Size: size, Set: s.Set, Build: s.Name}
 			if s.Image != nil {
 				f.Image = s.Image.Ref
 			}
@@ -80,18 +80,14 @@ func names(files []File) []string {
 }
 
 // nodeSet is what the issue says a worker needs (anvil itself is added by
-// whoever installs); the CoreDNS image is built but goes to no host until
-// anvil runs cluster DNS.
+// whoever installs).
 func nodeSet() []string {
 	out := []string{Kubelet, KubeProxy, Containerd, ContainerdShim, Ctr, Runc}
 	for _, p := range CNIPlugins() {
 		out = append(out, CNISubdir+"/"+p)
 	}
-	return append(out, Crictl, "images/pause.tar", "images/testapp.tar")
+	return append(out, Crictl, "images/coredns.tar", "images/pause.tar", "images/testapp.tar")
 }
-
-// servicesSet is built and bundled but uploaded to no host yet.
-func servicesSet() []string { return []string{"images/coredns.tar"} }
 
 func TestForRole(t *testing.T) {
 	_, m := fakePayloadBuild(t)
@@ -110,13 +106,8 @@ func TestForRole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(master) != len(m.Files)-len(servicesSet()) {
-		t.Errorf("a master gets %d files, the payload has %d of which %v go to no host", len(master), len(m.Files), servicesSet())
-	}
-	for _, s := range servicesSet() {
-		if slices.Contains(names(master), s) || slices.Contains(names(worker), s) {
-			t.Errorf("%s is uploaded before anything runs it", s)
-		}
+	if len(master) != len(m.Files) {
+		t.Errorf("a master gets %d files, the payload has %d", len(master), len(m.Files))
 	}
 	for _, c := range []string{KubeAPIServer, KubeControllerManager, KubeScheduler, Kubectl} {
 		if !slices.Contains(names(master), c) || slices.Contains(names(worker), c) {

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"anvil.dev/anvil/addons"
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/internal/human"
 	"anvil.dev/anvil/internal/sshx"
@@ -263,6 +264,9 @@ func clusterE2E(t *testing.T, e *e2e) {
 			if h.Role == v1alpha1.RoleMaster && (h.Etcd == nil || !h.Etcd.Member || h.Etcd.Learner) {
 				t.Errorf("%s: etcd %+v", h.Name, h.Etcd)
 			}
+		}
+		if len(st.AddOns) != 1 || st.AddOns[0].Name != addons.CoreDNSName || !st.AddOns[0].Healthy {
+			t.Errorf("add-ons: %+v, want CoreDNS with its replicas ready", st.AddOns)
 		}
 		if !st.Healthy {
 			t.Errorf("the cluster is not healthy: %+v", st)

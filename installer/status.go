@@ -2,10 +2,15 @@ package installer
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
+	"anvil.dev/anvil/addons"
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/images"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 // statusPhases is `anvil cluster status`: read-only, every host looked at
@@ -22,8 +27,21 @@ type ClusterStatus struct {
 	Name     string       `json:"name"`
 	Endpoint string       `json:"endpoint"`
 	Hosts    []HostStatus `json:"hosts"`
-	// Healthy is true when every host is reachable and healthy.
+	// AddOns are the cluster add-ons anvil deploys (cluster DNS), as the
+	// cluster reports them; empty when the API could not be asked.
+	AddOns []AddOnStatus `json:"addOns,omitempty"`
+	// Healthy is true when every host is reachable and healthy, and every
+	// add-on has its replicas ready.
 	Healthy bool `json:"healthy"`
+}
+
+// AddOnStatus is an add-on's Deployment: replicas ready of those wanted.
+type AddOnStatus struct {
+	Name    string `json:"name"`
+	Ready   int32  `json:"ready"`
+	Desired int32  `json:"desired"`
+	Healthy bool   `json:"healthy"`
+	Problem string `json:"problem,omitempty"`
 }
 
 // HostStatus is one host.
@@ -99,8 +117,10 @@ func Status(ctx context.Context, o Options) (*ClusterStatus, error) {
 	}
 	var nodes map[string]nodeState
 	var nodesErr error
+	var addOns []AddOnStatus
 	if acc, err := r.access(ctx); err == nil {
 		nodes, nodesErr = acc.nodeStates(ctx)
+		addOns = addOnStatus(ctx, acc.client, r.cluster)
 	} else {
 		nodesErr = err
 	}
@@ -110,7 +130,10 @@ func Status(ctx context.Context, o Options) (*ClusterStatus, error) {
 			etcd = append(etcd, etcdMember{name: m.Name, id: m.ID, learner: m.Learner, leader: m.Leader})
 		}
 	}
-	st := &ClusterStatus{Name: r.cluster.Name, Endpoint: r.cluster.APIServerURL(), Healthy: true}
+	st := &ClusterStatus{Name: r.cluster.Name, Endpoint: r.cluster.APIServerURL(), AddOns: addOns, Healthy: true}
+	for _, a := range addOns {
+		st.Healthy = st.Healthy && a.Healthy
+	}
 	for _, h := range r.hosts {
 		hs := hostStatus(h, nodes, nodesErr, etcd)
 		st.Healthy = st.Healthy && hs.Healthy
@@ -198,4 +221,31 @@ func hostStatus(h *host, nodes map[string]nodeState, nodesErr error, etcd []etcd
 	}
 	hs.Healthy = len(hs.Problems) == 0
 	return hs
+}
+
+// addOnStatus reads the Deployments of the add-ons c has (cluster DNS when
+// a host runs pods).
+func addOnStatus(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster) []AddOnStatus {
+	objs, err := addons.DNSObjects(defaulted(c), addons.DNSOptions{})
+	if err != nil || len(objs) == 0 {
+		return nil
+	}
+	a := AddOnStatus{Name: addons.CoreDNSName, Desired: addons.CoreDNSReplicas}
+	d, err := cs.AppsV1().Deployments(metav1.NamespaceSystem).Get(ctx, addons.CoreDNSName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		a.Problem = "not deployed: the first master's init applies it"
+	case err != nil:
+		a.Problem = err.Error()
+	default:
+		if d.Spec.Replicas != nil {
+			a.Desired = *d.Spec.Replicas
+		}
+		a.Ready = d.Status.ReadyReplicas
+		if a.Ready < a.Desired {
+			a.Problem = fmt.Sprintf("%d of %d replicas ready", a.Ready, a.Desired)
+		}
+	}
+	a.Healthy = a.Problem == ""
+	return []AddOnStatus{a}
 }

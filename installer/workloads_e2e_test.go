@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"anvil.dev/anvil/addons"
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/lab/labtest"
@@ -178,6 +179,69 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 				return err == nil && want[strings.TrimSpace(out)]
 			})
 		}
+	})
+
+	t.Run("cluster DNS: CoreDNS answers for Services and pods, and through the loss of a replica", func(t *testing.T) {
+		waitFor(t, 3*time.Minute, "CoreDNS's two replicas to be ready", func() bool {
+			d, err := cs.AppsV1().Deployments(metav1.NamespaceSystem).Get(ctx, addons.CoreDNSName, metav1.GetOptions{})
+			return err == nil && d.Status.ReadyReplicas == addons.CoreDNSReplicas
+		})
+		headless, err := cs.CoreV1().Services(testappNamespace).Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "testapp-pods"},
+			Spec: corev1.ServiceSpec{
+				ClusterIP: corev1.ClusterIPNone,
+				Selector:  map[string]string{"app": "testapp"},
+				Ports:     []corev1.ServicePort{{Port: 8080}},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, err := cs.CoreV1().Services(testappNamespace).Get(ctx, "testapp", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kube, err := cs.CoreV1().Services(metav1.NamespaceDefault).Get(ctx, "kubernetes", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var podIPs []string
+		for _, p := range pods {
+			podIPs = append(podIPs, p.Status.PodIP)
+		}
+		slices.Sort(podIPs)
+		domain := v1alpha1.DefaultClusterDomain
+		want := map[string]string{
+			"kubernetes.default":                                      kube.Spec.ClusterIP,
+			"testapp." + testappNamespace + ".svc." + domain:          svc.Spec.ClusterIP,
+			headless.Name + "." + testappNamespace + ".svc." + domain: strings.Join(podIPs, "\n"),
+		}
+		lookup := func(name string) (string, error) {
+			return kubectl(t, "exec", "-n", testappNamespace, pods[0].Name, "--", testappBinary, "lookup", "-timeout", "3s", name)
+		}
+		for name, addr := range want {
+			var got string
+			waitFor(t, 30*time.Second, name+" to resolve to "+addr, func() bool {
+				got, err = lookup(name)
+				return err == nil && got == addr
+			})
+		}
+		// One replica gone: the other answers, as soon as kube-proxy has
+		// dropped the dead one.
+		list, err := cs.CoreV1().Pods(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{LabelSelector: addons.DNSLabel + "=" + addons.DNSLabelValue})
+		if err != nil || len(list.Items) == 0 {
+			t.Fatalf("CoreDNS pods: %v %v", list, err)
+		}
+		zero := int64(0)
+		if err := cs.CoreV1().Pods(metav1.NamespaceSystem).Delete(ctx, list.Items[0].Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		waitFor(t, 10*time.Second, "names to resolve after a CoreDNS pod was deleted", func() bool {
+			got, err := lookup("kubernetes.default")
+			return err == nil && got == kube.Spec.ClusterIP
+		})
+		t.Logf("CoreDNS pod %s deleted → names resolve again in %s", list.Items[0].Name, fmtDuration(time.Since(start)))
 	})
 
 	t.Run("kubectl logs, exec and port-forward", func(t *testing.T) {

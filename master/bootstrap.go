@@ -20,6 +20,7 @@ import (
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	"k8s.io/cluster-bootstrap/token/jws"
 
+	"anvil.dev/anvil/addons"
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/approver"
 	"anvil.dev/anvil/node"
@@ -106,7 +107,10 @@ type BootstrapInput struct {
 	// NodeConfig is the cluster's node settings, published for joining
 	// nodes; nil publishes none.
 	NodeConfig *node.ClusterConfig
-	Now        func() time.Time
+	// Upstreams are this master's resolvers (node.Upstreams): with none,
+	// cluster DNS answers the cluster's names only.
+	Upstreams []string
+	Now       func() time.Time
 }
 
 // EnsureBootstrapObjects creates or updates, idempotently, what upstream
@@ -142,6 +146,7 @@ func EnsureBootstrapObjects(ctx context.Context, cs kubernetes.Interface, in Boo
 			}
 			return ensureNodeConfig(ctx, cs, *in.NodeConfig)
 		}},
+		{"cluster DNS (CoreDNS, the kube-dns Service)", func() error { return ensureClusterDNS(ctx, cs, in.Cluster, in.Upstreams) }},
 	}
 	for _, s := range steps {
 		if err := s.do(); err != nil {
@@ -149,6 +154,23 @@ func EnsureBootstrapObjects(ctx context.Context, cs kubernetes.Interface, in Boo
 		}
 	}
 	return nil
+}
+
+// ensureClusterDNS applies cluster DNS's objects (addons.DNSObjects) by
+// server-side apply, when the cluster has hosts that run pods; names
+// outside the cluster are forwarded when there are upstreams.
+func ensureClusterDNS(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster, upstreams []string) error {
+	if c == nil {
+		return nil
+	}
+	cc := *c
+	cc.Hosts = slices.Clone(c.Hosts)
+	cc.Default()
+	objs, err := addons.DNSObjects(&cc, addons.DNSOptions{Forward: len(upstreams) > 0})
+	if err != nil {
+		return err
+	}
+	return addons.Apply(ctx, cs, objs)
 }
 
 func (in BootstrapInput) now() time.Time {

@@ -94,6 +94,20 @@ func hasCapability(status []byte, bit uint) bool {
 	return false
 }
 
+// Upstreams are the resolvers a resolv.conf names that are not on
+// loopback: where the node's names are resolved, and so where cluster DNS
+// forwards what is not the cluster's.
+func Upstreams(resolv []byte) []string {
+	var out []string
+	for _, line := range strings.Split(string(resolv), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) >= 2 && fields[0] == "nameserver" && !strings.HasPrefix(fields[1], "127.") && fields[1] != "::1" {
+			out = append(out, fields[1])
+		}
+	}
+	return out
+}
+
 // usesStub reports whether a resolv.conf names only loopback resolvers.
 func usesStub(resolv []byte) bool {
 	servers := 0

@@ -222,3 +222,16 @@ func TestKubeletCredentials(t *testing.T) {
 		t.Errorf("another server: changed %v, %v", changed, err)
 	}
 }
+
+func TestUpstreams(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                                       "",
+		"nameserver 127.0.0.53\noptions edns0\n": "",
+		"nameserver ::1\nnameserver 10.0.0.2\n":  "10.0.0.2",
+		"# nameserver 1.1.1.1\nnameserver 9.9.9.9 \nnameserver fd00::53\n": "9.9.9.9 fd00::53",
+	} {
+		if got := strings.Join(Upstreams([]byte(in)), " "); got != want {
+			t.Errorf("Upstreams(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -306,6 +306,15 @@ func printClusterStatus(w io.Writer, st *installer.ClusterStatus) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.Role, h.Address, reach, anvil, orDash(strings.Join(comps, ", ")), node, etcd)
 	}
 	tw.Flush()
+	if len(st.AddOns) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ADD-ON\tREADY\tPROBLEM")
+		for _, a := range st.AddOns {
+			fmt.Fprintf(tw, "%s\t%d/%d\t%s\n", a.Name, a.Ready, a.Desired, orDash(a.Problem))
+		}
+		tw.Flush()
+	}
 	for _, h := range st.Hosts {
 		if h.Error != "" {
 			fmt.Fprintf(w, "\n%s: %s", h.Name, h.Error)

@@ -100,13 +100,10 @@ SOURCE (static, trimmed, stripped, version stamped), into OUT/<version>/:
   control plane   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
   node            kubelet, kube-proxy, containerd, containerd-shim-runc-v2, ctr,
                   runc (cgo, static, seccomp), crictl, cni/{bridge,host-local,
-                  loopback,portmap}, images/{pause,testapp}.tar
-  services        images/coredns.tar (bundled; uploaded to no host until
-                  anvil runs cluster DNS)
+                  loopback,portmap}, images/{pause,coredns,testapp}.tar
 
 and writes payload.json with every file's sha256 and the set it belongs to
-(node, control-plane or services), and manifest.json for the control plane
-as before.
+(node or control-plane), and manifest.json for the control plane as before.
 Each build is cached on its own by its input hash (in OUT and in --cache), so
 a cold build takes about twenty minutes on two cores, and when nothing that
 decides the files has changed, it returns in seconds.`,
