@@ -143,7 +143,7 @@ func BenchmarkFirstApplyBytes(b *testing.B) {
 	// whole first upload.
 	benchreport.Report(b, benchreport.Figure{
 		Name: "cluster apply, first: bytes to a worker", Value: float64(worker) / mib, Unit: "MiB", Anchor: 0.4 * 90,
-		Note: fmt.Sprintf("issue 14: ≤ 40%% of 90 MiB, the control plane a worker used to get, anvil aside; the node set is %s compressed (%s raw), no control-plane or services byte; with anvil (%s) a worker's first upload is %s; a master's %s (%s raw)",
+		Note: fmt.Sprintf("issue 14: ≤ 40%% of 90 MiB, the control plane a worker used to get, anvil aside; the node set is %s compressed (%s raw), no control-plane byte; with anvil (%s) a worker's first upload is %s; a master's %s (%s raw)",
 			human.Bytes(worker), human.Bytes(workerRaw), human.Bytes(anvil), human.Bytes(worker+anvil), human.Bytes(master+anvil), human.Bytes(masterRaw+bun.anvil.Size)),
 	})
 }
