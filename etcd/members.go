@@ -237,25 +237,14 @@ func AddLearner(ctx context.Context, cli *clientv3.Client, name, peerURL string,
 		// would get the removed ID back, which etcd refuses for good.
 		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 50*time.Millisecond)))
 	}
-	// etcd calls itself unhealthy for a few seconds after any member
-	// (re)connects and refuses changes meanwhile; that passes.
 	var added *clientv3.MemberAddResponse
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		added, err = cli.MemberAddAsLearner(actx, []string{peerURL})
-		cancel()
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, rpctypes.ErrUnhealthy) || time.Now().After(deadline) {
-			return nil, fmt.Errorf("add etcd learner %s at %s: %w", name, peerURL, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
+	err = whileUnhealthy(ctx, 30*time.Second, func(ctx context.Context) error {
+		var err error
+		added, err = cli.MemberAddAsLearner(ctx, []string{peerURL})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add etcd learner %s at %s: %w", name, peerURL, err)
 	}
 	res.ID = added.Member.ID
 	for _, m := range added.Members {
@@ -334,9 +323,11 @@ func RemoveMember(ctx context.Context, cli *clientv3.Client, name string, force 
 		cli.SetEndpoints(others...)
 		defer cli.SetEndpoints(orig...)
 	}
-	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if _, err := cli.MemberRemove(rctx, target.ID); err != nil {
+	err = whileUnhealthy(ctx, 15*time.Second, func(ctx context.Context) error {
+		_, err := cli.MemberRemove(ctx, target.ID)
+		return err
+	})
+	if err != nil {
 		// The answer may have been lost with the member: it is gone if
 		// the others no longer list it.
 		if after, lerr := ListMembers(ctx, cli); lerr == nil && !slices.ContainsFunc(after, func(m Member) bool { return m.ID == target.ID }) {
@@ -345,6 +336,28 @@ func RemoveMember(ctx context.Context, cli *clientv3.Client, name string, force 
 		return target, fmt.Errorf("remove etcd member %s: %w", target.Name, err)
 	}
 	return target, nil
+}
+
+// whileUnhealthy runs a membership change, again while etcd refuses it as
+// an "unhealthy cluster": etcd calls itself so for a few seconds after any
+// member (re)connects (a join just done, a member restarted), and that
+// passes. Each try is bounded; after within, or on any other answer, the
+// last error is returned.
+func whileUnhealthy(ctx context.Context, within time.Duration, change func(context.Context) error) error {
+	deadline := time.Now().Add(within)
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := change(tctx)
+		cancel()
+		if !errors.Is(err, rpctypes.ErrUnhealthy) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 func memberNames(ms []Member) string {
