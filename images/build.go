@@ -250,15 +250,12 @@ func (p *buildPlan) record() BuildRecord {
 }
 
 // payloadInputHash covers every build's input hash, in build order, and
-// the set each of its files belongs to: moving a file to another set
-// rebuilds nothing, but the payload must say so.
+// the set its files belong to: moving a build to another set rebuilds
+// nothing, but the payload must say so.
 func payloadInputHash(plans []*buildPlan) string {
 	h := sha256.New()
 	for _, p := range plans {
-		fmt.Fprintf(h, "%s %s\n", p.spec.Name, p.inputHash)
-		for _, o := range p.outputs() {
-			fmt.Fprintf(h, "  %s %s\n", o, p.spec.Set)
-		}
+		fmt.Fprintf(h, "%s %s %s\n", p.spec.Name, p.inputHash, p.spec.Set)
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }

@@ -56,10 +56,10 @@ func listDir(rel Release, dir string) []Entry {
 	m, merr := ReadPayload(dir)
 	var out []Entry
 	for _, s := range rel.builds() {
+		if merr == nil && m.Role != "" && !s.Set.Needs(m.Role) {
+			continue
+		}
 		for _, name := range s.outputs() {
-			if merr == nil && m.Role != "" && !s.Set.Needs(m.Role) {
-				continue
-			}
 			e := Entry{Version: rel.Version, Component: name, Build: s.Name, BuildVersion: s.Version, Set: s.Set,
 				Path: filepath.Join(dir, filepath.FromSlash(name))}
 			if s.Image != nil {

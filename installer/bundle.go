@@ -189,7 +189,7 @@ func (b *bundle) forHost(h v1alpha1.Host) (*hostPayload, error) {
 	if !runsPods(h) {
 		var keep []images.File
 		for _, f := range sub.Files {
-			if f.Set == images.SetControlPlane {
+			if f.Set != images.SetNode {
 				keep = append(keep, f)
 			}
 		}
