@@ -106,19 +106,10 @@ func pickPrimary(c *v1alpha1.Cluster, hosts []*host) *host {
 	return masters[0]
 }
 
-// defaulted is a defaulted copy of c: the declarations need every value
-// the defaults fill in, and the caller's cluster is not ours to change.
-func defaulted(c *v1alpha1.Cluster) *v1alpha1.Cluster {
-	cc := *c
-	cc.Hosts = slices.Clone(c.Hosts)
-	cc.Default()
-	return &cc
-}
-
 // requiredPorts are what host h needs free: the ports its components
 // declare, with the node stack's when it runs pods.
 func requiredPorts(c *v1alpha1.Cluster, h v1alpha1.Host) ([]master.Listener, error) {
-	cc := defaulted(c)
+	cc := c.Defaulted()
 	p, err := master.NewPlan(cc, h.Name, "")
 	if err != nil {
 		return nil, err
@@ -152,7 +143,7 @@ func podPorts(c *v1alpha1.Cluster, h v1alpha1.Host) ([]master.Listener, error) {
 // plane's and the agent's, and the node stack's.
 func ownedPrograms(c *v1alpha1.Cluster, h v1alpha1.Host) []string {
 	out := master.OwnedPrograms()
-	if cs, err := node.Components(node.Plan{Cluster: defaulted(c), Host: h}); err == nil {
+	if cs, err := node.Components(node.Plan{Cluster: c.Defaulted(), Host: h}); err == nil {
 		for _, s := range cs {
 			out = append(out, path.Base(s.Binary))
 		}

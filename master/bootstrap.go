@@ -163,10 +163,7 @@ func ensureClusterDNS(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.
 	if c == nil {
 		return nil
 	}
-	cc := *c
-	cc.Hosts = slices.Clone(c.Hosts)
-	cc.Default()
-	objs, err := addons.DNSObjects(&cc, addons.DNSOptions{Forward: len(upstreams) > 0})
+	objs, err := addons.DNSObjects(c.Defaulted(), addons.DNSOptions{Forward: len(upstreams) > 0})
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -27,6 +28,16 @@ const (
 	DefaultBackupRetain      = 7
 	DefaultBackupDir         = "/var/lib/anvil/backups"
 )
+
+// Defaulted is a defaulted copy of c, for a caller that needs every
+// default but must not change the cluster it was given (Default sets
+// fields of each host, so the hosts are copied too).
+func (c *Cluster) Defaulted() *Cluster {
+	cc := *c
+	cc.Hosts = slices.Clone(c.Hosts)
+	cc.Default()
+	return &cc
+}
 
 // Default fills in every field the operator left out. Zero values mean "not
 // set", so running it twice changes nothing. It never invents what has no

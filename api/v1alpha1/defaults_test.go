@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	"fmt"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -242,5 +243,18 @@ func TestPublishedLeavesOutSSH(t *testing.T) {
 	}
 	if _, err := Decode("published", b); err != nil {
 		t.Errorf("the published file does not decode: %v\n%s", err, b)
+	}
+}
+
+// TestDefaultedLeavesTheOriginal: the copy has every default, the cluster
+// it was made from none of them, its hosts included.
+func TestDefaultedLeavesTheOriginal(t *testing.T) {
+	c := &Cluster{Hosts: []Host{{Name: "m1", Address: netip.MustParseAddr("10.0.0.1"), Role: RoleMaster}}}
+	d := c.Defaulted()
+	if d.KubernetesVersion != DefaultKubernetesVersion || d.Hosts[0].Runtime != RuntimeContainerd {
+		t.Errorf("the copy lacks defaults: %q, runtime %q", d.KubernetesVersion, d.Hosts[0].Runtime)
+	}
+	if c.KubernetesVersion != "" || c.Hosts[0].Runtime != "" {
+		t.Errorf("the original changed: %q, runtime %q", c.KubernetesVersion, c.Hosts[0].Runtime)
 	}
 }
