@@ -41,6 +41,9 @@ func TestDNSObjects(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if WantsDNS(cluster(tt.hosts...)) == tt.none {
+				t.Errorf("WantsDNS = %v for a cluster that runs pods: %v", tt.none, !tt.none)
+			}
 			if tt.none {
 				if len(objs) != 0 {
 					t.Fatalf("%d objects for a cluster that runs no pods", len(objs))

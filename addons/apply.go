@@ -27,7 +27,7 @@ func Apply(ctx context.Context, cs kubernetes.Interface, objs []runtime.Object) 
 	force := true
 	opts := metav1.PatchOptions{FieldManager: FieldManager, Force: &force}
 	for _, o := range objs {
-		m, err := metaOf(o)
+		m, err := meta.Accessor(o)
 		if err != nil {
 			return err
 		}
@@ -59,8 +59,4 @@ func Apply(ctx context.Context, cs kubernetes.Interface, objs []runtime.Object) 
 		}
 	}
 	return nil
-}
-
-func metaOf(o runtime.Object) (metav1.Object, error) {
-	return meta.Accessor(o)
 }

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -82,16 +83,7 @@ type DNSOptions struct {
 // and a PodDisruptionBudget keeping one replica through drains. With no
 // host that runs pods there is nothing to run CoreDNS, and none.
 func DNSObjects(c *v1alpha1.Cluster, o DNSOptions) ([]runtime.Object, error) {
-	var workers, nodes int
-	for _, h := range c.Hosts {
-		if h.Runtime != v1alpha1.RuntimeContainerd {
-			continue
-		}
-		nodes++
-		if h.Role == v1alpha1.RoleWorker {
-			workers++
-		}
-	}
+	nodes, workers := podHosts(c)
 	if nodes == 0 {
 		return nil, nil
 	}
@@ -223,6 +215,26 @@ func DNSObjects(c *v1alpha1.Cluster, o DNSOptions) ([]runtime.Object, error) {
 	return []runtime.Object{sa, role, binding, cm, deploy, svc, pdb}, nil
 }
 
+// WantsDNS reports whether c has cluster DNS: whether a host runs pods.
+func WantsDNS(c *v1alpha1.Cluster) bool {
+	nodes, _ := podHosts(c)
+	return nodes > 0
+}
+
+// podHosts counts the hosts of c that run pods, and the workers among them.
+func podHosts(c *v1alpha1.Cluster) (nodes, workers int) {
+	for _, h := range c.Hosts {
+		if h.Runtime != v1alpha1.RuntimeContainerd {
+			continue
+		}
+		nodes++
+		if h.Role == v1alpha1.RoleWorker {
+			workers++
+		}
+	}
+	return nodes, workers
+}
+
 func typeMeta(apiVersion, kind string) metav1.TypeMeta {
 	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
 }
@@ -231,7 +243,7 @@ func ptr[T any](v T) *T { return &v }
 
 // describe names an object as kubectl does (kind/namespace/name).
 func describe(o runtime.Object) string {
-	m, err := metaOf(o)
+	m, err := meta.Accessor(o)
 	if err != nil {
 		return fmt.Sprintf("%T", o)
 	}

@@ -226,8 +226,7 @@ func hostStatus(h *host, nodes map[string]nodeState, nodesErr error, etcd []etcd
 // addOnStatus reads the Deployments of the add-ons c has (cluster DNS when
 // a host runs pods).
 func addOnStatus(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster) []AddOnStatus {
-	objs, err := addons.DNSObjects(c.Defaulted(), addons.DNSOptions{})
-	if err != nil || len(objs) == 0 {
+	if !addons.WantsDNS(c.Defaulted()) {
 		return nil
 	}
 	a := AddOnStatus{Name: addons.CoreDNSName, Desired: addons.CoreDNSReplicas}
