@@ -75,32 +75,17 @@ func kubeletPhase(ctx context.Context, r *initRun) error {
 	}
 	if !r.runsPods() {
 		return fmt.Errorf("host %s: the static-pod layout runs the control plane in the kubelet, but the host says runtime: %s: set runtime: %s or use the systemd layout",
-			r.o.Node, orNone(r.plan.Node.Runtime), v1alpha1.RuntimeContainerd)
+			r.o.Node, r.plan.Node.Runtime, v1alpha1.RuntimeContainerd)
 	}
 	cs, err := Components(r.plan)
 	if err != nil {
 		return err
 	}
-	archives, err := staticPodImages(r.o.Root, cs, r.binDir(), r.o.Anvil, r.o.Task)
+	archives, err := staticPodImages(r.o.Root, cs, r.plan.BinDir, r.o.Anvil, r.o.Task)
 	if err != nil {
 		return err
 	}
 	return r.installNode(ctx, archives)
-}
-
-func orNone(rt v1alpha1.Runtime) string {
-	if rt == "" {
-		return string(v1alpha1.RuntimeNone)
-	}
-	return string(rt)
-}
-
-// binDir is where this master's binaries are installed.
-func (r *initRun) binDir() string {
-	if r.plan.BinDir != "" {
-		return r.plan.BinDir
-	}
-	return r.plan.Root.Bin(r.plan.KubernetesVersion)
 }
 
 // installNode installs and starts the node stack with the kubelet's
@@ -192,11 +177,9 @@ func (r *initRun) agentConfig(local string) agent.Config {
 		cfg.Network = r.o.Cluster.Networking.Network
 		cfg.PodCIDR = r.o.Cluster.Networking.PodCIDR
 		cfg.ContainerRuntimeEndpoints = []string{node.ContainerdSocket}
-		// The same directory node.Plan uses: ctr imports image archives.
+		// The same directory node.Plan uses (Plan.Complete set it): ctr
+		// imports image archives.
 		cfg.BinDir = r.plan.BinDir
-		if cfg.BinDir == "" {
-			cfg.BinDir = r.plan.Root.Bin(r.plan.KubernetesVersion)
-		}
 	}
 	return cfg
 }

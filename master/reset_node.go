@@ -96,12 +96,8 @@ func planNodeReset(root hostfs.Root, mounts []string) nodeReset {
 	}
 	p.Socket = root.Path(node.ContainerdSocket)
 	p.BinRoot = root.Path(hostfs.BinDir)
-	if found, _ := filepath.Glob(filepath.Join(p.BinRoot, "*", images.Crictl)); len(found) > 0 {
-		p.Crictl = found[len(found)-1]
-	}
-	if found, _ := filepath.Glob(filepath.Join(p.BinRoot, "*", images.KubeProxy)); len(found) > 0 {
-		p.KubeProxy = found[len(found)-1]
-	}
+	p.Crictl = newestBinary(p.BinRoot, images.Crictl)
+	p.KubeProxy = newestBinary(p.BinRoot, images.KubeProxy)
 	p.Unmount = mountsInsideTrees(root, mounts)
 	for _, t := range nodeTrees() {
 		tree := root.Path(t)
@@ -475,6 +471,16 @@ func unescapeOctal(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// newestBinary is name in the last of the release directories under
+// binRoot that has it, or "" when none does.
+func newestBinary(binRoot, name string) string {
+	found, _ := filepath.Glob(filepath.Join(binRoot, "*", name))
+	if len(found) == 0 {
+		return ""
+	}
+	return found[len(found)-1]
 }
 
 // cleanupKubeProxy removes the nftables tables and iptables chains
