@@ -46,7 +46,7 @@ func containerdComponent(p Plan) component.Spec {
 		Args: []component.Arg{{Name: "config", Value: p.path(ContainerdConfigFile)}},
 		// containerd finds runc and its shim on PATH: the release's
 		// binaries first.
-		Env: []component.EnvVar{{Name: "PATH", Value: p.BinDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}},
+		Env: []component.EnvVar{p.pathEnv()},
 		Files: []component.File{
 			{Path: p.path(ContainerdConfigFile), Mode: 0o600},
 			{Path: p.path(ContainerdRootDir), Mode: 0o711, Dir: true, Writable: true},
@@ -80,7 +80,7 @@ func kubeletComponent(p Plan) component.Spec {
 		Binary:      p.binary(images.Kubelet),
 		Args:        args,
 		// The kubelet runs mount, iptables and the like from PATH.
-		Env: []component.EnvVar{{Name: "PATH", Value: p.BinDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}},
+		Env: []component.EnvVar{p.pathEnv()},
 		Files: []component.File{
 			{Path: p.path(KubeletConfigFile), Mode: 0o600},
 			{Path: p.path(KubeletKubeconfig), Mode: 0o600, Secret: true},
@@ -117,7 +117,7 @@ func kubeProxyComponent(p Plan) component.Spec {
 		Binary:      p.binary(images.KubeProxy),
 		Args:        []component.Arg{{Name: "config", Value: p.path(KubeProxyConfigFile)}},
 		// kube-proxy runs nft, iptables and conntrack from PATH.
-		Env: []component.EnvVar{{Name: "PATH", Value: p.BinDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}},
+		Env: []component.EnvVar{p.pathEnv()},
 		Files: []component.File{
 			{Path: p.path(KubeProxyConfigFile), Mode: 0o600},
 			{Path: p.path(KubeletKubeconfig), Mode: 0o600, Secret: true},
@@ -136,6 +136,12 @@ func kubeProxyComponent(p Plan) component.Spec {
 		Requires: []string{Kubelet},
 		Restart:  component.RestartPolicy{Delay: 2 * time.Second, MaxDelay: 30 * time.Second},
 	}
+}
+
+// pathEnv is the PATH of the node stack's programs: the release's binaries
+// first, then the host's.
+func (p Plan) pathEnv() component.EnvVar {
+	return component.EnvVar{Name: "PATH", Value: p.BinDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 }
 
 // nodeLabels is the host's labels as --node-labels takes them, sorted.
