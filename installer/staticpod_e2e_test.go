@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -83,17 +82,7 @@ func TestStaticPodLayoutE2E(t *testing.T) {
 	})
 
 	t.Run("the worker runs a pod", func(t *testing.T) {
-		image := ""
-		payload, err := images.ReadPayload(filepath.Join(kube[0], v1alpha1.DefaultKubernetesVersion))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range payload.Files {
-			if strings.HasPrefix(f.Image, images.TestappRepo+":") {
-				image = f.Image
-			}
-		}
-		if err := createTestapp(ctx, cs, image, 1); err != nil {
+		if err := createTestapp(ctx, cs, testappImage(t, kube[0]), 1); err != nil {
 			t.Fatal(err)
 		}
 		pods := waitTestappRunning(t, cs, 1, 3*time.Minute)

@@ -3,7 +3,6 @@ package installer
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,8 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
-	"anvil.dev/anvil/api/v1alpha1"
-	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/benchreport"
 	"anvil.dev/anvil/lab/labtest"
 )
@@ -29,16 +26,7 @@ func benchWorkloads(b *testing.B, l *labtest.Lab, kube, kubeconfig string, apply
 	cs := clientFor(b, kubeconfig)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	payload, err := images.ReadPayload(filepath.Join(kube, v1alpha1.DefaultKubernetesVersion))
-	if err != nil {
-		b.Fatal(err)
-	}
-	image := ""
-	for _, f := range payload.Files {
-		if strings.HasPrefix(f.Image, images.TestappRepo+":") {
-			image = f.Image
-		}
-	}
+	image := testappImage(b, kube)
 	workers := l.Workers()
 
 	// What a user does after apply: create a Deployment, wait for it.

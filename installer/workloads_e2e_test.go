@@ -46,10 +46,6 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 	l := e.l
 	cs := clientFor(t, kubeconfig)
 	ctx := context.Background()
-	payload, err := images.ReadPayload(filepath.Join(e.kube[0], v1alpha1.DefaultKubernetesVersion))
-	if err != nil {
-		t.Fatal(err)
-	}
 	kubectl := func(t *testing.T, args ...string) (string, error) {
 		t.Helper()
 		cmd := exec.Command(filepath.Join(e.kube[0], v1alpha1.DefaultKubernetesVersion, "kubectl"), append([]string{"--kubeconfig", kubeconfig, "--request-timeout", "30s"}, args...)...)
@@ -93,15 +89,7 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 		return
 	}
 
-	image := ""
-	for _, f := range payload.Files {
-		if strings.HasPrefix(f.Image, images.TestappRepo+":") {
-			image = f.Image
-		}
-	}
-	if image == "" {
-		t.Fatalf("the payload ships no %s image", images.TestappRepo)
-	}
+	image := testappImage(t, e.kube[0])
 	var pods []corev1.Pod
 	t.Run("a Deployment of the test image runs one pod on each worker", func(t *testing.T) {
 		start := time.Now()
@@ -330,6 +318,23 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 }
 
 const testappNamespace = "anvil-e2e"
+
+// testappImage is the reference of the test image the build in kubeDir
+// ships, as its payload names it.
+func testappImage(t testing.TB, kubeDir string) string {
+	t.Helper()
+	payload, err := images.ReadPayload(filepath.Join(kubeDir, v1alpha1.DefaultKubernetesVersion))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range payload.Files {
+		if strings.HasPrefix(f.Image, images.TestappRepo+":") {
+			return f.Image
+		}
+	}
+	t.Fatalf("the payload in %s ships no %s image", kubeDir, images.TestappRepo)
+	return ""
+}
 
 // testappBinary is the test program inside its image (its entry point).
 const testappBinary = "/testapp"
