@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -63,12 +64,28 @@ func BackupFiles() []string {
 		pkiFile(pki.KeyFile(pki.EtcdCACertAndKeyBaseName)),
 		pkiFile(pki.CertFile(pki.FrontProxyCACertAndKeyBaseName)),
 		pkiFile(pki.KeyFile(pki.FrontProxyCACertAndKeyBaseName)),
-		pkiFile(pki.ServiceAccountKeyName),
-		pkiFile(pki.ServiceAccountPubKeyName),
+	}
+	for _, kp := range pki.KeyPairs() {
+		files = append(files, pkiFile(kp.KeyName), pkiFile(kp.PubName))
 	}
 	slices.Sort(files)
 	return files
 }
+
+// wantedFiles are the files a backup with header h must carry: those of
+// BackupFiles, but for the signing key pair in a format-1 backup, which
+// anvil wrote before it signed backups.
+func wantedFiles(h *envelope.BackupHeader) []string {
+	want := BackupFiles()
+	if h.SigningKey == "" {
+		want = slices.DeleteFunc(want, func(p string) bool {
+			return p == signingFile(pki.BackupSigningKeyName) || p == signingFile(pki.BackupSigningPubKeyName)
+		})
+	}
+	return want
+}
+
+func signingFile(name string) string { return path.Join(hostfs.PKIDir, name) }
 
 // carriedFileMode is the mode every file is stored and restored with:
 // 0600, certificates and sa.pub included, as package pki writes them (CIS
@@ -83,7 +100,7 @@ const carriedFileMode fs.FileMode = 0o600
 // is restored to; every one of BackupFiles must be there; and the cluster
 // CA inside must be the one the header names.
 func checkCarriedFiles(files map[string][]byte, h *envelope.BackupHeader) error {
-	want := BackupFiles()
+	want := wantedFiles(h)
 	var extra []string
 	for p := range files {
 		if !slices.Contains(want, p) {
@@ -102,6 +119,14 @@ func checkCarriedFiles(files map[string][]byte, h *envelope.BackupHeader) error 
 	ca := files[path.Join(hostfs.PKIDir, pki.CertFile(pki.CACertAndKeyBaseName))]
 	if got, err := caHashOfPEM(ca); err != nil || got != h.CACertHash {
 		return envelope.NewError(envelope.ErrCorruptBackup, "file", "the CA inside does not match the header's %s (%s, %v)", h.CACertHash, got, err)
+	}
+	if h.SigningKey != "" {
+		// A master rebuilt from the backup signs with the key it carries:
+		// it must be the one that signed the backup.
+		pub, err := pki.ParsePublicKey(files[signingFile(pki.BackupSigningPubKeyName)])
+		if k, ok := pub.(ed25519.PublicKey); err != nil || !ok || envelope.FormatSigningKey(k) != h.SigningKey {
+			return envelope.NewError(envelope.ErrCorruptBackup, "file", "the backup signing key inside is not the %s that signed it (%v)", h.SigningKey, err)
+		}
 	}
 	return nil
 }
@@ -230,6 +255,10 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 	}
 
 	// Everything that can fail cheaply is read before the snapshot starts.
+	key, err := signingKey(o.Root, s.cluster)
+	if err != nil {
+		return nil, err
+	}
 	files, err := readCarriedFiles(o.Root)
 	if err != nil {
 		return nil, err
@@ -272,7 +301,7 @@ func (s *backupSource) backup(ctx context.Context, o BackupOptions, w io.Writer)
 		Trigger:            trigger,
 		CACertHash:         caHash.String(),
 	}
-	res, err := writeBackup(w, h, recipients, files, snap.Snapshot)
+	res, err := writeBackup(w, h, recipients, key, files, snap.Snapshot)
 	if err != nil {
 		return nil, err
 	}
@@ -336,9 +365,9 @@ func (s *backupSource) members(ctx context.Context) ([]envelope.BackupMember, er
 
 // writeBackup writes the envelope of h, files and the snapshot to w; the
 // result is complete but for Elapsed.
-func writeBackup(w io.Writer, h envelope.BackupHeader, recipients []string, files []carriedFile, snapshot io.Reader) (*BackupResult, error) {
+func writeBackup(w io.Writer, h envelope.BackupHeader, recipients []string, key ed25519.PrivateKey, files []carriedFile, snapshot io.Reader) (*BackupResult, error) {
 	cw := &countingWriter{w: w}
-	ew, err := envelope.NewEnvelopeWriter(cw, h, recipients)
+	ew, err := envelope.NewEnvelopeWriter(cw, h, recipients, key)
 	if err != nil {
 		return nil, err
 	}
@@ -358,6 +387,7 @@ func writeBackup(w io.Writer, h envelope.BackupHeader, recipients []string, file
 	}
 	sum := ew.SnapshotSHA256()
 	h.Encrypted, h.Recipients, h.Compression = len(recipients) > 0, recipients, envelope.CompressionZstd
+	h.SigningKey = envelope.FormatSigningKey(key.Public().(ed25519.PublicKey))
 	res.Header = h
 	res.SnapshotBytes, res.SnapshotSHA256 = n, fmt.Sprintf("%x", sum[:])
 	res.Bytes = cw.n

@@ -3,6 +3,7 @@ package backup_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -169,16 +170,22 @@ func TestBackupRestoreE2E(t *testing.T) {
 		writeFile(t, flipped, c)
 		truncated := filepath.Join(dir, "truncated.anvilbak")
 		writeFile(t, truncated, raw[:len(raw)-4096])
+		key := signingKeyOf(t, cp.Root)
+		trust := keysOf(t, cp.Root, nil).Trust
 		otherCluster := filepath.Join(dir, "other-cluster.anvilbak")
-		reencode(t, plain, otherCluster, func(h *envelope.BackupHeader) { h.Cluster = "other" })
+		reencode(t, plain, otherCluster, trust, key, func(h *envelope.BackupHeader) { h.Cluster = "other" })
 		future := filepath.Join(dir, "future.anvilbak")
-		reencode(t, plain, future, func(h *envelope.BackupHeader) { h.KubernetesVersion = "v1.99.0" })
+		reencode(t, plain, future, trust, key, func(h *envelope.BackupHeader) { h.KubernetesVersion = "v1.99.0" })
+		forged := filepath.Join(dir, "forged.anvilbak")
+		reencode(t, plain, forged, trust, envelopetest.SigningKey(66), func(*envelope.BackupHeader) {})
 		tampered := filepath.Join(dir, "tampered.anvilbak")
 		encRaw, err := os.ReadFile(enc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, tampered, envelopetest.RewriteHeader(t, encRaw, func(h *envelope.BackupHeader) { h.Node = "m9" }))
+		writeFile(t, tampered, envelopetest.Resign(envelopetest.RewriteHeader(t, encRaw, func(h *envelope.BackupHeader) { h.Node = "m9" }), key))
+		edited := filepath.Join(dir, "edited.anvilbak")
+		writeFile(t, edited, envelopetest.RewriteHeader(t, raw, func(h *envelope.BackupHeader) { h.Node = "m9" }))
 		notBackup := filepath.Join(dir, "not-a-backup")
 		writeFile(t, notBackup, []byte("#!/bin/sh\n"))
 
@@ -196,6 +203,8 @@ func TestBackupRestoreE2E(t *testing.T) {
 			{"a clear header edited, with --force", []string{tampered, "--force", "--identity", idFile}, "the clear header differs from the one inside the payload"},
 			{"a version anvil cannot run", []string{future, "--force"}, `it is of Kubernetes v1.99.0, which this anvil cannot run`},
 			{"not a backup", []string{notBackup}, "not an anvil backup"},
+			{"signed by another key", []string{forged, "--force"}, "backup is not signed by this cluster (signature): it is signed by ed25519:"},
+			{"a clear header edited, not signed again", []string{edited, "--force"}, "does not verify: the file was changed after it was signed, or forged"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				before := clusterFingerprint(t, ctx, cp)
@@ -493,7 +502,9 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 
 // reencode writes src's content again as dst with an edited header: a
 // complete, valid backup that says something else.
-func reencode(t *testing.T, src, dst string, edit func(*envelope.BackupHeader)) {
+// It is signed with key: the cluster's, as only its masters could, or
+// another, as a forger would.
+func reencode(t *testing.T, src, dst string, trust envelope.Trust, key ed25519.PrivateKey, edit func(*envelope.BackupHeader)) {
 	t.Helper()
 	in, err := os.Open(src)
 	if err != nil {
@@ -508,6 +519,7 @@ func reencode(t *testing.T, src, dst string, edit func(*envelope.BackupHeader)) 
 	var files []file
 	var snap bytes.Buffer
 	c, err := envelope.ReadEnvelope(in, envelope.ReadOptions{
+		Trust:    trust,
 		Snapshot: &snap,
 		File:     func(p string, m fs.FileMode, d []byte) error { files = append(files, file{p, m, d}); return nil },
 	})
@@ -517,7 +529,7 @@ func reencode(t *testing.T, src, dst string, edit func(*envelope.BackupHeader)) 
 	h := c.Header
 	edit(&h)
 	var out bytes.Buffer
-	w, err := envelope.NewEnvelopeWriter(&out, h, h.Recipients)
+	w, err := envelope.NewEnvelopeWriter(&out, h, h.Recipients, key)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,17 +29,25 @@ type Inspection struct {
 	Unverified string `json:"unverified,omitempty"`
 }
 
+// Keys are what reading a backup takes: the age identities that decrypt
+// it, and whose signature it must carry.
+type Keys struct {
+	Identities []age.Identity
+	Trust      envelope.Trust
+}
+
 // InspectBackup reads the whole backup in r, writing nothing, and checks
-// what it can (VerifyBackup): every layer when it is not encrypted or the
-// identity is given; else the clear header and the payload's framing. A
-// damaged backup is an error; an encrypted one without identity is not.
-func InspectBackup(r io.Reader, ids []age.Identity) (*Inspection, error) {
-	v, err := envelope.VerifyBackup(r, ids)
+// what it can (VerifyBackup): its signature always, then every layer when
+// it is not encrypted or the identity is given; else the clear header and
+// the payload's framing. A damaged or forged backup is an error; an
+// encrypted one without identity is not.
+func InspectBackup(r io.ReadSeeker, k Keys) (*Inspection, error) {
+	v, err := envelope.VerifyBackup(r, k.Identities, k.Trust)
 	if err != nil {
 		return nil, err
 	}
 	if v.Contents == nil {
-		return &Inspection{Header: v.Header, Unverified: "encrypted: only the header and the payload's framing (chunk CRCs, its end) were checked; pass its age identity (--identity) to verify the content"}, nil
+		return &Inspection{Header: v.Header, Unverified: "encrypted: only the header, the signature and the payload's framing (chunk CRCs, its end) were checked; pass its age identity (--identity) to verify the content"}, nil
 	}
 	return &Inspection{Header: v.Header, Verified: true, Contents: v.Contents}, nil
 }
@@ -48,7 +56,7 @@ func InspectBackup(r io.Reader, ids []age.Identity) (*Inspection, error) {
 // (mode 0600), exactly as etcd's maintenance API streamed it, so stock etcd
 // tools (etcdutl snapshot restore) read it. The file appears only once the
 // whole backup has been verified.
-func ExportSnapshot(r io.Reader, ids []age.Identity, file string) (*envelope.EnvelopeContents, error) {
+func ExportSnapshot(r io.ReadSeeker, k Keys, file string) (*envelope.EnvelopeContents, error) {
 	pr, pw := io.Pipe()
 	type result struct {
 		c   *envelope.EnvelopeContents
@@ -57,7 +65,7 @@ func ExportSnapshot(r io.Reader, ids []age.Identity, file string) (*envelope.Env
 	done := make(chan result, 1)
 	trailer := envelope.NewSnapshotTrailer()
 	go func() {
-		c, err := envelope.ReadEnvelope(r, envelope.ReadOptions{Identities: ids, Snapshot: io.MultiWriter(pw, trailer)})
+		c, err := envelope.ReadEnvelope(r, envelope.ReadOptions{Identities: k.Identities, Trust: k.Trust, Snapshot: io.MultiWriter(pw, trailer)})
 		if err == nil {
 			if terr := trailer.Check(); terr != nil {
 				err = envelope.NewError(envelope.ErrCorruptBackup, "snapshot", "%v", terr)
@@ -103,11 +111,12 @@ var ErrFileDiffers = errors.New("exists with other content")
 // mode anvil gives them (carriedFileMode), never the recorded ones, each
 // staged beside its destination and renamed into place only once all are
 // staged. An existing file with other content is refused unless force.
-func ExportFiles(r io.Reader, ids []age.Identity, root hostfs.Root, force bool) ([]ExportedFile, error) {
+func ExportFiles(r io.ReadSeeker, k Keys, root hostfs.Root, force bool) ([]ExportedFile, error) {
 	files := map[string][]byte{}
 	trailer := envelope.NewSnapshotTrailer()
 	c, err := envelope.ReadEnvelope(r, envelope.ReadOptions{
-		Identities: ids,
+		Identities: k.Identities,
+		Trust:      k.Trust,
 		File: func(p string, _ fs.FileMode, data []byte) error {
 			files["/"+p] = data
 			return nil
@@ -128,7 +137,7 @@ func ExportFiles(r io.Reader, ids []age.Identity, root hostfs.Root, force bool) 
 		writes []stagedWrite
 		out    []ExportedFile
 	)
-	for _, p := range BackupFiles() {
+	for _, p := range wantedFiles(&c.Header) {
 		dst, mode := root.Path(p), carriedFileMode
 		outcome := fsutil.Created
 		have, err := os.ReadFile(dst)

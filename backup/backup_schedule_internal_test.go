@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"anvil.dev/anvil/backup/envelope"
+	"anvil.dev/anvil/backup/envelope/envelopetest"
 	"anvil.dev/anvil/internal/calendar"
 )
 
@@ -28,7 +29,7 @@ func TestScheduleMissedRun(t *testing.T) {
 			Node:    "m1", Created: created, AnvilVersion: "v0.1.0", Trigger: trigger, CACertHash: "sha256:" + strings.Repeat("0", 64),
 		}
 		var b bytes.Buffer
-		w, err := envelope.NewEnvelopeWriter(&b, h, nil)
+		w, err := envelope.NewEnvelopeWriter(&b, h, nil, envelopetest.SigningKey(1))
 		if err != nil {
 			t.Fatal(err)
 		}

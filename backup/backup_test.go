@@ -163,8 +163,11 @@ func TestBackupOfARealMember(t *testing.T) {
 			if tc.recipients != nil {
 				ids = append(ids, id)
 			}
+			if h.SigningKey != keysOf(t, root, id).Trust.String() {
+				t.Errorf("signed by %q, want this master's key", h.SigningKey)
+			}
 			cont, err := envelope.ReadEnvelope(bytes.NewReader(buf.Bytes()), envelope.ReadOptions{
-				Identities: ids, Snapshot: out,
+				Identities: ids, Snapshot: out, Trust: keysOf(t, root, id).Trust,
 				File: func(p string, _ fs.FileMode, d []byte) error { files["/"+p] = d; return nil },
 			})
 			out.Close()
@@ -232,7 +235,7 @@ func TestBackupOfARealMember(t *testing.T) {
 		exported := filepath.Join(dir, "exported.db")
 		f, _ := os.Open(p)
 		defer f.Close()
-		if _, err := backup.ExportSnapshot(f, nil, exported); err != nil {
+		if _, err := backup.ExportSnapshot(f, backup.Keys{Trust: keysOf(t, root, nil).Trust}, exported); err != nil {
 			t.Fatal(err)
 		}
 		if fi, err := os.Stat(exported); err != nil || fi.Mode().Perm() != 0o600 {

@@ -5,13 +5,16 @@
 //     an etcd snapshot streamed through etcd's maintenance API together with
 //     the files a master cannot be rebuilt without (CAs and their keys, the
 //     service-account key pair, the Secrets encryption config, the cluster
-//     file), written as one envelope (package backup/envelope), 0600, and
+//     file, the backup signing key pair), written as one envelope (package
+//     backup/envelope) signed with this master's backup signing key, 0600, and
 //     verified before the file appears; a backup without age recipients is
 //     refused unless --allow-unencrypted or backup.allowUnencrypted allows it;
 //   - the store: backup.dir's listing by header, and pruning to backup.retain
 //     (ListBackups, PruneBackups);
 //   - the process layout's backup timer (RunBackupSchedule, with
 //     internal/calendar), which takes the backup only on the etcd leader;
+//   - whose backups a reader accepts (LocalTrust: --signing-key, this
+//     master's own key, the cluster file's backup.signingPublicKey);
 //   - reading backups: inspection, verification, export of the plain etcd
 //     snapshot and of the carried files (InspectBackup, ExportSnapshot,
 //     ExportFiles: only BackupFiles, with anvil's modes, the CA checked

@@ -66,3 +66,24 @@ func readIdentityFile(p string) ([]age.Identity, error) {
 	}
 	return ids, nil
 }
+
+// Spool copies r (a backup on stdin) into a temporary file that has no
+// name (removed as soon as it is made, 0600 meanwhile) and returns it at
+// its start: a backup is read twice, its signature first, and a pipe
+// cannot be.
+func Spool(r io.Reader) (*os.File, error) {
+	f, err := os.CreateTemp("", ".anvil-backup-*.tmp")
+	if err != nil {
+		return nil, fmt.Errorf("spool the backup: %w", err)
+	}
+	os.Remove(f.Name())
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spool the backup: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"time"
 
-	"filippo.io/age"
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"anvil.dev/anvil/api/v1alpha1"
@@ -47,12 +46,12 @@ type RestoreOptions struct {
 	Root hostfs.Root
 	// Mode is RestoreSnapshot when empty.
 	Mode RestoreMode
-	// Backup is read once, start to end; Name names it in messages. Only
-	// RestoreSnapshot reads a backup.
-	Backup io.Reader
+	// Backup is read twice, start to end, its signature first; Name names
+	// it in messages. Only RestoreSnapshot reads a backup.
+	Backup io.ReadSeeker
 	Name   string
-	// Identities decrypt an encrypted backup.
-	Identities []age.Identity
+	// Keys decrypt the backup and say whose signature it must carry.
+	Keys Keys
 	// Endpoint (RestoreRejoin) is an etcd client URL of the restored
 	// cluster (https://FIRST-MASTER:2379).
 	Endpoint string

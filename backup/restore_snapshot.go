@@ -81,7 +81,8 @@ func restoreVerifyPhase(ctx context.Context, r *restoreRun) error {
 	trailer := envelope.NewSnapshotTrailer()
 	r.stagedFiles = map[string][]byte{}
 	contents, err := envelope.ReadEnvelope(r.o.Backup, envelope.ReadOptions{
-		Identities:  r.o.Identities,
+		Identities:  r.o.Keys.Identities,
+		Trust:       r.o.Keys.Trust,
 		CheckHeader: r.checkHeader,
 		File: func(p string, _ fs.FileMode, data []byte) error {
 			r.stagedFiles["/"+p] = data

@@ -2,16 +2,21 @@ package installer
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"sync/atomic"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/backup/envelope"
+	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
+	"anvil.dev/anvil/pki"
 )
 
 // applyPhases is `anvil cluster apply`, top to bottom. Each phase decides
@@ -44,9 +49,14 @@ type ApplyResult struct {
 	// deleted once its joins were over.
 	DeletedTokens []string `json:"deletedTokens,omitempty"`
 	// Kubeconfig is the admin kubeconfig written on the workstation.
-	Kubeconfig string        `json:"kubeconfig,omitempty"`
-	Elapsed    time.Duration `json:"elapsed"`
-	cluster    *v1alpha1.Cluster
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// BackupSigningKey is the key the masters sign backups with, as the
+	// first master holds it (ed25519:…); Pinned says the cluster file pins
+	// it in backup.signingPublicKey.
+	BackupSigningKey string        `json:"backupSigningKey,omitempty"`
+	Pinned           bool          `json:"backupSigningKeyPinned,omitempty"`
+	Elapsed          time.Duration `json:"elapsed"`
+	cluster          *v1alpha1.Cluster
 }
 
 // applyState is what an apply carries from phase to phase beyond the
@@ -120,7 +130,27 @@ func Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
 	if !o.DryRun && r.primary != nil && !r.primary.failed() && o.Kubeconfig != "" {
 		res.Kubeconfig = o.Kubeconfig
 	}
+	if err == nil && !o.DryRun && r.primary != nil && r.primary.client != nil {
+		res.BackupSigningKey, res.Pinned = backupSigningKey(ctx, r)
+	}
 	return res, err
+}
+
+// backupSigningKey reads the key the first master signs backups with.
+func backupSigningKey(ctx context.Context, r *run) (string, bool) {
+	b, err := r.primary.client.OutputAsRoot(ctx, "cat "+path.Join(hostfs.PKIDir, pki.BackupSigningPubKeyName))
+	if err != nil {
+		r.log.Warn("read the backup signing key", "host", r.primary.Name, "err", err)
+		return "", false
+	}
+	k, err := pki.ParsePublicKey(b)
+	pub, ok := k.(ed25519.PublicKey)
+	if err != nil || !ok {
+		r.log.Warn("read the backup signing key", "host", r.primary.Name, "err", err)
+		return "", false
+	}
+	key := envelope.FormatSigningKey(pub)
+	return key, key == r.cluster.Backup.SigningPublicKey
 }
 
 // WritePlan prints the plan per host, in the cluster file's order.

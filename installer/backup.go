@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,9 +24,11 @@ import (
 
 // `anvil cluster backup`: the snapshot is taken on the etcd leader (the
 // member every other one follows; snapshotting it costs the followers
-// nothing), streamed back on the SSH session's stdout and verified here as
-// it arrives. The local file appears, 0600, only once it has been
-// verified; nothing is written on the masters.
+// nothing), streamed back on the SSH session's stdout into a temporary
+// file here and verified, its signature first: against the key the cluster
+// file pins, else the one the master reports holding. The local file
+// appears, 0600, only once it has been verified; nothing is written on the
+// masters.
 
 // backupPhases is `anvil cluster backup`, top to bottom.
 func backupPhases(b *backupState) []flowPhase {
@@ -168,72 +171,85 @@ func nameOf(h *host) string {
 	return h.Name
 }
 
-// stream runs `anvil backup -o -` on h and verifies the stream while it is
-// written to a temporary file beside the destination, which is renamed
-// into place once verified.
+// stream runs `anvil backup -o -` on h into a temporary file, verifies
+// that file (its signature first), and only then renames it into place
+// (or copies it to Stdout): nothing unverified reaches the destination.
 func (b *backupState) stream(ctx context.Context, r *run, h *host) (string, error) {
 	start := time.Now()
+	trust, note, err := backupTrust(r.cluster, []*host{h}, false)
+	if err != nil {
+		return "", err
+	}
 	dst, err := openBackupDest(b.o.Output, b.o.Stdout)
 	if err != nil {
 		return "", err
 	}
 	defer dst.discard()
-	v, n, err := b.fetch(ctx, r, h, dst.w)
-	if err != nil {
+	cw := &countWriter{w: dst.tmp}
+	cmd := anvilOnHost + " backup -o - --log-format json"
+	if b.o.AllowUnencrypted {
+		cmd += " --allow-unencrypted"
+	}
+	if err := r.runLogged(ctx, h, "anvil backup", cmd, nil, cw); err != nil {
 		return "", err
 	}
+	if _, err := dst.tmp.Seek(0, io.SeekStart); err != nil {
+		return "", err
+	}
+	v, err := envelope.VerifyBackup(dst.tmp, b.o.Identities, trust)
+	if err != nil {
+		return "", fmt.Errorf("the backup from %s does not verify: %w", h.Name, err)
+	}
 	hd := v.Header
-	out := &BackupResult{Host: h.Name, Header: hd, Bytes: n, Verified: v.Contents != nil}
+	out := &BackupResult{Host: h.Name, Header: hd, Bytes: cw.n, Verified: v.Contents != nil}
 	if out.Path, err = dst.commit(hd); err != nil {
 		return "", err
 	}
 	b.result = out
 	what := "verified"
 	if !out.Verified {
-		what = "encrypted: header and framing verified (give --identity to verify the content)"
+		what = "encrypted: header, signature and framing verified (give --identity to verify the content)"
 	}
 	secs := time.Since(start).Seconds()
-	return fmt.Sprintf("revision %d, %s in %.1fs (%.0f MB/s), %s", hd.Revision, human.Bytes(n), secs, float64(n)/1e6/max(secs, 1e-9), what), nil
+	return fmt.Sprintf("revision %d, %s in %.1fs (%.0f MB/s), %s, signed by %s%s", hd.Revision, human.Bytes(cw.n), secs,
+		float64(cw.n)/1e6/max(secs, 1e-9), what, hd.SigningKey, note), nil
 }
 
-// fetch runs `anvil backup -o -` on h and copies the stream to dst while
-// verifying it; it returns what was verified and how many bytes came.
-func (b *backupState) fetch(ctx context.Context, r *run, h *host, dst io.Writer) (*envelope.Verification, int64, error) {
-	pr, pw := io.Pipe()
-	type verified struct {
-		v   *envelope.Verification
-		err error
+// backupTrust is whose signature a backup must carry on this machine: the
+// key the cluster file pins in backup.signingPublicKey; without a pin,
+// the keys the masters report holding (anvil status over SSH, whose host
+// keys are checked), with a note that says so.
+func backupTrust(c *v1alpha1.Cluster, masters []*host, allowUnsigned bool) (envelope.Trust, string, error) {
+	if pin := c.Backup.SigningPublicKey; pin != "" {
+		t, err := envelope.TrustKeys(pin)
+		t.AllowUnsigned = allowUnsigned
+		return t, "", err
 	}
-	done := make(chan verified, 1)
-	go func() {
-		v, err := envelope.VerifyBackup(pr, b.o.Identities)
-		// Keep the pipe flowing so the download ends either way.
-		io.Copy(io.Discard, pr)
-		done <- verified{v, err}
-	}()
-	cw := &countWriter{w: io.MultiWriter(dst, pw)}
-	cmd := anvilOnHost + " backup -o - --log-format json"
-	if b.o.AllowUnencrypted {
-		cmd += " --allow-unencrypted"
+	var keys, names []string
+	for _, h := range masters {
+		if st := h.facts.Status; st != nil && st.BackupSigningKey != "" && !slices.Contains(keys, st.BackupSigningKey) {
+			keys = append(keys, st.BackupSigningKey)
+			names = append(names, h.Name)
+		}
 	}
-	rerr := r.runLogged(ctx, h, "anvil backup", cmd, nil, cw)
-	pw.CloseWithError(rerr)
-	res := <-done
-	if rerr != nil {
-		return nil, 0, rerr
+	if len(keys) == 0 && !allowUnsigned {
+		return envelope.Trust{}, "", errors.New("no backup signing key to check backups against: the cluster file pins none " +
+			"(backup.signingPublicKey) and no master reported one (anvil status)")
 	}
-	if res.err != nil {
-		return nil, 0, fmt.Errorf("the backup from %s does not verify: %w", h.Name, res.err)
-	}
-	return res.v, cw.n, nil
+	t, err := envelope.TrustKeys(keys...)
+	t.AllowUnsigned = allowUnsigned
+	note := fmt.Sprintf(" (the key %s holds; pin it as backup.signingPublicKey in the cluster file)", strings.Join(names, ", "))
+	return t, note, err
 }
 
-// backupDest is where a streamed backup goes: Stdout, or a temporary file
-// that is renamed into place once the backup verified.
+// backupDest is where a streamed backup goes: a temporary file beside its
+// destination that is renamed into place once the backup verified, or,
+// for Stdout, one in the temporary directory that is copied to Stdout
+// then.
 type backupDest struct {
-	w io.Writer
-	// tmp is nil for Stdout, and once committed.
 	tmp *os.File
+	// stdout is set when the backup goes there.
+	stdout io.Writer
 	// output is BackupOptions.Output; dir is where the file goes, and
 	// toDir says output names a directory, so the file is named after
 	// the backup.
@@ -243,11 +259,11 @@ type backupDest struct {
 }
 
 func openBackupDest(output string, stdout io.Writer) (*backupDest, error) {
-	if output == "-" {
-		return &backupDest{w: stdout}, nil
-	}
 	d := &backupDest{output: output, dir: "."}
-	if output != "" {
+	switch {
+	case output == "-":
+		d.stdout, d.dir = stdout, os.TempDir()
+	case output != "":
 		fi, err := os.Stat(output)
 		d.toDir = err == nil && fi.IsDir() || strings.HasSuffix(output, "/")
 		d.dir = filepath.Dir(output)
@@ -262,7 +278,7 @@ func openBackupDest(output string, stdout io.Writer) (*backupDest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("backup file: %w", err)
 	}
-	d.tmp, d.w = f, f
+	d.tmp = f
 	if err := f.Chmod(0o600); err != nil {
 		d.discard()
 		return nil, err
@@ -280,9 +296,16 @@ func (d *backupDest) discard() {
 }
 
 // commit renames the temporary file into place, under the backup's own
-// name when no file name was given, and returns the path ("" for Stdout).
+// name when no file name was given, and returns the path; for Stdout it
+// copies the file there and returns "".
 func (d *backupDest) commit(hd envelope.BackupHeader) (string, error) {
-	if d.tmp == nil {
+	if d.stdout != nil {
+		if _, err := d.tmp.Seek(0, io.SeekStart); err != nil {
+			return "", err
+		}
+		if _, err := io.Copy(d.stdout, d.tmp); err != nil {
+			return "", fmt.Errorf("backup to stdout: %w", err)
+		}
 		return "", nil
 	}
 	if err := d.tmp.Sync(); err != nil {

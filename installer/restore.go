@@ -40,12 +40,13 @@ import (
 // restorePhases is `anvil cluster restore`, top to bottom.
 func restorePhases(s *restoreState) []flowPhase {
 	return []flowPhase{
-		looking("connect", planConnect),    // connect.go
-		looking("facts", planFacts),        // facts.go, with `anvil status -o json`
-		changing("check", s.planCheck),     // restore.go: upload, dry runs
-		changing("leave", s.planLeave),     // restore.go
-		changing("restore", s.planRestore), // restore.go
-		changing("rejoin", s.planRejoin),   // restore.go
+		looking("connect", planConnect),            // connect.go
+		looking("facts", planFacts),                // facts.go, with `anvil status -o json`
+		{Name: "verify", Run: s.verifyWithMasters}, // restore.go, when the cluster file pins no signing key
+		changing("check", s.planCheck),             // restore.go: upload, dry runs
+		changing("leave", s.planLeave),             // restore.go
+		changing("restore", s.planRestore),         // restore.go
+		changing("rejoin", s.planRejoin),           // restore.go
 	}
 }
 
@@ -61,6 +62,9 @@ type RestoreOptions struct {
 	Identity []byte
 	// Force restores a backup of another cluster name.
 	Force bool
+	// AllowUnsigned restores a backup without signature (format 1, from
+	// an anvil before backups were signed), here and on the masters.
+	AllowUnsigned bool
 	// Timeout bounds each master's restore or rejoin.
 	Timeout time.Duration
 }
@@ -98,6 +102,8 @@ type restoreState struct {
 	result     RestoreResult
 	left       []string
 	identities []age.Identity
+	// verified says verifyLocal passed.
+	verified bool
 }
 
 // restoreDir holds the backup on the first master during a restore: on
@@ -123,8 +129,16 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 		return nil, err
 	}
 	defer r.close()
-	if err := s.verifyLocal(r); err != nil {
-		return nil, err
+	// With a pinned key the backup is verified before any host is
+	// contacted; else once the masters said which key they hold.
+	if r.cluster.Backup.SigningPublicKey != "" {
+		trust, _, err := backupTrust(r.cluster, nil, s.o.AllowUnsigned)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.verifyLocal(r, trust); err != nil {
+			return nil, err
+		}
 	}
 	r.mastersOnly()
 	if len(r.hosts) == 0 {
@@ -150,16 +164,36 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 	return &s.result, err
 }
 
-// verifyLocal reads the whole backup here before any host is contacted.
-func (s *restoreState) verifyLocal(r *run) error {
+// verifyWithMasters verifies the backup against the signing keys the
+// masters hold, when the cluster file pins none.
+func (s *restoreState) verifyWithMasters(_ context.Context, r *run) error {
+	if s.verified {
+		return nil
+	}
+	trust, note, err := backupTrust(r.cluster, r.alive(), s.o.AllowUnsigned)
+	if err != nil {
+		return err
+	}
+	r.rep.Say("checking the backup's signature against%s", note)
+	return s.verifyLocal(r, trust)
+}
+
+// verifyLocal reads the whole backup here, its signature first.
+func (s *restoreState) verifyLocal(r *run, trust envelope.Trust) error {
 	f, fi, err := openBackupFile(s.o.Backup)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	h := sha256.New()
-	v, err := envelope.VerifyBackup(io.TeeReader(f, h), s.identities)
+	v, err := envelope.VerifyBackup(f, s.identities, trust)
 	if err != nil {
+		return fmt.Errorf("backup %s: %w", s.o.Backup, err)
+	}
+	h := sha256.New()
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if _, err := io.Copy(h, f); err != nil {
 		return fmt.Errorf("backup %s: %w", s.o.Backup, err)
 	}
 	if v.Contents == nil {
@@ -169,6 +203,7 @@ func (s *restoreState) verifyLocal(r *run) error {
 		return fmt.Errorf("backup %s: %w", s.o.Backup, err)
 	}
 	s.header, s.size, s.sha256 = v.Header, fi.Size(), hex.EncodeToString(h.Sum(nil))
+	s.verified = true
 	s.result.Header = v.Header
 	r.rep.Say("backup %s verified: cluster %s, taken on %s at %s, revision %d", s.o.Backup, v.Header.Cluster, v.Header.Node,
 		v.Header.Created.Format(time.RFC3339), v.Header.Revision)
@@ -214,11 +249,16 @@ func (s *restoreState) identityStdin() io.Reader {
 	return bytes.NewReader(s.o.Identity)
 }
 
-func (s *restoreState) identityArgs() []string {
-	if len(s.o.Identity) == 0 {
-		return nil
+// readArgs are what `anvil restore` on a master needs to read the backup.
+func (s *restoreState) readArgs() []string {
+	var args []string
+	if len(s.o.Identity) > 0 {
+		args = append(args, "--identity", "-")
 	}
-	return []string{"--identity", "-"}
+	if s.o.AllowUnsigned {
+		args = append(args, "--allow-unsigned")
+	}
+	return args
 }
 
 func (s *restoreState) noteServed(rev int64) {
@@ -269,7 +309,7 @@ func (s *restoreState) checkFirst(ctx context.Context, r *run, h *host) (string,
 	if err := s.upload(ctx, r, h); err != nil {
 		return "", err
 	}
-	args := append([]string{sshx.ShellQuote(s.remote), "--dry-run", "--force"}, s.identityArgs()...)
+	args := append([]string{sshx.ShellQuote(s.remote), "--dry-run", "--force"}, s.readArgs()...)
 	res, err := s.restoreCommand(ctx, r, h, "anvil restore --dry-run", args, s.identityStdin())
 	if err != nil {
 		return "", err
@@ -346,9 +386,9 @@ func (s *restoreState) planLeave(r *run) plan {
 
 func (s *restoreState) planRestore(r *run) plan {
 	h := s.first
-	do := fmt.Sprintf("anvil restore BACKUP --force --min-revision <highest served>%s: a one-member cluster holding the backup", strings.Join(append([]string{""}, s.identityArgs()...), " "))
+	do := fmt.Sprintf("anvil restore BACKUP --force --min-revision <highest served>%s: a one-member cluster holding the backup", strings.Join(append([]string{""}, s.readArgs()...), " "))
 	return plan{before: s.gate(r), steps: []step{{host: h, do: do, run: func(ctx context.Context) (string, error) {
-		args := append([]string{sshx.ShellQuote(s.remote), "--force", "--min-revision", strconv.FormatInt(s.served, 10), "--timeout", s.o.Timeout.String()}, s.identityArgs()...)
+		args := append([]string{sshx.ShellQuote(s.remote), "--force", "--min-revision", strconv.FormatInt(s.served, 10), "--timeout", s.o.Timeout.String()}, s.readArgs()...)
 		res, err := s.restoreCommand(ctx, r, h, "anvil restore", args, s.identityStdin())
 		if err != nil {
 			return "", err

@@ -44,6 +44,9 @@ const (
 	// ConfigMapName holds the cluster file in kube-system, as
 	// Cluster.Published leaves it: without the workstation's ssh settings.
 	ConfigMapName = "anvil-config"
+	// ConfigMapSigningKey is the backup signing public key's key in
+	// ConfigMapName.
+	ConfigMapSigningKey = "backupSigningPublicKey"
 	// ConfigMapKey is the cluster file's key in ConfigMapName.
 	ConfigMapKey = "cluster.yaml"
 )
@@ -110,7 +113,10 @@ type BootstrapInput struct {
 	// Upstreams are this master's resolvers (node.Upstreams): with none,
 	// cluster DNS answers the cluster's names only.
 	Upstreams []string
-	Now       func() time.Time
+	// BackupSigningKey is the key the masters sign backups with
+	// (ed25519:…), published beside the cluster file in ConfigMapName.
+	BackupSigningKey string
+	Now              func() time.Time
 }
 
 // EnsureBootstrapObjects creates or updates, idempotently, what upstream
@@ -139,7 +145,7 @@ func EnsureBootstrapObjects(ctx context.Context, cs kubernetes.Interface, in Boo
 		{"RBAC for kube-proxy (system:node-proxier for every node)", func() error { return ensureNodeProxierRBAC(ctx, cs) }},
 		{"bootstrap token", func() error { return EnsureBootstrapToken(ctx, cs, in.Token, in.now()) }},
 		{"cluster-info", func() error { return EnsureClusterInfo(ctx, cs, in.CACert, in.APIServerURL, in.now()) }},
-		{ConfigMapName, func() error { return ensureAnvilConfigMap(ctx, cs, in.Cluster) }},
+		{ConfigMapName, func() error { return ensureAnvilConfigMap(ctx, cs, in.Cluster, in.BackupSigningKey) }},
 		{node.ClusterConfigMap + " and who may read it", func() error {
 			if in.NodeConfig == nil {
 				return nil
@@ -448,7 +454,7 @@ func PublishedClusterFile(c *v1alpha1.Cluster) ([]byte, error) {
 	return yaml.Marshal(c.Published())
 }
 
-func ensureAnvilConfigMap(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster) error {
+func ensureAnvilConfigMap(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster, signingKey string) error {
 	if c == nil {
 		return nil
 	}
@@ -458,6 +464,9 @@ func ensureAnvilConfigMap(ctx context.Context, cs kubernetes.Interface, c *v1alp
 	}
 	cms := cs.CoreV1().ConfigMaps(metav1.NamespaceSystem)
 	data := map[string]string{ConfigMapKey: string(clusterFile)}
+	if signingKey != "" {
+		data[ConfigMapSigningKey] = signingKey
+	}
 	cur, err := cms.Get(ctx, ConfigMapName, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):

@@ -139,7 +139,8 @@ func TestAnvilConfigMapLeavesOutSSH(t *testing.T) {
 	recipient := "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
 	c.Backup.Recipients = []string{recipient}
 	c.Default()
-	if err := ensureAnvilConfigMap(ctx, cs, c); err != nil {
+	signing := "ed25519:iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w="
+	if err := ensureAnvilConfigMap(ctx, cs, c, signing); err != nil {
 		t.Fatal(err)
 	}
 	cm, err := cs.CoreV1().ConfigMaps("kube-system").Get(ctx, ConfigMapName, metav1.GetOptions{})
@@ -154,6 +155,9 @@ func TestAnvilConfigMapLeavesOutSSH(t *testing.T) {
 	}
 	if !strings.Contains(got, recipient) {
 		t.Errorf("the published cluster file lost the backup recipient:\n%s", got)
+	}
+	if cm.Data[ConfigMapSigningKey] != signing {
+		t.Errorf("the backup signing key is not published: %v", cm.Data)
 	}
 	back, err := v1alpha1.Decode(ConfigMapName, []byte(got))
 	if err != nil {

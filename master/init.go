@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/backup/envelope"
 	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
@@ -426,13 +427,23 @@ func bootstrapPhase(ctx context.Context, r *initRun) error {
 	if len(upstreams) == 0 && r.runsPods() {
 		r.o.Task.Warn("%s has no resolver in %s: cluster DNS will answer the cluster's names only, forwarding nothing else", r.o.Node, node.ReadFacts("").ResolvConf)
 	}
+	signing, err := pki.ReadBackupSigningPublicKey(r.o.Root.PKI())
+	if err != nil {
+		return err
+	}
+	signingKey := envelope.FormatSigningKey(signing)
+	if pin := r.o.Cluster.Backup.SigningPublicKey; pin != "" && pin != signingKey {
+		return fmt.Errorf("the backup signing key in %s is %s, and the cluster file pins %s in backup.signingPublicKey: "+
+			"put the cluster's key there (anvil backup export-files does), or pin this one", r.o.Root.PKI(), signingKey, pin)
+	}
 	err = EnsureBootstrapObjects(ctx, cli, BootstrapInput{
-		Upstreams:    upstreams,
-		CACert:       caPEM,
-		APIServerURL: r.o.Cluster.APIServerURL(),
-		Token:        BootstrapToken{ID: tok.ID(), Secret: tok.Secret(), TTL: r.o.TokenTTL, Description: "made by anvil init"},
-		Cluster:      r.o.Cluster,
-		NodeConfig:   &nodeConfig,
+		BackupSigningKey: signingKey,
+		Upstreams:        upstreams,
+		CACert:           caPEM,
+		APIServerURL:     r.o.Cluster.APIServerURL(),
+		Token:            BootstrapToken{ID: tok.ID(), Secret: tok.Secret(), TTL: r.o.TokenTTL, Description: "made by anvil init"},
+		Cluster:          r.o.Cluster,
+		NodeConfig:       &nodeConfig,
 	})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/backup/envelope"
 	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/etcd"
 	"anvil.dev/anvil/images"
@@ -29,6 +30,9 @@ type Status struct {
 	Components        []ComponentStatus `json:"components"`
 	Etcd              *EtcdStatus       `json:"etcd,omitempty"`
 	Certificates      *CertSummary      `json:"certificates,omitempty"`
+	// BackupSigningKey is the key this master signs backups with
+	// (ed25519:…); empty on workers and on masters that have none.
+	BackupSigningKey string `json:"backupSigningKey,omitempty"`
 	// Healthy is true when every component is running and healthy.
 	Healthy bool `json:"healthy"`
 }
@@ -126,6 +130,9 @@ func ReadStatus(ctx context.Context, root hostfs.Root) (*Status, error) {
 		out.Healthy = out.Healthy && cst.Healthy
 	}
 	if h.IsMaster() {
+		if pub, err := pki.ReadBackupSigningPublicKey(root.PKI()); err == nil {
+			out.BackupSigningKey = envelope.FormatSigningKey(pub)
+		}
 		out.Etcd = etcdStatus(ctx, root)
 		if out.Etcd.Error != "" {
 			out.Healthy = false

@@ -3,6 +3,7 @@ package pki
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -13,6 +14,8 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"time"
 
 	"anvil.dev/anvil/api/v1alpha1"
@@ -164,9 +167,15 @@ func EncodeCert(c *x509.Certificate) []byte {
 }
 
 // EncodeKey is a private key in PEM, in the forms kubeadm writes: SEC 1 for
-// ECDSA, PKCS #1 for RSA.
+// ECDSA, PKCS #1 for RSA; PKCS #8 for ed25519 (anvil's backup signing key).
 func EncodeKey(key crypto.Signer) ([]byte, error) {
 	switch k := key.(type) {
+	case ed25519.PrivateKey:
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			return nil, err
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 	case *ecdsa.PrivateKey:
 		der, err := x509.MarshalECPrivateKey(k)
 		if err != nil {
@@ -259,4 +268,23 @@ func ParsePublicKey(data []byte) (crypto.PublicKey, error) {
 			return x509.ParsePKIXPublicKey(b.Bytes)
 		}
 	}
+}
+
+// ReadBackupSigningPublicKey reads the public half of anvil's backup
+// signing key (backup-signing.pub) in the PKI directory dir.
+func ReadBackupSigningPublicKey(dir string) (ed25519.PublicKey, error) {
+	file := filepath.Join(dir, BackupSigningPubKeyName)
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("backup signing key: %w", err)
+	}
+	k, err := ParsePublicKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("backup signing key %s: %w", file, err)
+	}
+	pub, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("backup signing key %s is a %T, not an ed25519 key", file, k)
+	}
+	return pub, nil
 }

@@ -85,8 +85,10 @@ func Ensure(dir string, cfg Config, opts Options) ([]Result, error) {
 			return nil, err
 		}
 	}
-	if err := p.serviceAccount(); err != nil {
-		return nil, err
+	for _, spec := range KeyPairs() {
+		if err := p.keyPair(spec); err != nil {
+			return nil, err
+		}
 	}
 	if opts.KubeconfigDir != "" {
 		for _, spec := range Kubeconfigs() {
@@ -405,18 +407,19 @@ func ipString(ip net.IP) string {
 	return a.Unmap().String()
 }
 
-// serviceAccount keeps sa.key (it signs every service-account token) and
-// makes sure sa.pub is its public half.
-func (p *planner) serviceAccount() error {
-	keyF, err := readFile(p.path(ServiceAccountKeyName))
+// keyPair keeps a bare key pair's private key (sa.key signs every
+// service-account token, backup-signing.key every backup) and makes sure
+// its public half is next to it.
+func (p *planner) keyPair(spec KeyPairSpec) error {
+	keyF, err := readFile(p.path(spec.KeyName))
 	if err != nil {
 		return err
 	}
-	pubF, err := readFile(p.path(ServiceAccountPubKeyName))
+	pubF, err := readFile(p.path(spec.PubName))
 	if err != nil {
 		return err
 	}
-	res := Result{Name: ServiceAccountName, Path: keyF.Path, Action: Kept}
+	res := Result{Name: spec.Name, Path: keyF.Path, Action: Kept}
 	var key crypto.Signer
 	if keyF.exists() {
 		if key, err = ParseKey(keyF.Data); err != nil {
@@ -434,7 +437,7 @@ func (p *planner) serviceAccount() error {
 		return fmt.Errorf("%s exists without %s: put the key back, or remove %s to make a new pair", pubF.Path, keyF.Path, pubF.Path)
 	case !keyF.exists():
 		res.Action = Created
-		if key, err = NewKey(p.cfg.KeyAlgorithm); err != nil {
+		if key, err = spec.newKey(p.cfg.KeyAlgorithm); err != nil {
 			return err
 		}
 		data, err := EncodeKey(key)

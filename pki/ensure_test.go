@@ -2,6 +2,7 @@ package pki
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
@@ -29,7 +30,7 @@ func TestEnsureCreatesKubeadmLayout(t *testing.T) {
 	}
 	want := []string{"ca", "etcd-ca", "front-proxy-ca", "apiserver", "apiserver-kubelet-client",
 		"front-proxy-client", "etcd-server", "etcd-peer", "etcd-healthcheck-client", "apiserver-etcd-client",
-		"sa", "admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf", "anvil-vip.conf", "anvil-approver.conf"}
+		"sa", "backup-signing", "admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf", "anvil-vip.conf", "anvil-approver.conf"}
 	if !slices.Equal(names, want) {
 		t.Errorf("results %v\nwant %v", names, want)
 	}
@@ -41,6 +42,7 @@ func TestEnsureCreatesKubeadmLayout(t *testing.T) {
 		"etc/kubernetes/pki/etcd": 0o700,
 		// CIS 1.1.20: certificates 0600 like the keys, sa.pub too.
 		"etc/kubernetes/pki/sa.key": 0o600, "etc/kubernetes/pki/sa.pub": 0o600,
+		"etc/kubernetes/pki/backup-signing.key": 0o600, "etc/kubernetes/pki/backup-signing.pub": 0o600,
 	}
 	for _, f := range SharedFiles() {
 		if strings.HasSuffix(f, ".crt") || strings.HasSuffix(f, ".key") {
@@ -335,7 +337,7 @@ func TestEnsureAlgorithmChange(t *testing.T) {
 	cfg.KeyAlgorithm = v1alpha1.RSA2048
 	for _, r := range h.ensure(t, cfg, Options{}) {
 		want := Reissued
-		if r.Name == CAName || r.Name == EtcdCAName || r.Name == FrontProxyCAName || r.Name == ServiceAccountName {
+		if sharedName(r.Name) {
 			want = Kept
 		}
 		if r.Action != want {
@@ -347,6 +349,19 @@ func TestEnsureAlgorithmChange(t *testing.T) {
 	}
 	if _, ok := readCert(t, h.file("ca.crt")).PublicKey.(*ecdsa.PublicKey); !ok {
 		t.Error("CA key type changed")
+	}
+	// The backup signing key is ed25519 whatever the cluster's algorithm.
+	b, err := os.ReadFile(h.file(BackupSigningKeyName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, err := ParseKey(b); err != nil {
+		t.Fatal(err)
+	} else if _, ok := k.(ed25519.PrivateKey); !ok {
+		t.Errorf("backup signing key is a %T, want ed25519", k)
+	}
+	if pub, err := ReadBackupSigningPublicKey(filepath.Dir(h.file(BackupSigningKeyName))); err != nil || len(pub) != ed25519.PublicKeySize {
+		t.Errorf("backup-signing.pub: %v %v", pub, err)
 	}
 }
 
@@ -364,7 +379,7 @@ func TestEnsureJoiningMaster(t *testing.T) {
 	res := second.ensure(t, testConfig(t, "m2"), second.opts())
 	for _, r := range res {
 		want := Created
-		if r.Name == CAName || r.Name == EtcdCAName || r.Name == FrontProxyCAName || r.Name == ServiceAccountName {
+		if sharedName(r.Name) {
 			want = Kept
 		}
 		if r.Action != want {
@@ -535,7 +550,7 @@ func TestEnsureTightensCertificateModes(t *testing.T) {
 		}
 		return err
 	})
-	if len(certs) != len(CAs())+len(Certificates())+1 {
+	if len(certs) != len(CAs())+len(Certificates())+len(KeyPairs()) {
 		t.Fatalf("found %d certificates and public keys: %v", len(certs), certs)
 	}
 	for _, f := range certs {
@@ -583,4 +598,15 @@ func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
 			}
 		}
 	}
+}
+
+// sharedName says a result is of what every master shares (a CA or a bare
+// key pair): kept when a master joins or the key algorithm changes.
+func sharedName(name string) bool {
+	for _, ca := range CAs() {
+		if ca.Name == name {
+			return true
+		}
+	}
+	return slices.ContainsFunc(KeyPairs(), func(kp KeyPairSpec) bool { return kp.Name == name })
 }

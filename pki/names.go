@@ -19,6 +19,12 @@ const (
 	// The service-account signing key pair is a bare key pair, not a cert.
 	ServiceAccountKeyName    = "sa.key"
 	ServiceAccountPubKeyName = "sa.pub"
+
+	// anvil's backup signing key pair (ed25519): every master holds the
+	// private key and signs the backups it takes with it; readers check
+	// backups against the public key (backup.signingPublicKey).
+	BackupSigningKeyName    = "backup-signing.key"
+	BackupSigningPubKeyName = "backup-signing.pub"
 )
 
 // Kubeconfig file names under /etc/kubernetes.

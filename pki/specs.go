@@ -1,9 +1,14 @@
 package pki
 
 import (
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/x509"
 	"net/netip"
 	"slices"
+
+	"anvil.dev/anvil/api/v1alpha1"
 )
 
 // The CAs' kubeadm names, which check-expiration shows and leaves refer to.
@@ -12,6 +17,7 @@ const (
 	EtcdCAName         = "etcd-ca"
 	FrontProxyCAName   = "front-proxy-ca"
 	ServiceAccountName = "sa"
+	BackupSigningName  = "backup-signing"
 )
 
 // CASpec declares a self-signed CA.
@@ -117,7 +123,38 @@ func SharedFiles() []string {
 	for _, ca := range CAs() {
 		out = append(out, CertFile(ca.BaseName), KeyFile(ca.BaseName))
 	}
-	return append(out, ServiceAccountKeyName, ServiceAccountPubKeyName)
+	for _, kp := range KeyPairs() {
+		out = append(out, kp.KeyName, kp.PubName)
+	}
+	return out
+}
+
+// KeyPairSpec is a bare key pair in the PKI directory: a private key and
+// its public half, no certificate.
+type KeyPairSpec struct {
+	// Name is how results name it.
+	Name             string
+	KeyName, PubName string
+	// Ed25519 makes it an ed25519 key whatever the cluster's key
+	// algorithm; else it is of the cluster's algorithm.
+	Ed25519 bool
+}
+
+func (s KeyPairSpec) newKey(a v1alpha1.KeyAlgorithm) (crypto.Signer, error) {
+	if s.Ed25519 {
+		_, key, err := ed25519.GenerateKey(rand.Reader)
+		return key, err
+	}
+	return NewKey(a)
+}
+
+// KeyPairs are the bare key pairs every master holds the same copy of:
+// the service-account key pair and anvil's backup signing key pair.
+func KeyPairs() []KeyPairSpec {
+	return []KeyPairSpec{
+		{Name: ServiceAccountName, KeyName: ServiceAccountKeyName, PubName: ServiceAccountPubKeyName},
+		{Name: BackupSigningName, KeyName: BackupSigningKeyName, PubName: BackupSigningPubKeyName, Ed25519: true},
+	}
 }
 
 func fixed(cn string) func(Config) string { return func(Config) string { return cn } }

@@ -314,7 +314,8 @@ func fullCluster() *Cluster {
 		PKI: PKI{KeyAlgorithm: RSA2048, CAValidity: Days(7300), CertValidity: Duration{8759 * time.Hour},
 			CertSANs: []string{"a.example.com", "10.0.0.100"}},
 		Backup: Backup{Schedule: "hourly", Retain: 3, Dir: "/srv/backups",
-			Recipients: []string{"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"}, AllowUnencrypted: true},
+			Recipients: []string{"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"}, AllowUnencrypted: true,
+			SigningPublicKey: "ed25519:iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w="},
 		Components: Components{
 			APIServer: Component{ExtraArgs: map[string]string{"v": "2", "audit-log-path": "-", "profiling": "true"},
 				AllowInsecure: []string{"profiling"}},

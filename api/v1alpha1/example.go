@@ -161,6 +161,10 @@ backup:
   #   - age1...
   # Write backups without recipients anyway, holding every key in the clear.
   # allowUnencrypted: false
+  # The key every backup is signed with, made by the masters when the
+  # cluster is created; anvil cluster apply prints it. Pinned here, backups
+  # signed by any other key are refused.
+  # signingPublicKey: ed25519:...
 
 # Extra flags for the control-plane components, without the leading "--".
 # Flags naming certificates, keys or etcd endpoints are anvil's to set.

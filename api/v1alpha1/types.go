@@ -300,6 +300,13 @@ type Backup struct {
 	// encryption key in the clear. `anvil backup --allow-unencrypted` allows
 	// one such backup without it.
 	AllowUnencrypted bool `yaml:"allowUnencrypted,omitempty"`
+	// SigningPublicKey pins the key backups are signed with (ed25519:…,
+	// as `anvil cluster apply` and `anvil status -o json` on a master print
+	// it). The masters make the key when the cluster is created; once
+	// pinned, a master holding another key refuses to take backups, and
+	// `anvil cluster restore` and `anvil cluster backup` check every
+	// backup against it (without it, against the key the masters hold).
+	SigningPublicKey string `yaml:"signingPublicKey,omitempty"`
 }
 
 // Components holds per-component settings.

@@ -13,6 +13,8 @@ import (
 	"unicode"
 
 	"filippo.io/age"
+
+	"anvil.dev/anvil/backup/envelope"
 	"k8s.io/apimachinery/pkg/api/validate/content"
 )
 
@@ -240,6 +242,11 @@ func (v *validator) backup(b Backup) {
 	for i, r := range b.Recipients {
 		if _, err := age.ParseX25519Recipient(r); err != nil {
 			v.errorf(indexPath("backup.recipients", i), ReasonInvalid, "%q is not an age X25519 recipient (age1…, as age-keygen prints): %v", r, err)
+		}
+	}
+	if b.SigningPublicKey != "" {
+		if _, err := envelope.ParseSigningKey(b.SigningPublicKey); err != nil {
+			v.errorf("backup.signingPublicKey", ReasonInvalid, "%v", err)
 		}
 	}
 }

@@ -333,6 +333,11 @@ func TestValidate(t *testing.T) {
 		{name: "recipient is an ssh key", pre: func(c *Cluster) {
 			c.Backup.Recipients = []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN"}
 		}, errs: want{{0, "backup.recipients[0]", ReasonInvalid, "not an age X25519 recipient"}}},
+		{name: "signing key valid", pre: func(c *Cluster) { c.Backup.SigningPublicKey = "ed25519:iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=" }},
+		{name: "signing key short", pre: func(c *Cluster) { c.Backup.SigningPublicKey = "ed25519:iojj3XQJ8ZX9Uts=" },
+			errs: want{{0, "backup.signingPublicKey", ReasonInvalid, "is not ed25519: and 32 bytes in base64"}}},
+		{name: "signing key is an age recipient", pre: func(c *Cluster) { c.Backup.SigningPublicKey = recipient.Recipient().String() },
+			errs: want{{0, "backup.signingPublicKey", ReasonInvalid, `does not start with "ed25519:"`}}},
 
 		// components
 		{name: "extraArgs valid", pre: func(c *Cluster) {

@@ -63,11 +63,23 @@ func (c *chunkWriter) Close() error {
 	return err
 }
 
+// newChunkReader reads the payload of a backup of the given format from r,
+// which is positioned after the clear header.
+func newChunkReader(r *bufio.Reader, format uint16) *chunkReader {
+	c := &chunkReader{r: r, table: crcTable()}
+	if format >= 2 {
+		c.sigLen = SignatureSize
+	}
+	return c
+}
+
 // chunkReader reads the payload's chunks, checking each CRC, and reports
 // a damaged or truncated payload as such; its error is kept, because the
 // layers above (age, zstd) may not pass it on intact.
 type chunkReader struct {
-	r      *bufio.Reader
+	r *bufio.Reader
+	// sigLen is how many bytes of signature follow the end marker.
+	sigLen int
 	buf    []byte
 	off    int
 	total  uint64
@@ -111,6 +123,15 @@ func (c *chunkReader) next() error {
 		}
 		if got := binary.BigEndian.Uint64(tot[:]); got != c.total {
 			return NewError(ErrCorruptBackup, "payload", "the end marker counts %d payload bytes, the chunks hold %d", got, c.total)
+		}
+		if c.sigLen > 0 {
+			sig := make([]byte, c.sigLen)
+			if _, err := io.ReadFull(c.r, sig); err != nil {
+				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+					return NewError(ErrTruncatedBackup, "signature", "the file ends inside the signature after the payload")
+				}
+				return err
+			}
 		}
 		if _, err := c.r.ReadByte(); err == nil {
 			return NewError(ErrCorruptBackup, "end", "data after the end of the payload")

@@ -19,7 +19,11 @@ import (
 //	              header.recipients when header.encrypted, cut into chunks:
 //	                { u32 n (1..MaxPayloadChunk), u32 CRC-32C of the n bytes,
 //	                  n bytes }*
-//	                u32 0, u64 total payload bytes, then the end of the file
+//	                u32 0, u64 total payload bytes
+//	…       64    (format 2) the ed25519 signature, by the key the
+//	              header's signingKey names, of the context string
+//	              "anvil backup envelope signature v2\x00" followed by the
+//	              sha256 of every byte before it; then the end of the file
 //	body = one zstd stream of the content:
 //	  'H' u32 N, N bytes   the header again, byte for byte: under age a
 //	                       clear header edited alone is caught (not one
@@ -42,16 +46,25 @@ import (
 // truncated file whether or not it is encrypted; age's AEAD catches any
 // change to the encrypted body and the header copy any edit of the clear
 // header alone; zstd checks its frame checksum; the seal checks the
-// snapshot's size and sha256. None of this says who wrote the backup: age
+// snapshot's size and sha256. None of that says who wrote the backup: age
 // (X25519) does not authenticate the sender, and the recipients' public
-// keys are in every header, so anyone can write a backup, header, seal and
-// CRCs included, that passes every check here. Readers must not trust a
-// backup's content for more than its own consistency.
+// keys are in every header, so anyone can write a backup whose header,
+// seal and CRCs all pass. The signature does: only a holder of the
+// cluster's backup signing key (on its masters) can make one that
+// verifies. Readers check the header's signingKey against the keys they
+// trust (Trust) before reading on, and the signature over the whole file
+// before they decrypt or decompress any of the body; a format-1 backup,
+// which has no signature, is refused unless Trust.AllowUnsigned.
 // A reader treats nothing as valid until the seal and the end of every
 // layer have been checked.
 
-// EnvelopeFormat is the envelope version this anvil writes and reads.
-const EnvelopeFormat = 1
+// EnvelopeFormat is the envelope version this anvil writes; it reads
+// minEnvelopeFormat to EnvelopeFormat. Format 2 added the signature (the
+// header's signingKey and the signature after the payload's end marker).
+const (
+	EnvelopeFormat    = 2
+	minEnvelopeFormat = 1
+)
 
 // Limits of the envelope; a reader refuses anything beyond them.
 const (

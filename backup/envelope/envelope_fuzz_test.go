@@ -10,6 +10,7 @@ import (
 	"filippo.io/age"
 
 	"anvil.dev/anvil/backup/envelope"
+	"anvil.dev/anvil/backup/envelope/envelopetest"
 )
 
 // fuzzIdentity is a key made for this test only, so the fuzzer can reach
@@ -28,7 +29,7 @@ func FuzzEnvelope(f *testing.F) {
 	}
 	empty := func() []byte {
 		var b bytes.Buffer
-		w, _ := envelope.NewEnvelopeWriter(&b, testHeader(), nil)
+		w, _ := envelope.NewEnvelopeWriter(&b, testHeader(), nil, testKey())
 		w.WriteSnapshot(bytes.NewReader(nil))
 		w.Close()
 		return b.Bytes()
@@ -43,6 +44,9 @@ func FuzzEnvelope(f *testing.F) {
 	f.Add(buildEnvelope(f, testHeader(), []string{id.Recipient().String()}, etcdSnapshot(2)))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// Signed anew by the cluster's key, so that fuzzing reaches every
+		// check after the signature's (which TestEnvelopeSignature covers).
+		data = envelopetest.Resign(data, testKey())
 		complete := func(what string, err error) {
 			var ee *envelope.EnvelopeError
 			if !errors.As(err, &ee) || ee.Err == nil || ee.Part == "" || ee.Detail == "" {
@@ -52,7 +56,7 @@ func FuzzEnvelope(f *testing.F) {
 		// VerifyBackup without the key (the framing of an encrypted
 		// backup, everything of a plain one) never panics, and accepts
 		// nothing the full read refuses.
-		v, verr := envelope.VerifyBackup(bytes.NewReader(data), nil)
+		v, verr := envelope.VerifyBackup(bytes.NewReader(data), nil, testTrust())
 		if verr != nil {
 			complete("envelope.VerifyBackup", verr)
 		}
@@ -89,7 +93,7 @@ func FuzzEnvelope(f *testing.F) {
 		}
 		// Write it again and read that back.
 		var b bytes.Buffer
-		w, err := envelope.NewEnvelopeWriter(&b, c.Header, c.Header.Recipients)
+		w, err := envelope.NewEnvelopeWriter(&b, c.Header, c.Header.Recipients, testKey())
 		if err != nil {
 			t.Fatalf("an accepted header cannot be written: %v", err)
 		}

@@ -2,6 +2,7 @@ package envelope_test
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -18,6 +19,11 @@ import (
 	"anvil.dev/anvil/backup/envelope"
 	"anvil.dev/anvil/backup/envelope/envelopetest"
 )
+
+// testKey signs every test backup; testTrust trusts it.
+func testKey() ed25519.PrivateKey { return envelopetest.SigningKey(1) }
+
+func testTrust() envelope.Trust { return envelopetest.Trust(testKey()) }
 
 func testHeader() envelope.BackupHeader {
 	return envelope.BackupHeader{
@@ -71,7 +77,7 @@ func testFiles() []testFile {
 func buildEnvelope(t testing.TB, h envelope.BackupHeader, recipients []string, snapshot []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	w, err := envelope.NewEnvelopeWriter(&buf, h, recipients)
+	w, err := envelope.NewEnvelopeWriter(&buf, h, recipients, testKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,6 +100,7 @@ func readAll(b []byte, ids ...age.Identity) (*envelope.EnvelopeContents, []byte,
 	files := map[string][]byte{}
 	c, err := envelope.ReadEnvelope(bytes.NewReader(b), envelope.ReadOptions{
 		Identities: ids,
+		Trust:      testTrust(),
 		Snapshot:   &snap,
 		File: func(p string, _ fs.FileMode, data []byte) error {
 			files[p] = data
@@ -153,7 +160,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 // TestEnvelopeEmptySnapshot: the smallest valid envelope round-trips too.
 func TestEnvelopeEmptySnapshot(t *testing.T) {
 	var buf bytes.Buffer
-	w, err := envelope.NewEnvelopeWriter(&buf, testHeader(), nil)
+	w, err := envelope.NewEnvelopeWriter(&buf, testHeader(), nil, testKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +170,7 @@ func TestEnvelopeEmptySnapshot(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	c, err := envelope.ReadEnvelope(bytes.NewReader(buf.Bytes()), envelope.ReadOptions{})
+	c, err := envelope.ReadEnvelope(bytes.NewReader(buf.Bytes()), envelope.ReadOptions{Trust: testTrust()})
 	if err != nil || c.SnapshotSize != 0 || len(c.Files) != 0 {
 		t.Fatalf("%+v %v", c, err)
 	}
@@ -172,13 +179,13 @@ func TestEnvelopeEmptySnapshot(t *testing.T) {
 func TestEnvelopeWriterRefuses(t *testing.T) {
 	bad := testHeader()
 	bad.Cluster = "Not A Name"
-	if _, err := envelope.NewEnvelopeWriter(io.Discard, bad, nil); err == nil || !strings.Contains(err.Error(), "header field cluster") {
+	if _, err := envelope.NewEnvelopeWriter(io.Discard, bad, nil, testKey()); err == nil || !strings.Contains(err.Error(), "header field cluster") {
 		t.Errorf("bad header: %v", err)
 	}
-	if _, err := envelope.NewEnvelopeWriter(io.Discard, testHeader(), []string{"age1nope"}); err == nil {
+	if _, err := envelope.NewEnvelopeWriter(io.Discard, testHeader(), []string{"age1nope"}, testKey()); err == nil {
 		t.Error("a bad recipient was accepted")
 	}
-	w, err := envelope.NewEnvelopeWriter(io.Discard, testHeader(), nil)
+	w, err := envelope.NewEnvelopeWriter(io.Discard, testHeader(), nil, testKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,6 +217,7 @@ func kindOf(err error) string {
 		{"not-backup", envelope.ErrNotBackup}, {"format", envelope.ErrUnsupportedFormat},
 		{"corrupt", envelope.ErrCorruptBackup}, {"truncated", envelope.ErrTruncatedBackup},
 		{"encrypted", envelope.ErrEncryptedBackup}, {"wrong-identity", envelope.ErrWrongIdentity},
+		{"untrusted", envelope.ErrUntrusted}, {"unsigned", envelope.ErrUnsigned}, {"no-trust", envelope.ErrNoTrust},
 	} {
 		if errors.Is(err, k.err) {
 			var ee *envelope.EnvelopeError
@@ -249,7 +257,8 @@ func TestEnvelopeFlippedBits(t *testing.T) {
 			for i := 0; i < 400; i++ {
 				offsets = append(offsets, 400+r.IntN(len(b)-400))
 			}
-			offsets = append(offsets, len(b)-1, len(b)-2, len(b)-40)
+			// the signature's last bytes and first, and the end marker's total
+			offsets = append(offsets, len(b)-1, len(b)-2, len(b)-40, len(b)-envelope.SignatureSize, len(b)-envelope.SignatureSize-1)
 			for _, off := range offsets {
 				c := bytes.Clone(b)
 				c[off] ^= 1 << (off % 8)
@@ -261,6 +270,10 @@ func TestEnvelopeFlippedBits(t *testing.T) {
 					want = "not-backup"
 				case off < 10:
 					want = "format"
+				case off >= len(b)-envelope.SignatureSize:
+					// The signature itself: a damaged signature and a
+					// forged one look the same.
+					want = "untrusted"
 				}
 				if got != want {
 					t.Errorf("bit flipped at %d of %d: %s, want %s (%v)", off, len(b), got, want, err)
@@ -325,7 +338,9 @@ func TestEnvelopeIdentities(t *testing.T) {
 func TestEnvelopeTamperedHeader(t *testing.T) {
 	id := envelopetest.NewIdentity(t)
 	b := buildEnvelope(t, testHeader(), []string{id.Recipient().String()}, testSnapshot(5000))
-	tampered := envelopetest.RewriteHeader(t, b, func(h *envelope.BackupHeader) { h.Cluster = "other" })
+	// Re-signed with the cluster's key: only the header copy is left to
+	// catch it (TestEnvelopeSignature refuses it without the key).
+	tampered := envelopetest.Resign(envelopetest.RewriteHeader(t, b, func(h *envelope.BackupHeader) { h.Cluster = "other" }), testKey())
 	h, err := envelope.ReadBackupHeader(bytes.NewReader(tampered))
 	if err != nil || h.Cluster != "other" || !h.Encrypted {
 		t.Fatalf("the tampered header itself: %+v %v", h, err)
@@ -344,13 +359,13 @@ func TestEnvelopeTrailingAndOddData(t *testing.T) {
 		t.Errorf("a script: %v", err)
 	}
 	future := bytes.Clone(b)
-	binary.BigEndian.PutUint16(future[8:], 2)
-	if _, _, _, err := readAll(future); kindOf(err) != "format" || !strings.Contains(err.Error(), "version 2") {
-		t.Errorf("format 2: %v", err)
+	binary.BigEndian.PutUint16(future[8:], 3)
+	if _, _, _, err := readAll(future); kindOf(err) != "format" || !strings.Contains(err.Error(), "version 3") {
+		t.Errorf("format 3: %v", err)
 	}
 	// The same header with different key order or spacing has the same
 	// meaning but is not canonical: refused.
-	plainHeader := envelopetest.RewriteHeader(t, b, func(h *envelope.BackupHeader) { h.Node = "lab-m2" })
+	plainHeader := envelopetest.Resign(envelopetest.RewriteHeader(t, b, func(h *envelope.BackupHeader) { h.Node = "lab-m2" }), testKey())
 	if _, err := envelope.ReadBackupHeader(bytes.NewReader(plainHeader)); err != nil {
 		t.Fatalf("a rewritten canonical header: %v", err)
 	}
@@ -363,16 +378,16 @@ func TestEnvelopeTrailingAndOddData(t *testing.T) {
 func TestEnvelopeSinkError(t *testing.T) {
 	b := buildEnvelope(t, testHeader(), nil, testSnapshot(2<<20))
 	boom := errors.New("disk full")
-	_, err := envelope.ReadEnvelope(bytes.NewReader(b), envelope.ReadOptions{Snapshot: failingWriter{boom}})
+	_, err := envelope.ReadEnvelope(bytes.NewReader(b), envelope.ReadOptions{Trust: testTrust(), Snapshot: failingWriter{boom}})
 	if !errors.Is(err, boom) || errors.Is(err, envelope.ErrCorruptBackup) {
 		t.Errorf("got %v", err)
 	}
-	_, err = envelope.ReadEnvelope(bytes.NewReader(b), envelope.ReadOptions{File: func(string, fs.FileMode, []byte) error { return boom }})
+	_, err = envelope.ReadEnvelope(bytes.NewReader(b), envelope.ReadOptions{Trust: testTrust(), File: func(string, fs.FileMode, []byte) error { return boom }})
 	if !errors.Is(err, boom) {
 		t.Errorf("file callback: %v", err)
 	}
 	refuse := errors.New("another cluster")
-	_, err = envelope.ReadEnvelope(bytes.NewReader(b), envelope.ReadOptions{CheckHeader: func(*envelope.BackupHeader) error { return refuse }})
+	_, err = envelope.ReadEnvelope(bytes.NewReader(b), envelope.ReadOptions{Trust: testTrust(), CheckHeader: func(*envelope.BackupHeader) error { return refuse }})
 	if !errors.Is(err, refuse) {
 		t.Errorf("CheckHeader: %v", err)
 	}
@@ -411,7 +426,7 @@ func TestVerifyBackup(t *testing.T) {
 		{"encrypted without its key", enc, nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v, err := envelope.VerifyBackup(bytes.NewReader(tc.b), tc.ids)
+			v, err := envelope.VerifyBackup(bytes.NewReader(tc.b), tc.ids, testTrust())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -426,11 +441,11 @@ func TestVerifyBackup(t *testing.T) {
 				off := 400 + r.IntN(len(tc.b)-400)
 				c := bytes.Clone(tc.b)
 				c[off] ^= 1 << (off % 8)
-				if _, err := envelope.VerifyBackup(bytes.NewReader(c), tc.ids); kindOf(err) != "corrupt" {
+				if _, err := envelope.VerifyBackup(bytes.NewReader(c), tc.ids, testTrust()); kindOf(err) != "corrupt" {
 					t.Fatalf("bit flipped at %d of %d: %s (%v)", off, len(tc.b), kindOf(err), err)
 				}
 				n := 1 + r.IntN(len(tc.b)-1)
-				if _, err := envelope.VerifyBackup(bytes.NewReader(tc.b[:n]), tc.ids); kindOf(err) != "truncated" {
+				if _, err := envelope.VerifyBackup(bytes.NewReader(tc.b[:n]), tc.ids, testTrust()); kindOf(err) != "truncated" {
 					t.Fatalf("cut to %d of %d: %s (%v)", n, len(tc.b), kindOf(err), err)
 				}
 			}
@@ -438,7 +453,7 @@ func TestVerifyBackup(t *testing.T) {
 	}
 	// A snapshot without etcd's sha256 trailer is not what etcd streams.
 	odd := buildEnvelope(t, testHeader(), nil, testSnapshot(5000))
-	if _, err := envelope.VerifyBackup(bytes.NewReader(odd), nil); kindOf(err) != "corrupt" || !strings.Contains(err.Error(), "etcd's sha256") {
+	if _, err := envelope.VerifyBackup(bytes.NewReader(odd), nil, testTrust()); kindOf(err) != "corrupt" || !strings.Contains(err.Error(), "etcd's sha256") {
 		t.Errorf("a snapshot without etcd's trailer: %v", err)
 	}
 }
@@ -452,7 +467,7 @@ func TestEnvelopeNoDowngrade(t *testing.T) {
 	if _, _, _, err := readAll(plain, id); !errors.Is(err, envelope.ErrNotEncrypted) {
 		t.Errorf("envelope.ReadEnvelope of a plain backup with an identity: %v, want ErrNotEncrypted", err)
 	}
-	if _, err := envelope.VerifyBackup(bytes.NewReader(plain), []age.Identity{id}); !errors.Is(err, envelope.ErrNotEncrypted) {
+	if _, err := envelope.VerifyBackup(bytes.NewReader(plain), []age.Identity{id}, testTrust()); !errors.Is(err, envelope.ErrNotEncrypted) {
 		t.Errorf("envelope.VerifyBackup of a plain backup with an identity: %v, want ErrNotEncrypted", err)
 	}
 	if _, _, _, err := readAll(plain); err != nil {

@@ -58,6 +58,9 @@ type BackupHeader struct {
 	Encrypted   bool   `json:"encrypted"`
 	// Recipients are the age public keys the payload is encrypted to.
 	Recipients []string `json:"recipients,omitempty"`
+	// SigningKey is the public key (FormatSigningKey) whose signature ends
+	// the file; format 2 on, where it is required.
+	SigningKey string `json:"signingKey,omitempty"`
 }
 
 // BackupMember is one etcd member when the backup was taken.
@@ -144,6 +147,11 @@ func (h *BackupHeader) Validate() error {
 			bad(fmt.Sprintf("recipients[%d]", i), "%q is not an age X25519 recipient", r)
 		}
 	}
+	if h.SigningKey != "" {
+		if _, err := ParseSigningKey(h.SigningKey); err != nil {
+			bad("signingKey", "%v", err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -228,10 +236,10 @@ func decodeHeader(b []byte) (*BackupHeader, error) {
 
 // writeHeader writes the clear header hb in its framing: magic, version,
 // length, hb, and the CRC-32C of all of them.
-func writeHeader(w io.Writer, hb []byte) error {
+func writeHeader(w io.Writer, hb []byte, format uint16) error {
 	var prefix [envelopePrefix]byte
 	copy(prefix[:], envelopeMagic)
-	binary.BigEndian.PutUint16(prefix[8:], EnvelopeFormat)
+	binary.BigEndian.PutUint16(prefix[8:], format)
 	binary.BigEndian.PutUint32(prefix[10:], uint32(len(hb)))
 	clear := append(append(prefix[:], hb...), 0, 0, 0, 0)
 	binary.BigEndian.PutUint32(clear[len(clear)-4:], crc32.Checksum(clear[:len(clear)-4], crcTable()))
@@ -242,49 +250,54 @@ func writeHeader(w io.Writer, hb []byte) error {
 // ReadBackupHeader reads and checks the clear header at the start of r, and
 // leaves r positioned at the payload. It needs no key.
 func ReadBackupHeader(r io.Reader) (*BackupHeader, error) {
-	h, _, err := readHeader(r)
+	h, _, _, err := readHeader(r)
 	return h, err
 }
 
-func readHeader(r io.Reader) (*BackupHeader, []byte, error) {
+// readHeader returns the header, its encoding and the file's format.
+func readHeader(r io.Reader) (*BackupHeader, []byte, uint16, error) {
 	var prefix [envelopePrefix]byte
 	n, err := io.ReadFull(r, prefix[:])
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	if n < len(envelopeMagic) || string(prefix[:len(envelopeMagic)]) != envelopeMagic {
 		if n < len(envelopeMagic) && string(prefix[:n]) == envelopeMagic[:n] && n > 0 {
-			return nil, nil, NewError(ErrTruncatedBackup, "header", "the file ends after %d bytes", n)
+			return nil, nil, 0, NewError(ErrTruncatedBackup, "header", "the file ends after %d bytes", n)
 		}
-		return nil, nil, NewError(ErrNotBackup, "header", "it does not start with %q", envelopeMagic)
+		return nil, nil, 0, NewError(ErrNotBackup, "header", "it does not start with %q", envelopeMagic)
 	}
 	if n < envelopePrefix {
-		return nil, nil, NewError(ErrTruncatedBackup, "header", "the file ends after %d bytes", n)
+		return nil, nil, 0, NewError(ErrTruncatedBackup, "header", "the file ends after %d bytes", n)
 	}
-	if v := binary.BigEndian.Uint16(prefix[8:]); v != EnvelopeFormat {
-		return nil, nil, NewError(ErrUnsupportedFormat, "header", "format version %d; this anvil reads version %d (the backup is from a newer anvil, or corrupt)", v, EnvelopeFormat)
+	format := binary.BigEndian.Uint16(prefix[8:])
+	if format < minEnvelopeFormat || format > EnvelopeFormat {
+		return nil, nil, 0, NewError(ErrUnsupportedFormat, "header", "format version %d; this anvil reads versions %d to %d (the backup is from a newer anvil, or corrupt)", format, minEnvelopeFormat, EnvelopeFormat)
 	}
 	size := binary.BigEndian.Uint32(prefix[10:])
 	if size < 2 || size > MaxHeaderSize {
-		return nil, nil, NewError(ErrCorruptBackup, "header", "header length %d is outside 2..%d", size, MaxHeaderSize)
+		return nil, nil, 0, NewError(ErrCorruptBackup, "header", "header length %d is outside 2..%d", size, MaxHeaderSize)
 	}
 	rest := make([]byte, size+4)
 	if _, err := io.ReadFull(r, rest); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, nil, NewError(ErrTruncatedBackup, "header", "the file ends inside the %d-byte header", size)
+			return nil, nil, 0, NewError(ErrTruncatedBackup, "header", "the file ends inside the %d-byte header", size)
 		}
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	hb := rest[:size]
 	crc := crc32.New(crcTable())
 	crc.Write(prefix[:])
 	crc.Write(hb)
 	if got, want := crc.Sum32(), binary.BigEndian.Uint32(rest[size:]); got != want {
-		return nil, nil, NewError(ErrCorruptBackup, "header", "CRC-32C is %08x, the header says %08x", got, want)
+		return nil, nil, 0, NewError(ErrCorruptBackup, "header", "CRC-32C is %08x, the header says %08x", got, want)
 	}
 	h, err := decodeHeader(hb)
 	if err != nil {
-		return nil, nil, NewError(ErrCorruptBackup, "header", "%v", err)
+		return nil, nil, 0, NewError(ErrCorruptBackup, "header", "%v", err)
 	}
-	return h, hb, nil
+	if signed := h.SigningKey != ""; signed != (format >= 2) {
+		return nil, nil, 0, NewError(ErrCorruptBackup, "header", "format %d with signingKey %q: format 2 backups name their signing key, format 1 ones have none", format, h.SigningKey)
+	}
+	return h, hb, format, nil
 }

@@ -3,6 +3,7 @@ package envelope
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"strings"
@@ -20,8 +21,11 @@ import (
 type ReadOptions struct {
 	// Identities decrypt an encrypted backup.
 	Identities []age.Identity
-	// CheckHeader runs on the clear header before anything is decrypted;
-	// its error ends the read and is returned as is.
+	// Trust says whose signature the backup must carry.
+	Trust Trust
+	// CheckHeader runs on the clear header, once it is trusted, before
+	// the rest of the file is read; its error ends the read and is
+	// returned as is.
 	CheckHeader func(*BackupHeader) error
 	// File receives each file (a host path without its leading slash).
 	File func(path string, mode fs.FileMode, data []byte) error
@@ -63,63 +67,76 @@ func (s sinkWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// ReadEnvelope reads a whole backup from r, checking every layer, and hands
-// its content to o's callbacks. Problems with the backup are returned as
-// *EnvelopeError; errors of the callbacks are returned as they are.
-func ReadEnvelope(r io.Reader, o ReadOptions) (*EnvelopeContents, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	h, hb, err := readHeader(br)
+// ReadEnvelope reads a whole backup from r twice: first its clear header,
+// framing and signature (authenticate), without opening the body; then,
+// from where it started, every layer of the body, handing its content to
+// o's callbacks. Problems with the backup are returned as *EnvelopeError;
+// errors of the callbacks are returned as they are.
+func ReadEnvelope(r io.ReadSeeker, o ReadOptions) (*EnvelopeContents, error) {
+	format, err := authenticateAt(r, o.Trust, o.CheckHeader)
 	if err != nil {
 		return nil, err
 	}
-	if o.CheckHeader != nil {
-		if err := o.CheckHeader(h); err != nil {
-			return nil, err
-		}
+	br := newBufReader(r)
+	h, hb, _, err := readHeader(br)
+	if err != nil {
+		return nil, err
 	}
-	return readPayload(br, h, hb, o)
+	return readPayload(br, h, hb, format, o)
 }
+
+// authenticateAt authenticates the backup at r's offset and goes back to
+// it; check runs on the header once it is trusted.
+func authenticateAt(r io.ReadSeeker, trust Trust, check func(*BackupHeader) error) (uint16, error) {
+	start, err := r.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, fmt.Errorf("backups are read twice, the signature first: %w", err)
+	}
+	_, format, err := authenticate(r, trust, check)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := r.Seek(start, io.SeekStart); err != nil {
+		return 0, err
+	}
+	return format, nil
+}
+
+func newBufReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, 64<<10) }
 
 // Verification is what VerifyBackup checked.
 type Verification struct {
 	Header BackupHeader `json:"header"`
 	// Contents is what the backup holds, when every layer was checked (it
 	// is not encrypted, or an identity opened it); nil when only the clear
-	// header and the payload's framing could be.
+	// header, the payload's framing and the signature could be.
 	Contents *EnvelopeContents `json:"contents,omitempty"`
 }
 
 // VerifyBackup reads a whole backup from r and checks every layer it can:
-// all of them, etcd's own sha256 trailer of the snapshot included, when
-// the backup is not encrypted or ids open it; otherwise the clear header
-// and the payload's framing (every chunk's CRC-32C, the end marker and its
-// total), so that a damaged or truncated copy is caught without the key.
-// Problems with the backup are *EnvelopeError.
-func VerifyBackup(r io.Reader, ids []age.Identity) (*Verification, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	h, hb, err := readHeader(br)
+// the clear header, the payload's framing (every chunk's CRC-32C, the end
+// marker and its total) and the signature against trust, so that a
+// damaged, truncated or forged copy is caught without the key; then, when
+// the backup is not encrypted or ids open it, every layer of the body,
+// etcd's own sha256 trailer of the snapshot included. Problems with the
+// backup are *EnvelopeError.
+func VerifyBackup(r io.ReadSeeker, ids []age.Identity, trust Trust) (*Verification, error) {
+	start, err := r.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, fmt.Errorf("backups are read twice, the signature first: %w", err)
+	}
+	h, _, err := authenticate(r, trust, nil)
 	if err != nil {
 		return nil, err
 	}
 	if h.Encrypted && len(ids) == 0 {
-		chunks := &chunkReader{r: br, table: crcTable()}
-		magic := make([]byte, len(ageMagic))
-		if _, err := io.ReadFull(chunks, magic); err != nil {
-			if chunks.err != nil {
-				return nil, chunks.err
-			}
-			return nil, NewError(ErrCorruptBackup, "payload", "it ends before the age header")
-		}
-		if string(magic) != ageMagic {
-			return nil, NewError(ErrCorruptBackup, "payload", "the header says encrypted but the payload is not an age file")
-		}
-		if _, err := io.Copy(io.Discard, chunks); err != nil {
-			return nil, err
-		}
 		return &Verification{Header: *h}, nil
 	}
+	if _, err := r.Seek(start, io.SeekStart); err != nil {
+		return nil, err
+	}
 	trailer := NewSnapshotTrailer()
-	c, err := readPayload(br, h, hb, ReadOptions{Identities: ids, Snapshot: trailer})
+	c, err := ReadEnvelope(r, ReadOptions{Identities: ids, Trust: trust, Snapshot: trailer})
 	if err != nil {
 		return nil, err
 	}
@@ -130,8 +147,8 @@ func VerifyBackup(r io.Reader, ids []age.Identity) (*Verification, error) {
 }
 
 // readPayload reads what follows the clear header.
-func readPayload(br *bufio.Reader, h *BackupHeader, hb []byte, o ReadOptions) (*EnvelopeContents, error) {
-	chunks := &chunkReader{r: br, table: crcTable()}
+func readPayload(br *bufio.Reader, h *BackupHeader, hb []byte, format uint16, o ReadOptions) (*EnvelopeContents, error) {
+	chunks := newChunkReader(br, format)
 	body, err := openPayload(chunks, h, o.Identities)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"bufio"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -19,7 +20,8 @@ import (
 // EnvelopeWriter writes a backup envelope in one pass: the header when it is
 // made, then files, then the snapshot, then the seal on Close.
 type EnvelopeWriter struct {
-	out      io.Writer
+	out      *signingWriter
+	key      ed25519.PrivateKey
 	chunks   *chunkWriter
 	crypt    io.WriteCloser // nil when not encrypted
 	zw       *zstd.Encoder
@@ -33,8 +35,13 @@ type EnvelopeWriter struct {
 
 // NewEnvelopeWriter writes h's envelope header to w and prepares the body.
 // recipients are age X25519 public keys; with none the backup is not
-// encrypted. h.Encrypted, h.Recipients and h.Compression are set here.
-func NewEnvelopeWriter(w io.Writer, h BackupHeader, recipients []string) (*EnvelopeWriter, error) {
+// encrypted. key signs the backup (Close writes the signature).
+// h.Encrypted, h.Recipients, h.Compression and h.SigningKey are set here.
+func NewEnvelopeWriter(w io.Writer, h BackupHeader, recipients []string, key ed25519.PrivateKey) (*EnvelopeWriter, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, errors.New("backup envelope: no signing key: every backup is signed")
+	}
+	h.SigningKey = FormatSigningKey(key.Public().(ed25519.PublicKey))
 	var ars []age.Recipient
 	h.Recipients = nil
 	for _, s := range recipients {
@@ -51,8 +58,8 @@ func NewEnvelopeWriter(w io.Writer, h BackupHeader, recipients []string) (*Envel
 	if err != nil {
 		return nil, err
 	}
-	e := &EnvelopeWriter{out: w}
-	if err := writeHeader(w, hb); err != nil {
+	e := &EnvelopeWriter{out: &signingWriter{w: w, h: sha256.New()}, key: key}
+	if err := writeHeader(e.out, hb, EnvelopeFormat); err != nil {
 		return nil, err
 	}
 	e.chunks = &chunkWriter{w: e.out, buf: make([]byte, chunkHeader, chunkHeader+payloadChunk), table: crcTable()}
@@ -167,7 +174,10 @@ func (e *EnvelopeWriter) Close() error {
 			return fmt.Errorf("encrypt backup: %w", err)
 		}
 	}
-	return e.chunks.Close()
+	if err := e.chunks.Close(); err != nil {
+		return err
+	}
+	return e.out.sign(e.key)
 }
 
 // SnapshotSHA256 is the snapshot's sha256, known once it was written.

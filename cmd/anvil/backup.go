@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -34,8 +33,11 @@ func newBackupCmd(a *app) *cobra.Command {
 		Long: `Streams a snapshot of this master's etcd member through etcd's maintenance
 API into an anvil backup: a versioned envelope with a clear header (cluster,
 Kubernetes and etcd versions, revision, members, time), zstd compression, the
-snapshot's sha256, and encryption to the age recipients in the cluster file's
-backup.recipients (and --recipient). It also carries what rebuilding a master
+snapshot's sha256, encryption to the age recipients in the cluster file's
+backup.recipients (and --recipient), and an ed25519 signature by the
+cluster's backup signing key (/etc/kubernetes/pki/backup-signing.key, the
+same on every master): readers check it before they decrypt anything, so a
+backup cannot be forged by someone who only knows the recipients. It also carries what rebuilding a master
 needs that etcd does not hold: the CAs and their keys, the service-account
 key pair, the Secrets encryption config and the cluster file.
 
@@ -251,8 +253,8 @@ backup is never removed.`,
 
 func newBackupInspectCmd(a *app) *cobra.Command {
 	var (
-		identities []string
-		output     string
+		read   backupReadFlags
+		output string
 	)
 	cmd := &cobra.Command{
 		Use:   "inspect FILE|-",
@@ -265,19 +267,19 @@ nothing; a damaged backup makes it fail with the reason.`,
   anvil backup inspect backup.anvilbak --identity ~/.config/anvil/backup.key -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, ids, closeFn, err := openBackup(a, identities, args[0])
+			r, keys, closeFn, err := read.open(a, "", args[0])
 			if err != nil {
 				return err
 			}
 			defer closeFn()
-			in, err := backup.InspectBackup(r, ids)
+			in, err := backup.InspectBackup(r, keys)
 			if err != nil {
 				return fmt.Errorf("backup %s: %w", args[0], err)
 			}
 			return printOutput(a.out, output, in, func() error { return printInspection(a.out, in) })
 		},
 	}
-	cmd.Flags().StringSliceVar(&identities, "identity", nil, "age identity file to decrypt with (repeatable)")
+	read.add(cmd)
 	addOutputFlag(cmd, &output)
 	return cmd
 }
@@ -326,8 +328,8 @@ func printInspection(w io.Writer, in *backup.Inspection) error {
 
 func newBackupExportCmd(a *app) *cobra.Command {
 	var (
-		identities []string
-		output     string
+		read   backupReadFlags
+		output string
 	)
 	cmd := &cobra.Command{
 		Use:   "export-snapshot FILE|- -o DB",
@@ -343,12 +345,12 @@ backup has been verified.`,
 			if output == "" || output == "-" {
 				return usageError("name the snapshot file with -o DB")
 			}
-			r, ids, closeFn, err := openBackup(a, identities, args[0])
+			r, keys, closeFn, err := read.open(a, "", args[0])
 			if err != nil {
 				return err
 			}
 			defer closeFn()
-			c, err := backup.ExportSnapshot(r, ids, output)
+			c, err := backup.ExportSnapshot(r, keys, output)
 			if err != nil {
 				return fmt.Errorf("backup %s: %w", args[0], err)
 			}
@@ -357,7 +359,7 @@ backup has been verified.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringSliceVar(&identities, "identity", nil, "age identity file to decrypt with (repeatable)")
+	read.add(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "", "snapshot file to write (required)")
 	return cmd
 }
@@ -365,7 +367,7 @@ backup has been verified.`,
 func newBackupExportFilesCmd(a *app) *cobra.Command {
 	var (
 		root, output string
-		identities   []string
+		read         backupReadFlags
 		force        bool
 	)
 	cmd := &cobra.Command{
@@ -389,12 +391,12 @@ then restore the same backup.`,
   anvil restore backup.anvilbak --identity ~/.config/anvil/backup.key`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, ids, closeFn, err := openBackup(a, identities, args[0])
+			r, keys, closeFn, err := read.open(a, hostfs.Root(root), args[0])
 			if err != nil {
 				return err
 			}
 			defer closeFn()
-			files, err := backup.ExportFiles(r, ids, hostfs.Root(root), force)
+			files, err := backup.ExportFiles(r, keys, hostfs.Root(root), force)
 			if err != nil {
 				return fmt.Errorf("backup %s: %w", args[0], err)
 			}
@@ -407,27 +409,54 @@ then restore the same backup.`,
 		},
 	}
 	cmd.Flags().StringVar(&root, "root", "", "prefix for every host path")
-	cmd.Flags().StringSliceVar(&identities, "identity", nil, "age identity file to decrypt with (repeatable), or - for stdin when the backup is a file")
+	read.add(cmd)
 	cmd.Flags().BoolVar(&force, "force", false, "replace files that exist with other content")
 	addOutputFlag(cmd, &output)
 	return cmd
 }
 
-// openBackup reads the keys --identity names, then opens the backup the
-// argument names (- is stdin, which then cannot also carry a key).
-func openBackup(a *app, identities []string, arg string) (io.Reader, []age.Identity, func(), error) {
-	ids, err := readIdentities(a, identities, arg == "-")
+// backupReadFlags are the flags of every command that reads a backup:
+// the age identities that decrypt it, and whose signature it must carry.
+type backupReadFlags struct {
+	identities    []string
+	signingKeys   []string
+	allowUnsigned bool
+}
+
+func (f *backupReadFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringSliceVar(&f.identities, "identity", nil, "age identity file to decrypt with (repeatable), or - for stdin when the backup is a file")
+	cmd.Flags().StringSliceVar(&f.signingKeys, "signing-key", nil, "backup signing public key (ed25519:…) to accept, besides this master's own and the cluster file's "+
+		"backup.signingPublicKey (repeatable)")
+	cmd.Flags().BoolVar(&f.allowUnsigned, "allow-unsigned", false, "accept a backup without signature (written by an anvil from before backups were signed): anyone can write one")
+}
+
+// open reads the keys the flags name, then opens the backup the argument
+// names (- is stdin, which then cannot also carry a key, and is spooled
+// to an unnamed temporary file: a backup is read twice, its signature
+// first). root is where this master's own signing key and cluster file
+// are.
+func (f *backupReadFlags) open(a *app, root hostfs.Root, arg string) (io.ReadSeeker, backup.Keys, func(), error) {
+	ids, err := readIdentities(a, f.identities, arg == "-")
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, backup.Keys{}, nil, err
 	}
+	trust, err := backup.LocalTrust(root, f.signingKeys, f.allowUnsigned)
+	if err != nil {
+		return nil, backup.Keys{}, nil, err
+	}
+	keys := backup.Keys{Identities: ids, Trust: trust}
 	if arg == "-" {
-		return bufio.NewReaderSize(a.in, 1<<20), ids, func() {}, nil
+		tmp, err := backup.Spool(a.in)
+		if err != nil {
+			return nil, backup.Keys{}, nil, err
+		}
+		return tmp, keys, func() { tmp.Close() }, nil
 	}
-	f, err := os.Open(arg)
+	file, err := os.Open(arg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, backup.Keys{}, nil, err
 	}
-	return f, ids, func() { f.Close() }, nil
+	return file, keys, func() { file.Close() }, nil
 }
 
 // readIdentities reads the keys --identity names (see backup.ReadIdentities).

@@ -84,13 +84,16 @@ func newClusterRestoreCmd(a *app) *cobra.Command {
 	var (
 		output, identity string
 		force, yes       bool
+		allowUnsigned    bool
 		timeout          time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "restore -f FILE BACKUP",
 		Short: "Restore every master of the cluster from one backup, so no etcd member mixes snapshots",
-		Long: `Verifies BACKUP here (every layer: an encrypted backup needs --identity), then,
-over SSH, on the cluster file's masters:
+		Long: `Verifies BACKUP here (every layer: an encrypted backup needs --identity), its
+signature first: against the cluster file's backup.signingPublicKey before
+any host is contacted, or, when the cluster file pins none, against the key
+the masters report holding. Then, over SSH, on the cluster file's masters:
 
   check    each master checks it can take its part, changing nothing: the
            first master gets the backup and verifies it again
@@ -134,7 +137,7 @@ confirmation unless --yes.`,
 			}
 			rep := progress.New(a.errOut, progress.ForTerminal(a.errOut))
 			res, err := installer.Restore(cmd.Context(), installer.RestoreOptions{
-				Options: f.options(a, rep), Backup: args[0], Identity: key, Force: force, Timeout: timeout,
+				Options: f.options(a, rep), Backup: args[0], Identity: key, Force: force, AllowUnsigned: allowUnsigned, Timeout: timeout,
 			})
 			rep.Close()
 			if err != nil {
@@ -158,6 +161,7 @@ confirmation unless --yes.`,
 	f.add(cmd)
 	cmd.Flags().StringVar(&identity, "identity", "", "age identity file that opens an encrypted backup (mode 0600)")
 	cmd.Flags().BoolVar(&force, "force", false, "restore a backup of another cluster name")
+	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "restore a backup without signature (written by an anvil from before backups were signed): anyone can write one")
 	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
 	cmd.Flags().DurationVar(&timeout, "timeout", installer.DefaultTimeout, "bound on each master's restore or rejoin")
 	addOutputFlag(cmd, &output)

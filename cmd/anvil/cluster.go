@@ -148,6 +148,10 @@ The phases, in order:
 				if err == nil && res.Kubeconfig != "" {
 					fmt.Fprintf(a.out, "The cluster is ready. Use it with:\n  kubectl --kubeconfig %s get nodes -o wide\n", res.Kubeconfig)
 				}
+				if err == nil && res.BackupSigningKey != "" && !res.Pinned {
+					fmt.Fprintf(a.out, "Backups are signed by %s. Pin it in the cluster file, so that restores refuse any other:\n"+
+						"  backup:\n    signingPublicKey: %s\n", res.BackupSigningKey, res.BackupSigningKey)
+				}
 			}
 			if err != nil {
 				return hostFailures(err)

@@ -15,7 +15,7 @@ import (
 func newRestoreCmd(a *app) *cobra.Command {
 	var (
 		root, output, rejoin string
-		identities           []string
+		read                 backupReadFlags
 		force, dryRun, leave bool
 		minRevision          int64
 		timeout              time.Duration
@@ -71,7 +71,7 @@ backup is a file: never from the command line or the environment.`,
 				return usageError("--leave and --rejoin take no backup: the member gets the restored data from the cluster")
 			case !leave && rejoin == "" && len(args) != 1:
 				return usageError("give the backup to restore: anvil restore FILE|-")
-			case (leave || rejoin != "") && len(identities) > 0:
+			case (leave || rejoin != "") && len(read.identities) > 0:
 				return usageError("--identity is for restoring a backup, not for --leave or --rejoin")
 			}
 			return nil
@@ -88,12 +88,12 @@ backup is a file: never from the command line or the environment.`,
 				o.Mode, o.Endpoint = backup.RestoreRejoin, rejoin
 			default:
 				o.Mode, o.Name = backup.RestoreSnapshot, args[0]
-				r, ids, closeFn, err := openBackup(a, identities, args[0])
+				r, keys, closeFn, err := read.open(a, hostfs.Root(root), args[0])
 				if err != nil {
 					return err
 				}
 				defer closeFn()
-				o.Backup, o.Identities = r, ids
+				o.Backup, o.Keys = r, keys
 			}
 			self, err := os.Executable()
 			if err != nil {
@@ -111,7 +111,7 @@ backup is a file: never from the command line or the environment.`,
 		},
 	}
 	cmd.Flags().StringVar(&root, "root", "", "prefix for every host path")
-	cmd.Flags().StringSliceVar(&identities, "identity", nil, "age identity file to decrypt with (repeatable), or - for stdin when the backup is a file")
+	read.add(cmd)
 	cmd.Flags().BoolVar(&force, "force", false, "restore another cluster name or supported version, or one member of several; let --leave and --rejoin go ahead without etcd's quorum")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "run the checks and verify the backup; change nothing")
 	cmd.Flags().BoolVar(&leave, "leave", false, "stop this master's control plane and etcd member and set its data aside, before another master is restored")

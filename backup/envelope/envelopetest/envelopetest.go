@@ -2,6 +2,7 @@ package envelopetest
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -24,6 +25,32 @@ func NewIdentity(t testing.TB) *age.X25519Identity {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// SigningKey is a backup signing key made from seed, so a test (and a fuzz
+// corpus) gets the same key every run.
+func SigningKey(seed byte) ed25519.PrivateKey {
+	return ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize))
+}
+
+// Trust trusts key's signatures.
+func Trust(key ed25519.PrivateKey) envelope.Trust {
+	return envelope.Trust{Keys: []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}}
+}
+
+// Resign replaces the signature at the end of b (a format-2 backup) with
+// key's signature of what comes before it: what the holder of the
+// cluster's signing key could write, so that tests and fuzzing reach the
+// checks after the signature's.
+func Resign(b []byte, key ed25519.PrivateKey) []byte {
+	if len(b) < envelope.SignatureSize {
+		return b
+	}
+	out := bytes.Clone(b)
+	body := out[:len(out)-envelope.SignatureSize]
+	sum := sha256.Sum256(body)
+	copy(out[len(body):], ed25519.Sign(key, envelope.SignatureMessage(sum[:])))
+	return out
 }
 
 // RewriteHeader replaces the clear header of b with its edited encoding and
@@ -58,12 +85,13 @@ type File struct {
 
 // Craft writes a backup with whatever header, files and snapshot an
 // attacker chooses, encrypted to recipients (public keys anyone can read
-// in a backup's clear header).
-func Craft(t testing.TB, h envelope.BackupHeader, recipients []string, files []File, snapshot []byte) []byte {
+// in a backup's clear header) and signed with key: the cluster's own to
+// test the checks after the signature's, any other to play a forger.
+func Craft(t testing.TB, h envelope.BackupHeader, recipients []string, key ed25519.PrivateKey, files []File, snapshot []byte) []byte {
 	t.Helper()
 	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 	var b bytes.Buffer
-	w, err := envelope.NewEnvelopeWriter(&b, h, recipients)
+	w, err := envelope.NewEnvelopeWriter(&b, h, recipients, key)
 	if err != nil {
 		t.Fatal(err)
 	}
