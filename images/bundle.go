@@ -178,7 +178,11 @@ func (e *BundleError) Error() string {
 
 // ImportOptions says where a bundle goes.
 type ImportOptions struct {
-	Bundle   string
+	Bundle string
+	// SHA256, when set, is the bundle file's expected sha256 in hex (as
+	// sha256sum prints it, from where the bundle was made): any other
+	// file is refused before a byte of it is decompressed.
+	SHA256   string
 	Root     hostfs.Root
 	Progress func(string)
 }
@@ -192,6 +196,12 @@ func Import(o ImportOptions) (*BundleIndex, error) {
 	report := o.Progress
 	if report == nil {
 		report = func(string) {}
+	}
+	if o.SHA256 != "" {
+		report(fmt.Sprintf("checking the sha256 of %s", o.Bundle))
+		if err := checkFileSHA256(o.Bundle, o.SHA256); err != nil {
+			return nil, err
+		}
 	}
 	report(fmt.Sprintf("verifying %s", o.Bundle))
 	idx, err := readBundle(o.Bundle, nil)
@@ -233,6 +243,37 @@ func ReadBundleIndex(bundle string) (*BundleIndex, error) { return readBundle(bu
 // readBundle walks a bundle, checking its index, every entry's name, size
 // and sha256, and that nothing is missing or extra. Each verified entry's
 // content is passed to sink (when not nil) as it streams.
+// FileSHA256 is the sha256 of file's content in hex, as sha256sum prints
+// it.
+func FileSHA256(file string) (string, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read %s: %w", file, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// checkFileSHA256 refuses file unless its sha256 is want (hex).
+func checkFileSHA256(file, want string) error {
+	want = strings.ToLower(strings.TrimSpace(want))
+	if len(want) != sha256.Size*2 || strings.Trim(want, "0123456789abcdef") != "" {
+		return fmt.Errorf("expected sha256 %q is not %d hex digits", want, sha256.Size*2)
+	}
+	got, err := FileSHA256(file)
+	if err != nil {
+		return err
+	}
+	if got != want {
+		return &BundleError{Bundle: file, Reason: fmt.Sprintf("its sha256 is %s, and %s was expected: not the bundle you meant, or damaged on the way", got, want)}
+	}
+	return nil
+}
+
 func readBundle(bundle string, sink func(File, io.Reader) error) (*BundleIndex, error) {
 	refuse := func(format string, args ...any) error {
 		return &BundleError{Bundle: bundle, Reason: fmt.Sprintf(format, args...)}

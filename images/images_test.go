@@ -349,6 +349,39 @@ func TestImportRefusesDamagedBundles(t *testing.T) {
 	}
 }
 
+// TestImportChecksExpectedSHA256: with --sha256, a bundle that is whole
+// but not the one expected (another build, someone else's) is refused
+// before it is read, and the expected one installs.
+func TestImportChecksExpectedSHA256(t *testing.T) {
+	out, m := fakeBuild(t)
+	good := filepath.Join(t.TempDir(), "b.tar.zst")
+	if _, err := Bundle(BundleOptions{Dir: filepath.Join(out, m.KubernetesVersion), Anvil: fakeAnvil(t), Out: good}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	root := hostfs.Root(t.TempDir())
+	for _, want := range []string{strings.Repeat("ab", 32), "nothex"} {
+		_, err := Import(ImportOptions{Bundle: good, Root: root, SHA256: want})
+		if err == nil {
+			t.Fatalf("sha256 %s: imported", want)
+		}
+		if ents, _ := os.ReadDir(root.Path(hostfs.BinDir)); len(ents) != 0 {
+			t.Fatalf("a refused import left %v", ents)
+		}
+	}
+	var be *BundleError
+	if _, err := Import(ImportOptions{Bundle: good, Root: root, SHA256: strings.Repeat("ab", 32)}); !errors.As(err, &be) || !strings.Contains(err.Error(), hex.EncodeToString(sum[:])) {
+		t.Errorf("another bundle: %v, want a BundleError naming its sha256", err)
+	}
+	if _, err := Import(ImportOptions{Bundle: good, Root: root, SHA256: strings.ToUpper(hex.EncodeToString(sum[:]))}); err != nil {
+		t.Fatalf("the expected bundle: %v", err)
+	}
+}
+
 func TestInstall(t *testing.T) {
 	out, m := fakeBuild(t)
 	root := hostfs.Root(t.TempDir())

@@ -169,7 +169,12 @@ Carry it to machines without network access and run 'anvil images import'.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.out, "wrote %s: kubernetes %s, %d files, %.1f MiB\n", o.Out, idx.KubernetesVersion, len(idx.Files), float64(fi.Size())/(1<<20))
+			sum, err := images.FileSHA256(o.Out)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "wrote %s: kubernetes %s, %d files, %.1f MiB, sha256 %s\n(check it where it is imported: anvil images import %s --sha256 %s)\n",
+				o.Out, idx.KubernetesVersion, len(idx.Files), float64(fi.Size())/(1<<20), sum, filepath.Base(o.Out), sum)
 			return nil
 		},
 	}
@@ -180,7 +185,7 @@ Carry it to machines without network access and run 'anvil images import'.`,
 }
 
 func newImagesImportCmd(a *app) *cobra.Command {
-	var root, version string
+	var root, version, sum string
 	cmd := &cobra.Command{
 		Use:   "import BUNDLE | ARCHIVE...",
 		Short: "Install an airgap bundle, or import image archives into this node's containerd",
@@ -196,6 +201,8 @@ node stack's ctr. Every file is checked first: one that is not an image
 archive is named and nothing is imported. To have the agent import an
 archive by itself, put it in /var/lib/anvil/images.`,
 		Example: `  anvil images import anvil-v1.37.2.tar.zst
+  # With the sha256 'anvil images bundle' printed where the bundle was made
+  anvil images import anvil-v1.37.2.tar.zst --sha256 9f2c…
   anvil images import --root /tmp/host anvil-v1.37.2.tar.zst
 
   # Images for pods, without a registry
@@ -206,7 +213,7 @@ archive by itself, put it in /var/lib/anvil/images.`,
 			bundles := slices.DeleteFunc(slices.Clone(args), func(f string) bool { return !isBundle(f) })
 			switch {
 			case len(bundles) == 1 && len(args) == 1:
-				idx, err := images.Import(images.ImportOptions{Bundle: args[0], Root: r, Progress: a.progress})
+				idx, err := images.Import(images.ImportOptions{Bundle: args[0], SHA256: sum, Root: r, Progress: a.progress})
 				if err != nil {
 					return err
 				}
@@ -214,6 +221,8 @@ archive by itself, put it in /var/lib/anvil/images.`,
 				return nil
 			case len(bundles) > 0:
 				return usageError("%s is an airgap bundle: import it alone, and image archives in another run", bundles[0])
+			case sum != "":
+				return usageError("--sha256 checks an airgap bundle; %s is not one", args[0])
 			}
 			for _, f := range args {
 				if err := node.CheckImageArchive(f); err != nil {
@@ -237,6 +246,7 @@ archive by itself, put it in /var/lib/anvil/images.`,
 	}
 	cmd.Flags().StringVar(&root, "root", "", "prefix for host paths")
 	cmd.Flags().StringVar(&version, "version", images.DefaultVersion, "Kubernetes version whose node stack (ctr) imports image archives")
+	cmd.Flags().StringVar(&sum, "sha256", "", "the bundle's expected sha256 (hex, as sha256sum prints it where the bundle was made): any other file is refused unread")
 	return cmd
 }
 
