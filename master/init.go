@@ -107,7 +107,7 @@ func initPhases() []initPhase {
 	return []initPhase{
 		{Name: "preflight", Description: "check that this machine can run a control plane", Run: preflightPhase},
 		{Name: "certs", Description: "make the cluster CAs and this master's certificates", Mutates: true, Run: certsPhase},
-		{Name: "kubeconfig", Description: "write the admin, super-admin, controller-manager and scheduler kubeconfigs", Mutates: true, Run: kubeconfigPhase},
+		{Name: "kubeconfig", Description: "write the admin, super-admin (first master only), controller-manager and scheduler kubeconfigs", Mutates: true, Run: kubeconfigPhase},
 		{Name: "config", Description: "write the cluster file, component configs and the layout's units, manifests or specs", Mutates: true, Run: configPhase},
 		{Name: "kubelet", Description: kubeletPhaseHelp, Mutates: true, Run: kubeletPhase},
 		{Name: "etcd", Description: "start the embedded etcd member", Mutates: true, Run: etcdPhase},
@@ -276,7 +276,9 @@ func certsPhase(ctx context.Context, r *initRun) error {
 }
 
 func kubeconfigPhase(ctx context.Context, r *initRun) error {
-	res, err := pki.Ensure(r.o.Root.PKI(), r.pkiCfg, pki.Options{KubeconfigDir: r.o.Root.Kubernetes(), Force: r.o.Force})
+	// super-admin.conf (system:masters, past RBAC) only on the first
+	// master, which needs it to make the RBAC that admin.conf relies on.
+	res, err := pki.Ensure(r.o.Root.PKI(), r.pkiCfg, pki.Options{KubeconfigDir: r.o.Root.Kubernetes(), Force: r.o.Force, SuperAdmin: r.join == nil})
 	if err != nil {
 		return err
 	}

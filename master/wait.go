@@ -15,6 +15,7 @@ import (
 
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/component"
+	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/layout"
 	"anvil.dev/anvil/pki"
 	"anvil.dev/anvil/supervise"
@@ -153,7 +154,13 @@ func lastLines(b []byte, n int) string {
 // WaitLeaders waits until the controller-manager and the scheduler hold
 // their leader leases: the control plane is doing its job.
 func (c *ControlPlane) WaitLeaders(ctx context.Context, timeout time.Duration) error {
-	cli, err := c.Client(pki.SuperAdminKubeconfig)
+	// super-admin.conf where it is (the first master, which waits before
+	// the RBAC admin.conf needs exists), admin.conf on the others.
+	kc := pki.SuperAdminKubeconfig
+	if ok, _ := fsutil.Exists(c.Root.Kubeconfig(kc)); !ok {
+		kc = pki.AdminKubeconfig
+	}
+	cli, err := c.Client(kc)
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,11 @@ type Options struct {
 	// KubeconfigDir is where the kubeconfigs live (/etc/kubernetes); empty
 	// leaves kubeconfigs alone.
 	KubeconfigDir string
+	// SuperAdmin makes the on-demand kubeconfigs (super-admin.conf) when
+	// they are missing: init does on the first master, and `anvil certs
+	// generate --super-admin` on any. Without it they are only kept,
+	// checked and renewed where they exist.
+	SuperAdmin bool
 	// Force replaces what would otherwise be refused: leaves and
 	// kubeconfigs of a different CA, stale kubeconfigs, a CA whose key does
 	// not match or that has expired, an sa.pub that is not sa.key's.

@@ -86,6 +86,9 @@ func CheckExpiration(dir string, opts Options) (Expiration, error) {
 			if err != nil {
 				return out, err
 			}
+			if e.Missing && spec.OnDemand {
+				continue
+			}
 			e.CA, e.ExternallyManaged = CAName, external[CAName]
 			out.Certificates = append(out.Certificates, e)
 		}

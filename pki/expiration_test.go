@@ -2,8 +2,6 @@ package pki
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -12,8 +10,9 @@ import (
 func TestCheckExpiration(t *testing.T) {
 	h := newTestHost(t)
 	issued := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	// A master that is not the first: no super-admin.conf, and none is
+	// reported missing.
 	h.ensure(t, testConfig(t, "m1"), Options{KubeconfigDir: h.kube, Now: issued})
-	os.Remove(filepath.Join(h.kube, "super-admin.conf"))
 
 	checked := issued.Add(100 * 24 * time.Hour)
 	exp, err := CheckExpiration(h.pki, Options{KubeconfigDir: h.kube, Now: checked})
@@ -23,12 +22,6 @@ func TestCheckExpiration(t *testing.T) {
 	var names []string
 	for _, e := range exp.Certificates {
 		names = append(names, e.Name)
-		if e.Name == "super-admin.conf" {
-			if !e.Missing {
-				t.Error("super-admin.conf not reported missing")
-			}
-			continue
-		}
 		wantCA := map[string]string{"apiserver-etcd-client": EtcdCAName, "etcd-healthcheck-client": EtcdCAName,
 			"etcd-peer": EtcdCAName, "etcd-server": EtcdCAName, "front-proxy-client": FrontProxyCAName}[e.Name]
 		if wantCA == "" {
@@ -45,7 +38,7 @@ func TestCheckExpiration(t *testing.T) {
 		}
 	}
 	want := []string{"admin.conf", "anvil-approver.conf", "anvil-vip.conf", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client", "controller-manager.conf",
-		"etcd-healthcheck-client", "etcd-peer", "etcd-server", "front-proxy-client", "scheduler.conf", "super-admin.conf"}
+		"etcd-healthcheck-client", "etcd-peer", "etcd-server", "front-proxy-client", "scheduler.conf"}
 	if !slices.Equal(names, want) {
 		t.Errorf("names %v\nwant %v", names, want)
 	}

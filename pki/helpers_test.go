@@ -67,7 +67,8 @@ func newTestHost(t testing.TB) testHost {
 	return testHost{root: root, pki: filepath.Join(root, "etc/kubernetes/pki"), kube: filepath.Join(root, "etc/kubernetes")}
 }
 
-func (h testHost) opts() Options { return Options{KubeconfigDir: h.kube} }
+// opts are the first master's: kubeconfigs, super-admin.conf among them.
+func (h testHost) opts() Options { return Options{KubeconfigDir: h.kube, SuperAdmin: true} }
 
 func (h testHost) file(rel string) string { return filepath.Join(h.pki, rel) }
 

@@ -28,6 +28,9 @@ func (p *planner) kubeconfig(spec KubeconfigSpec, renew bool) error {
 	if err != nil {
 		return err
 	}
+	if spec.OnDemand && !f.exists() && !p.opts.SuperAdmin {
+		return nil
+	}
 	ca := p.cas[CAName]
 	if ca.cert == nil {
 		return fmt.Errorf("cannot issue %s: CA %s does not exist", path, ca.certPath)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -157,5 +158,42 @@ func TestKubeconfigOldKubeadmAdmin(t *testing.T) {
 	if !errors.Is(err, ErrNeedsForce) || !strings.Contains(err.Error(),
 		"client certificate subject is CN=kubernetes-super-admin,O=system:masters, want CN=kubernetes-admin,O=kubeadm:cluster-admins") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestSuperAdminOnDemand: super-admin.conf (system:masters, past RBAC) is
+// made only when asked, as on the first master; elsewhere nothing makes it
+// by the way (generate, renew all), and once made on purpose it is kept,
+// checked and renewed like the others.
+func TestSuperAdminOnDemand(t *testing.T) {
+	h := newTestHost(t)
+	cfg := testConfig(t, "m2")
+	joined := Options{KubeconfigDir: h.kube}
+	for _, r := range h.ensure(t, cfg, joined) {
+		if r.Name == SuperAdminKubeconfig {
+			t.Errorf("a joined master got %s: %+v", SuperAdminKubeconfig, r)
+		}
+	}
+	if _, err := Renew(h.pki, cfg, []string{RenewAll}, joined); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(h.kube, SuperAdminKubeconfig)); !os.IsNotExist(err) {
+		t.Fatalf("renew all made %s: %v", SuperAdminKubeconfig, err)
+	}
+	onDemand := joined
+	onDemand.SuperAdmin = true
+	if res := h.ensure(t, cfg, onDemand); !slices.ContainsFunc(res, func(r Result) bool { return r.Name == SuperAdminKubeconfig && r.Action == Created }) {
+		t.Fatalf("--super-admin did not make it: %+v", res)
+	}
+	if res := h.ensure(t, cfg, joined); !slices.ContainsFunc(res, func(r Result) bool { return r.Name == SuperAdminKubeconfig && r.Action == Kept }) {
+		t.Errorf("an existing one is not kept: %+v", res)
+	}
+	exp, err := CheckExpiration(h.pki, joined)
+	if err != nil || !slices.ContainsFunc(exp.Certificates, func(e Expiry) bool { return e.Name == SuperAdminKubeconfig && !e.Missing }) {
+		t.Errorf("check-expiration does not show the one made: %v", err)
+	}
+	res, err := Renew(h.pki, cfg, []string{RenewAll}, joined)
+	if err != nil || !slices.ContainsFunc(res, func(r Result) bool { return r.Name == SuperAdminKubeconfig && r.Action == Renewed }) {
+		t.Errorf("renew all does not renew it: %+v %v", res, err)
 	}
 }

@@ -54,6 +54,10 @@ type KubeconfigSpec struct {
 	// Local kubeconfigs point at this master's own apiserver
 	// (Config.LocalAPIServerURL) rather than the control-plane endpoint.
 	Local bool
+	// OnDemand kubeconfigs are made only when asked (Options.SuperAdmin),
+	// and kept, checked and renewed where they exist: super-admin.conf,
+	// which bypasses RBAC, is on the first master only, as kubeadm does.
+	OnDemand bool
 }
 
 // CAs lists the CAs in the order they are made.
@@ -103,7 +107,7 @@ const APIServerKubeletClientCN = "kube-apiserver-kubelet-client"
 func Kubeconfigs() []KubeconfigSpec {
 	return []KubeconfigSpec{
 		{Name: AdminKubeconfig, User: "kubernetes-admin", Organizations: []string{"kubeadm:cluster-admins"}},
-		{Name: SuperAdminKubeconfig, User: "kubernetes-super-admin", Organizations: []string{"system:masters"}},
+		{Name: SuperAdminKubeconfig, User: "kubernetes-super-admin", Organizations: []string{"system:masters"}, OnDemand: true},
 		{Name: ControllerManagerKubeconfig, User: "system:kube-controller-manager", Local: true},
 		{Name: SchedulerKubeconfig, User: "system:kube-scheduler", Local: true},
 		// anvil's own: the VIP manager may touch one Lease and nothing else

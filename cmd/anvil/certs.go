@@ -20,9 +20,11 @@ func newCertsCmd(a *app) *cobra.Command {
 		Use:   "certs",
 		Short: "Make, check and renew this master's certificates and kubeconfigs",
 		Long: `Manage the control-plane PKI in kubeadm's layout: the CAs, the leaf
-certificates, the service-account key pair under /etc/kubernetes/pki, and the
-admin, super-admin, controller-manager and scheduler kubeconfigs under
-/etc/kubernetes.`,
+certificates, the service-account and backup signing key pairs under
+/etc/kubernetes/pki, and the admin, controller-manager and scheduler
+kubeconfigs under /etc/kubernetes. super-admin.conf (system:masters, past
+RBAC) is on the first master only, as kubeadm does; generate --super-admin
+makes one on any master when you need it.`,
 		Example: `  anvil certs generate -f cluster.yaml --node m1
   anvil certs check-expiration
   anvil certs renew all -f cluster.yaml --node m1
@@ -87,10 +89,11 @@ func (f certsClusterFlags) config(a *app) (pki.Config, error) {
 // certsWriteOptions are the flags of the commands that write certificates
 // (generate, renew).
 type certsWriteOptions struct {
-	paths   certsPaths
-	cluster certsClusterFlags
-	force   bool
-	output  string
+	paths      certsPaths
+	cluster    certsClusterFlags
+	force      bool
+	superAdmin bool
+	output     string
 }
 
 func newCertsGenerateCmd(a *app) *cobra.Command {
@@ -109,13 +112,16 @@ Every file is checked before anything is written: on error nothing changed.`,
   # lay out a host under a scratch directory
   anvil certs generate -f cluster.yaml --node m1 --root /tmp/m1
   # after adding pki.certSANs: only the apiserver certificate is re-issued
-  anvil certs generate -f cluster.yaml --node m1 -o json`,
+  anvil certs generate -f cluster.yaml --node m1 -o json
+  # a break-glass system:masters kubeconfig on a master that has none
+  anvil certs generate -f /etc/anvil/cluster.yaml --node m2 --super-admin`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error { return runCertsGenerate(a, o) },
 	}
 	o.paths.addFlags(cmd, true)
 	o.cluster.addFlags(cmd)
 	cmd.Flags().BoolVar(&o.force, "force", false, "replace leaves and kubeconfigs of a different CA, stale kubeconfigs and a CA whose key does not match")
+	cmd.Flags().BoolVar(&o.superAdmin, "super-admin", false, "also make super-admin.conf (system:masters, bypasses RBAC), which only the first master gets from init; remove it once used")
 	addOutputFlag(cmd, &o.output)
 	return cmd
 }
@@ -125,7 +131,7 @@ func runCertsGenerate(a *app, o certsWriteOptions) error {
 	if err != nil {
 		return err
 	}
-	results, err := pki.Ensure(o.paths.pki(), cfg, pki.Options{KubeconfigDir: o.paths.kubeconfigs(), Force: o.force})
+	results, err := pki.Ensure(o.paths.pki(), cfg, pki.Options{KubeconfigDir: o.paths.kubeconfigs(), Force: o.force, SuperAdmin: o.superAdmin})
 	if err != nil {
 		return err
 	}
