@@ -429,6 +429,13 @@ func bootstrapPhase(ctx context.Context, r *initRun) error {
 	if len(upstreams) == 0 && r.runsPods() {
 		r.o.Task.Warn("%s has no resolver in %s: cluster DNS will answer the cluster's names only, forwarding nothing else", r.o.Node, node.ReadFacts("").ResolvConf)
 	}
+	dead := node.ProbeResolvers(ctx, upstreams, 2*time.Second)
+	for _, u := range upstreams {
+		if err, ok := dead[u]; ok {
+			r.o.Task.Warn("resolver %s (in %s on %s) does not answer DNS: %v; cluster DNS forwards names outside the cluster to it, so they will not resolve in pods until it does",
+				u, node.ReadFacts("").ResolvConf, r.o.Node, err)
+		}
+	}
 	signing, err := pki.ReadBackupSigningPublicKey(r.o.Root.PKI())
 	if err != nil {
 		return err
