@@ -103,8 +103,12 @@ func TestApplyKeepsUsersFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Apply(ctx, cs, objs); err != nil {
+	changed, err := Apply(ctx, cs, objs, false)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if len(changed) != len(objs) {
+		t.Errorf("the first apply changed %v, want all %d objects", changed, len(objs))
 	}
 	deploys := cs.AppsV1().Deployments(metav1.NamespaceSystem)
 	d, err := deploys.Get(ctx, CoreDNSName, metav1.GetOptions{})
@@ -117,7 +121,7 @@ func TestApplyKeepsUsersFields(t *testing.T) {
 	if _, err := deploys.Update(ctx, d, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := Apply(ctx, cs, objs); err != nil {
+	if _, err := Apply(ctx, cs, objs, false); err != nil {
 		t.Fatal(err)
 	}
 	d, err = deploys.Get(ctx, CoreDNSName, metav1.GetOptions{})

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -21,42 +22,76 @@ const FieldManager = "anvil"
 
 // Apply server-side applies objs, in order, as FieldManager, forcing
 // ownership of the fields anvil sets (they are anvil's to decide) and
-// leaving every other field, a user's own, as it is. Applying the same
-// objects again changes nothing.
-func Apply(ctx context.Context, cs kubernetes.Interface, objs []runtime.Object) error {
+// leaving every other field, a user's own, as it is, and returns the
+// objects that changed (kind/namespace/name). Applying the same objects
+// again changes nothing. With dryRun the API server decides what would
+// change and nothing is written: what `anvil status` reports as drift.
+func Apply(ctx context.Context, cs kubernetes.Interface, objs []runtime.Object, dryRun bool) ([]string, error) {
 	force := true
 	opts := metav1.PatchOptions{FieldManager: FieldManager, Force: &force}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	var changed []string
 	for _, o := range objs {
 		m, err := meta.Accessor(o)
 		if err != nil {
-			return err
+			return changed, err
 		}
 		data, err := json.Marshal(o)
 		if err != nil {
-			return fmt.Errorf("apply %s: %w", describe(o), err)
+			return changed, fmt.Errorf("apply %s: %w", describe(o), err)
 		}
 		name, ns := m.GetName(), m.GetNamespace()
+		var c bool
 		switch o.(type) {
 		case *corev1.ServiceAccount:
-			_, err = cs.CoreV1().ServiceAccounts(ns).Patch(ctx, name, types.ApplyPatchType, data, opts)
+			c, err = applyOne(ctx, cs.CoreV1().ServiceAccounts(ns), name, data, opts)
 		case *corev1.ConfigMap:
-			_, err = cs.CoreV1().ConfigMaps(ns).Patch(ctx, name, types.ApplyPatchType, data, opts)
+			c, err = applyOne(ctx, cs.CoreV1().ConfigMaps(ns), name, data, opts)
 		case *corev1.Service:
-			_, err = cs.CoreV1().Services(ns).Patch(ctx, name, types.ApplyPatchType, data, opts)
+			c, err = applyOne(ctx, cs.CoreV1().Services(ns), name, data, opts)
 		case *rbacv1.ClusterRole:
-			_, err = cs.RbacV1().ClusterRoles().Patch(ctx, name, types.ApplyPatchType, data, opts)
+			c, err = applyOne(ctx, cs.RbacV1().ClusterRoles(), name, data, opts)
 		case *rbacv1.ClusterRoleBinding:
-			_, err = cs.RbacV1().ClusterRoleBindings().Patch(ctx, name, types.ApplyPatchType, data, opts)
+			c, err = applyOne(ctx, cs.RbacV1().ClusterRoleBindings(), name, data, opts)
 		case *appsv1.Deployment:
-			_, err = cs.AppsV1().Deployments(ns).Patch(ctx, name, types.ApplyPatchType, data, opts)
+			c, err = applyOne(ctx, cs.AppsV1().Deployments(ns), name, data, opts)
 		case *policyv1.PodDisruptionBudget:
-			_, err = cs.PolicyV1().PodDisruptionBudgets(ns).Patch(ctx, name, types.ApplyPatchType, data, opts)
+			c, err = applyOne(ctx, cs.PolicyV1().PodDisruptionBudgets(ns), name, data, opts)
 		default:
-			return fmt.Errorf("apply %s: anvil applies no %T", describe(o), o)
+			return changed, fmt.Errorf("apply %s: anvil applies no %T", describe(o), o)
 		}
 		if err != nil {
-			return fmt.Errorf("apply %s: %w", describe(o), err)
+			return changed, fmt.Errorf("apply %s: %w", describe(o), err)
+		}
+		if c {
+			changed = append(changed, describe(o))
 		}
 	}
-	return nil
+	return changed, nil
+}
+
+// typedClient is what every typed client of client-go has for its kind.
+type typedClient[T metav1.Object] interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (T, error)
+	Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, subresources ...string) (T, error)
+}
+
+// applyOne applies one object and says whether it changed: an apply that
+// changes nothing leaves the resourceVersion as it was, a dry run too.
+func applyOne[T metav1.Object](ctx context.Context, c typedClient[T], name string, data []byte, opts metav1.PatchOptions) (bool, error) {
+	before := ""
+	cur, err := c.Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		before = cur.GetResourceVersion()
+	case !apierrors.IsNotFound(err):
+		return false, err
+	}
+	out, err := c.Patch(ctx, name, types.ApplyPatchType, data, opts)
+	if err != nil {
+		return false, err
+	}
+	return before == "" || out.GetResourceVersion() != before, nil
 }

@@ -34,6 +34,7 @@ func applyPhases() []flowPhase {
 		changing("join-workers", planJoinWorkers), // join_workers.go: workers, in parallel
 		changing("credentials", planCredentials),  // credentials.go: delete what the run made and left: certificates, tokens
 		changing("ready", planReady),              // ready.go: every Node Ready
+		changing("addons", planAddons),            // addons.go: cluster DNS applied again if it drifted
 		changing("kubeconfig", planKubeconfig),    // kubeconfig.go: the admin kubeconfig here
 	}
 }

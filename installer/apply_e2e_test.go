@@ -216,6 +216,10 @@ func clusterE2E(t *testing.T, e *e2e) {
 
 	t.Run("workloads", func(t *testing.T) { workloadsE2E(t, e, kubeconfig) })
 
+	t.Run("a later apply puts back the add-ons' anvil fields, keeps a user's, then plans nothing", func(t *testing.T) {
+		addonsReapplyE2E(t, full, kubeconfig, apply)
+	})
+
 	t.Run("no secret in a process list, a sudo log or the output; no join credential left", func(t *testing.T) {
 		for _, h := range l.Hosts {
 			seen = append(seen, onHost(t, l, h.Name, "journalctl --no-pager -o cat _COMM=sudo"))

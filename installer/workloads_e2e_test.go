@@ -91,6 +91,10 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 
 	image := testappImage(t, e.kube[0])
 	var pods []corev1.Pod
+	// lookupFrom resolves name in pod p, as its programs would.
+	lookupFrom := func(t *testing.T, p corev1.Pod, name string) (string, error) {
+		return kubectl(t, "exec", "-n", testappNamespace, p.Name, "--", testappBinary, "lookup", "-timeout", "3s", name)
+	}
 	t.Run("a Deployment of the test image runs one pod on each worker", func(t *testing.T) {
 		start := time.Now()
 		if err := createTestapp(ctx, cs, image, int32(len(workers))); err != nil {
@@ -204,9 +208,7 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 			"testapp." + testappNamespace + ".svc." + domain:          svc.Spec.ClusterIP,
 			headless.Name + "." + testappNamespace + ".svc." + domain: strings.Join(podIPs, "\n"),
 		}
-		lookup := func(name string) (string, error) {
-			return kubectl(t, "exec", "-n", testappNamespace, pods[0].Name, "--", testappBinary, "lookup", "-timeout", "3s", name)
-		}
+		lookup := func(name string) (string, error) { return lookupFrom(t, pods[0], name) }
 		for name, addr := range want {
 			var got string
 			waitFor(t, 30*time.Second, name+" to resolve to "+addr, func() bool {
@@ -269,8 +271,26 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 
 	t.Run("a stopped worker's pods run again after it starts", func(t *testing.T) {
 		w := workers[len(workers)-1]
+		dns, err := cs.CoreV1().Pods(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{LabelSelector: addons.DNSLabel + "=" + addons.DNSLabelValue})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runsDNS := slices.ContainsFunc(dns.Items, func(p corev1.Pod) bool { return p.Spec.NodeName == w.Name })
 		stopped := time.Now().Add(-time.Second) // the API's times are whole seconds
 		l.Stop(t, w.Name, false)
+		// The worker ran a CoreDNS replica: its Endpoints stay until the
+		// Node is found NotReady, so a query may go to the dead one; the
+		// resolver's retries reach the live one within the 10 s.
+		if i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return p.Spec.NodeName != w.Name }); runsDNS && i >= 0 {
+			start := time.Now()
+			waitFor(t, 10*time.Second, "names to resolve with the worker running a CoreDNS replica stopped", func() bool {
+				_, err := lookupFrom(t, pods[i], "kubernetes.default")
+				return err == nil
+			})
+			t.Logf("%s, running a CoreDNS replica, stopped → names resolve from %s in %s", w.Name, pods[i].Spec.NodeName, fmtDuration(time.Since(start)))
+		} else {
+			t.Errorf("%s runs no CoreDNS replica (%d replicas), or no test pod runs elsewhere: the two are spread over the workers", w.Name, len(dns.Items))
+		}
 		l.Start(t, w.Name)
 		waitFor(t, 3*time.Minute, "the pod on "+w.Name+" to run again", func() bool {
 			list, err := cs.CoreV1().Pods(testappNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app=testapp"})
@@ -537,3 +557,64 @@ func startedSince(p corev1.Pod, t time.Time) bool {
 	}
 	return true
 }
+
+// addonsReapplyE2E plays a user who edits CoreDNS: a field anvil sets
+// (replicas) and one it does not (an annotation), and deletes the
+// PodDisruptionBudget. The next apply plans the re-apply, puts anvil's
+// back and keeps the user's; the one after plans nothing.
+func addonsReapplyE2E(t *testing.T, clusterFile, kubeconfig string, apply func(*testing.T, Options) (*ApplyResult, error)) {
+	cs := clientFor(t, kubeconfig)
+	ctx := context.Background()
+	deploys := cs.AppsV1().Deployments(metav1.NamespaceSystem)
+	d, err := deploys.Get(ctx, addons.CoreDNSName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Annotations == nil {
+		d.Annotations = map[string]string{}
+	}
+	d.Annotations["example.com/owner"] = "team-dns"
+	d.Spec.Replicas = ptrTo(int32(1))
+	if _, err := deploys.Update(ctx, d, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.PolicyV1().PodDisruptionBudgets(metav1.NamespaceSystem).Delete(ctx, addons.CoreDNSName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	o, _ := options(t, clusterFile)
+	res, err := apply(t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var changes []string
+	for _, s := range res.Plan {
+		if s.Change {
+			changes = append(changes, s.Host+": "+s.Do)
+		}
+	}
+	if len(changes) != 1 || !strings.Contains(changes[0], "re-apply the cluster add-ons") ||
+		!strings.Contains(changes[0], "deployment/kube-system/coredns") || !strings.Contains(changes[0], "poddisruptionbudget/kube-system/coredns") {
+		t.Errorf("the apply after the edits planned %q, want only the add-ons' re-apply naming the Deployment and the PDB", changes)
+	}
+	d, err = deploys.Get(ctx, addons.CoreDNSName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *d.Spec.Replicas != addons.CoreDNSReplicas || d.Annotations["example.com/owner"] != "team-dns" {
+		t.Errorf("after the re-apply: replicas %d (want anvil's %d), annotations %v (want the user's kept)", *d.Spec.Replicas, addons.CoreDNSReplicas, d.Annotations)
+	}
+	if _, err := cs.PolicyV1().PodDisruptionBudgets(metav1.NamespaceSystem).Get(ctx, addons.CoreDNSName, metav1.GetOptions{}); err != nil {
+		t.Errorf("the PodDisruptionBudget is not back: %v", err)
+	}
+	res, err = apply(t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range res.Plan {
+		if s.Change {
+			t.Errorf("the apply after the re-apply changes something: %+v", s)
+		}
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

@@ -20,7 +20,6 @@ import (
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	"k8s.io/cluster-bootstrap/token/jws"
 
-	"anvil.dev/anvil/addons"
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/approver"
 	"anvil.dev/anvil/node"
@@ -152,7 +151,13 @@ func EnsureBootstrapObjects(ctx context.Context, cs kubernetes.Interface, in Boo
 			}
 			return ensureNodeConfig(ctx, cs, *in.NodeConfig)
 		}},
-		{"cluster DNS (CoreDNS, the kube-dns Service)", func() error { return ensureClusterDNS(ctx, cs, in.Cluster, in.Upstreams) }},
+		{"cluster DNS (CoreDNS, the kube-dns Service)", func() error {
+			if in.Cluster == nil {
+				return nil
+			}
+			_, err := ApplyAddons(ctx, cs, in.Cluster, in.Upstreams, false)
+			return err
+		}},
 	}
 	for _, s := range steps {
 		if err := s.do(); err != nil {
@@ -160,20 +165,6 @@ func EnsureBootstrapObjects(ctx context.Context, cs kubernetes.Interface, in Boo
 		}
 	}
 	return nil
-}
-
-// ensureClusterDNS applies cluster DNS's objects (addons.DNSObjects) by
-// server-side apply, when the cluster has hosts that run pods; names
-// outside the cluster are forwarded when there are upstreams.
-func ensureClusterDNS(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster, upstreams []string) error {
-	if c == nil {
-		return nil
-	}
-	objs, err := addons.DNSObjects(c.Defaulted(), addons.DNSOptions{Forward: len(upstreams) > 0})
-	if err != nil {
-		return err
-	}
-	return addons.Apply(ctx, cs, objs)
 }
 
 func (in BootstrapInput) now() time.Time {

@@ -422,10 +422,7 @@ func bootstrapPhase(ctx context.Context, r *initRun) error {
 		return err
 	}
 	nodeConfig := node.ClusterConfigOf(r.o.Cluster)
-	// This machine's resolvers, as its pods would see them (/proc and /etc
-	// are never under a --root).
-	resolv, _ := os.ReadFile(node.ReadFacts("").ResolvConf)
-	upstreams := node.Upstreams(resolv)
+	upstreams := LocalUpstreams()
 	if len(upstreams) == 0 && r.runsPods() {
 		r.o.Task.Warn("%s has no resolver in %s: cluster DNS will answer the cluster's names only, forwarding nothing else", r.o.Node, node.ReadFacts("").ResolvConf)
 	}

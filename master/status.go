@@ -30,6 +30,12 @@ type Status struct {
 	Components        []ComponentStatus `json:"components"`
 	Etcd              *EtcdStatus       `json:"etcd,omitempty"`
 	Certificates      *CertSummary      `json:"certificates,omitempty"`
+	// AddonDrift lists the add-on objects (kind/namespace/name) that a
+	// re-apply from this master (anvil addons apply) would change: anvil's
+	// fields edited or objects deleted. Masters only, when healthy;
+	// AddonError says why it could not be found out.
+	AddonDrift []string `json:"addonDrift,omitempty"`
+	AddonError string   `json:"addonError,omitempty"`
 	// BackupSigningKey is the key this master signs backups with
 	// (ed25519:…); empty on workers and on masters that have none.
 	BackupSigningKey string `json:"backupSigningKey,omitempty"`
@@ -136,6 +142,11 @@ func ReadStatus(ctx context.Context, root hostfs.Root) (*Status, error) {
 		out.Etcd = etcdStatus(ctx, root)
 		if out.Etcd.Error != "" {
 			out.Healthy = false
+		}
+	}
+	if h.IsMaster() && out.Healthy && st.Role == v1alpha1.RoleMaster {
+		if out.AddonDrift, err = reapplyAddons(ctx, root, p, true); err != nil {
+			out.AddonError = err.Error()
 		}
 	}
 	if exp, err := pki.CheckExpiration(root.PKI(), pki.Options{KubeconfigDir: root.Kubernetes()}); err == nil {

@@ -1,0 +1,40 @@
+package installer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Phase addons: the cluster add-ons init deployed (cluster DNS) are
+// applied again from the primary when its `anvil status` found them
+// drifted (anvil's fields edited, an object deleted); a cluster whose
+// add-ons are as anvil applies them plans nothing. Init applies them the
+// first time.
+
+func planAddons(r *run) plan {
+	p := r.primary
+	if p == nil || p.failed() || p.facts == nil || p.facts.Status == nil {
+		return plan{}
+	}
+	st := p.facts.Status
+	switch {
+	case st.AddonError != "":
+		return plan{steps: []step{{host: p, do: "cannot tell whether the cluster add-ons drifted: " + st.AddonError}}}
+	case len(st.AddonDrift) == 0:
+		return plan{steps: []step{{host: p, do: "nothing to do: the cluster add-ons are as anvil applies them"}}}
+	}
+	return plan{steps: []step{{host: p, do: "re-apply the cluster add-ons (anvil addons apply): " + strings.Join(st.AddonDrift, ", ") + " changed since anvil applied them",
+		run: func(ctx context.Context) (string, error) {
+			var out strings.Builder
+			if err := r.runLogged(ctx, p, "anvil addons apply", anvilOnHost+" addons apply -o json", nil, &out); err != nil {
+				return "", err
+			}
+			var changed []string
+			if err := json.Unmarshal([]byte(out.String()), &changed); err != nil {
+				return "", fmt.Errorf("anvil addons apply: its output is not a list of objects: %w", err)
+			}
+			return fmt.Sprintf("applied %d object(s): %s", len(changed), strings.Join(changed, ", ")), nil
+		}}}}
+}
