@@ -23,6 +23,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -171,6 +172,12 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 				return err == nil && want[strings.TrimSpace(out)]
 			})
 		}
+	})
+
+	t.Run("Services: session affinity, one without a selector, endpoints that follow a scaled Deployment", func(t *testing.T) {
+		servicesE2E(t, ctx, cs, image, pods, func(t *testing.T, p corev1.Pod, url string) (string, error) {
+			return kubectl(t, "exec", "-n", testappNamespace, p.Name, "--", testappBinary, "get", "-timeout", "2s", url)
+		})
 	})
 
 	t.Run("cluster DNS: CoreDNS answers for Services and pods, and through the loss of a replica", func(t *testing.T) {
@@ -366,23 +373,34 @@ func createTestapp(ctx context.Context, cs kubernetes.Interface, image string, r
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	labels := map[string]string{"app": "testapp"}
+	_, err := cs.AppsV1().Deployments(testappNamespace).Create(ctx, testappDeployment("testapp", image, replicas, true), metav1.CreateOptions{})
+	return err
+}
+
+// testappDeployment runs the test image as name (its pods labelled
+// app=name), at most one pod per node when spread.
+func testappDeployment(name, image string, replicas int32, spread bool) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
 	env := func(name, path string) corev1.EnvVar {
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 	}
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "testapp", Namespace: testappNamespace},
+	var affinity *corev1.Affinity
+	if spread {
+		affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
+				LabelSelector: &metav1.LabelSelector{MatchLabels: labels}, TopologyKey: corev1.LabelHostname,
+			}},
+		}}
+	}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: testappNamespace},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: &replicas,
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
-					Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
-						RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
-							LabelSelector: &metav1.LabelSelector{MatchLabels: labels}, TopologyKey: corev1.LabelHostname,
-						}},
-					}},
+					Affinity: affinity,
 					Containers: []corev1.Container{{
 						Name: "testapp", Image: image, ImagePullPolicy: corev1.PullNever,
 						Ports:          []corev1.ContainerPort{{ContainerPort: 8080}},
@@ -393,8 +411,32 @@ func createTestapp(ctx context.Context, cs kubernetes.Interface, image string, r
 			},
 		},
 	}
-	_, err := cs.AppsV1().Deployments(testappNamespace).Create(ctx, d, metav1.CreateOptions{})
-	return err
+}
+
+// readyEndpoints counts the ready endpoints of Service svc across its
+// EndpointSlices, and the pods Ready with label app=app.
+func readyEndpoints(ctx context.Context, cs kubernetes.Interface, svc, app string) (endpoints, pods int, err error) {
+	es, err := cs.DiscoveryV1().EndpointSlices(testappNamespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, s := range es.Items {
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready != nil && *e.Conditions.Ready {
+				endpoints++
+			}
+		}
+	}
+	list, err := cs.CoreV1().Pods(testappNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, p := range list.Items {
+		if p.DeletionTimestamp == nil && podReady(p) {
+			pods++
+		}
+	}
+	return endpoints, pods, nil
 }
 
 // waitTestappRunning waits until n testapp pods are Running and Ready.
@@ -618,3 +660,108 @@ func addonsReapplyE2E(t *testing.T, clusterFile, kubeconfig string, apply func(*
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// servicesE2E checks what kube-proxy and the endpoint controllers do for
+// Services beyond plain load balancing, with get fetching a URL from
+// inside a pod: ClientIP session affinity keeps a client on one backend,
+// a Service without a selector routes to the EndpointSlice a user wrote,
+// and a Service's endpoints follow a Deployment scaled 0 → 3 → 1 within
+// 2 s of its pods' readiness changing.
+func servicesE2E(t *testing.T, ctx context.Context, cs kubernetes.Interface, image string, pods []corev1.Pod, get func(*testing.T, corev1.Pod, string) (string, error)) {
+	if len(pods) < 2 {
+		t.Fatalf("%d test pods, want one on each of 2 workers", len(pods))
+	}
+	svcs := cs.CoreV1().Services(testappNamespace)
+	url := func(s *corev1.Service) string { return "http://" + net.JoinHostPort(s.Spec.ClusterIP, "80") + "/" }
+
+	sticky, err := svcs.Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "testapp-sticky"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "testapp"}, SessionAffinity: corev1.ServiceAffinityClientIP,
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intOrString(8080)}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first string
+	waitFor(t, time.Minute, "the sticky Service to answer", func() bool {
+		first, err = get(t, pods[0], url(sticky))
+		return err == nil && first != ""
+	})
+	for i := range 8 {
+		if got, err := get(t, pods[0], url(sticky)); err != nil || got != first {
+			t.Errorf("request %d through the ClientIP-affine Service: %q %v, want the same backend %s", i+2, got, err, first)
+		}
+	}
+
+	manual, err := svcs.Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "testapp-manual"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80, TargetPort: intOrString(8080)}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := true
+	port, proto := int32(8080), corev1.ProtocolTCP
+	if _, err := cs.DiscoveryV1().EndpointSlices(testappNamespace).Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "testapp-manual-1", Labels: map[string]string{discoveryv1.LabelServiceName: manual.Name, discoveryv1.LabelManagedBy: "anvil-e2e"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{pods[1].Status.PodIP}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+		Ports:       []discoveryv1.EndpointPort{{Port: &port, Protocol: &proto}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the Service without a selector to answer from "+pods[1].Name, func() bool {
+		got, err := get(t, pods[0], url(manual))
+		return err == nil && got == pods[1].Name
+	})
+
+	deploys := cs.AppsV1().Deployments(testappNamespace)
+	if _, err := deploys.Create(ctx, testappDeployment("scaler", image, 0, false), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svcs.Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "scaler"},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "scaler"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intOrString(8080)}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	scale := func(n int32) {
+		t.Helper()
+		s, err := deploys.GetScale(ctx, "scaler", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Spec.Replicas = n
+		if _, err := deploys.UpdateScale(ctx, "scaler", s, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// follow waits until n pods are Ready (or, scaling down, no longer
+	// counted) and then measures how long the endpoints take to agree.
+	follow := func(n int) {
+		t.Helper()
+		var podsAt time.Time
+		waitFor(t, 3*time.Minute, fmt.Sprintf("scaler's endpoints to follow %d ready pods", n), func() bool {
+			eps, ready, err := readyEndpoints(ctx, cs, "scaler", "scaler")
+			if err != nil {
+				return false
+			}
+			if ready == n && podsAt.IsZero() {
+				podsAt = time.Now()
+			}
+			return ready == n && eps == n
+		})
+		lag := time.Since(podsAt)
+		t.Logf("scaled to %d: endpoints followed the pods in %s", n, fmtDuration(lag))
+		if lag > 2*time.Second {
+			t.Errorf("scaled to %d: the endpoints took %s after the pods (want ≤ 2 s)", n, fmtDuration(lag))
+		}
+	}
+	follow(0)
+	scale(3)
+	follow(3)
+	scale(1)
+	follow(1)
+}
