@@ -264,27 +264,37 @@ func apiserverComponent(p Plan) (component.Spec, error) {
 	if err != nil {
 		return component.Spec{}, fmt.Errorf("components.apiServer.extraArgs: %w", err)
 	}
+	files := append(pkiFiles(p, ca,
+		p.cert(pki.APIServerCertAndKeyBaseName), p.key(pki.APIServerCertAndKeyBaseName),
+		p.cert(pki.APIServerKubeletClientCertAndKeyBaseName), p.key(pki.APIServerKubeletClientCertAndKeyBaseName),
+		p.cert(pki.FrontProxyCACertAndKeyBaseName),
+		p.cert(pki.FrontProxyClientCertAndKeyBaseName), p.key(pki.FrontProxyClientCertAndKeyBaseName),
+		p.cert(pki.EtcdCACertAndKeyBaseName),
+		p.cert(pki.APIServerEtcdClientCertAndKeyBaseName), p.key(pki.APIServerEtcdClientCertAndKeyBaseName),
+		p.pkiFile(pki.ServiceAccountPubKeyName), p.pkiFile(pki.ServiceAccountKeyName),
+	),
+		component.File{Path: p.path(AuthenticationConfigFile), Mode: 0o600},
+		component.File{Path: p.path(EncryptionConfigFile), Mode: 0o600, Secret: true},
+		component.File{Path: p.path(AuditPolicyFile), Mode: 0o600},
+	)
+	// The audit log's directory, wherever an operator's audit-log-path
+	// puts it: the only place the apiserver writes.
+	logPath, _ := component.Spec{Args: args}.Arg("audit-log-path")
+	logDir, err := auditLogDir(logPath)
+	if err != nil {
+		return component.Spec{}, fmt.Errorf("components.apiServer.extraArgs: %w", err)
+	}
+	if logDir != "" {
+		files = append(files, component.File{Path: logDir, Mode: 0o700, Dir: true, Writable: true})
+	}
 	healthz := "https://" + p.hostPort(p.apiserverPort())
 	return component.Spec{
 		Name:        APIServer,
 		Description: "Kubernetes API server",
 		Binary:      p.k8sBinary(APIServer),
 		Args:        args,
-		Files: append(pkiFiles(p, ca,
-			p.cert(pki.APIServerCertAndKeyBaseName), p.key(pki.APIServerCertAndKeyBaseName),
-			p.cert(pki.APIServerKubeletClientCertAndKeyBaseName), p.key(pki.APIServerKubeletClientCertAndKeyBaseName),
-			p.cert(pki.FrontProxyCACertAndKeyBaseName),
-			p.cert(pki.FrontProxyClientCertAndKeyBaseName), p.key(pki.FrontProxyClientCertAndKeyBaseName),
-			p.cert(pki.EtcdCACertAndKeyBaseName),
-			p.cert(pki.APIServerEtcdClientCertAndKeyBaseName), p.key(pki.APIServerEtcdClientCertAndKeyBaseName),
-			p.pkiFile(pki.ServiceAccountPubKeyName), p.pkiFile(pki.ServiceAccountKeyName),
-		),
-			component.File{Path: p.path(AuthenticationConfigFile), Mode: 0o600},
-			component.File{Path: p.path(EncryptionConfigFile), Mode: 0o600, Secret: true},
-			component.File{Path: p.path(AuditPolicyFile), Mode: 0o600},
-			component.File{Path: p.path(AuditLogDir), Mode: 0o700, Dir: true, Writable: true},
-		),
-		Ports: []component.Port{{Name: "https", Number: uint16(p.apiserverPort()), Protocol: "TCP"}},
+		Files:       files,
+		Ports:       []component.Port{{Name: "https", Number: uint16(p.apiserverPort()), Protocol: "TCP"}},
 		// Through the advertise address, which the serving certificate
 		// names; anonymous access to these paths is allowed.
 		Health: component.Health{
@@ -420,6 +430,20 @@ func schedulerComponent(p Plan) (component.Spec, error) {
 		Image:    k8sImage(p, Scheduler),
 		Requests: component.Requests{CPU: "100m"},
 	}, nil
+}
+
+// auditLogDir is the directory of the audit log at logPath (a value of
+// the apiserver's --audit-log-path): "" when the log goes to standard
+// output ("-"), to /dev/null or nowhere (""), which need no directory.
+func auditLogDir(logPath string) (string, error) {
+	v := strings.TrimSpace(logPath)
+	switch {
+	case v == "" || v == "-" || path.Clean(v) == "/dev/null":
+		return "", nil
+	case !path.IsAbs(v):
+		return "", fmt.Errorf("audit-log-path %q is not an absolute path", logPath)
+	}
+	return path.Dir(path.Clean(v)), nil
 }
 
 // pkiFiles lists the PKI directory (mounted whole, since certificates are
