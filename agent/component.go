@@ -87,6 +87,10 @@ func Component(o ComponentOptions) (component.Spec, error) {
 		files = append(files, component.File{Path: o.Root.Path(path.Dir(podnet.CNIConfigPath)), Mode: 0o755, Dir: true, Writable: true})
 		caps = []string{"NET_ADMIN"}
 	}
+	// The pod network turns on IP forwarding (/proc/sys); without it the
+	// agent only talks to the apiservers and containerd's socket, reads
+	// the machine's facts and writes its own state.
+	sandbox := component.Sandbox{Sysctls: o.PodNetwork}
 	c := component.Spec{
 		Name:        Name,
 		Unit:        "anvil-agent.service",
@@ -99,6 +103,7 @@ func Component(o ComponentOptions) (component.Spec, error) {
 		Args:         []component.Arg{{Name: "config", Value: o.Root.Path(ConfigFile)}},
 		Files:        files,
 		Capabilities: caps,
+		Sandbox:      sandbox,
 		Ports:        []component.Port{{Name: "metrics", Address: host, Number: uint16(port), Protocol: "TCP"}},
 		Health: component.Health{
 			Live:  &component.Probe{URL: healthz},

@@ -76,6 +76,13 @@ func SystemdUnit(c Spec, all []Spec) ([]byte, error) {
 	if c.OOMScoreAdjust != 0 {
 		add("Service", "OOMScoreAdjust", strconv.Itoa(c.OOMScoreAdjust))
 	}
+	sandbox, err := sandboxOptions(c)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range sandbox {
+		add("Service", o[0], o[1])
+	}
 	add("Install", "WantedBy", "multi-user.target")
 
 	b, err := io.ReadAll(unit.Serialize(opts))

@@ -105,12 +105,15 @@ func vipComponent(p Plan) component.Spec {
 			Live:  &component.Probe{URL: vipHealthz},
 			Ready: &component.Probe{URL: vipHealthz},
 		},
-		Requires:     []string{APIServer},
-		Restart:      restart(),
-		Notify:       true,
-		Watchdog:     0,
-		Image:        anvilImage(p),
+		Requires: []string{APIServer},
+		Restart:  restart(),
+		Notify:   true,
+		Watchdog: 0,
+		Image:    anvilImage(p),
+		// It adds and drops the address (netlink) and announces it with
+		// gratuitous ARP (a raw packet socket); it writes nothing.
 		Capabilities: []string{"NET_ADMIN", "NET_RAW"},
+		Sandbox:      component.Sandbox{PacketSockets: true},
 		Requests:     component.Requests{CPU: "10m", Memory: "20Mi"},
 	}
 }
@@ -141,6 +144,8 @@ func approverComponent(p Plan) component.Spec {
 		Restart:  restart(),
 		Image:    anvilImage(p),
 		Requests: component.Requests{CPU: "10m", Memory: "20Mi"},
+		// Fully confined (the zero Sandbox): it only talks to the
+		// apiserver and writes nothing.
 	}
 }
 
@@ -163,6 +168,8 @@ func etcdComponent(p Plan) (component.Spec, error) {
 			{Path: p.key(pki.EtcdServerCertAndKeyBaseName), Mode: 0o600, Secret: true},
 			{Path: p.cert(pki.EtcdPeerCertAndKeyBaseName), Mode: 0o600},
 			{Path: p.key(pki.EtcdPeerCertAndKeyBaseName), Mode: 0o600, Secret: true},
+			// All it writes, its WAL included; the confined unit
+			// (the zero Sandbox) may write nowhere else.
 			{Path: p.Root.EtcdData(), Mode: 0o700, Dir: true, Writable: true, Secret: true},
 		},
 		Ports: []component.Port{
@@ -387,6 +394,11 @@ func controllerManagerComponent(p Plan) (component.Spec, error) {
 		Requires: []string{APIServer},
 		Image:    k8sImage(p, ControllerManager),
 		Requests: component.Requests{CPU: "200m"},
+		// Fully confined (the zero Sandbox): it writes nothing, its
+		// serving certificate is made in memory. Where no kubelet made
+		// the flexvolume plugin directory, the manager's attempt to make
+		// it fails with one logged error, and flexvolume (deprecated)
+		// stays off.
 	}, nil
 }
 
@@ -429,6 +441,7 @@ func schedulerComponent(p Plan) (component.Spec, error) {
 		Requires: []string{APIServer},
 		Image:    k8sImage(p, Scheduler),
 		Requests: component.Requests{CPU: "100m"},
+		// Fully confined (the zero Sandbox): it writes nothing.
 	}, nil
 }
 
