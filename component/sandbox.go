@@ -5,6 +5,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"unicode"
 )
 
 // Sandbox is how systemd confines a component's unit. The zero value
@@ -43,26 +44,65 @@ type Sandbox struct {
 // sandboxOptions are the [Service] settings that confine c, in a fixed
 // order; none for an unconfined component.
 func sandboxOptions(c Spec) ([][2]string, error) {
-	if c.Sandbox.Unconfined {
+	var writable []string
+	for _, f := range c.Files {
+		if f.Writable {
+			writable = append(writable, f.Path)
+		}
+	}
+	var caps []string
+	for _, x := range c.Capabilities {
+		caps = append(caps, "CAP_"+x)
+	}
+	for _, p := range c.Ports {
+		if p.Number > 0 && p.Number < 1024 {
+			caps = append(caps, "CAP_NET_BIND_SERVICE")
+			break
+		}
+	}
+	o, err := confine(c.Sandbox, writable, caps)
+	if err != nil {
+		return nil, fmt.Errorf("component %s: %w", c.Name, err)
+	}
+	return o, nil
+}
+
+// confine renders sandbox for a program that writes the paths in
+// writable and keeps the capabilities caps (as systemd names them).
+func confine(sandbox Sandbox, writable, caps []string) ([][2]string, error) {
+	if sandbox.Unconfined {
 		return nil, nil
+	}
+	rw, err := readWritePaths(writable)
+	if err != nil {
+		return nil, err
 	}
 	var out [][2]string
 	add := func(name, value string) { out = append(out, [2]string{name, value}) }
 
 	add("NoNewPrivileges", "yes")
 	add("ProtectSystem", "strict")
-	rw, err := readWritePaths(c)
-	if err != nil {
-		return nil, err
-	}
 	if len(rw) > 0 {
-		add("ReadWritePaths", strings.Join(rw, " "))
+		words := make([]string, len(rw))
+		for i, p := range rw {
+			words[i] = quoteWord(p)
+		}
+		add("ReadWritePaths", strings.Join(words, " "))
 	}
-	add("ProtectHome", "yes")
-	add("PrivateTmp", "yes")
+	// A path the program writes under a home directory (or /tmp) must
+	// stay the host's: systemd drops a ReadWritePaths= inside an
+	// inaccessible /home, and a private /tmp would swallow the writes.
+	if under(rw, "/home", "/root", "/run/user") {
+		add("ProtectHome", "read-only")
+	} else {
+		add("ProtectHome", "yes")
+	}
+	if !under(rw, "/tmp", "/var/tmp") {
+		add("PrivateTmp", "yes")
+	}
 	add("PrivateDevices", "yes")
 	add("PrivateMounts", "yes")
-	if !c.Sandbox.Sysctls {
+	if !sandbox.Sysctls {
 		add("ProtectKernelTunables", "yes")
 	}
 	add("ProtectKernelModules", "yes")
@@ -85,29 +125,27 @@ func sandboxOptions(c Spec) ([][2]string, error) {
 	add("SystemCallFilter", "@system-service")
 	add("SystemCallErrorNumber", "EPERM")
 	families := "AF_UNIX AF_INET AF_INET6 AF_NETLINK"
-	if c.Sandbox.PacketSockets {
+	if sandbox.PacketSockets {
 		families += " AF_PACKET"
 	}
 	add("RestrictAddressFamilies", families)
 	// Empty is a setting too: no capability at all.
-	add("CapabilityBoundingSet", strings.Join(boundingSet(c), " "))
+	caps = slices.Clone(caps)
+	slices.Sort(caps)
+	add("CapabilityBoundingSet", strings.Join(slices.Compact(caps), " "))
 	add("UMask", "0077")
 	return out, nil
 }
 
-// readWritePaths are the Files c writes, without those inside another
-// one, sorted. systemd reads the list split at spaces and expands %
-// specifiers, so a path holding either is refused rather than escaped.
-func readWritePaths(c Spec) ([]string, error) {
+// readWritePaths are the paths in writable, cleaned, without those inside
+// another one, sorted.
+func readWritePaths(writable []string) ([]string, error) {
 	var out []string
-	for _, f := range c.Files {
-		if !f.Writable {
-			continue
+	for _, p := range writable {
+		if !path.IsAbs(p) || strings.ContainsFunc(p, unicode.IsControl) {
+			return nil, fmt.Errorf("writable path %q is not an absolute path of printable characters", p)
 		}
-		if strings.ContainsAny(f.Path, " \t\"'\\%") {
-			return nil, fmt.Errorf("component %s: writable path %q holds a space, quote, backslash or %%, which ReadWritePaths= cannot carry", c.Name, f.Path)
-		}
-		out = append(out, path.Clean(f.Path))
+		out = append(out, path.Clean(p))
 	}
 	slices.Sort(out)
 	all := slices.Compact(out)
@@ -116,20 +154,11 @@ func readWritePaths(c Spec) ([]string, error) {
 	}), nil
 }
 
-// boundingSet is c's capabilities as systemd names them, sorted.
-func boundingSet(c Spec) []string {
-	var out []string
-	for _, x := range c.Capabilities {
-		out = append(out, "CAP_"+x)
-	}
-	for _, p := range c.Ports {
-		if p.Number > 0 && p.Number < 1024 {
-			out = append(out, "CAP_NET_BIND_SERVICE")
-			break
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
+// under reports whether one of paths is dir or below one of dirs.
+func under(paths []string, dirs ...string) bool {
+	return slices.ContainsFunc(paths, func(p string) bool {
+		return slices.ContainsFunc(dirs, func(d string) bool { return p == d || strings.HasPrefix(p, d+"/") })
+	})
 }
 
 // validCapability accepts a capability as Kubernetes writes it: NET_ADMIN,

@@ -128,8 +128,10 @@ func TestSandboxDirectives(t *testing.T) {
 }
 
 // TestSandboxRules covers what the real components do not: a low port, a
-// writable file inside a writable directory, paths systemd cannot carry,
-// misspelt capabilities, a delegated cgroup and an unconfined unit.
+// writable file inside a writable directory, writable paths under /home
+// and /tmp or holding a control character, misspelt capabilities, a
+// delegated cgroup and an unconfined unit. (Quoting is TestSystemdQuoting's,
+// and systemd reads it back in TestUnitsPassSystemdAnalyzeVerify.)
 func TestSandboxRules(t *testing.T) {
 	spec := func(edit func(*component.Spec)) component.Spec {
 		c := component.Spec{Name: "x", Binary: "/usr/bin/x"}
@@ -167,6 +169,14 @@ func TestSandboxRules(t *testing.T) {
 			t.Errorf("sandbox %q", got)
 		}
 	})
+	t.Run("a path under /home or /tmp stays the host's", func(t *testing.T) {
+		got := render(t, spec(func(c *component.Spec) {
+			c.Files = []component.File{{Path: "/home/ops/backups", Dir: true, Writable: true}, {Path: "/var/tmp/x", Writable: true}}
+		}))
+		if !slices.Contains(got, "ProtectHome=read-only") || slices.Contains(got, "PrivateTmp=yes") {
+			t.Errorf("sandbox %q", got)
+		}
+	})
 	t.Run("nothing writable, no ReadWritePaths", func(t *testing.T) {
 		for _, l := range render(t, spec(func(c *component.Spec) {})) {
 			if strings.HasPrefix(l, "ReadWritePaths=") {
@@ -187,12 +197,9 @@ func TestSandboxRules(t *testing.T) {
 		edit func(*component.Spec)
 		want string
 	}{
-		{"a writable path with a space", func(c *component.Spec) {
-			c.Files = []component.File{{Path: "/var/lib/x y", Dir: true, Writable: true}}
-		}, "ReadWritePaths"},
-		{"a writable path with a specifier", func(c *component.Spec) {
-			c.Files = []component.File{{Path: "/var/lib/%n", Dir: true, Writable: true}}
-		}, "ReadWritePaths"},
+		{"a writable path with a control character", func(c *component.Spec) {
+			c.Files = []component.File{{Path: "/var/lib/x\ty", Dir: true, Writable: true}}
+		}, "writable path"},
 		{"CAP_ written out", func(c *component.Spec) { c.Capabilities = []string{"CAP_NET_ADMIN"} }, "capability"},
 		{"a lowercase capability", func(c *component.Spec) { c.Capabilities = []string{"net_admin"} }, "capability"},
 		{"a delegated cgroup", func(c *component.Spec) { c.Delegate = true }, "unconfined"},
