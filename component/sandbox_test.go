@@ -41,7 +41,8 @@ var confinedBase = []string{
 // notSandbox are the [Service] settings that say how to run the
 // component rather than how to confine it.
 var notSandbox = []string{"Type", "NotifyAccess", "WatchdogSec", "User", "Environment", "ExecStart",
-	"Restart", "RestartSec", "LimitNOFILE", "KillMode", "Delegate", "OOMScoreAdjust"}
+	"Restart", "RestartSec", "LimitNOFILE", "KillMode", "Delegate", "OOMScoreAdjust",
+	"TimeoutStartSec", "Nice", "IOSchedulingClass"}
 
 // sandboxLines are the unit's confining [Service] settings, as NAME=value,
 // sorted.
@@ -72,9 +73,43 @@ func podNetworkAgent(t *testing.T) component.Spec {
 	return c
 }
 
-// TestSandboxDirectives pins each component's confinement: what it may
-// write, which capabilities it keeps, which sockets it may open, and
-// whether it may write kernel tunables.
+// renderedUnit is a service unit anvil writes.
+type renderedUnit struct {
+	file       string // its name, such as anvil-etcd.service
+	data       []byte
+	unconfined bool // as declared
+}
+
+// everyUnit renders, by a name for the tests, each service the fixture's
+// master runs, the agent of a machine that runs anvil's pod network, and
+// the scheduled backup's service.
+func everyUnit(t *testing.T) map[string]renderedUnit {
+	t.Helper()
+	all := nodeComponents(t, "")
+	out := map[string]renderedUnit{}
+	for _, c := range append(slices.Clone(all), podNetworkAgent(t)) {
+		u, err := component.SystemdUnit(c, all)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := c.Name
+		if _, dup := out[name]; dup {
+			name += "-pod-network"
+		}
+		out[name] = renderedUnit{file: c.UnitName(), data: u, unconfined: c.Sandbox.Unconfined}
+	}
+	j := backupJob()
+	u, err := component.OneshotUnit(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out["backup"] = renderedUnit{file: j.ServiceName(), data: u, unconfined: j.Sandbox.Unconfined}
+	return out
+}
+
+// TestSandboxDirectives pins each unit's confinement: what it may write,
+// which capabilities it keeps, which sockets it may open, and whether it
+// may write kernel tunables.
 func TestSandboxDirectives(t *testing.T) {
 	const inet = "AF_UNIX AF_INET AF_INET6 AF_NETLINK"
 	want := map[string]struct {
@@ -91,25 +126,18 @@ func TestSandboxDirectives(t *testing.T) {
 		"vip":                     {caps: "CAP_NET_ADMIN CAP_NET_RAW", families: inet + " AF_PACKET"},
 		"agent":                   {readWrite: "/var/lib/anvil/agent", families: inet},
 		"agent-pod-network":       {readWrite: "/etc/cni/net.d /var/lib/anvil/agent", caps: "CAP_NET_ADMIN", families: inet, sysctls: true},
+		"backup":                  {readWrite: "/var/lib/anvil/backups", families: inet},
 	}
-	all := nodeComponents(t, "")
-	cases := map[string]component.Spec{"agent-pod-network": podNetworkAgent(t)}
-	for _, c := range all {
-		cases[c.Name] = c
+	units := everyUnit(t)
+	if len(units) != len(want) {
+		t.Fatalf("%d units, %d expectations: add the new one here", len(units), len(want))
 	}
-	if len(cases) != len(want) {
-		t.Fatalf("components %d, expectations %d: add the new component here", len(cases), len(want))
-	}
-	for _, name := range slices.Sorted(maps.Keys(cases)) {
-		c := cases[name]
+	for _, name := range slices.Sorted(maps.Keys(units)) {
+		u := units[name]
 		t.Run(name, func(t *testing.T) {
 			w, ok := want[name]
 			if !ok {
 				t.Fatalf("no expectation for %s", name)
-			}
-			u, err := component.SystemdUnit(c, all)
-			if err != nil {
-				t.Fatal(err)
 			}
 			exp := slices.Clone(confinedBase)
 			if w.readWrite != "" {
@@ -120,8 +148,8 @@ func TestSandboxDirectives(t *testing.T) {
 			}
 			exp = append(exp, "CapabilityBoundingSet="+w.caps, "RestrictAddressFamilies="+w.families)
 			slices.Sort(exp)
-			if got := sandboxLines(t, u); !slices.Equal(got, exp) {
-				t.Errorf("sandbox\n got %q\nwant %q\n%s", got, exp, u)
+			if got := sandboxLines(t, u.data); !slices.Equal(got, exp) {
+				t.Errorf("sandbox\n got %q\nwant %q\n%s", got, exp, u.data)
 			}
 		})
 	}

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"testing"
-
-	"anvil.dev/anvil/component"
 )
 
 // maxExposure is the highest overall exposure `systemd-analyze security`
@@ -28,6 +26,7 @@ var maxExposure = map[string]float64{
 	"kube-scheduler":          2.0,
 	"approver":                2.0,
 	"agent":                   2.0,
+	"backup":                  2.0,
 	// CAP_NET_ADMIN, CAP_NET_RAW and packet sockets, for the address
 	// and its gratuitous ARP.
 	"vip": 2.5,
@@ -42,7 +41,7 @@ var exposureLine = regexp.MustCompile(`Overall exposure level for \S+: ([0-9]+\.
 const minSystemdOffline = 250
 
 // TestSystemdSecurityExposure has systemd's own judge score every confined
-// unit, offline, from the unit file alone: a setting dropped, misspelt or
+// unit (the scheduled backup's included), offline, from the unit file alone: a setting dropped, misspelt or
 // loosened shows as a higher exposure than the component's maximum.
 func TestSystemdSecurityExposure(t *testing.T) {
 	analyze, err := exec.LookPath("systemd-analyze")
@@ -61,33 +60,25 @@ func TestSystemdSecurityExposure(t *testing.T) {
 		missing(t, "systemd "+string(m[1])+" has no `systemd-analyze security --offline` (systemd 250 or later, Debian 12's 252)")
 	}
 
-	all := nodeComponents(t, "")
-	cases := map[string]component.Spec{"agent-pod-network": podNetworkAgent(t)}
-	for _, c := range all {
-		cases[c.Name] = c
-	}
 	dir := t.TempDir()
-	for _, name := range slices.Sorted(maps.Keys(cases)) {
-		c := cases[name]
+	units := everyUnit(t)
+	for _, name := range slices.Sorted(maps.Keys(units)) {
+		u := units[name]
 		t.Run(name, func(t *testing.T) {
-			if c.Sandbox.Unconfined {
+			if u.unconfined {
 				t.Skip("unconfined")
 			}
 			limit, ok := maxExposure[name]
 			if !ok {
 				t.Fatalf("no maximum exposure for %s: add one to maxExposure", name)
 			}
-			u, err := component.SystemdUnit(c, all)
-			if err != nil {
-				t.Fatal(err)
-			}
 			// The file's name is the unit's: security reads the type from it.
 			sub := filepath.Join(dir, name)
 			if err := os.Mkdir(sub, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			file := filepath.Join(sub, c.UnitName())
-			if err := os.WriteFile(file, u, 0o644); err != nil {
+			file := filepath.Join(sub, u.file)
+			if err := os.WriteFile(file, u.data, 0o644); err != nil {
 				t.Fatal(err)
 			}
 			report, err := exec.Command(analyze, "security", "--offline=yes", "--no-pager", file).CombinedOutput()
@@ -102,9 +93,9 @@ func TestSystemdSecurityExposure(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("%s (%s): exposure %.1f, at most %.1f (9.6 unconfined)", name, c.UnitName(), got, limit)
+			t.Logf("%s (%s): exposure %.1f, at most %.1f (9.6 unconfined)", name, u.file, got, limit)
 			if got > limit {
-				t.Errorf("%s scores %.1f, above its maximum %.1f:\n%s", c.UnitName(), got, limit, report)
+				t.Errorf("%s scores %.1f, above its maximum %.1f:\n%s", u.file, got, limit, report)
 			}
 		})
 	}
