@@ -11,6 +11,7 @@ import (
 	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/podnet"
 )
 
 // Name is the agent's component name; it runs as anvil-agent.service.
@@ -40,6 +41,10 @@ type ComponentOptions struct {
 	// MetricsAddress is where the agent serves /healthz and /metrics
 	// (agent.yaml's metricsAddress); empty means 127.0.0.1:MetricsPort.
 	MetricsAddress string
+	// PodNetwork says the agent runs anvil's pod network (Config's
+	// RunsPodNetwork): it then writes the CNI config and programs routes
+	// and nftables.
+	PodNetwork bool
 }
 
 // Component is the node agent's spec: `anvil agent --config
@@ -69,6 +74,23 @@ func Component(o ComponentOptions) (component.Spec, error) {
 		return component.Spec{}, fmt.Errorf("agent: metrics address %q: bad port", metrics)
 	}
 	healthz := "http://" + metrics + "/healthz"
+	files := []component.File{
+		{Path: o.Root.Path(ConfigFile), Mode: 0o600},
+		// Its kubeconfig and the client certificate it renews.
+		{Path: o.Root.Path(StateDir), Mode: 0o700, Dir: true, Writable: true, Secret: true},
+	}
+	var caps []string
+	if o.PodNetwork {
+		// The CNI config list it writes once the Node has a pod CIDR
+		// (node's config files make the directory), and the routes and
+		// the nftables table it programs.
+		files = append(files, component.File{Path: o.Root.Path(path.Dir(podnet.CNIConfigPath)), Mode: 0o755, Dir: true, Writable: true})
+		caps = []string{"NET_ADMIN"}
+	}
+	// The pod network turns on IP forwarding (/proc/sys); without it the
+	// agent only talks to the apiservers and containerd's socket, reads
+	// the machine's facts and writes its own state.
+	sandbox := component.Sandbox{Sysctls: o.PodNetwork}
 	c := component.Spec{
 		Name:        Name,
 		Unit:        "anvil-agent.service",
@@ -78,13 +100,11 @@ func Component(o ComponentOptions) (component.Spec, error) {
 		// The join token never appears here: the agent reads its kubeconfig
 		// through the config file, so no credential shows in the process
 		// list or the unit.
-		Args: []component.Arg{{Name: "config", Value: o.Root.Path(ConfigFile)}},
-		Files: []component.File{
-			{Path: o.Root.Path(ConfigFile), Mode: 0o600},
-			// Its kubeconfig and the client certificate it renews.
-			{Path: o.Root.Path(StateDir), Mode: 0o700, Dir: true, Writable: true, Secret: true},
-		},
-		Ports: []component.Port{{Name: "metrics", Address: host, Number: uint16(port), Protocol: "TCP"}},
+		Args:         []component.Arg{{Name: "config", Value: o.Root.Path(ConfigFile)}},
+		Files:        files,
+		Capabilities: caps,
+		Sandbox:      sandbox,
+		Ports:        []component.Port{{Name: "metrics", Address: host, Number: uint16(port), Protocol: "TCP"}},
 		Health: component.Health{
 			Live:  &component.Probe{URL: healthz},
 			Ready: &component.Probe{URL: healthz},

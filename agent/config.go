@@ -130,6 +130,13 @@ type Config struct {
 // RunsPods reports whether the kubelet runs on this machine.
 func (c *Config) RunsPods() bool { return c.Runtime == v1alpha1.RuntimeContainerd }
 
+// RunsPodNetwork reports whether the agent runs anvil's pod network
+// (package podnet): on a machine that runs pods, unless the operator
+// brings a CNI.
+func (c *Config) RunsPodNetwork() bool {
+	return c.RunsPods() && c.Network == v1alpha1.PodNetworkHostGW
+}
+
 // Default fills in what was left out.
 func (c *Config) Default() {
 	if c.APIVersion == "" {

@@ -17,7 +17,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/backoff"
 	"anvil.dev/anvil/node"
@@ -50,7 +49,7 @@ func (a *Agent) runPods(ctx context.Context) {
 		wg.Go(func() { a.rotationLoop(ctx) })
 	}
 	wg.Go(func() { a.imageLoop(ctx) })
-	if a.cfg.Network == v1alpha1.PodNetworkHostGW {
+	if a.cfg.RunsPodNetwork() {
 		wg.Go(func() { a.podnetLoop(ctx) })
 	}
 	wg.Wait()

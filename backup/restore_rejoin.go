@@ -177,6 +177,12 @@ func rejoinEtcdPhase(ctx context.Context, r *restoreRun) error {
 		return nil
 	}
 	member := r.components(master.Etcd)
+	// The set-aside took the data directory away, and etcd's unit may
+	// write only there (ReadWritePaths=), which systemd needs to exist
+	// before it starts etcd; etcd fills the empty directory as a learner.
+	if err := os.Mkdir(r.dataDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("make the etcd data directory: %w", err)
+	}
 	// Written again from the plan: a leave in an earlier run took the
 	// process layout's spec away.
 	if err := r.start(ctx, member); err != nil {

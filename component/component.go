@@ -52,10 +52,11 @@ type Spec struct {
 	Image Image
 	// LimitNOFILE is the open-file limit; zero keeps the default.
 	LimitNOFILE uint64
-	// Capabilities are the Linux capabilities beyond the defaults the
-	// component needs (the VIP manager adds addresses and sends raw ARP).
-	// Units and processes run as root and have them already; the static
-	// pod adds them to its container.
+	// Capabilities are the Linux capabilities the component needs, written
+	// as Kubernetes does (NET_ADMIN): the VIP manager adds addresses and
+	// sends raw ARP. They are a confined unit's whole bounding set (see
+	// Sandbox); the static pod adds them to its container's defaults;
+	// processes run as root and have every capability already.
 	Capabilities []string
 	// Requests are the static pod's resource requests. They keep it out of
 	// the BestEffort class, whose pods the kernel OOM-kills first.
@@ -72,6 +73,9 @@ type Spec struct {
 	// before workloads (negative) or pick it first (positive); zero keeps
 	// the default.
 	OOMScoreAdjust int
+	// Sandbox is how systemd confines the unit; the zero value confines it
+	// fully (see Sandbox).
+	Sandbox Sandbox
 }
 
 // Arg is one flag, rendered as --Name=Value.
@@ -239,6 +243,14 @@ func (c Spec) Validate() error {
 		if r == c.Name {
 			bad("requires itself")
 		}
+	}
+	for _, x := range c.Capabilities {
+		if !validCapability(x) {
+			bad("capability %q must be written as Kubernetes does, such as NET_ADMIN", x)
+		}
+	}
+	if c.Delegate && !c.Sandbox.Unconfined {
+		bad("a delegated cgroup subtree needs an unconfined unit: the sandbox makes the cgroup tree read-only")
 	}
 	if c.Watchdog != 0 && !c.Notify {
 		bad("a watchdog needs a Notify daemon")

@@ -7,6 +7,10 @@
 //
 // Because every form is computed from the same Spec, the command line a
 // component gets cannot drift between layouts; the tests compare the three.
+// The systemd form also confines the unit with systemd's sandboxing (see
+// Sandbox): it may write only the Files marked Writable and keeps only the
+// declared Capabilities, unless the Spec declares it unconfined.
+//
 // The package decides nothing about what runs: package master declares the
 // control-plane components and package agent the node agent. What it owns
 // besides the renderers is the policy for merging an operator's extra

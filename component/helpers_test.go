@@ -26,6 +26,13 @@ func diffLines(want, got []byte) string {
 // independently of the renderer's quoting so that it checks it.
 func execStartWords(t *testing.T, unitFile []byte) []string {
 	t.Helper()
+	return serviceWords(t, unitFile, "ExecStart")
+}
+
+// serviceWords is the one [Service] setting name of a unit, split into
+// words as systemd splits it.
+func serviceWords(t *testing.T, unitFile []byte, name string) []string {
+	t.Helper()
 	opts, err := unit.DeserializeOptions(strings.NewReader(string(unitFile)))
 	if err != nil {
 		t.Fatal(err)
@@ -33,12 +40,12 @@ func execStartWords(t *testing.T, unitFile []byte) []string {
 	var line string
 	n := 0
 	for _, o := range opts {
-		if o.Section == "Service" && o.Name == "ExecStart" {
+		if o.Section == "Service" && o.Name == name {
 			line, n = o.Value, n+1
 		}
 	}
 	if n != 1 {
-		t.Fatalf("unit has %d ExecStart lines, want 1", n)
+		t.Fatalf("unit has %d %s lines, want 1", n, name)
 	}
 	line = strings.ReplaceAll(line, "\\\n", " ")
 	words, err := splitSystemdWords(line)

@@ -76,6 +76,13 @@ func SystemdUnit(c Spec, all []Spec) ([]byte, error) {
 	if c.OOMScoreAdjust != 0 {
 		add("Service", "OOMScoreAdjust", strconv.Itoa(c.OOMScoreAdjust))
 	}
+	sandbox, err := sandboxOptions(c)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range sandbox {
+		add("Service", o[0], o[1])
+	}
 	add("Install", "WantedBy", "multi-user.target")
 
 	b, err := io.ReadAll(unit.Serialize(opts))
@@ -96,14 +103,23 @@ func execStart(c Spec) string {
 	return strings.Join(quoted, " \\\n\t")
 }
 
-// quoteExecWord quotes w for ExecStart= and Environment=: % and $ are
-// doubled so systemd does not expand them as specifiers or variables, and a
-// word holding spaces, quotes, backslashes or a lone ";" (which systemd reads
-// as a command separator) is double-quoted with C escapes.
+// quoteExecWord quotes w for ExecStart= and Environment=: $ is doubled so
+// systemd does not expand it as a variable, and a lone ";" (which systemd
+// reads as a command separator) is quoted; see quoteWord for the rest.
 func quoteExecWord(w string) string {
+	if w == ";" {
+		return `";"`
+	}
+	return quoteWord(strings.ReplaceAll(w, "$", "$$"))
+}
+
+// quoteWord quotes w as one word of a setting systemd splits at spaces
+// and expands specifiers in (ExecStart=, ReadWritePaths=): % is doubled,
+// and a word holding spaces, quotes or backslashes, or an empty one, is
+// double-quoted with C escapes.
+func quoteWord(w string) string {
 	w = strings.ReplaceAll(w, "%", "%%")
-	w = strings.ReplaceAll(w, "$", "$$")
-	if w != "" && w != ";" && !strings.ContainsAny(w, " \t\"'\\") {
+	if w != "" && !strings.ContainsAny(w, " \t\"'\\") {
 		return w
 	}
 	var b strings.Builder

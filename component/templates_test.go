@@ -30,8 +30,11 @@ func odd() component.Spec {
 		User:    "odd",
 		Restart: component.RestartPolicy{Delay: 1500 * time.Millisecond, MaxDelay: time.Minute},
 		Health:  component.Health{Ready: &component.Probe{URL: "http://127.0.0.1:9000/ready"}},
-		Files:   []component.File{{Path: "/var/lib/odd", Mode: 0o700, Dir: true, Writable: true}},
-		Image:   component.Image{Ref: "localhost/odd:v1", Binary: "/usr/local/bin/odd"},
+		Files: []component.File{
+			{Path: "/var/lib/odd", Mode: 0o700, Dir: true, Writable: true},
+			{Path: `/srv/odd data/100% "done"`, Mode: 0o700, Dir: true, Writable: true},
+		},
+		Image: component.Image{Ref: "localhost/odd:v1", Binary: "/usr/local/bin/odd"},
 	}
 }
 
@@ -58,6 +61,9 @@ func TestSystemdQuoting(t *testing.T) {
 		if !strings.Contains(s, "\n"+line+"\n") {
 			t.Errorf("unit lacks %q:\n%s", line, s)
 		}
+	}
+	if got, want := serviceWords(t, u, "ReadWritePaths"), []string{`/srv/odd data/100% "done"`, "/var/lib/odd"}; !slices.Equal(got, want) {
+		t.Errorf("ReadWritePaths reads back as %q, want %q", got, want)
 	}
 	for _, absent := range []string{"LimitNOFILE", "WatchdogSec", "NotifyAccess"} {
 		if strings.Contains(s, absent) {

@@ -37,6 +37,13 @@ type ScheduledJob struct {
 	// Background lowers the run's CPU and I/O priority, so it does not
 	// take the disk from what it backs up.
 	Background bool
+	// Writes are the directories a run writes, which must exist: the
+	// service is confined as a component's unit is (see Sandbox) and may
+	// write nowhere else.
+	Writes []string
+	// Sandbox loosens that confinement as a component's does; a job keeps
+	// no capabilities.
+	Sandbox Sandbox
 }
 
 // Validate checks what systemd cannot be trusted to reject safely: names,
@@ -83,14 +90,24 @@ func OneshotUnit(j ScheduledJob) ([]byte, error) {
 		words[i] = quoteExecWord(w)
 	}
 	add("Service", "ExecStart", strings.Join(words, " "))
-	// What the job writes is readable by root alone.
-	add("Service", "UMask", "0077")
 	if j.Timeout > 0 {
 		add("Service", "TimeoutStartSec", timespan(j.Timeout))
 	}
 	if j.Background {
 		add("Service", "Nice", "10")
 		add("Service", "IOSchedulingClass", "idle")
+	}
+	sandbox, err := confine(j.Sandbox, j.Writes, nil)
+	if err != nil {
+		return nil, fmt.Errorf("scheduled job %s: %w", j.Name, err)
+	}
+	for _, o := range sandbox {
+		add("Service", o[0], o[1])
+	}
+	if j.Sandbox.Unconfined {
+		// What the job writes is readable by root alone (the sandbox
+		// says so too).
+		add("Service", "UMask", "0077")
 	}
 	return serialize(j.Name, opts)
 }

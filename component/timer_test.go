@@ -2,6 +2,7 @@ package component_test
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ func backupJob() component.ScheduledJob {
 		After:       []string{"anvil-etcd.service"},
 		Timeout:     time.Hour,
 		Background:  true,
+		Writes:      []string{"/var/lib/anvil/backups"},
 	}
 }
 
@@ -55,6 +57,7 @@ func TestTimerRefuses(t *testing.T) {
 		"no calendar":           func(j *component.ScheduledJob) { j.OnCalendar = " " },
 		"calendar with newline": func(j *component.ScheduledJob) { j.OnCalendar = "daily\nExecStart=/bin/sh" },
 		"bad name":              func(j *component.ScheduledJob) { j.Name = "Anvil Backup" },
+		"relative writable dir": func(j *component.ScheduledJob) { j.Writes = []string{"backups"} },
 	} {
 		t.Run(name, func(t *testing.T) {
 			j := backupJob()
@@ -63,5 +66,19 @@ func TestTimerRefuses(t *testing.T) {
 				t.Error("rendered")
 			}
 		})
+	}
+}
+
+// TestUnconfinedJob: without the sandbox, what a run writes is still
+// readable by root alone.
+func TestUnconfinedJob(t *testing.T) {
+	j := backupJob()
+	j.Sandbox.Unconfined = true
+	u, err := component.OneshotUnit(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sandboxLines(t, u); !slices.Equal(got, []string{"UMask=0077"}) {
+		t.Errorf("unconfined job: %q\n%s", got, u)
 	}
 }

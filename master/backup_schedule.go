@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,6 +38,9 @@ func backupJob(p Plan) component.ScheduledJob {
 		After:      []string{"anvil-etcd.service"},
 		Timeout:    time.Hour,
 		Background: true,
+		// It writes and prunes backup.dir and nothing else (etcd's
+		// snapshot comes over the network).
+		Writes: []string{p.Cluster.Backup.Dir},
 	}
 }
 
@@ -61,10 +65,10 @@ func backupLoop(p Plan) component.Spec {
 }
 
 // BackupScheduleUnits renders what runs backup.schedule on p's master in
-// layout: the systemd timer and its service, or in the process layout the
-// supervised backup loop's spec; nothing without backup.schedule or on a
-// worker. The static-pod layout uses the timer: its kubelet runs under
-// systemd.
+// layout: the systemd timer, its service and the directory backup.dir, or
+// in the process layout the supervised backup loop's spec; nothing without
+// backup.schedule or on a worker. The static-pod layout uses the timer:
+// its kubelet runs under systemd.
 func BackupScheduleUnits(p Plan, l v1alpha1.Layout) ([]component.OutputFile, error) {
 	p, err := p.Complete()
 	if err != nil {
@@ -79,7 +83,13 @@ func BackupScheduleUnits(p Plan, l v1alpha1.Layout) ([]component.OutputFile, err
 		}
 		return component.Processes([]component.Spec{backupLoop(p)}, ProcessOptions(p))
 	}
-	return component.TimerUnits(backupJob(p))
+	files, err := component.TimerUnits(backupJob(p))
+	if err != nil {
+		return nil, err
+	}
+	// The confined service may write only backup.dir, which systemd needs
+	// to exist when it starts a run (an existing one is left as it is).
+	return append(files, component.OutputFile{Path: p.Cluster.Backup.Dir, Mode: fs.ModeDir | 0o700}), nil
 }
 
 // ScheduleResult says what EnsureBackupSchedule did.

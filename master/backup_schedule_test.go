@@ -21,11 +21,15 @@ func TestBackupScheduleUnits(t *testing.T) {
 	c.Backup = v1alpha1.Backup{Schedule: "*-*-* 02:00:00", Retain: 7, Dir: "/var/lib/anvil/backups"}
 	p := testPlan(t, c, "lab-m1", "")
 	files, err := master.BackupScheduleUnits(p, v1alpha1.LayoutSystemd)
-	if err != nil || len(files) != 2 {
+	if err != nil || len(files) != 3 {
 		t.Fatalf("%v %v", files, err)
 	}
 	if !bytes.Contains(files[0].Data, []byte("ExecStart=/usr/local/bin/anvil backup --scheduled")) || !bytes.Contains(files[1].Data, []byte("OnCalendar=*-*-* 02:00:00")) {
 		t.Errorf("units:\n%s\n%s", files[0].Data, files[1].Data)
+	}
+	// The confined service may write backup.dir alone, which must exist.
+	if !bytes.Contains(files[0].Data, []byte("\nReadWritePaths=/var/lib/anvil/backups\n")) || files[2].Path != "/var/lib/anvil/backups" || !files[2].Mode.IsDir() {
+		t.Errorf("service:\n%s\nthird file %+v", files[0].Data, files[2])
 	}
 	// The process layout has no systemd: anvil's supervisor runs the loop.
 	files, err = master.BackupScheduleUnits(p, v1alpha1.LayoutProcess)

@@ -105,12 +105,15 @@ func vipComponent(p Plan) component.Spec {
 			Live:  &component.Probe{URL: vipHealthz},
 			Ready: &component.Probe{URL: vipHealthz},
 		},
-		Requires:     []string{APIServer},
-		Restart:      restart(),
-		Notify:       true,
-		Watchdog:     0,
-		Image:        anvilImage(p),
+		Requires: []string{APIServer},
+		Restart:  restart(),
+		Notify:   true,
+		Watchdog: 0,
+		Image:    anvilImage(p),
+		// It adds and drops the address (netlink) and announces it with
+		// gratuitous ARP (a raw packet socket); it writes nothing.
 		Capabilities: []string{"NET_ADMIN", "NET_RAW"},
+		Sandbox:      component.Sandbox{PacketSockets: true},
 		Requests:     component.Requests{CPU: "10m", Memory: "20Mi"},
 	}
 }
@@ -141,6 +144,8 @@ func approverComponent(p Plan) component.Spec {
 		Restart:  restart(),
 		Image:    anvilImage(p),
 		Requests: component.Requests{CPU: "10m", Memory: "20Mi"},
+		// Fully confined (the zero Sandbox): it only talks to the
+		// apiserver and writes nothing.
 	}
 }
 
@@ -163,6 +168,8 @@ func etcdComponent(p Plan) (component.Spec, error) {
 			{Path: p.key(pki.EtcdServerCertAndKeyBaseName), Mode: 0o600, Secret: true},
 			{Path: p.cert(pki.EtcdPeerCertAndKeyBaseName), Mode: 0o600},
 			{Path: p.key(pki.EtcdPeerCertAndKeyBaseName), Mode: 0o600, Secret: true},
+			// All it writes, its WAL included; the confined unit
+			// (the zero Sandbox) may write nowhere else.
 			{Path: p.Root.EtcdData(), Mode: 0o700, Dir: true, Writable: true, Secret: true},
 		},
 		Ports: []component.Port{
@@ -264,27 +271,37 @@ func apiserverComponent(p Plan) (component.Spec, error) {
 	if err != nil {
 		return component.Spec{}, fmt.Errorf("components.apiServer.extraArgs: %w", err)
 	}
+	files := append(pkiFiles(p, ca,
+		p.cert(pki.APIServerCertAndKeyBaseName), p.key(pki.APIServerCertAndKeyBaseName),
+		p.cert(pki.APIServerKubeletClientCertAndKeyBaseName), p.key(pki.APIServerKubeletClientCertAndKeyBaseName),
+		p.cert(pki.FrontProxyCACertAndKeyBaseName),
+		p.cert(pki.FrontProxyClientCertAndKeyBaseName), p.key(pki.FrontProxyClientCertAndKeyBaseName),
+		p.cert(pki.EtcdCACertAndKeyBaseName),
+		p.cert(pki.APIServerEtcdClientCertAndKeyBaseName), p.key(pki.APIServerEtcdClientCertAndKeyBaseName),
+		p.pkiFile(pki.ServiceAccountPubKeyName), p.pkiFile(pki.ServiceAccountKeyName),
+	),
+		component.File{Path: p.path(AuthenticationConfigFile), Mode: 0o600},
+		component.File{Path: p.path(EncryptionConfigFile), Mode: 0o600, Secret: true},
+		component.File{Path: p.path(AuditPolicyFile), Mode: 0o600},
+	)
+	// The audit log's directory, wherever an operator's audit-log-path
+	// puts it: the only place the apiserver writes.
+	logPath, _ := component.Spec{Args: args}.Arg("audit-log-path")
+	logDir, err := auditLogDir(logPath)
+	if err != nil {
+		return component.Spec{}, fmt.Errorf("components.apiServer.extraArgs: %w", err)
+	}
+	if logDir != "" {
+		files = append(files, component.File{Path: logDir, Mode: 0o700, Dir: true, Writable: true})
+	}
 	healthz := "https://" + p.hostPort(p.apiserverPort())
 	return component.Spec{
 		Name:        APIServer,
 		Description: "Kubernetes API server",
 		Binary:      p.k8sBinary(APIServer),
 		Args:        args,
-		Files: append(pkiFiles(p, ca,
-			p.cert(pki.APIServerCertAndKeyBaseName), p.key(pki.APIServerCertAndKeyBaseName),
-			p.cert(pki.APIServerKubeletClientCertAndKeyBaseName), p.key(pki.APIServerKubeletClientCertAndKeyBaseName),
-			p.cert(pki.FrontProxyCACertAndKeyBaseName),
-			p.cert(pki.FrontProxyClientCertAndKeyBaseName), p.key(pki.FrontProxyClientCertAndKeyBaseName),
-			p.cert(pki.EtcdCACertAndKeyBaseName),
-			p.cert(pki.APIServerEtcdClientCertAndKeyBaseName), p.key(pki.APIServerEtcdClientCertAndKeyBaseName),
-			p.pkiFile(pki.ServiceAccountPubKeyName), p.pkiFile(pki.ServiceAccountKeyName),
-		),
-			component.File{Path: p.path(AuthenticationConfigFile), Mode: 0o600},
-			component.File{Path: p.path(EncryptionConfigFile), Mode: 0o600, Secret: true},
-			component.File{Path: p.path(AuditPolicyFile), Mode: 0o600},
-			component.File{Path: p.path(AuditLogDir), Mode: 0o700, Dir: true, Writable: true},
-		),
-		Ports: []component.Port{{Name: "https", Number: uint16(p.apiserverPort()), Protocol: "TCP"}},
+		Files:       files,
+		Ports:       []component.Port{{Name: "https", Number: uint16(p.apiserverPort()), Protocol: "TCP"}},
 		// Through the advertise address, which the serving certificate
 		// names; anonymous access to these paths is allowed.
 		Health: component.Health{
@@ -377,6 +394,11 @@ func controllerManagerComponent(p Plan) (component.Spec, error) {
 		Requires: []string{APIServer},
 		Image:    k8sImage(p, ControllerManager),
 		Requests: component.Requests{CPU: "200m"},
+		// Fully confined (the zero Sandbox): it writes nothing, its
+		// serving certificate is made in memory. Where no kubelet made
+		// the flexvolume plugin directory, the manager's attempt to make
+		// it fails with one logged error, and flexvolume (deprecated)
+		// stays off.
 	}, nil
 }
 
@@ -419,7 +441,22 @@ func schedulerComponent(p Plan) (component.Spec, error) {
 		Requires: []string{APIServer},
 		Image:    k8sImage(p, Scheduler),
 		Requests: component.Requests{CPU: "100m"},
+		// Fully confined (the zero Sandbox): it writes nothing.
 	}, nil
+}
+
+// auditLogDir is the directory of the audit log at logPath (a value of
+// the apiserver's --audit-log-path): "" when the log goes to standard
+// output ("-"), to /dev/null or nowhere (""), which need no directory.
+func auditLogDir(logPath string) (string, error) {
+	v := strings.TrimSpace(logPath)
+	switch {
+	case v == "" || v == "-" || path.Clean(v) == "/dev/null":
+		return "", nil
+	case !path.IsAbs(v):
+		return "", fmt.Errorf("audit-log-path %q is not an absolute path", logPath)
+	}
+	return path.Dir(path.Clean(v)), nil
 }
 
 // pkiFiles lists the PKI directory (mounted whole, since certificates are

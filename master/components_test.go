@@ -9,6 +9,7 @@ import (
 
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/component"
+	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
 )
 
@@ -233,4 +234,64 @@ func TestPlanRefusesWhatCannotRender(t *testing.T) {
 	if _, err := master.NewPlan(testCluster(), "nope", ""); err == nil {
 		t.Error("an unknown node got a plan")
 	}
+}
+
+// TestAuditLogDirFollowsExtraArgs: the directory the apiserver may write
+// (and ConfigFiles makes) is that of the audit-log-path it runs with.
+func TestAuditLogDirFollowsExtraArgs(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		logPath string // "" keeps anvil's
+		want    string // "" for no directory
+	}{
+		{"anvil's", "", master.AuditLogDir},
+		{"an operator's", "/var/log/kubernetes/audit/audit.log", "/var/log/kubernetes/audit"},
+		{"standard output", "-", ""},
+		{"thrown away", "/dev/null", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testCluster()
+			if tc.logPath != "" {
+				c.Components.APIServer.ExtraArgs = map[string]string{"audit-log-path": tc.logPath}
+			}
+			p := testPlan(t, c, "lab-m1", "")
+			cs, err := master.Components(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var writable []string
+			for _, f := range specNamed(t, cs, master.APIServer).Files {
+				if f.Writable {
+					writable = append(writable, f.Path)
+				}
+			}
+			files, err := master.ConfigFiles(p, noFiles)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var dirs []string
+			for _, f := range files {
+				if f.Mode.IsDir() && f.Path != hostfs.EtcdDataDir {
+					dirs = append(dirs, f.Path)
+				}
+			}
+			var want []string
+			if tc.want != "" {
+				want = []string{tc.want}
+			}
+			if !slices.Equal(writable, want) {
+				t.Errorf("the apiserver writes %q, want %q", writable, want)
+			}
+			if !slices.Equal(dirs, want) {
+				t.Errorf("ConfigFiles makes the directories %q, want %q", dirs, want)
+			}
+		})
+	}
+	t.Run("a relative path is refused", func(t *testing.T) {
+		c := testCluster()
+		c.Components.APIServer.ExtraArgs = map[string]string{"audit-log-path": "audit.log"}
+		if _, err := master.Components(testPlan(t, c, "lab-m1", "")); err == nil || !strings.Contains(err.Error(), "audit-log-path") {
+			t.Errorf("got %v, want an error about audit-log-path", err)
+		}
+	})
 }

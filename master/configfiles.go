@@ -59,8 +59,20 @@ func ConfigFiles(p Plan, read ReadFunc) ([]component.OutputFile, error) {
 		component.OutputFile{Path: EncryptionConfigFile, Mode: component.ConfigMode, Data: enc, Secret: true},
 		// etcd refuses a data directory others can read.
 		component.OutputFile{Path: hostfs.EtcdDataDir, Mode: fs.ModeDir | 0o700},
-		component.OutputFile{Path: AuditLogDir, Mode: fs.ModeDir | 0o700},
 	)
+	// The audit log's, anvil's or the one an operator's audit-log-path
+	// names (an existing directory is left as it is).
+	logPath := AuditLogFile
+	if v, ok := p.Cluster.Components.APIServer.ExtraArgs["audit-log-path"]; ok {
+		logPath = v
+	}
+	logDir, err := auditLogDir(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("components.apiServer.extraArgs: %w", err)
+	}
+	if logDir != "" {
+		out = append(out, component.OutputFile{Path: logDir, Mode: fs.ModeDir | 0o700})
+	}
 	return out, nil
 }
 

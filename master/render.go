@@ -1,6 +1,7 @@
 package master
 
 import (
+	"cmp"
 	"fmt"
 	"io/fs"
 	"os"
@@ -34,6 +35,10 @@ func NodeComponents(p Plan, layout v1alpha1.Layout) ([]component.Spec, error) {
 			Root:              p.Root,
 			AnvilBinary:       p.AnvilBinary,
 			KubernetesVersion: p.KubernetesVersion,
+			// As the agent phase configures it (agent.Config's default
+			// network is host-gw).
+			PodNetwork: p.Node.Runtime == v1alpha1.RuntimeContainerd &&
+				cmp.Or(p.Cluster.Networking.Network, v1alpha1.PodNetworkHostGW) == v1alpha1.PodNetworkHostGW,
 		})
 		if err != nil {
 			return nil, err

@@ -59,6 +59,12 @@ func containerdComponent(p Plan) component.Spec {
 		Delegate:       true,
 		OOMScoreAdjust: -999,
 		LimitNOFILE:    1 << 20,
+		// Unconfined: containerd and the runc it starts mount container
+		// root file systems, make namespaces and cgroups, and hand
+		// containers whatever capabilities and devices their pods ask
+		// for; a bounding set or a read-only /var/lib would reach every
+		// container on the node.
+		Sandbox: component.Sandbox{Unconfined: true},
 	}
 }
 
@@ -103,6 +109,11 @@ func kubeletComponent(p Plan) component.Spec {
 		Delegate:       true,
 		OOMScoreAdjust: -999,
 		LimitNOFILE:    1 << 20,
+		// Unconfined: the kubelet mounts pods' volumes (and runs mount
+		// helpers), makes pods' cgroups, writes sysctls pods ask for,
+		// reads devices and /dev/kmsg, and manages files anywhere a
+		// hostPath volume names.
+		Sandbox: component.Sandbox{Unconfined: true},
 	}
 }
 
@@ -135,6 +146,10 @@ func kubeProxyComponent(p Plan) component.Spec {
 		},
 		Requires: []string{Kubelet},
 		Restart:  component.RestartPolicy{Delay: 2 * time.Second, MaxDelay: 30 * time.Second},
+		// Unconfined: kube-proxy programs nftables or iptables (and loads
+		// their kernel modules), sets conntrack and forwarding sysctls,
+		// and runs nft, iptables and conntrack, which need the same.
+		Sandbox: component.Sandbox{Unconfined: true},
 	}
 }
 

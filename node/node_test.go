@@ -235,3 +235,29 @@ func TestUpstreams(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeStackUnconfined: containerd, the kubelet and kube-proxy manage
+// the machine itself (mounts, cgroups, namespaces, the firewall), so their
+// units keep root's privileges; the declarations say why.
+func TestNodeStackUnconfined(t *testing.T) {
+	cs, err := Components(testPlan(t, "lab-w1", factSets()["v2-systemd"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		t.Run(c.Name, func(t *testing.T) {
+			if !c.Sandbox.Unconfined {
+				t.Fatal("confined")
+			}
+			u, err := component.SystemdUnit(c, cs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range []string{"ProtectSystem=", "NoNewPrivileges=", "CapabilityBoundingSet=", "SystemCallFilter="} {
+				if strings.Contains(string(u), "\n"+d) {
+					t.Errorf("unit has %s", d)
+				}
+			}
+		})
+	}
+}
