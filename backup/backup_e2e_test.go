@@ -109,13 +109,22 @@ func TestBackupRestoreE2E(t *testing.T) {
 		}
 	}
 
+	// Away from the master's --root, the master's key is given as the
+	// operator would, from anvil status or the cluster file's pin.
+	signingKey, err := backup.SigningPublicKey(cp.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Run("inspect", func(t *testing.T) {
-		out := run(t, ctx, cp, "backup", "inspect", enc)
+		if out, err := cp.Run(ctx, "backup", "inspect", enc); err == nil || !strings.Contains(out, "--signing-key") {
+			t.Errorf("inspect with no key to check the signature against: %v\n%s", err, out)
+		}
+		out := run(t, ctx, cp, "backup", "inspect", enc, "--signing-key", signingKey)
 		if !regexp.MustCompile(`verified +no: encrypted`).MatchString(out) || !regexp.MustCompile(`cluster +e2e`).MatchString(out) {
 			t.Errorf("inspect without identity:\n%s", out)
 		}
 		var in backup.Inspection
-		if err := json.Unmarshal([]byte(runStdout(t, ctx, cp, "backup", "inspect", enc, "--identity", idFile, "-o", "json")), &in); err != nil {
+		if err := json.Unmarshal([]byte(runStdout(t, ctx, cp, "backup", "inspect", enc, "--identity", idFile, "-o", "json", "--signing-key", signingKey)), &in); err != nil {
 			t.Fatal(err)
 		}
 		if !in.Verified || in.Header.Cluster != "e2e" || !in.Header.Encrypted || len(in.Contents.Files) != len(backup.BackupFiles()) ||
@@ -126,7 +135,7 @@ func TestBackupRestoreE2E(t *testing.T) {
 
 	t.Run("export-snapshot restores with etcdutl", func(t *testing.T) {
 		db := filepath.Join(dir, "etcd.db")
-		run(t, ctx, cp, "backup", "export-snapshot", enc, "--identity", idFile, "-o", db)
+		run(t, ctx, cp, "backup", "export-snapshot", enc, "--identity", idFile, "-o", db, "--signing-key", signingKey)
 		if fi, err := os.Stat(db); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("%v %v", fi, err)
 		}
@@ -412,10 +421,15 @@ func TestBackupRestoreE2E(t *testing.T) {
 		if err == nil || !strings.Contains(out, "anvil backup export-files FILE") {
 			t.Errorf("restore onto a wiped machine did not say how to rebuild it: %v\n%s", err, out)
 		}
-		if out, err := cp.Run(ctx, "backup", "export-files", bak, "--root", root); err == nil || !strings.Contains(out, "no identity was given") {
+		// The wiped machine knows no signing key: the operator gives the
+		// cluster's, and a forged backup would be refused here.
+		if out, err := cp.Run(ctx, "backup", "export-files", bak, "--root", root, "--identity", idFile); err == nil || !strings.Contains(out, "--signing-key") {
+			t.Errorf("export-files with no key to check the signature against: %v\n%s", err, out)
+		}
+		if out, err := cp.Run(ctx, "backup", "export-files", bak, "--root", root, "--signing-key", signingKey); err == nil || !strings.Contains(out, "no identity was given") {
 			t.Errorf("export-files without the key: %v\n%s", err, out)
 		}
-		out = run(t, ctx, cp, "backup", "export-files", bak, "--root", root, "--identity", idFile)
+		out = run(t, ctx, cp, "backup", "export-files", bak, "--root", root, "--identity", idFile, "--signing-key", signingKey)
 		if strings.Count(out, "created") != len(backup.BackupFiles()) {
 			t.Errorf("export-files:\n%s", out)
 		}

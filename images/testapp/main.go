@@ -58,8 +58,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errors.New("usage: testapp lookup [-timeout 5s] NAME")
 		}
 		return lookup(ctx, fs.Arg(0), *timeout, stdout)
+	case "dnsload":
+		server := fs.String("server", "", "DNS server, address:port")
+		parallel := fs.Int("parallel", 4, "clients querying at once")
+		duration := fs.Duration("duration", 10*time.Second, "how long to query")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 || *server == "" {
+			return errors.New("usage: testapp dnsload -server ADDR:PORT [-parallel 4] [-duration 10s] NAME")
+		}
+		return dnsload(ctx, *server, fs.Arg(0), *parallel, *duration, stdout)
+	case "watch":
+		interval := fs.Duration("interval", 20*time.Millisecond, "time between requests")
+		duration := fs.Duration("duration", time.Minute, "how long to watch")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			return errors.New("usage: testapp watch [-interval 20ms] [-duration 1m] URL")
+		}
+		return watch(ctx, fs.Arg(0), *interval, *duration, stdout)
 	default:
-		return fmt.Errorf("unknown command %q: commands are serve, get and lookup", cmd)
+		return fmt.Errorf("unknown command %q: commands are serve, get, lookup, dnsload and watch", cmd)
 	}
 }
 

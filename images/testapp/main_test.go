@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -85,5 +87,54 @@ func TestServeAndGet(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"frobnicate"}, &out, &out); err == nil {
 		t.Error("an unknown command gave no error")
+	}
+}
+
+// TestDNSLoadAndWatch: dnsload measures a server that answers (a fake on
+// loopback), and watch prints each change of answer once.
+func TestDNSLoadAndWatch(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			r := append([]byte{}, buf[:n]...)
+			r[2] |= 0x80
+			pc.WriteTo(r, from)
+		}
+	}()
+	var out strings.Builder
+	if err := run(context.Background(), []string{"dnsload", "-server", pc.LocalAddr().String(), "-parallel", "2", "-duration", "300ms", "kubernetes.default.svc.cluster.local"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var l DNSLoad
+	if err := json.Unmarshal([]byte(out.String()), &l); err != nil || l.Queries < 10 || l.QPS <= 0 || l.P99Ms < l.P50Ms {
+		t.Errorf("dnsload: %+v %v (%s)", l, err, out.String())
+	}
+
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		n++
+		if n < 3 {
+			fmt.Fprintln(w, "old")
+			return
+		}
+		fmt.Fprintln(w, "new")
+	}))
+	defer srv.Close()
+	out.Reset()
+	if err := run(context.Background(), []string{"watch", "-interval", "10ms", "-duration", "200ms", srv.URL}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.HasSuffix(lines[0], " old") || !strings.HasSuffix(lines[1], " new") {
+		t.Errorf("watch printed %q, want the old answer then the new one", lines)
 	}
 }
