@@ -9,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"anvil.dev/anvil/api/v1alpha1"
@@ -144,5 +145,55 @@ func TestCorefileWithoutUpstreams(t *testing.T) {
 	}
 	if c := Corefile("cluster.local", true); !strings.Contains(c, "forward . /etc/resolv.conf") {
 		t.Errorf("does not forward:\n%s", c)
+	}
+}
+
+// dryRunDeployments answers a Patch the way the API server answers a dry
+// run: the object as it would be, under the resourceVersion it has now.
+type dryRunDeployments struct {
+	cur, out *appsv1.Deployment
+}
+
+func (d dryRunDeployments) Get(context.Context, string, metav1.GetOptions) (*appsv1.Deployment, error) {
+	return d.cur.DeepCopy(), nil
+}
+
+func (d dryRunDeployments) Patch(context.Context, string, types.PatchType, []byte, metav1.PatchOptions, ...string) (*appsv1.Deployment, error) {
+	return d.out.DeepCopy(), nil
+}
+
+// TestDryRunTellsAnEditFromNoise: a dry run bumps no resourceVersion, so
+// drift is told by the object itself; a moved status, generation or
+// managedFields entry is not drift, an edited field anvil owns is.
+func TestDryRunTellsAnEditFromNoise(t *testing.T) {
+	two, one := int32(2), int32(1)
+	cur := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: CoreDNSName, Namespace: metav1.NamespaceSystem, ResourceVersion: "7", Generation: 3},
+		Spec:       appsv1.DeploymentSpec{Replicas: &one},
+		Status:     appsv1.DeploymentStatus{ReadyReplicas: 1},
+	}
+	noise := cur.DeepCopy()
+	noise.Generation = 4
+	noise.Status.ReadyReplicas = 2
+	noise.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: FieldManager, Operation: metav1.ManagedFieldsOperationApply}}
+	edited := noise.DeepCopy()
+	edited.Spec.Replicas = &two
+	for _, tc := range []struct {
+		name string
+		out  *appsv1.Deployment
+		want bool
+	}{
+		{"nothing but noise", noise, false},
+		{"replicas put back", edited, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := applyOne(context.Background(), dryRunDeployments{cur: cur, out: tc.out}, CoreDNSName, []byte("{}"), metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("changed = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

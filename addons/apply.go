@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -78,14 +79,19 @@ type typedClient[T metav1.Object] interface {
 	Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, subresources ...string) (T, error)
 }
 
-// applyOne applies one object and says whether it changed: an apply that
-// changes nothing leaves the resourceVersion as it was, a dry run too.
+// applyOne applies one object and says whether it changed. The object the
+// API server returns is compared with the one it held, leaving out what
+// moves without anyone's edit (resourceVersion, generation, managedFields,
+// status): a dry run writes nothing and so bumps no resourceVersion, yet
+// must still tell an edited field from an untouched one.
 func applyOne[T metav1.Object](ctx context.Context, c typedClient[T], name string, data []byte, opts metav1.PatchOptions) (bool, error) {
-	before := ""
+	var before map[string]any
 	cur, err := c.Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case err == nil:
-		before = cur.GetResourceVersion()
+		if before, err = comparable(cur); err != nil {
+			return false, err
+		}
 	case !apierrors.IsNotFound(err):
 		return false, err
 	}
@@ -93,5 +99,27 @@ func applyOne[T metav1.Object](ctx context.Context, c typedClient[T], name strin
 	if err != nil {
 		return false, err
 	}
-	return before == "" || out.GetResourceVersion() != before, nil
+	if before == nil {
+		return true, nil
+	}
+	after, err := comparable(out)
+	if err != nil {
+		return false, err
+	}
+	return !equality.Semantic.DeepEqual(before, after), nil
+}
+
+// comparable is o without the fields that change on their own.
+func comparable(o any) (map[string]any, error) {
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+	if err != nil {
+		return nil, err
+	}
+	delete(u, "status")
+	if md, ok := u["metadata"].(map[string]any); ok {
+		for _, k := range []string{"resourceVersion", "generation", "managedFields"} {
+			delete(md, k)
+		}
+	}
+	return u, nil
 }

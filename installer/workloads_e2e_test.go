@@ -668,6 +668,12 @@ func addonsReapplyE2E(t *testing.T, clusterFile, kubeconfig string, apply func(*
 			t.Errorf("the apply after the re-apply changes something: %+v", s)
 		}
 	}
+	// The scale-down and back leave a replica starting; what follows
+	// (status) judges a settled cluster.
+	waitFor(t, 3*time.Minute, "CoreDNS's two replicas to be ready again", func() bool {
+		d, err := deploys.Get(ctx, addons.CoreDNSName, metav1.GetOptions{})
+		return err == nil && d.Status.ReadyReplicas == addons.CoreDNSReplicas
+	})
 }
 
 func ptrTo[T any](v T) *T { return &v }

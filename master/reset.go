@@ -19,6 +19,7 @@ import (
 	"anvil.dev/anvil/internal/phase"
 	"anvil.dev/anvil/internal/progress"
 	"anvil.dev/anvil/layout"
+	"anvil.dev/anvil/node"
 	"anvil.dev/anvil/pki"
 	"anvil.dev/anvil/supervise"
 )
@@ -29,7 +30,10 @@ type ResetOptions struct {
 	// KeepBackups leaves /var/lib/anvil/backups in place (the default of
 	// the command: a reset should not destroy the way back).
 	KeepBackups bool
-	// KeepBinaries leaves /opt/anvil/bin and the /usr/local/bin links.
+	// KeepBinaries leaves what an upload put on the host: /opt/anvil/bin,
+	// the /usr/local/bin links and the image archives in
+	// /var/lib/anvil/images (a join re-run after an interrupted one
+	// resets the host and must find them).
 	KeepBinaries bool
 	// IgnoreQuorum removes this master's etcd member even when the rest
 	// would lack quorum (or goes on when the member cannot be removed).
@@ -72,7 +76,7 @@ func resetPhases() []resetPhase {
 		{Name: "stop-units", Description: "stop and remove the systemd units anvil wrote", Mutates: true, Run: resetStopUnitsPhase, Plan: resetStopUnitsPhase},
 		{Name: "remove-manifests", Description: "remove the static pods anvil wrote (the kubelet stops them)", Mutates: true, Run: resetManifestsPhase, Plan: resetManifestsPhase},
 		{Name: "remove-node-files", Description: "unmount what is mounted in the kubelet's and containerd's directories, remove the pod network, the kubelet's and containerd's files", Mutates: true, Run: resetNodeFilesPhase, Plan: resetNodeFilesPhase},
-		{Name: "remove-files", Description: "remove the PKI, kubeconfigs, /etc/anvil and anvil's state (backups kept unless asked)", Mutates: true, Run: resetFilesPhase, Plan: resetFilesPhase},
+		{Name: "remove-files", Description: "remove the PKI, kubeconfigs, /etc/anvil and anvil's state (backups kept unless asked, image archives with --keep-binaries)", Mutates: true, Run: resetFilesPhase, Plan: resetFilesPhase},
 		{Name: "remove-binaries", Description: "remove /opt/anvil and its links in /usr/local/bin (unless --keep-binaries)", Mutates: true, Run: resetBinariesPhase, Plan: resetBinariesPhase},
 	}
 }
@@ -202,7 +206,7 @@ func resetFilesPhase(_ context.Context, r *resetRun) error {
 	}
 	for _, e := range entries {
 		p := filepath.Join(state, e.Name())
-		if e.Name() == "lab" {
+		if e.Name() == "lab" || (p == root.Path(node.ImagesDir) && r.o.KeepBinaries) {
 			r.res.Kept = append(r.res.Kept, p)
 			continue
 		}

@@ -188,3 +188,26 @@ func TestResetDryRun(t *testing.T) {
 		t.Errorf("the dry run does not say it removes the pods: %v", res.Stopped)
 	}
 }
+
+// TestResetKeepBinariesKeepsImages: --keep-binaries keeps what an upload
+// put on the host, the image archives in /var/lib/anvil/images too (a
+// join re-run resets the host that way and finds nothing to upload).
+func TestResetKeepBinariesKeepsImages(t *testing.T) {
+	root := fakeNode(t)
+	images := root.Path(node.ImagesDir)
+	if err := os.MkdirAll(images, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/opt/anvil/bin/v1/images/pause.tar", filepath.Join(images, "pause.tar")); err != nil {
+		t.Fatal(err)
+	}
+	for _, keep := range []bool{true, false} {
+		res, err := Reset(context.Background(), ResetOptions{Root: root, KeepBinaries: keep, DryRun: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kept := slices.Contains(res.Kept, images); kept != keep || slices.Contains(res.Removed, images) == keep {
+			t.Errorf("--keep-binaries=%v: kept %v, removed %v; want %s kept only with the flag", keep, res.Kept, res.Removed, images)
+		}
+	}
+}

@@ -62,7 +62,7 @@ The phases, in order:
 	cmd.Flags().StringVar(&root, "root", "", "prefix for every host path")
 	cmd.Flags().BoolVar(&force, "force", false, "do not ask for confirmation")
 	cmd.Flags().BoolVar(&removeBackups, "remove-backups", false, "also delete local backups")
-	cmd.Flags().BoolVar(&keep, "keep-binaries", false, "keep the installed binaries in /opt/anvil")
+	cmd.Flags().BoolVar(&keep, "keep-binaries", false, "keep what an upload installed: the binaries in /opt/anvil and the image archives in /var/lib/anvil/images")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list what reset would stop, unmount and remove; change nothing")
 	cmd.Flags().BoolVar(&ignoreQuorum, "ignore-quorum", false, "leave etcd even if the other masters would lose quorum (or cannot be reached)")
 	return cmd
