@@ -70,6 +70,9 @@ func TestDNSObjects(t *testing.T) {
 			if svc.Spec.ClusterIP != "10.96.0.10" {
 				t.Errorf("kube-dns at %s, want the service CIDR's tenth address 10.96.0.10", svc.Spec.ClusterIP)
 			}
+			if td := svc.Spec.TrafficDistribution; td == nil || *td != corev1.ServiceTrafficDistributionPreferSameNode {
+				t.Errorf("kube-dns trafficDistribution %v, want %s: a stopped node's replica must not take the queries of a node that has its own", td, corev1.ServiceTrafficDistributionPreferSameNode)
+			}
 			if *d.Spec.Replicas != 2 {
 				t.Errorf("%d replicas", *d.Spec.Replicas)
 			}

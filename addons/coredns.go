@@ -198,6 +198,15 @@ func DNSObjects(c *v1alpha1.Cluster, o DNSOptions) ([]runtime.Object, error) {
 		Spec: corev1.ServiceSpec{
 			Selector:  labels,
 			ClusterIP: dns.String(),
+			// A pod's queries go to the CoreDNS replica on its own node
+			// when there is one, and to any replica otherwise. A node
+			// that stops keeps its replica's endpoint in this Service
+			// until the Node is found NotReady (the node-monitor grace
+			// period, 50 s), and a query sent there is lost, as are a
+			// glibc resolver's retries, which leave from the same socket.
+			// Kept on the node, queries from a node with a replica never
+			// cross to one that stopped, and cost no hop.
+			TrafficDistribution: ptr(corev1.ServiceTrafficDistributionPreferSameNode),
 			Ports: []corev1.ServicePort{
 				{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt32(53)},
 				{Name: "dns-tcp", Port: 53, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(53)},

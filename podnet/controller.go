@@ -46,7 +46,10 @@ type Config struct {
 	// at most one per IP family. Only Node pod ranges inside them are
 	// routed, and pod traffic leaving them is masqueraded.
 	ClusterPodCIDRs []netip.Prefix
-	// Client reads Nodes (list and watch; the system:node role allows it).
+	// Client reads Nodes (list and watch; the system:node role allows
+	// it), and lists and deletes the node's own pods when its pod range
+	// changed (the Node authorizer and NodeRestriction allow that for
+	// pods bound to the node).
 	Client kubernetes.Interface
 	// Root prefixes the CNI config's path (tests, packaging).
 	Root hostfs.Root
@@ -99,6 +102,10 @@ type Controller struct {
 	cfg     Config
 	log     *slog.Logger
 	trigger chan struct{}
+
+	// podsChecked is the pod ranges for which no pod of the node was
+	// left with an address of another; only Run's goroutine uses it.
+	podsChecked []netip.Prefix
 
 	mu     sync.Mutex
 	status Status
@@ -319,6 +326,18 @@ func (c *Controller) pass(ctx context.Context, k kernelRoutes, lister listersv1.
 		} else {
 			st.PodCIDRs = p.own
 			st.CNIConfig = c.cfg.Root.Path(CNIConfigPath)
+			// What a former range of the node left (moved.go): looked
+			// for on every pass in the kernel, in the API once per range.
+			if err := c.dropStaleBridgeAddrs(k, p.own); err != nil {
+				errs = append(errs, err)
+			}
+			if !slices.Equal(c.podsChecked, p.own) {
+				if err := c.deleteStrandedPods(ctx, p.own); err != nil {
+					errs = append(errs, err)
+				} else {
+					c.podsChecked = slices.Clone(p.own)
+				}
+			}
 		}
 	}
 
