@@ -9,7 +9,8 @@ import (
 
 // Phase addons: the cluster add-ons init deployed (cluster DNS) are
 // applied again from the primary when its `anvil status` found them
-// drifted (anvil's fields edited, an object deleted); a cluster whose
+// drifted (anvil's fields edited, an object deleted) or CoreDNS's
+// replicas share a node while another could run one; a cluster whose
 // add-ons are as anvil applies them plans nothing. Init applies them the
 // first time.
 
@@ -25,7 +26,7 @@ func planAddons(r *run) plan {
 	case len(st.AddonDrift) == 0:
 		return plan{steps: []step{{host: p, do: "nothing to do: the cluster add-ons are as anvil applies them"}}}
 	}
-	return plan{steps: []step{{host: p, do: "re-apply the cluster add-ons (anvil addons apply): " + strings.Join(st.AddonDrift, ", ") + " changed since anvil applied them",
+	return plan{steps: []step{{host: p, do: "re-apply the cluster add-ons (anvil addons apply): " + addonsWhy(st.AddonDrift),
 		run: func(ctx context.Context) (string, error) {
 			var out strings.Builder
 			if err := r.runLogged(ctx, p, "anvil addons apply", anvilOnHost+" addons apply -o json", nil, &out); err != nil {
@@ -35,6 +36,24 @@ func planAddons(r *run) plan {
 			if err := json.Unmarshal([]byte(out.String()), &changed); err != nil {
 				return "", fmt.Errorf("anvil addons apply: its output is not a list of objects: %w", err)
 			}
-			return fmt.Sprintf("applied %d object(s): %s", len(changed), strings.Join(changed, ", ")), nil
+			return fmt.Sprintf("applied %d change(s): %s", len(changed), strings.Join(changed, ", ")), nil
 		}}}}
+}
+
+// addonsWhy says why the add-ons are applied again, from the drift `anvil
+// status` found: objects that changed, and CoreDNS replicas to move
+// (addons.Spread).
+func addonsWhy(drift []string) string {
+	var changed, why []string
+	for _, d := range drift {
+		if strings.Contains(d, " moved off ") {
+			why = append(why, strings.Replace(d, " moved off ", " to move off ", 1))
+		} else {
+			changed = append(changed, d)
+		}
+	}
+	if len(changed) > 0 {
+		why = append([]string{strings.Join(changed, ", ") + " changed since anvil applied them"}, why...)
+	}
+	return strings.Join(why, "; ")
 }

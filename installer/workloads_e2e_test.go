@@ -183,10 +183,28 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 	})
 
 	t.Run("cluster DNS: CoreDNS answers for Services and pods, and through the loss of a replica", func(t *testing.T) {
-		waitFor(t, 3*time.Minute, "CoreDNS's two replicas to be ready", func() bool {
+		// Init made CoreDNS when only the first worker had joined, and
+		// it took both replicas; the apply that added the second worker
+		// moved one there (addons.Spread).
+		var where []string
+		waitFor(t, 3*time.Minute, "CoreDNS's two replicas to be ready, one on each worker", func() bool {
 			d, err := cs.AppsV1().Deployments(metav1.NamespaceSystem).Get(ctx, addons.CoreDNSName, metav1.GetOptions{})
-			return err == nil && d.Status.ReadyReplicas == addons.CoreDNSReplicas
+			if err != nil || d.Status.ReadyReplicas != addons.CoreDNSReplicas {
+				return false
+			}
+			list, err := cs.CoreV1().Pods(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{LabelSelector: addons.DNSLabel + "=" + addons.DNSLabelValue})
+			if err != nil {
+				return false
+			}
+			where = where[:0]
+			for _, p := range list.Items {
+				if p.DeletionTimestamp == nil && !slices.Contains(where, p.Spec.NodeName) {
+					where = append(where, p.Spec.NodeName)
+				}
+			}
+			return len(where) == len(workers)
 		})
+		t.Logf("CoreDNS runs on %v", where)
 		headless, err := cs.CoreV1().Services(testappNamespace).Create(ctx, &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: "testapp-pods"},
 			Spec: corev1.ServiceSpec{

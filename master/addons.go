@@ -19,14 +19,20 @@ import (
 // ApplyAddons applies the cluster add-ons c asks for (cluster DNS: CoreDNS
 // and the kube-dns Service, when some host runs pods) by server-side
 // apply, forwarding names outside the cluster only when there are
-// upstreams. It returns what changed; with dryRun, what would, changing
-// nothing.
+// upstreams, then moves a CoreDNS replica that shares a node to one that
+// runs none (addons.Spread). It returns what changed; with dryRun, what
+// would, changing nothing.
 func ApplyAddons(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster, upstreams []string, dryRun bool) ([]string, error) {
 	objs, err := addons.DNSObjects(c.Defaulted(), addons.DNSOptions{Forward: len(upstreams) > 0})
-	if err != nil {
+	if err != nil || len(objs) == 0 {
 		return nil, err
 	}
-	return addons.Apply(ctx, cs, objs, dryRun)
+	changed, err := addons.Apply(ctx, cs, objs, dryRun)
+	if err != nil {
+		return changed, err
+	}
+	moved, err := addons.Spread(ctx, cs, dryRun)
+	return append(changed, moved...), err
 }
 
 // LocalUpstreams are this machine's resolvers as its pods would see them

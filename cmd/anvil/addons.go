@@ -33,7 +33,11 @@ apply under anvil's field manager, exactly as anvil init did: fields anvil
 sets are put back, fields anvil does not set (a user's labels, annotations,
 extra settings) are kept, and objects that are as anvil wants them are not
 written at all. Cluster DNS forwards names outside the cluster to this
-machine's resolvers. It prints each object it changed; --dry-run asks the
+machine's resolvers. Then, when two CoreDNS replicas share a node while a
+Ready node that could run one runs none (init made them before the
+workers joined), one is evicted, honouring the PodDisruptionBudget, and
+its replacement is scheduled on another node. It prints each object it
+changed and the replica it moved; --dry-run asks the
 API server what would change and changes nothing (anvil status shows the
 same as add-on drift, and anvil cluster apply runs this when there is any).`,
 		Example: `  anvil addons apply --dry-run
