@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -23,10 +24,16 @@ func planAddons(r *run) plan {
 	switch {
 	case st.AddonError != "":
 		return plan{steps: []step{{host: p, do: "cannot tell whether the cluster add-ons drifted: " + st.AddonError}}}
-	case len(st.AddonDrift) == 0:
+	case len(st.AddonDrift) == 0 && !slices.ContainsFunc(r.planned, func(s PlannedStep) bool { return s.Change && makesCredentials(s.Phase) }):
 		return plan{steps: []step{{host: p, do: "nothing to do: the cluster add-ons are as anvil applies them"}}}
 	}
-	return plan{steps: []step{{host: p, do: "re-apply the cluster add-ons (anvil addons apply): " + addonsWhy(st.AddonDrift),
+	why := addonsWhy(st.AddonDrift)
+	if why == "" {
+		// The facts were read before the joins: what the new nodes
+		// change (CoreDNS replicas to spread over them) is seen only now.
+		why = "nodes joined in this run: CoreDNS's replicas are spread over them"
+	}
+	return plan{steps: []step{{host: p, do: "re-apply the cluster add-ons (anvil addons apply): " + why,
 		run: func(ctx context.Context) (string, error) {
 			var out strings.Builder
 			if err := r.runLogged(ctx, p, "anvil addons apply", anvilOnHost+" addons apply -o json", nil, &out); err != nil {

@@ -84,7 +84,7 @@ func (c *credentials) made() ([]string, bool) {
 }
 
 // makesCredentials reports whether a phase's changes make bootstrap
-// credentials.
+// credentials: the phases that make a master or join a node.
 func makesCredentials(phase string) bool {
 	return phase == "init" || phase == "join-masters" || phase == "join-workers"
 }
