@@ -80,8 +80,9 @@ func (s imageSpec) hashKey() string {
 // spec.AlsoRefs) and writes it to out as a docker-archive tarball
 // (manifest.json with RepoTags, config and layers), the format `ctr -n k8s.io
 // images import` names after its RepoTags and go-containerregistry's tarball
-// package reads back. Times are fixed, so the same inputs always make the
-// same archive.
+// package reads back. Times are fixed, so the same binary on the same root
+// makes the same archive (though with AlsoRefs, go-containerregistry lists
+// the tags in any order; and debootstrap makes a new root different).
 func writeImageArchive(bin, root string, spec imageSpec, out string) error {
 	tag, err := name.NewTag(spec.Ref)
 	if err != nil {
