@@ -120,8 +120,7 @@ set +e
 "$e2e" --kubeconfig="$(realpath "$kubeconfig")" --provider=skeleton \
   --report-dir="$OUT/report" \
   --ginkgo.focus="$FOCUS" ${SKIP:+--ginkgo.skip="$SKIP"} \
-  --ginkgo.timeout="$TIMEOUT" --ginkgo.no-color --ginkgo.v \
-  --dump-logs-on-failure=false > "$OUT/e2e.log" 2>&1
+  --ginkgo.timeout="$TIMEOUT" --ginkgo.no-color --ginkgo.v > "$OUT/e2e.log" 2>&1
 suite=$?
 set -e
 echo "(suite in $(( $(date +%s) - start ))s, exit $suite)" >&2
