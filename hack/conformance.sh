@@ -96,7 +96,7 @@ echo "(lab and cluster in $(( $(date +%s) - start ))s)" >&2
 
 # Every node's agent imports the archives as they arrive: wait until each
 # node's containerd has every image the suite needs.
-want=$(for f in "${images[@]}"; do tar -xOf "$f" manifest.json | grep -o '"RepoTags":\[[^]]*\]' | grep -o '"[^"]*:[^"]*"' | tr -d '"'; done | sort -u)
+want=$(for f in "${images[@]}"; do tar -xOf "$f" manifest.json | grep -o '"RepoTags":\[[^]]*\]' | sed 's/^"RepoTags"://' | grep -o '"[^"]*"' | tr -d '"'; done | sort -u)
 nodes=$("$KUBECTL" --kubeconfig "$kubeconfig" get nodes -o jsonpath='{.items[*].metadata.name}')
 for n in $nodes; do
   for i in $(seq 1 120); do
