@@ -105,7 +105,7 @@ func summarize(r io.Reader) (*summary, error) {
 	return s, nil
 }
 
-// failureText is the start of a failure's message: the report may leave the
+// failureText is the start and end of a failure's message: the report may leave the
 // message attribute out and put it at the head of the description.
 func failureText(c testCase) string {
 	var msg, text string
@@ -117,9 +117,11 @@ func failureText(c testCase) string {
 	if strings.TrimSpace(msg) == "" {
 		msg = text
 	}
+	// A gomega message says what it got first and what it wanted last:
+	// keep both ends.
 	lines := strings.Split(strings.TrimSpace(msg), "\n")
-	if len(lines) > 6 {
-		lines = append(lines[:6], "…")
+	if len(lines) > 8 {
+		lines = append(append(lines[:4:4], "…"), lines[len(lines)-4:]...)
 	}
 	return strings.Join(lines, "\n      ")
 }
