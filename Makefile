@@ -14,7 +14,7 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 TEST_TIMEOUT ?= 40m
 FUZZTIME ?= 20s
 
-.PHONY: all anvil kube deps test unit lint fuzz bench demo demo-clean clean
+.PHONY: all anvil kube deps test unit lint fuzz bench demo demo-clean conformance clean
 
 all: anvil
 
@@ -66,6 +66,15 @@ demo: deps kube
 
 demo-clean:
 	hack/demo.sh clean
+
+# conformance: the upstream conformance suite against a lab cluster (3
+# masters, 2 workers), offline: builds e2e.test and the suite's images
+# (anvil images build --conformance, cached), provisions the lab with the
+# images on every node, runs the suite (FOCUS, SKIP; every [Conformance]
+# test by default), writes bin/conformance/{report/junit_01.xml,summary.txt}
+# and removes the lab unless KEEP=1. See docs/conformance.md.
+conformance: deps kube
+	KUBE_VERSION=$(KUBE_VERSION) hack/conformance.sh
 
 clean:
 	rm -rf bin

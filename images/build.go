@@ -40,6 +40,12 @@ type BuildOptions struct {
 	// Force rebuilds even when the files on disk or in the cache are
 	// current.
 	Force bool
+	// Conformance builds what a conformance run needs instead of the
+	// release: the upstream e2e test binary and the images its tests use.
+	Conformance bool
+	// Mirror is the Debian mirror the conformance images' root is made
+	// from with debootstrap (the first time; the root is cached).
+	Mirror string
 	// Progress receives one line at a time about what the build is doing.
 	Progress func(string)
 	// ProgressEvery is how often a running build reports; 15 s when zero.
@@ -112,7 +118,11 @@ func Build(ctx context.Context, o BuildOptions) (*BuildResult, error) {
 		return nil, err
 	}
 	specs := o.specs
-	if specs == nil {
+	switch {
+	case specs != nil:
+	case o.Conformance:
+		specs = rel.conformanceBuilds()
+	default:
 		specs = rel.builds()
 	}
 	plans := make([]*buildPlan, len(specs))
@@ -196,7 +206,11 @@ type buildPlan struct {
 func planBuild(ctx context.Context, o BuildOptions, s buildSpec, goVersion string) (*buildPlan, error) {
 	p := &buildPlan{spec: s, goVersion: goVersion, ldflags: s.LDFlags}
 	var hashed []hashedDir
-	if s.Module != "" {
+	switch {
+	case len(s.Packages) == 0:
+		// An image made of its root alone: the image spec (with its
+		// root's) is all its input.
+	case s.Module != "":
 		p.moduleDir = filepath.Join(o.SourceDir, s.Module)
 		if s.Upstream != "" {
 			sum, err := pinnedModule(p.moduleDir, s.Upstream, s.Version)
@@ -208,7 +222,7 @@ func planBuild(ctx context.Context, o BuildOptions, s buildSpec, goVersion strin
 			}
 		}
 		hashed = []hashedDir{{dir: p.moduleDir}}
-	} else {
+	default:
 		// anvil's own program: built in anvil's module from the package's
 		// directory, which alone (with go.mod) decides the binary.
 		p.moduleDir = filepath.Dir(o.SourceDir)
@@ -386,31 +400,64 @@ func (p *buildPlan) compile(ctx context.Context, o BuildOptions, rel Release, di
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return nil, err
 	}
-	env := []string{"CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=", "GOTOOLCHAIN=local"}
-	if s.CGO {
-		env[0] = "CGO_ENABLED=1"
-	}
-	total := countDeps(ctx, o.Go, p.moduleDir, env, s.Tags, s.Packages)
-	report(fmt.Sprintf("%s: building %s with %s", s.label(), strings.Join(s.binaries(), ", "), p.goVersion))
-	args := []string{"build", "-v", "-trimpath", "-buildvcs=false"}
-	if len(s.Tags) > 0 {
-		args = append(args, "-tags", strings.Join(s.Tags, ","))
-	}
-	args = append(args, "-ldflags", p.ldflags, "-o", binDir+string(filepath.Separator))
-	if err := runGoBuild(ctx, o, p.moduleDir, env, append(args, s.Packages...), total, s.label(), start, report); err != nil {
-		return nil, err
+	if len(s.Packages) > 0 {
+		if err := p.goBuild(ctx, o, binDir, start, report); err != nil {
+			return nil, err
+		}
 	}
 	if s.Image != nil {
-		bin := filepath.Join(binDir, s.binaries()[0])
+		var bin, root string
+		if len(s.Packages) > 0 {
+			bin = filepath.Join(binDir, s.binaries()[0])
+		}
+		if s.Image.Root != nil {
+			if root, err = ensureRoot(ctx, o, *s.Image.Root, report); err != nil {
+				return nil, fmt.Errorf("image %s: %w", p.image.Ref, err)
+			}
+		}
 		out := filepath.Join(stage, filepath.FromSlash(s.outputs()[0]))
 		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 			return nil, err
 		}
-		if err := writeImageArchive(bin, *p.image, out); err != nil {
+		if err := writeImageArchive(bin, root, *p.image, out); err != nil {
 			return nil, err
 		}
 	}
 	return p.install(rel, stage, dir, start, report)
+}
+
+// goBuild compiles the build's packages into binDir: go build, or for a
+// test binary go test -c, with the same flags, so that the packages a test
+// binary shares with the components come from Go's build cache.
+func (p *buildPlan) goBuild(ctx context.Context, o BuildOptions, binDir string, start time.Time, report func(string)) error {
+	s := p.spec
+	env := []string{"CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=", "GOTOOLCHAIN=local"}
+	if s.CGO {
+		env[0] = "CGO_ENABLED=1"
+	}
+	report(fmt.Sprintf("%s: building %s with %s", s.label(), strings.Join(s.binaries(), ", "), p.goVersion))
+	var args []string
+	total := -1
+	if s.Test {
+		// go test has no -v of go build's (its -v is the tests'), so
+		// a test binary's progress is its elapsed time alone. Its vet
+		// pass, which needs facts from every dependency (a cold e2e.test's
+		// binary was written 6 minutes into a 19-minute go test -c; vet
+		// took the rest), decides nothing in the binary.
+		args = []string{"test", "-c", "-vet=off", "-trimpath", "-buildvcs=false"}
+	} else {
+		total = countDeps(ctx, o.Go, p.moduleDir, env, s.Tags, s.Packages)
+		args = []string{"build", "-v", "-trimpath", "-buildvcs=false"}
+	}
+	if len(s.Tags) > 0 {
+		args = append(args, "-tags", strings.Join(s.Tags, ","))
+	}
+	out := binDir + string(filepath.Separator)
+	if s.Test {
+		out = filepath.Join(binDir, s.binaries()[0])
+	}
+	args = append(args, "-ldflags", p.ldflags, "-o", out)
+	return runGoBuild(ctx, o, p.moduleDir, env, append(args, s.Packages...), total, s.label(), start, report)
 }
 
 // install moves the staged outputs into dir and, for the control plane,
@@ -459,6 +506,7 @@ func (p *buildPlan) install(rel Release, stage, dir string, start time.Time, rep
 }
 
 // runGoBuild runs go build, reporting how many packages it has compiled
+// (of at most total; a negative total when it cannot count, as for go test)
 // every ProgressEvery, and returns its diagnostics' tail when it fails.
 func runGoBuild(ctx context.Context, o BuildOptions, moduleDir string, env, args []string, total int, label string, start time.Time, report func(string)) error {
 	cmd := exec.CommandContext(ctx, o.Go, args...)
@@ -508,7 +556,9 @@ func runGoBuild(ctx context.Context, o BuildOptions, moduleDir string, env, args
 			return nil
 		case <-tick.C:
 			n := compiled.Load()
-			if total > 0 {
+			if total < 0 {
+				report(fmt.Sprintf("%s: compiling (%s)", label, time.Since(start).Round(time.Second)))
+			} else if total > 0 {
 				report(fmt.Sprintf("%s: compiled %d of at most %d packages (%s)", label, n, total, time.Since(start).Round(time.Second)))
 			} else {
 				report(fmt.Sprintf("%s: compiled %d packages (%s)", label, n, time.Since(start).Round(time.Second)))

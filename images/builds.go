@@ -119,6 +119,9 @@ type buildSpec struct {
 	// Packages are the main packages built; each binary is named after
 	// the last element of its package path.
 	Packages []string
+	// Test compiles the package's test binary (go test -c) instead: one
+	// package, whose binary is named <last element>.test.
+	Test bool
 	// Dir is where the binaries go inside the version directory.
 	Dir     string
 	CGO     bool
@@ -132,7 +135,9 @@ type buildSpec struct {
 	// are part of the input hash.
 	PkgConfig []string
 	// Image, when set, ships the build's one binary as an image archive
-	// (ImagesSubdir/<Name>.tar) instead of as a binary.
+	// (ImagesSubdir/<Name>.tar) instead of as a binary. An image build
+	// without Packages compiles nothing: its image is made from its root
+	// alone.
 	Image *imageSpec
 }
 
@@ -150,6 +155,9 @@ func (s buildSpec) binaries() []string {
 	out := make([]string, len(s.Packages))
 	for i, p := range s.Packages {
 		out[i] = path.Base(p)
+		if s.Test {
+			out[i] += ".test"
+		}
 	}
 	return out
 }

@@ -37,6 +37,17 @@ type imageSpec struct {
 	// cap_net_bind_service=+ep, so that a non-root User may bind ports
 	// below 1024 (CoreDNS's 53), as upstream's images do with setcap.
 	BindLowPorts bool
+	// AlsoRefs are further names of the same image in its archive.
+	AlsoRefs []string
+	// Root, when set, is the Debian root under the binary (a layer of its
+	// own, below the binary's): the test images' shell and tools.
+	Root *rootSpec
+	// BusyboxOnly keeps of the root only its static busybox, linked
+	// under every applet's name, and its users and groups.
+	BusyboxOnly bool
+	// Entrypoint replaces /<binary>; an image without a binary has none
+	// unless it is set.
+	Entrypoint []string
 }
 
 // imageFormat changes whenever writeImageArchive writes different bytes for
@@ -52,34 +63,65 @@ func (s imageSpec) hashKey() string {
 	if ref == "" {
 		ref = s.Repo + ":<input hash>"
 	}
-	return fmt.Sprintf("%s ref=%s user=%s cmd=%q ports=%s lowports=%t", imageFormat, ref, s.User, s.Cmd, strings.Join(s.Ports, ","), s.BindLowPorts)
+	key := fmt.Sprintf("%s ref=%s user=%s cmd=%q ports=%s lowports=%t", imageFormat, ref, s.User, s.Cmd, strings.Join(s.Ports, ","), s.BindLowPorts)
+	// Written only for the images that have them, so the others' hashes
+	// (and cached builds) stay as they were.
+	if len(s.AlsoRefs) > 0 || s.Root != nil || len(s.Entrypoint) > 0 {
+		key += fmt.Sprintf(" also=%s entrypoint=%q busybox=%t", strings.Join(s.AlsoRefs, ","), s.Entrypoint, s.BusyboxOnly)
+		if s.Root != nil {
+			key += " root=" + s.Root.hashKey()
+		}
+	}
+	return key
 }
 
-// writeImageArchive packs the static binary at bin into an image named
-// spec.Ref and writes it to out as a docker-archive tarball (manifest.json
-// with RepoTags, config and layers), the format `ctr -n k8s.io images
-// import` names after its RepoTags and go-containerregistry's tarball
-// package reads back. Times are fixed, so the same binary always makes the
-// same archive.
-func writeImageArchive(bin string, spec imageSpec, out string) error {
+// writeImageArchive packs the static binary at bin (none when empty) on the
+// Debian root at root (none when empty) into an image named spec.Ref (and
+// spec.AlsoRefs) and writes it to out as a docker-archive tarball
+// (manifest.json with RepoTags, config and layers), the format `ctr -n k8s.io
+// images import` names after its RepoTags and go-containerregistry's tarball
+// package reads back. Times are fixed, so the same binary on the same root
+// makes the same archive (though with AlsoRefs, go-containerregistry lists
+// the tags in any order; and debootstrap makes a new root different).
+func writeImageArchive(bin, root string, spec imageSpec, out string) error {
 	tag, err := name.NewTag(spec.Ref)
 	if err != nil {
 		return fmt.Errorf("image %s: %w", spec.Ref, err)
 	}
-	fi, err := os.Stat(bin)
-	if err != nil {
-		return fmt.Errorf("image %s: %w", spec.Ref, err)
+	refs := map[name.Reference]v1.Image{}
+	img := empty.Image
+	if root != "" {
+		open, what := func() (io.ReadCloser, error) { return treeLayer(root) }, "debian root"
+		if spec.BusyboxOnly {
+			open, what = func() (io.ReadCloser, error) { return busyboxLayer(root) }, "busybox"
+		}
+		layer, err := tarball.LayerFromOpener(open)
+		if err != nil {
+			return fmt.Errorf("image %s: %s layer: %w", spec.Ref, what, err)
+		}
+		if img, err = mutate.Append(img, mutate.Addendum{Layer: layer, History: v1.History{CreatedBy: "anvil images build: " + what, Created: v1.Time{Time: epoch()}}}); err != nil {
+			return fmt.Errorf("image %s: %w", spec.Ref, err)
+		}
 	}
-	base := filepath.Base(bin)
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return rootLayer(bin, base, fi.Size(), spec.BindLowPorts)
-	})
-	if err != nil {
-		return fmt.Errorf("image %s: layer: %w", spec.Ref, err)
-	}
-	img, err := mutate.Append(empty.Image, mutate.Addendum{Layer: layer, History: v1.History{CreatedBy: "anvil images build: " + base, Created: v1.Time{Time: epoch()}}})
-	if err != nil {
-		return fmt.Errorf("image %s: %w", spec.Ref, err)
+	entrypoint := spec.Entrypoint
+	if bin != "" {
+		fi, err := os.Stat(bin)
+		if err != nil {
+			return fmt.Errorf("image %s: %w", spec.Ref, err)
+		}
+		base := filepath.Base(bin)
+		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+			return rootLayer(bin, base, fi.Size(), spec.BindLowPorts)
+		})
+		if err != nil {
+			return fmt.Errorf("image %s: layer: %w", spec.Ref, err)
+		}
+		if img, err = mutate.Append(img, mutate.Addendum{Layer: layer, History: v1.History{CreatedBy: "anvil images build: " + base, Created: v1.Time{Time: epoch()}}}); err != nil {
+			return fmt.Errorf("image %s: %w", spec.Ref, err)
+		}
+		if entrypoint == nil {
+			entrypoint = []string{"/" + base}
+		}
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
@@ -88,7 +130,7 @@ func writeImageArchive(bin string, spec imageSpec, out string) error {
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", runtime.GOARCH
 	cf.Created = v1.Time{Time: epoch()}
-	cf.Config.Entrypoint = []string{"/" + base}
+	cf.Config.Entrypoint = entrypoint
 	cf.Config.Cmd = spec.Cmd
 	cf.Config.User = spec.User
 	cf.Config.Env = []string{imagePath}
@@ -102,11 +144,19 @@ func writeImageArchive(bin string, spec imageSpec, out string) error {
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return fmt.Errorf("image %s: %w", spec.Ref, err)
 	}
+	refs[tag] = img
+	for _, r := range spec.AlsoRefs {
+		t, err := name.NewTag(r)
+		if err != nil {
+			return fmt.Errorf("image %s: %w", r, err)
+		}
+		refs[t] = img
+	}
 	f, err := os.OpenFile(out, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
 		return fmt.Errorf("image %s: %w", spec.Ref, err)
 	}
-	err = tarball.Write(tag, img, f)
+	err = tarball.MultiRefWrite(refs, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

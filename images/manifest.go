@@ -91,6 +91,11 @@ const (
 	// SetControlPlane is what only masters need: kube-apiserver,
 	// kube-controller-manager, kube-scheduler and kubectl.
 	SetControlPlane Set = "control-plane"
+	// SetConformance is what only a conformance run needs: the upstream
+	// e2e test binary, which runs on the workstation, and the images its
+	// tests use, which reach the nodes through the cluster file's images:
+	// list. No host needs them to be a node.
+	SetConformance Set = "conformance"
 )
 
 // set is f's Set, reading the empty Set of older manifests as the control

@@ -58,6 +58,9 @@ type Release struct {
 	// Pause is the pause image's tag, as registry.k8s.io names it; anvil
 	// builds its own pause program under that name.
 	Pause string
+	// Suite names the images the release's e2e suite uses, which a
+	// conformance build makes.
+	Suite SuiteImages
 }
 
 // releases is the support table. It is a function, not a variable, so no
@@ -75,6 +78,15 @@ func releases() []Release {
 		CriTools:       "v1.37.0",
 		CoreDNS:        "v1.14.7",
 		Pause:          "3.10.1",
+		Suite: SuiteImages{
+			Agnhost:         "registry.k8s.io/e2e-test-images/agnhost:2.66.1",
+			AgnhostPrev:     "registry.k8s.io/e2e-test-images/agnhost:2.55",
+			Busybox:         "registry.k8s.io/e2e-test-images/busybox:1.37.0-2",
+			Nginx:           "registry.k8s.io/e2e-test-images/nginx:1.27.0-2",
+			NginxNew:        "registry.k8s.io/e2e-test-images/nginx:1.28.0-2",
+			GlibcDNSTesting: "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1",
+			Pause:           "registry.k8s.io/pause:3.10.2",
+		},
 	}}
 }
 

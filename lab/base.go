@@ -375,6 +375,11 @@ PermitRootLogin prohibit-password
 UseDNS no
 `
 
+// HostMirror is the Debian mirror this host's apt uses for suite, which
+// the lab's base and other debootstrapped trees (the conformance images'
+// root) are made from.
+func HostMirror(suite string) (string, error) { return aptMirror("/etc/apt", suite) }
+
 // aptMirror finds the URI this host's apt uses for suite, in deb822
 // sources (sources.list.d/*.sources) or one-line ones (sources.list,
 // sources.list.d/*.list), so the lab uses the mirror the host already

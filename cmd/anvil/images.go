@@ -17,6 +17,7 @@ import (
 	"anvil.dev/anvil/internal/buildinfo"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/human"
+	"anvil.dev/anvil/lab"
 	"anvil.dev/anvil/node"
 )
 
@@ -104,15 +105,31 @@ SOURCE (static, trimmed, stripped, version stamped), into OUT/<version>/:
 
 and writes payload.json with every file's sha256 and the set it belongs to
 (node or control-plane), and manifest.json for the control plane as before.
+
+With --conformance it builds what a conformance run needs instead (use
+another --out): the upstream e2e test binary (e2e.test, go test -c in the
+conformance module) and the images the suite runs, under the names it
+expects — agnhost, nginx and glibc-dns-testing on a Debian root made with
+debootstrap (as root, cached), busybox from Debian's busybox-static, and the
+suite's pause.
 Each build is cached on its own by its input hash (in OUT and in --cache), so
 a cold build takes about twenty minutes on two cores, and when nothing that
 decides the files has changed, it returns in seconds.`,
 		Example: `  # What 'make kube' runs, from a checkout
   anvil images build
-  anvil images build --version v1.37.2 --out bin/kube --force`,
+  anvil images build --version v1.37.2 --out bin/kube --force
+  # What 'make conformance' runs
+  anvil images build --conformance --out bin/conformance`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Progress = a.progress
+			if o.Conformance && o.Mirror == "" {
+				m, err := lab.HostMirror(images.DebianSuite)
+				if err != nil {
+					return err
+				}
+				o.Mirror = m
+			}
 			res, err := images.Build(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -129,6 +146,8 @@ decides the files has changed, it returns in seconds.`,
 	cmd.Flags().StringVar(&o.Go, "go", "go", "the go command")
 	cmd.Flags().BoolVar(&o.Force, "force", false, "rebuild even when the binaries are current")
 	cmd.Flags().StringVar(&o.CacheDir, "cache", defaultKubeCache(), "keep finished builds here by version and input hash (empty: no cache)")
+	cmd.Flags().BoolVar(&o.Conformance, "conformance", false, "build what a conformance run needs instead: the upstream e2e test binary and the images its tests use")
+	cmd.Flags().StringVar(&o.Mirror, "mirror", "", "the Debian mirror the conformance images' root is made from (default: the one this host's apt uses)")
 	return cmd
 }
 

@@ -1,0 +1,96 @@
+package images
+
+// Conformance build names: what `anvil images build --conformance` makes.
+const (
+	BuildE2E             = "e2e"
+	BuildAgnhost         = "agnhost"
+	BuildBusybox         = "busybox"
+	BuildNginx           = "nginx"
+	BuildGlibcDNSTesting = "glibc-dns-testing"
+	BuildE2EPause        = "e2e-pause"
+)
+
+// E2EBinary is the upstream e2e test binary's name in a conformance build.
+const E2EBinary = "e2e.test"
+
+// SuiteImages are the images the release's e2e suite runs, by the names
+// and tags it expects (k8s.io/kubernetes test/utils/image/manifest.go). anvil
+// builds each here and puts it on every node, so the suite pulls nothing.
+type SuiteImages struct {
+	Agnhost string
+	// AgnhostPrev is the older agnhost a few tests change a workload's
+	// image from; anvil's agnhost carries that name too.
+	AgnhostPrev     string
+	Busybox         string
+	Nginx           string
+	NginxNew        string
+	GlibcDNSTesting string
+	// Pause is the suite's pause image (the sandbox image may be older).
+	Pause string
+}
+
+// testRoot is the Debian root under agnhost, nginx and glibc-dns-testing,
+// with the tools the suite runs inside agnhost (upstream's list on
+// Debian's names: a shell, dig, curl, nc, iproute2's ip and ss, socat, iperf),
+// Debian's nginx and busybox-static; and agnhost's users and directories.
+// One root for all three makes one identical layer, which containerd
+// keeps once.
+func testRoot() *rootSpec {
+	return &rootSpec{
+		Packages: []string{"bash", "bind9-dnsutils", "busybox-static", "ca-certificates", "curl", "iperf", "iproute2", "netcat-openbsd", "nginx", "socat", "util-linux"},
+		// As agnhost's Dockerfile: its SupplementalGroups test's user and
+		// group, netexec's upload directory, the entrypoint tester's
+		// second name. nginx logs to the container's output, as
+		// upstream's nginx image does.
+		Setup: `groupadd -g 50000 group-defined-in-image
+useradd -u 1000 -M -G group-defined-in-image user-defined-in-image
+mkdir -p /uploads
+ln -s agnhost /agnhost-2
+ln -sf /dev/stdout /var/log/nginx/access.log
+ln -sf /dev/stderr /var/log/nginx/error.log`,
+	}
+}
+
+// conformanceBuilds is what a conformance run needs: the upstream e2e test
+// binary, built in the conformance module beside the components' (sharing
+// Go's build cache with them), and the images its tests use.
+func (r Release) conformanceBuilds() []buildSpec {
+	root := testRoot()
+	return []buildSpec{{
+		Name: BuildE2E, Title: "kubernetes e2e", Version: r.Version, Set: SetConformance,
+		Module: "conformance", Upstream: "k8s.io/kubernetes",
+		Packages: []string{"k8s.io/kubernetes/test/e2e"}, Test: true,
+		LDFlags: versionLDFlags(r),
+	}, {
+		Name: BuildAgnhost, Title: "agnhost", Version: r.Version, Set: SetConformance,
+		Module: "conformance", Upstream: "k8s.io/kubernetes",
+		Packages: []string{"k8s.io/kubernetes/test/images/agnhost"},
+		LDFlags:  "-s -w",
+		Image: &imageSpec{Ref: r.Suite.Agnhost, AlsoRefs: []string{r.Suite.AgnhostPrev}, Root: root, Cmd: []string{"pause"},
+			Ports: []string{"80/tcp", "5000/tcp", "8080/tcp", "8081/tcp", "9376/tcp"}},
+	}, {
+		Name: BuildBusybox, Title: "busybox", Set: SetConformance,
+		Image: &imageSpec{Ref: r.Suite.Busybox, Root: root, BusyboxOnly: true, Cmd: []string{"sh"}},
+	}, {
+		Name: BuildNginx, Title: "nginx", Set: SetConformance,
+		Image: &imageSpec{Ref: r.Suite.Nginx, AlsoRefs: []string{r.Suite.NginxNew}, Root: root,
+			Cmd: []string{"nginx", "-g", "daemon off;"}, Ports: []string{"80/tcp"}},
+	}, {
+		Name: BuildGlibcDNSTesting, Title: "glibc-dns-testing", Set: SetConformance,
+		Image: &imageSpec{Ref: r.Suite.GlibcDNSTesting, Root: root, Cmd: []string{"bash"}},
+	}, {
+		Name: BuildE2EPause, Title: "pause", Set: SetConformance,
+		Packages: []string{anvilModule + "/images/pause"},
+		LDFlags:  "-s -w -X main.version=" + tagOf(r.Suite.Pause),
+		Image:    &imageSpec{Ref: r.Suite.Pause, User: "65535:65535"},
+	}}
+}
+
+func tagOf(ref string) string {
+	for i := len(ref) - 1; i >= 0 && ref[i] != '/'; i-- {
+		if ref[i] == ':' {
+			return ref[i+1:]
+		}
+	}
+	return ""
+}
