@@ -43,6 +43,9 @@ func planAddons(r *run) plan {
 			if err := json.Unmarshal([]byte(out.String()), &changed); err != nil {
 				return "", fmt.Errorf("anvil addons apply: its output is not a list of objects: %w", err)
 			}
+			if len(changed) == 0 {
+				return "nothing changed: the add-ons were as anvil applies them", nil
+			}
 			return fmt.Sprintf("applied %d change(s): %s", len(changed), strings.Join(changed, ", ")), nil
 		}}}}
 }
