@@ -15,12 +15,16 @@ import (
 	"anvil.dev/anvil/internal/hostfs"
 )
 
-// Modes of rendered files. Units hold no secrets and are read by systemd
-// tooling as any user; manifests and everything under /etc/anvil name keys
-// and hold configuration an attacker could learn from, so only root reads
-// them (CIS 1.1.1 asks 0600 of manifests).
+// Modes of rendered files: only root reads them. Units, manifests and
+// process specs are each a component's definition (CIS 1.1.1–1.1.8 ask 0600
+// of the control plane's, 4.1.1 of the kubelet's): they hold no secret, but
+// name the keys and carry configuration an attacker could learn from, and
+// systemd, the kubelet and anvil's supervisor read them as root. A user
+// other than root cannot `systemctl cat` anvil's units then; `systemctl
+// status` asks systemd and still works. Everything under /etc/anvil is
+// root's alike.
 const (
-	UnitMode     fs.FileMode = 0o644
+	UnitMode     fs.FileMode = 0o600
 	ManifestMode fs.FileMode = 0o600
 	ConfigMode   fs.FileMode = 0o600
 	DirMode      fs.FileMode = 0o700

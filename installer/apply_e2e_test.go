@@ -41,10 +41,11 @@ import (
 // that uploads nothing and changes nothing; hosts added to the file joined
 // alone, with their SSH sessions killed in the middle of their joins (a
 // master's after its etcd member was added), and a re-run that converges
-// with no duplicate etcd member; no secret in any process list, sudo log or
-// output, and no bootstrap credential left once the joins are over;
-// status, also with a host cut off; a replaced host key refused; and a
-// reset that leaves the machines clean.
+// with no duplicate etcd member; nothing failing the CIS benchmark on the
+// first master; no secret in any process list, sudo log or output, and no
+// bootstrap credential left once the joins are over; status, also with a
+// host cut off; a replaced host key refused; and a reset that leaves the
+// machines clean.
 func clusterE2E(t *testing.T, e *e2e) {
 	l, bin, kube := e.l, e.bin, e.kube
 	requireControlPlaneJoin(t, bin)
@@ -217,6 +218,10 @@ func clusterE2E(t *testing.T, e *e2e) {
 	})
 
 	t.Run("workloads", func(t *testing.T) { workloadsE2E(t, e, kubeconfig) })
+
+	t.Run("the CIS benchmark finds nothing failing on the first master", func(t *testing.T) {
+		cisE2E(t, l, m1.Name, v1alpha1.LayoutSystemd)
+	})
 
 	t.Run("a later apply puts back the add-ons' anvil fields, keeps a user's, then plans nothing", func(t *testing.T) {
 		addonsReapplyE2E(t, full, kubeconfig, apply)

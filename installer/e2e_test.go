@@ -28,8 +28,8 @@ type e2e struct {
 //   - upload: the binaries on the first master alone, decided by content;
 //   - cluster: apply, a second apply that changes nothing, two hosts added
 //     with their SSH sessions killed mid-join and a re-run that converges,
-//     secrets, status, a changed host key, and a reset that leaves the
-//     machines clean.
+//     the CIS benchmark on the first master, secrets, status, a changed
+//     host key, and a reset that leaves the machines clean.
 func TestInstallerE2E(t *testing.T) {
 	labtest.Require(t)
 	start := time.Now()

@@ -206,7 +206,11 @@ func apiserverComponent(p Plan) (component.Spec, error) {
 		{Name: "authorization-mode", Value: "Node,RBAC"},
 		// NodeRestriction stops a node's credentials from changing other
 		// Nodes, their pods, or labels that steer workloads.
-		{Name: "enable-admission-plugins", Value: "NodeRestriction"},
+		// DenyServiceExternalIPs refuses a Service's spec.externalIPs, with
+		// which anyone who may create a Service could take over traffic to
+		// any address (CVE-2020-8554; CIS 1.2.3): nothing anvil runs uses
+		// them, and a LoadBalancer or NodePort Service does the same job.
+		{Name: "enable-admission-plugins", Value: "NodeRestriction,DenyServiceExternalIPs"},
 		// Bootstrap tokens are how a joining node authenticates before it has
 		// a certificate (anvil join).
 		{Name: "enable-bootstrap-token-auth", Value: "true"},

@@ -37,7 +37,7 @@ func TestSecureDefaults(t *testing.T) {
 	want := map[string]map[string]string{
 		"kube-apiserver": {
 			"authorization-mode":               "Node,RBAC",
-			"enable-admission-plugins":         "NodeRestriction",
+			"enable-admission-plugins":         "NodeRestriction,DenyServiceExternalIPs",
 			"profiling":                        "false",
 			"audit-policy-file":                "/etc/anvil/audit-policy.yaml",
 			"audit-log-path":                   "/var/log/anvil/audit/kube-apiserver.log",

@@ -52,7 +52,7 @@ func TestRenderedTreeModes(t *testing.T) {
 			switch layout {
 			case v1alpha1.LayoutSystemd:
 				for _, u := range []string{"anvil-etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "anvil-approver", "anvil-agent"} {
-					want["/etc/systemd/system/"+u+".service"] = 0o644
+					want["/etc/systemd/system/"+u+".service"] = 0o600
 				}
 			case v1alpha1.LayoutStaticPod:
 				for _, m := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "approver"} {
@@ -157,17 +157,18 @@ func TestDiffTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	unit := out.Path("/etc/systemd/system/kube-scheduler.service")
-	if err := os.WriteFile(unit, []byte("[Unit]\nDescription=old\n"), 0o600); err != nil {
+	// As an older anvil wrote it: 0644.
+	if err := os.WriteFile(unit, []byte("[Unit]\nDescription=old\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(unit, 0o600); err != nil {
+	if err := os.Chmod(unit, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	d, changed, err = component.DiffTree(out, files)
 	if err != nil || !changed {
 		t.Fatalf("changed %v, %v", changed, err)
 	}
-	for _, want := range []string{"mode " + unit + ": 0600 → 0644", "-Description=old", "+Description=Kubernetes scheduler"} {
+	for _, want := range []string{"mode " + unit + ": 0644 → 0600", "-Description=old", "+Description=Kubernetes scheduler"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("diff lacks %q:\n%s", want, d)
 		}

@@ -174,9 +174,11 @@ func defaultRoute(a netip.Addr) netip.Prefix {
 
 // WriteCNIConfig writes data to CNIConfigPath under root, atomically and
 // only when it differs, so an unchanged config keeps its mtime and
-// containerd does not reload it.
+// containerd does not reload it. It is 0600 (CIS 1.1.9): containerd reads
+// it as root, and nobody else needs the node's pod ranges and routes. A
+// config an older anvil wrote 0644 is tightened in place.
 func WriteCNIConfig(root hostfs.Root, data []byte) (fsutil.Outcome, error) {
-	return fsutil.EnsureFile(root.Path(CNIConfigPath), data, 0o644, 0o755)
+	return fsutil.EnsureFile(root.Path(CNIConfigPath), data, 0o600, 0o755)
 }
 
 // removeCNIConfig removes anvil's config list and host-local's

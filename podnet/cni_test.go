@@ -119,12 +119,22 @@ func TestWriteCNIConfigOnlyWhenChanged(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if after.Mode().Perm() != 0o644 {
+		if after.Mode().Perm() != 0o600 {
 			t.Fatalf("mode %v", after.Mode())
 		}
 		if step.want == fsutil.Unchanged && !os.SameFile(before, after) {
 			t.Fatalf("step %d: an unchanged config was rewritten", i)
 		}
+	}
+	// A config an older anvil wrote 0644 is tightened, not rewritten.
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := WriteCNIConfig(root, b); err != nil || got != fsutil.Updated {
+		t.Fatalf("a 0644 config: %v %v, want %v", got, err, fsutil.Updated)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("a 0644 config is left %v (%v)", fi.Mode(), err)
 	}
 	if err := removeCNIConfig(root); err != nil {
 		t.Fatal(err)
