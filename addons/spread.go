@@ -41,11 +41,12 @@ func Spread(ctx context.Context, cs kubernetes.Interface, dryRun bool) ([]string
 	if err != nil {
 		return nil, fmt.Errorf("spread CoreDNS: list Nodes: %w", err)
 	}
-	p, from, to := toMove(d, pods.Items, nodes.Items)
-	if p == nil {
+	m, ok := toMove(d, pods.Items, nodes.Items)
+	if !ok {
 		return nil, nil
 	}
-	what := fmt.Sprintf("pod/%s/%s moved off %s (%d CoreDNS replicas there, none on %s)", p.Namespace, p.Name, from, countOn(pods.Items, from), to)
+	p := m.pod
+	what := fmt.Sprintf("pod/%s/%s moved off %s (%d CoreDNS replicas there, none on %s)", p.Namespace, p.Name, m.from, m.there, m.to)
 	if dryRun {
 		return []string{what}, nil
 	}
@@ -64,57 +65,51 @@ func Spread(ctx context.Context, cs kubernetes.Interface, dryRun bool) ([]string
 	}
 }
 
-// toMove picks the pod of d to move, the node it runs on and a node that
-// could run it and runs none; nil while every replica runs on its own node,
-// while a replica is not running or being deleted (the Deployment is
+// move is a CoreDNS pod to move: off node from, where there replicas
+// run, while node to, which could run one, runs none.
+type move struct {
+	pod      corev1.Pod
+	from, to string
+	there    int
+}
+
+// toMove picks the pod of d to move: the last by name of the node that
+// runs the most replicas. Nothing while every replica runs on its own
+// node, while a replica is not running or being deleted (the Deployment is
 // settling), or when no other node could take one.
-func toMove(d *appsv1.Deployment, pods []corev1.Pod, nodes []corev1.Node) (*corev1.Pod, string, string) {
-	var running []corev1.Pod
+func toMove(d *appsv1.Deployment, pods []corev1.Pod, nodes []corev1.Node) (move, bool) {
+	if d.Spec.Replicas == nil || len(pods) != int(*d.Spec.Replicas) || len(pods) < 2 {
+		return move{}, false
+	}
+	on := map[string]int{}
 	for _, p := range pods {
 		if p.DeletionTimestamp != nil || p.Spec.NodeName == "" || p.Status.Phase != corev1.PodRunning {
-			return nil, "", ""
+			return move{}, false
 		}
-		running = append(running, p)
+		on[p.Spec.NodeName]++
 	}
-	if d.Spec.Replicas == nil || len(running) != int(*d.Spec.Replicas) || len(running) < 2 {
-		return nil, "", ""
-	}
-	tolerations := d.Spec.Template.Spec.Tolerations
 	var free []string
 	for _, n := range nodes {
-		if countOn(running, n.Name) == 0 && canRun(n, tolerations) {
+		if on[n.Name] == 0 && canRun(n, d.Spec.Template.Spec.Tolerations) {
 			free = append(free, n.Name)
 		}
 	}
 	if len(free) == 0 {
-		return nil, "", ""
+		return move{}, false
 	}
-	slices.Sort(free)
-	// The last pod, by name, of the node that runs the most.
-	slices.SortFunc(running, func(a, b corev1.Pod) int {
-		if c := countOn(running, b.Spec.NodeName) - countOn(running, a.Spec.NodeName); c != 0 {
+	p := slices.MinFunc(pods, func(a, b corev1.Pod) int {
+		if c := on[b.Spec.NodeName] - on[a.Spec.NodeName]; c != 0 {
 			return c
 		}
-		if a.Spec.NodeName != b.Spec.NodeName {
-			return cmp.Compare(a.Spec.NodeName, b.Spec.NodeName)
+		if c := cmp.Compare(a.Spec.NodeName, b.Spec.NodeName); c != 0 {
+			return c
 		}
 		return cmp.Compare(b.Name, a.Name)
 	})
-	p := running[0]
-	if countOn(running, p.Spec.NodeName) < 2 {
-		return nil, "", ""
+	if on[p.Spec.NodeName] < 2 {
+		return move{}, false
 	}
-	return &p, p.Spec.NodeName, free[0]
-}
-
-func countOn(pods []corev1.Pod, node string) int {
-	n := 0
-	for _, p := range pods {
-		if p.Spec.NodeName == node {
-			n++
-		}
-	}
-	return n
+	return move{pod: p, from: p.Spec.NodeName, to: slices.Min(free), there: on[p.Spec.NodeName]}, true
 }
 
 // canRun reports whether the scheduler could put a CoreDNS pod (with

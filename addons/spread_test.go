@@ -68,12 +68,12 @@ func TestToMove(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, from, to := toMove(tt.d, tt.pods, tt.nodes)
-			if (p != nil) != tt.wantMove {
-				t.Fatalf("toMove = %v from %q to %q, want a move: %v", p, from, to, tt.wantMove)
+			m, ok := toMove(tt.d, tt.pods, tt.nodes)
+			if ok != tt.wantMove {
+				t.Fatalf("toMove = %s from %q to %q, want a move: %v", m.pod.Name, m.from, m.to, tt.wantMove)
 			}
-			if p != nil && (p.Name != tt.pod || to != tt.to || from != p.Spec.NodeName) {
-				t.Errorf("toMove = %s from %s to %s, want %s to %s", p.Name, from, to, tt.pod, tt.to)
+			if ok && (m.pod.Name != tt.pod || m.to != tt.to || m.from != m.pod.Spec.NodeName) {
+				t.Errorf("toMove = %s from %s to %s, want %s to %s", m.pod.Name, m.from, m.to, tt.pod, tt.to)
 			}
 		})
 	}
