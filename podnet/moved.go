@@ -25,12 +25,12 @@ import (
 // the controller removes the addresses and deletes the pods, whose
 // controllers make them again in the new range.
 
-// staleAddrs are the global addresses of the bridge (addrs) inside the
-// cluster's pod CIDRs but in none of the node's own ranges.
+// staleAddrs are the addresses of the bridge (addrs) inside the cluster's
+// pod CIDRs but in none of the node's own ranges.
 func staleAddrs(addrs, own, cluster []netip.Prefix) []netip.Prefix {
 	var out []netip.Prefix
 	for _, a := range addrs {
-		if a.Addr().IsGlobalUnicast() && inAny(a.Addr(), cluster) && !inAny(a.Addr(), own) {
+		if inAny(a.Addr(), cluster) && !inAny(a.Addr(), own) {
 			out = append(out, a)
 		}
 	}
