@@ -18,6 +18,8 @@
 # failed, unless KEEP=1. Needs root (the lab, debootstrap).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/lab.sh
+. hack/lab.sh
 
 NAME=${NAME:-conf}
 MASTERS=${MASTERS:-3}
@@ -49,10 +51,6 @@ for f in "$dir"/images/*.tar; do
 done
 echo "(conformance build in $(( $(date +%s) - start ))s)" >&2
 
-clusterFile() {
-  "$ANVIL" lab status --name "$NAME" -o json | grep -o '"clusterFile": *"[^"]*"' | sed 's/.*"\([^"]*\)"$/\1/'
-}
-
 cleanup() {
   rc=$?
   if [ -n "$KEEP" ]; then
@@ -65,13 +63,7 @@ cleanup() {
 trap cleanup EXIT
 
 start=$(date +%s)
-"$ANVIL" lab up --name "$NAME" --masters "$MASTERS" --workers "$WORKERS" >&2
-file=$(clusterFile)
-if [ -z "$file" ]; then
-  echo "anvil lab status --name $NAME names no cluster file" >&2
-  exit 1
-fi
-kubeconfig="${file%.*}.kubeconfig"
+labUp
 
 # The lab's cluster file with the suite's images added: the apply uploads
 # them to every node with a runtime, whose agent imports them.

@@ -14,6 +14,8 @@
 # fresh Debian 12 lacks (hack/deps.sh, and the lab's own packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/lab.sh
+. hack/lab.sh
 
 NAME=${NAME:-demo}
 MASTERS=${MASTERS:-3}
@@ -26,11 +28,6 @@ if [ "$(id -u)" -ne 0 ]; then
   exec sudo -E "$0" "$@"
 fi
 
-# clusterFile is where `anvil lab status` says the lab's cluster file is.
-clusterFile() {
-  "$ANVIL" lab status --name "$NAME" -o json | grep -o '"clusterFile": *"[^"]*"' | sed 's/.*"\([^"]*\)"$/\1/'
-}
-
 if [ "${1:-}" = clean ]; then
   # The machines go, and the cluster, its kubeconfig and keys with them.
   [ -x "$ANVIL" ] || make --no-print-directory anvil >&2
@@ -42,13 +39,7 @@ hack/deps.sh
 make --no-print-directory anvil kube KUBE_VERSION="$KUBE_VERSION" >&2
 
 start=$(date +%s)
-"$ANVIL" lab up --name "$NAME" --masters "$MASTERS" --workers "$WORKERS" >&2
-file=$(clusterFile)
-if [ -z "$file" ]; then
-  echo "anvil lab status --name $NAME names no cluster file" >&2
-  exit 1
-fi
-kubeconfig="${file%.*}.kubeconfig"
+labUp
 
 # The machines are reached as root with the lab's key; their host keys are
 # checked against the lab's known_hosts. Progress goes to stderr.
