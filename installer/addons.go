@@ -24,14 +24,14 @@ func planAddons(r *run) plan {
 	switch {
 	case st.AddonError != "":
 		return plan{steps: []step{{host: p, do: "cannot tell whether the cluster add-ons drifted: " + st.AddonError}}}
-	case len(st.AddonDrift) == 0 && !slices.ContainsFunc(r.planned, func(s PlannedStep) bool { return s.Change && makesCredentials(s.Phase) }):
+	case len(st.AddonDrift) == 0 && !nodesAdded(r):
 		return plan{steps: []step{{host: p, do: "nothing to do: the cluster add-ons are as anvil applies them"}}}
 	}
 	why := addonsWhy(st.AddonDrift)
 	if why == "" {
 		// The facts were read before the joins: what the new nodes
 		// change (CoreDNS replicas to spread over them) is seen only now.
-		why = "nodes joined in this run: CoreDNS's replicas are spread over them"
+		why = "nodes joined or became Ready in this run: CoreDNS's replicas are spread over them"
 	}
 	return plan{steps: []step{{host: p, do: "re-apply the cluster add-ons (anvil addons apply): " + why,
 		run: func(ctx context.Context) (string, error) {
@@ -48,6 +48,15 @@ func planAddons(r *run) plan {
 			}
 			return fmt.Sprintf("applied %d change(s): %s", len(changed), strings.Join(changed, ", ")), nil
 		}}}}
+}
+
+// nodesAdded says whether the run added Nodes the facts could not count:
+// it joined hosts, or waited for a Node to become Ready (a host whose join
+// an earlier run started, cut off before its add-ons step). Either may
+// leave CoreDNS's replicas on one node while another runs none.
+func nodesAdded(r *run) bool {
+	return r.apply.becameReady.Load() > 0 ||
+		slices.ContainsFunc(r.planned, func(s PlannedStep) bool { return s.Change && makesCredentials(s.Phase) })
 }
 
 // addonsWhy says why the add-ons are applied again, from the drift `anvil

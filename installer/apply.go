@@ -75,6 +75,10 @@ type applyState struct {
 	// made are the bootstrap credentials the run made, which the
 	// credentials phase deletes.
 	made credentials
+	// becameReady counts the hosts whose Node the ready phase found not
+	// yet Ready (or not yet registered) and waited for: a node that
+	// joined in an earlier, interrupted run shows up here, not as a join.
+	becameReady atomic.Int32
 }
 
 func (a *applyState) addUploaded(n int64) { a.uploaded.Add(n) }

@@ -50,13 +50,18 @@ func (r *run) waitReady(ctx context.Context, h *host) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.apply.o.Timeout)
 	defer cancel()
 	last := "no Node yet"
-	for {
+	for first := true; ; first = false {
 		acc, err := r.access(ctx)
 		if err == nil {
 			var nodes map[string]nodeState
 			nodes, err = acc.nodeStates(ctx)
 			if n, ok := nodes[h.Name]; ok {
 				if n.Ready {
+					if !first {
+						// Waited for: a Node CoreDNS may not be spread
+						// over yet (planAddons).
+						r.apply.becameReady.Add(1)
+					}
 					return fmt.Sprintf("Ready after %s", time.Since(start).Round(100*time.Millisecond)), nil
 				}
 				last = "registered, not Ready: " + n.Reason

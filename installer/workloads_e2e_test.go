@@ -187,13 +187,24 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 		// it took both replicas; the apply that added the second worker
 		// moved one there (addons.Spread).
 		var where []string
+		var seen string // what the wait last saw, told if it fails
+		defer func() {
+			if t.Failed() {
+				t.Logf("CoreDNS when the wait ended: %s", seen)
+			}
+		}()
 		waitFor(t, 3*time.Minute, "CoreDNS's two replicas to be ready, one on each worker", func() bool {
 			d, err := cs.AppsV1().Deployments(metav1.NamespaceSystem).Get(ctx, addons.CoreDNSName, metav1.GetOptions{})
 			if err != nil || d.Status.ReadyReplicas != addons.CoreDNSReplicas {
+				seen = fmt.Sprintf("Deployment: %v", err)
+				if d != nil {
+					seen = fmt.Sprintf("%d of %d replicas ready, error %v", d.Status.ReadyReplicas, addons.CoreDNSReplicas, err)
+				}
 				return false
 			}
 			list, err := cs.CoreV1().Pods(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{LabelSelector: addons.DNSLabel + "=" + addons.DNSLabelValue})
 			if err != nil {
+				seen = fmt.Sprintf("pods: %v", err)
 				return false
 			}
 			where = where[:0]
@@ -202,6 +213,7 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 					where = append(where, p.Spec.NodeName)
 				}
 			}
+			seen = fmt.Sprintf("%d pods, on %v", len(list.Items), where)
 			return len(where) == len(workers)
 		})
 		t.Logf("CoreDNS runs on %v", where)
