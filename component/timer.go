@@ -29,6 +29,9 @@ type ScheduledJob struct {
 	// Persistent runs a run missed while the machine was off once it is
 	// back.
 	Persistent bool
+	// Accuracy is how late systemd may start a run to coalesce wake-ups
+	// (AccuracySec); zero is systemd's default, a minute.
+	Accuracy time.Duration
 	// After are units a run waits for when they start at the same time.
 	After []string
 	// Timeout bounds one run (TimeoutStartSec); zero is systemd's default
@@ -125,6 +128,9 @@ func TimerUnit(j ScheduledJob) ([]byte, error) {
 	add("Timer", "OnCalendar", j.OnCalendar)
 	if j.Persistent {
 		add("Timer", "Persistent", "true")
+	}
+	if j.Accuracy > 0 {
+		add("Timer", "AccuracySec", timespan(j.Accuracy))
 	}
 	add("Timer", "Unit", j.ServiceName())
 	add("Install", "WantedBy", "timers.target")

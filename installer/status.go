@@ -66,6 +66,9 @@ type HostStatus struct {
 	Healthy bool            `json:"healthy"`
 	// Problems say what is not healthy.
 	Problems []string `json:"problems,omitempty"`
+	// Warnings are what will fail if left alone, not failing yet: a CA
+	// close to its end.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // AnvilInstall is anvil as installed on a host.
@@ -177,6 +180,9 @@ func hostStatus(h *host, nodes map[string]nodeState, nodesErr error, etcd []etcd
 			if !c.Healthy {
 				hs.Problems = append(hs.Problems, c.Name+" is not healthy")
 			}
+		}
+		if c := f.Status.Certificates; c != nil {
+			hs.Warnings = c.Warnings
 		}
 	} else if f.StatusErr != "" {
 		hs.Problems = append(hs.Problems, f.StatusErr)

@@ -111,19 +111,43 @@ func EnsureBackupSchedule(ctx context.Context, p Plan, l v1alpha1.Layout, root h
 	if err != nil {
 		return ScheduleResult{}, err
 	}
-	if l == v1alpha1.LayoutProcess {
-		return ensureBackupLoop(ctx, p, root)
-	}
-	timer := []component.Spec{{Name: BackupJobName, Unit: BackupJobName + ".timer"}}
-	o := layout.Options{Layout: v1alpha1.LayoutSystemd, Root: root}
 	files, err := BackupScheduleUnits(p, l)
 	if err != nil {
 		return ScheduleResult{}, err
 	}
-	if len(files) == 0 {
+	if len(files) > 0 && l != v1alpha1.LayoutProcess {
+		if err := checkCalendar(ctx, p.Cluster.Backup.Schedule); err != nil {
+			return ScheduleResult{}, err
+		}
+	}
+	return ensureSchedule(ctx, p, l, root, scheduled{what: "backup", name: BackupJobName, files: files,
+		loopNote: fmt.Sprintf("anvil's supervisor runs the backup schedule %q (anvil backup --scheduled --loop)", p.Cluster.Backup.Schedule)})
+}
+
+// scheduled is a job a master runs on a schedule, as ensureSchedule
+// keeps it: the systemd timer of that name, or the process layout's
+// supervised loop.
+type scheduled struct {
+	what string // for messages: "backup"
+	name string
+	// files are its timer units (or the loop's spec), as rendered; none
+	// when the cluster file asks for no such job.
+	files    []component.OutputFile
+	loopNote string
+}
+
+// ensureSchedule writes and starts s's timer (or, in the process layout,
+// its loop), or stops and removes one an earlier cluster file made.
+func ensureSchedule(ctx context.Context, p Plan, l v1alpha1.Layout, root hostfs.Root, s scheduled) (ScheduleResult, error) {
+	if l == v1alpha1.LayoutProcess {
+		return ensureLoop(ctx, p, root, s)
+	}
+	timer := []component.Spec{{Name: s.name, Unit: s.name + ".timer"}}
+	o := layout.Options{Layout: v1alpha1.LayoutSystemd, Root: root}
+	if len(s.files) == 0 {
 		// No schedule: take away a timer an earlier cluster file made.
 		var existing []string
-		for _, n := range []string{BackupJobName + ".timer", BackupJobName + ".service"} {
+		for _, n := range []string{s.name + ".timer", s.name + ".service"} {
 			if ok, _ := fsutil.Exists(filepath.Join(root.Units(), n)); ok {
 				existing = append(existing, filepath.Join(root.Units(), n))
 			}
@@ -146,43 +170,36 @@ func EnsureBackupSchedule(ctx context.Context, p Plan, l v1alpha1.Layout, root h
 		}
 		return ScheduleResult{}, nil
 	}
-	if err := checkCalendar(ctx, p.Cluster.Backup.Schedule); err != nil {
-		return ScheduleResult{}, err
-	}
-	if _, err := component.WriteTree(root, files); err != nil {
+	if _, err := component.WriteTree(root, s.files); err != nil {
 		return ScheduleResult{}, err
 	}
 	if !isRealRoot(root) {
-		return ScheduleResult{Note: "backup timer written under " + string(root) + "; not started (not the real root)"}, nil
+		return ScheduleResult{Note: s.what + " timer written under " + string(root) + "; not started (not the real root)"}, nil
 	}
 	if err := layout.Start(ctx, o, timer); err != nil {
-		return ScheduleResult{}, fmt.Errorf("start the backup timer: %w", err)
+		return ScheduleResult{}, fmt.Errorf("start the %s timer: %w", s.what, err)
 	}
 	return ScheduleResult{Enabled: true}, nil
 }
 
-// ensureBackupLoop is EnsureBackupSchedule in the process layout: writing
-// the loop's spec, or removing it, and having the supervisor reload.
-func ensureBackupLoop(ctx context.Context, p Plan, root hostfs.Root) (ScheduleResult, error) {
+// ensureLoop is ensureSchedule in the process layout: writing the loop's
+// spec, or removing it, and having the supervisor reload.
+func ensureLoop(ctx context.Context, p Plan, root hostfs.Root, s scheduled) (ScheduleResult, error) {
 	o := layout.Options{Layout: v1alpha1.LayoutProcess, Root: root, Anvil: p.AnvilBinary}
-	loop := []component.Spec{backupLoop(p)}
-	files, err := BackupScheduleUnits(p, v1alpha1.LayoutProcess)
-	if err != nil {
-		return ScheduleResult{}, err
-	}
-	if len(files) == 0 {
-		if ok, _ := fsutil.Exists(root.Join(component.ProcessSpecDir, BackupJobName+".json")); !ok {
+	loop := []component.Spec{{Name: s.name}}
+	if len(s.files) == 0 {
+		if ok, _ := fsutil.Exists(root.Join(component.ProcessSpecDir, s.name+".json")); !ok {
 			return ScheduleResult{}, nil
 		}
 		return ScheduleResult{}, layout.Stop(ctx, o, loop, false)
 	}
-	if _, err := component.WriteTree(root, files); err != nil {
+	if _, err := component.WriteTree(root, s.files); err != nil {
 		return ScheduleResult{}, err
 	}
 	if err := layout.Start(ctx, o, loop); err != nil {
-		return ScheduleResult{}, fmt.Errorf("start the backup loop: %w", err)
+		return ScheduleResult{}, fmt.Errorf("start the %s loop: %w", s.what, err)
 	}
-	return ScheduleResult{Enabled: true, Note: fmt.Sprintf("anvil's supervisor runs the backup schedule %q (anvil backup --scheduled --loop)", p.Cluster.Backup.Schedule)}, nil
+	return ScheduleResult{Enabled: true, Note: s.loopNote}, nil
 }
 
 func isRealRoot(r hostfs.Root) bool { return r == "" || r == "/" }

@@ -499,12 +499,14 @@ func finishPhase(ctx context.Context, r *initRun) error {
 		}
 		r.result.CAHash = hash
 	}
-	sched, err := EnsureBackupSchedule(ctx, r.plan, r.o.Layout, r.o.Root)
-	if err != nil {
-		return err
-	}
-	if sched.Note != "" {
-		r.o.Task.Say("%s", sched.Note)
+	for _, ensure := range []func(context.Context, Plan, v1alpha1.Layout, hostfs.Root) (ScheduleResult, error){EnsureBackupSchedule, EnsureRenewSchedule} {
+		sched, err := ensure(ctx, r.plan, r.o.Layout, r.o.Root)
+		if err != nil {
+			return err
+		}
+		if sched.Note != "" {
+			r.o.Task.Say("%s", sched.Note)
+		}
 	}
 	return WriteNodeState(r.o.Root, NodeState{
 		Node: r.o.Node, Role: v1alpha1.RoleMaster, Layout: r.o.Layout, KubernetesVersion: r.plan.KubernetesVersion,

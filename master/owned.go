@@ -42,12 +42,14 @@ func OwnedUnits() []string {
 	for _, c := range cs {
 		out = append(out, c.UnitName())
 	}
-	timers, err := component.TimerUnits(backupJob(p))
-	if err != nil {
-		panic("master: the reference backup timer does not render: " + err.Error())
-	}
-	for _, f := range timers {
-		out = append(out, path.Base(f.Path))
+	for _, j := range []component.ScheduledJob{backupJob(p), renewJob(p)} {
+		timers, err := component.TimerUnits(j)
+		if err != nil {
+			panic("master: the reference timer " + j.Name + " does not render: " + err.Error())
+		}
+		for _, f := range timers {
+			out = append(out, path.Base(f.Path))
+		}
 	}
 	return out
 }

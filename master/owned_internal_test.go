@@ -9,7 +9,7 @@ import (
 // component kind anvil declares is in them.
 func TestOwnedNames(t *testing.T) {
 	units := OwnedUnits()
-	for _, u := range []string{"anvil-etcd.service", "kube-apiserver.service", "kube-controller-manager.service", "kube-scheduler.service", "anvil-vip.service", "anvil-agent.service", "anvil-backup.service", "anvil-backup.timer"} {
+	for _, u := range []string{"anvil-etcd.service", "kube-apiserver.service", "kube-controller-manager.service", "kube-scheduler.service", "anvil-vip.service", "anvil-agent.service", "anvil-backup.service", "anvil-backup.timer", "anvil-certs-renew.service", "anvil-certs-renew.timer"} {
 		if !slices.Contains(units, u) {
 			t.Errorf("units %v lack %s", units, u)
 		}

@@ -84,11 +84,13 @@ func RenderNode(p Plan, layout v1alpha1.Layout, read ReadFunc) ([]component.Outp
 			return nil, err
 		}
 		out = append(out, files...)
-		timer, err := BackupScheduleUnits(p, layout)
-		if err != nil {
-			return nil, err
+		for _, units := range []func(Plan, v1alpha1.Layout) ([]component.OutputFile, error){BackupScheduleUnits, RenewScheduleUnits} {
+			timer, err := units(p, layout)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, timer...)
 		}
-		out = append(out, timer...)
 	}
 	return out, nil
 }

@@ -49,6 +49,13 @@ func TestRenderedTreeModes(t *testing.T) {
 				master.AuthenticationConfigFile: 0o600,
 				master.SchedulerConfigFile:      0o600,
 			}
+			// Every master renews its due certificates on a timer.
+			if layout == v1alpha1.LayoutProcess {
+				want["/etc/anvil/processes/anvil-certs-renew.json"] = 0o600
+			} else {
+				want["/etc/systemd/system/anvil-certs-renew.service"] = 0o600
+				want["/etc/systemd/system/anvil-certs-renew.timer"] = 0o600
+			}
 			switch layout {
 			case v1alpha1.LayoutSystemd:
 				for _, u := range []string{"anvil-etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "anvil-approver", "anvil-agent"} {

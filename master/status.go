@@ -81,6 +81,9 @@ type CertSummary struct {
 	Expires     time.Time `json:"expires"`
 	ResidualDay int       `json:"residualDays"`
 	Expired     []string  `json:"expired,omitempty"`
+	// Warnings are CAs within 90 days of their end and due certificates
+	// anvil cannot renew here (an external CA's).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ErrNotInitialized means no init or join ran on this machine.
@@ -151,6 +154,14 @@ func ReadStatus(ctx context.Context, root hostfs.Root) (*Status, error) {
 	}
 	if exp, err := pki.CheckExpiration(root.PKI(), pki.Options{KubeconfigDir: root.Kubernetes()}); err == nil {
 		out.Certificates = certSummary(exp)
+		now := time.Now()
+		_, cannot := pki.Due(exp, now)
+		if w := append(cannot, pki.CAWarnings(exp, now)...); len(w) > 0 {
+			if out.Certificates == nil {
+				out.Certificates = &CertSummary{}
+			}
+			out.Certificates.Warnings = w
+		}
 	}
 	return out, nil
 }

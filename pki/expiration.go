@@ -15,8 +15,10 @@ import (
 // Expiry is when one certificate or kubeconfig's client certificate ends.
 type Expiry struct {
 	// Name is kubeadm's name: "apiserver", "admin.conf", "etcd-ca".
-	Name    string    `json:"name"`
-	Path    string    `json:"path"`
+	Name string `json:"name"`
+	Path string `json:"path"`
+	// Issued is the start of its validity (NotBefore).
+	Issued  time.Time `json:"issued,omitzero"`
 	Expires time.Time `json:"expires,omitzero"`
 	// ResidualSeconds is how long it has left at the time of the check;
 	// negative once expired.
@@ -113,7 +115,7 @@ func certExpiry(path, name string, now time.Time) (Expiry, error) {
 	if err != nil {
 		return e, fmt.Errorf("parse %s: %w", path, err)
 	}
-	e.setExpiry(certs[0].NotAfter, now)
+	e.setExpiry(certs[0].NotBefore, certs[0].NotAfter, now)
 	return e, nil
 }
 
@@ -139,11 +141,11 @@ func kubeconfigExpiry(path, name string, now time.Time) (Expiry, error) {
 	if err != nil {
 		return e, fmt.Errorf("parse %s: client-certificate-data: %w", path, err)
 	}
-	e.setExpiry(certs[0].NotAfter, now)
+	e.setExpiry(certs[0].NotBefore, certs[0].NotAfter, now)
 	return e, nil
 }
 
-func (e *Expiry) setExpiry(notAfter, now time.Time) {
-	e.Expires = notAfter.UTC()
+func (e *Expiry) setExpiry(notBefore, notAfter, now time.Time) {
+	e.Issued, e.Expires = notBefore.UTC(), notAfter.UTC()
 	e.ResidualSeconds = int64(notAfter.Sub(now) / time.Second)
 }

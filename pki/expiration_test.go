@@ -59,7 +59,7 @@ func TestCheckExpiration(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantJSON := `{"name":"apiserver","path":"` + h.file("apiserver.crt") +
-		`","expires":"2031-01-01T12:00:00Z","residualSeconds":22896000,"certificateAuthority":"ca","externallyManaged":false}`
+		`","issued":"2030-01-01T11:55:00Z","expires":"2031-01-01T12:00:00Z","residualSeconds":22896000,"certificateAuthority":"ca","externallyManaged":false}`
 	if string(data) != wantJSON {
 		t.Errorf("JSON %s\nwant %s", data, wantJSON)
 	}

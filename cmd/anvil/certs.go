@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	api "anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/pki"
 )
 
@@ -28,10 +30,11 @@ makes one on any master when you need it.`,
 		Example: `  anvil certs generate -f cluster.yaml --node m1
   anvil certs check-expiration
   anvil certs renew all -f cluster.yaml --node m1
+  anvil certs renew-due
   anvil certs ca-hash`,
 		Args: cobra.NoArgs,
 	}
-	cmd.AddCommand(newCertsGenerateCmd(a), newCertsCheckExpirationCmd(a), newCertsRenewCmd(a), newCertsCAHashCmd(a))
+	cmd.AddCommand(newCertsGenerateCmd(a), newCertsCheckExpirationCmd(a), newCertsRenewCmd(a), newCertsRenewDueCmd(a), newCertsCAHashCmd(a))
 	return cmd
 }
 
@@ -178,6 +181,67 @@ func runCertsRenew(a *app, o certsWriteOptions, names []string) error {
 	return nil
 }
 
+func newCertsRenewDueCmd(a *app) *cobra.Command {
+	var root, output string
+	var loop bool
+	cmd := &cobra.Command{
+		Use:   "renew-due",
+		Short: "Renew the certificates that are due and restart what reads them",
+		Long: `Renew this master's leaf certificates and kubeconfigs that have a third of
+their lifetime or less left, then restart the components that read them, one at
+a time, each ready before the next. The masters take turns (the kube-system
+Lease ` + master.RenewLease + `), so no two restart their components at once.
+
+Init and join install a timer that runs this on every master (` + master.RenewJobName + `.timer,
+every tenth of pki.certValidity, between a minute and an hour); in the process
+layout anvil's supervisor runs 'anvil certs renew-due --loop'. With nothing due
+it changes nothing. What it renewed is recorded, and 'anvil certs
+check-expiration' shows it. Certificates signed by a CA whose key is not here
+(an external CA), and CAs within 90 days of their end, are warned about: anvil
+renews neither. A worker's kubelet renews its certificates through the API.`,
+		Example: `  anvil certs renew-due
+  systemctl list-timers ` + master.RenewJobName + `.timer
+  journalctl -u ` + master.RenewJobName + `.service`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			task, done := a.nodeTask(hostnameOr("certs"))
+			defer done()
+			o := master.RenewOptions{Root: hostfs.Root(root), Log: a.logger(), Task: task}
+			if !loop {
+				res, err := master.RenewDue(cmd.Context(), o)
+				if err != nil {
+					return err
+				}
+				return printOutput(a.out, output, res, func() error { return printRenewResult(a.out, res) })
+			}
+			if output != "" {
+				return usageError("--loop keeps running: use it without -o")
+			}
+			return master.RunRenewLoop(cmd.Context(), o)
+		},
+	}
+	cmd.Flags().StringVar(&root, "root", "", "prefix for every host path")
+	cmd.Flags().BoolVar(&loop, "loop", false, "keep running, renewing what is due every tenth of pki.certValidity (the process layout's timer)")
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func printRenewResult(w io.Writer, res *master.RenewResult) error {
+	for _, l := range res.Warnings {
+		fmt.Fprintln(w, "warning: "+l)
+	}
+	if r := res.Renewal; r != nil {
+		fmt.Fprintf(w, "renewed %s\n", strings.Join(r.Renewed, ", "))
+		fmt.Fprintf(w, "restarted %s\n", cmp.Or(strings.Join(r.Restarted, ", "), "nothing"))
+	} else {
+		fmt.Fprintln(w, "nothing due")
+	}
+	if !res.NextDue.IsZero() {
+		fmt.Fprintf(w, "next due %s\n", res.NextDue.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
 // printResults is one line per file: action, name, path and why.
 func printResults(w io.Writer, results []pki.Result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -220,10 +284,23 @@ func runCertsCheckExpiration(a *app, o certsCheckExpirationOptions) error {
 	if err != nil {
 		return err
 	}
-	return printOutput(a.out, o.output, exp, func() error { return printExpiration(a.out, exp) })
+	renewals, err := master.ReadRenewals(hostfs.Root(o.paths.root))
+	if err != nil {
+		return err
+	}
+	out := expirationOutput{Expiration: exp, Warnings: pki.CAWarnings(exp, time.Now()), Renewals: renewals}
+	return printOutput(a.out, o.output, out, func() error { return printExpiration(a.out, out) })
 }
 
-func printExpiration(w io.Writer, exp pki.Expiration) error {
+// expirationOutput is what check-expiration prints: pki's report, CAs close
+// to their end, and the renewals the timer made on this master.
+type expirationOutput struct {
+	pki.Expiration
+	Warnings []string        `json:"warnings,omitempty"`
+	Renewals []master.Renewal `json:"renewals,omitempty"`
+}
+
+func printExpiration(w io.Writer, exp expirationOutput) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 	fmt.Fprintln(tw, "CERTIFICATE\tEXPIRES\tRESIDUAL TIME\tCERTIFICATE AUTHORITY\tEXTERNALLY MANAGED")
 	for _, e := range exp.Certificates {
@@ -242,7 +319,25 @@ func printExpiration(w io.Writer, exp pki.Expiration) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Name, expires(e), residual(e), yesNo(e.ExternallyManaged))
 	}
-	return tw.Flush()
+	if len(exp.Renewals) > 0 {
+		// The last few; -o json has all the record keeps.
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "AUTOMATIC RENEWAL\tRENEWED\tRESTARTED")
+		for _, r := range exp.Renewals[max(0, len(exp.Renewals)-5):] {
+			what := cmp.Or(strings.Join(r.Restarted, ", "), "-")
+			if r.Error != "" {
+				what += " (failed: " + r.Error + ")"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Time.UTC().Format("Jan 02, 2006 15:04:05 UTC"), strings.Join(r.Renewed, ", "), what)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, l := range exp.Warnings {
+		fmt.Fprintln(w, "\nwarning: "+l)
+	}
+	return nil
 }
 
 func expires(e pki.Expiry) string { return e.Expires.UTC().Format("Jan 02, 2006 15:04 UTC") }

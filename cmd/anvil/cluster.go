@@ -325,6 +325,9 @@ func printClusterStatus(w io.Writer, st *installer.ClusterStatus) error {
 		} else if len(h.Problems) > 0 {
 			fmt.Fprintf(w, "\n%s: %s", h.Name, strings.Join(h.Problems, "; "))
 		}
+		for _, warning := range h.Warnings {
+			fmt.Fprintf(w, "\n%s: warning: %s", h.Name, warning)
+		}
 	}
 	fmt.Fprintln(w)
 	return nil

@@ -75,6 +75,9 @@ func printStatus(a *app, st *master.Status) error {
 	}
 	if c := st.Certificates; c != nil {
 		fmt.Fprintf(a.out, "\ncertificates: soonest to expire is %s, on %s (%d days)\n", c.Soonest, c.Expires.Format("2006-01-02"), c.ResidualDay)
+		for _, w := range c.Warnings {
+			fmt.Fprintf(a.out, "  warning: %s\n", w)
+		}
 		if len(c.Expired) > 0 {
 			fmt.Fprintf(a.out, "  EXPIRED: %s (anvil certs renew)\n", strings.Join(c.Expired, ", "))
 		}
