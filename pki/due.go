@@ -30,14 +30,18 @@ func Due(e Expiration, now time.Time) (due, cannot []string) {
 }
 
 // dueAt says whether a third or less of e's lifetime is left at now.
-func (e Expiry) dueAt(now time.Time) bool {
-	life := e.Expires.Sub(e.Issued)
-	return e.Expires.Sub(now) <= life/RenewWhenLeft
-}
+func (e Expiry) dueAt(now time.Time) bool { return !now.Before(e.RenewAt()) }
 
-// RenewAt is when e falls due.
+// RenewAt is when e falls due: a third of its lifetime before it expires.
+// The lifetime is the validity it was issued with, without the minutes
+// its start is backdated by for clocks behind (which would otherwise make
+// a certificate of minutes due almost at once).
 func (e Expiry) RenewAt() time.Time {
-	return e.Expires.Add(-e.Expires.Sub(e.Issued) / RenewWhenLeft)
+	life := e.Expires.Sub(e.Issued)
+	if life > backdate {
+		life -= backdate
+	}
+	return e.Expires.Add(-life / RenewWhenLeft)
 }
 
 // CAWarnAhead is how long before a CA expires it is warned about.

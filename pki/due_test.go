@@ -24,14 +24,15 @@ func TestDue(t *testing.T) {
 		due    string
 		cannot int
 	}{
-		// 9 minutes in, a tenth of admin.conf's life is left.
-		{at: issued.Add(9 * time.Minute), due: "admin.conf"},
+		// admin.conf was issued for 5 minutes, its start backdated by
+		// 5: due with a third of 5 minutes left.
+		{at: issued.Add(8*time.Minute + 19*time.Second), due: ""},
+		{at: issued.Add(8*time.Minute + 21*time.Second), due: "admin.conf"},
+		{at: issued.Add(6 * time.Minute), due: ""},
 		// A third of the year's lifetime left (120 days): due.
 		{at: issued.Add(239 * 24 * time.Hour), due: "admin.conf"},
-		{at: issued.Add(240 * 24 * time.Hour), due: "apiserver,admin.conf", cannot: 1},
+		{at: issued.Add(240*24*time.Hour + time.Hour), due: "apiserver,admin.conf", cannot: 1},
 		{at: issued.Add(400 * 24 * time.Hour), due: "apiserver,admin.conf", cannot: 1},
-		{at: issued.Add(6 * time.Minute), due: ""},
-		{at: issued.Add(7 * time.Minute), due: "admin.conf"},
 	}
 	for _, tt := range tests {
 		due, cannot := Due(exp, tt.at)
@@ -44,7 +45,7 @@ func TestDue(t *testing.T) {
 			}
 		}
 	}
-	if got, want := year.RenewAt(), issued.Add(240*24*time.Hour); !got.Equal(want) {
+	if got, want := year.RenewAt(), issued.Add(240*24*time.Hour+(5*time.Minute)/3); !got.Equal(want) {
 		t.Errorf("RenewAt %s, want %s", got, want)
 	}
 }

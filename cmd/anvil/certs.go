@@ -296,7 +296,7 @@ func runCertsCheckExpiration(a *app, o certsCheckExpirationOptions) error {
 // to their end, and the renewals the timer made on this master.
 type expirationOutput struct {
 	pki.Expiration
-	Warnings []string        `json:"warnings,omitempty"`
+	Warnings []string         `json:"warnings,omitempty"`
 	Renewals []master.Renewal `json:"renewals,omitempty"`
 }
 
