@@ -2,8 +2,12 @@ package installer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +18,7 @@ import (
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/lab/labtest"
+	"anvil.dev/anvil/master"
 )
 
 // TestStaticPodLayoutE2E applies a cluster of one master and one worker in
@@ -89,6 +94,32 @@ func TestStaticPodLayoutE2E(t *testing.T) {
 		pods := waitTestappRunning(t, cs, 1, 3*time.Minute)
 		if pods[0].Spec.NodeName != w1 {
 			t.Errorf("the pod runs on %s, want %s (the master keeps its taint)", pods[0].Spec.NodeName, w1)
+		}
+	})
+
+	t.Run("a renewal restarts the static pods that read the renewed certificates", func(t *testing.T) {
+		// Everything falls due within 400 days: renewed now, ahead.
+		out := l.Run(t, m1, anvilOnHost+" certs renew-due --within 9600h -o json")
+		var res master.RenewResult
+		if err := json.Unmarshal([]byte(out), &res); err != nil || res.Renewal == nil {
+			t.Fatalf("renew-due: %v\n%s", err, out)
+		}
+		t.Logf("renewed %d, restarted %v in %s", len(res.Renewal.Renewed), res.Renewal.Restarted, fmtDuration(res.Renewal.Finished.Sub(res.Renewal.Time)))
+		for _, c := range controlPlane {
+			if !slices.Contains(res.Renewal.Restarted, c) {
+				t.Errorf("restarted %v, not %s", res.Renewal.Restarted, c)
+			}
+			// A new pod: the manifest left and came back.
+			if p := waitMirrorPodReady(t, cs, c+"-"+m1, 0); !p.CreationTimestamp.After(res.Renewal.Time.Add(-time.Second)) {
+				t.Errorf("%s: the pod is from %s, before the renewal", p.Name, p.CreationTimestamp)
+			}
+		}
+		if got := l.Run(t, m1, "ls /etc/kubernetes/manifests | wc -l"); got != strconv.Itoa(len(controlPlane)+1) {
+			t.Errorf("manifests: %s", l.Run(t, m1, "ls /etc/kubernetes/manifests"))
+		}
+		// Nothing is due any more.
+		if out := l.Run(t, m1, anvilOnHost+" certs renew-due"); !strings.Contains(out, "nothing due") {
+			t.Errorf("a second run: %s", out)
 		}
 	})
 

@@ -71,7 +71,8 @@ type RenewOptions struct {
 	Root hostfs.Root
 	Log  *slog.Logger
 	Task *progress.Task
-	// Now is the time due certificates are judged at; zero is now.
+	// Now is the time due certificates are judged at; zero is now. A
+	// later time renews ahead what falls due by then.
 	Now time.Time
 	// Wait bounds the wait for the other masters' turn; zero is five
 	// minutes.
@@ -133,7 +134,7 @@ func RenewDue(ctx context.Context, o RenewOptions) (*RenewResult, error) {
 		return nil, err
 	}
 	due, cannot := pki.Due(exp, now)
-	res := &RenewResult{NextDue: nextDue(exp, due), Warnings: append(cannot, pki.CAWarnings(exp, now)...)}
+	res := &RenewResult{NextDue: nextDue(exp, due), Warnings: append(cannot, pki.CAWarnings(exp, time.Now())...)}
 	for _, w := range res.Warnings {
 		log.Warn("certificate", "warning", w)
 	}
@@ -183,14 +184,81 @@ func renewAndRestart(ctx context.Context, cp *ControlPlane, dir, kubeconfigs str
 	if err != nil {
 		return err
 	}
-	for _, s := range readers(cs, paths) {
+	restart := readers(cs, paths)
+	var handedOver *component.Spec
+	if i := slices.IndexFunc(restart, func(s component.Spec) bool { return s.Name == VIP }); i >= 0 && len(restart) > 1 && cp.Layout != v1alpha1.LayoutStaticPod {
+		// This master's apiserver talks to its own etcd member alone:
+		// while either restarts, requests to the VIP here fail. So the
+		// VIP goes first: its manager stops (releasing the Lease), another
+		// master takes the VIP, and the manager starts again last.
+		vip := restart[i]
+		restart = append(slices.Delete(restart, i, i+1), vip)
+		if err := cp.handOverVIP(ctx, vip, log); err != nil {
+			return err
+		}
+		handedOver = &vip
+		defer func() {
+			if handedOver != nil { // a restart before it failed
+				if err := cp.Start(ctx, []component.Spec{*handedOver}); err != nil {
+					log.Error("start the VIP manager again", "err", err)
+				}
+			}
+		}()
+	}
+	for _, s := range restart {
 		start := time.Now()
-		if err := cp.restart(ctx, s); err != nil {
+		var err error
+		if handedOver != nil && s.Name == handedOver.Name {
+			handedOver = nil
+			if err = cp.Start(ctx, []component.Spec{s}); err == nil {
+				err = cp.WaitReady(ctx, []component.Spec{s}, time.Minute)
+			}
+		} else {
+			err = cp.restart(ctx, s)
+		}
+		if err != nil {
 			return fmt.Errorf("restart %s to read its renewed certificates: %w", s.Name, err)
 		}
 		rec.Restarted = append(rec.Restarted, s.Name)
 		log.Info("restarted", "component", s.Name, "took", time.Since(start).Round(10*time.Millisecond).String())
 	}
+	return nil
+}
+
+// handOverVIP stops this master's VIP manager, which releases the VIP's
+// Lease, and waits (15 s at most) until another master holds it. A
+// master that does not hold the VIP just stops its manager.
+func (c *ControlPlane) handOverVIP(ctx context.Context, vip component.Spec, log *slog.Logger) error {
+	holder := func() string {
+		cs, err := c.Client(pki.AdminKubeconfig)
+		if err != nil {
+			return ""
+		}
+		l, err := cs.CoordinationV1().Leases(metav1.NamespaceSystem).Get(ctx, VIPLease, metav1.GetOptions{})
+		if err != nil || l.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return *l.Spec.HolderIdentity
+	}
+	held := holder() == c.Plan.Node.Name
+	if err := c.Stop(ctx, []component.Spec{vip}, 10*time.Second, false); err != nil {
+		return fmt.Errorf("stop the VIP manager to hand the VIP over: %w", err)
+	}
+	if !held {
+		return nil
+	}
+	start := time.Now()
+	err := waitUntil(ctx, 15*time.Second, "another master to take the VIP", func() bool {
+		h := holder()
+		return h != "" && h != c.Plan.Node.Name
+	})
+	if err != nil {
+		// One master alone, or none able: the restarts go on, as they
+		// would without a VIP.
+		log.Warn("the VIP stays unserved while this master restarts", "err", err)
+		return nil
+	}
+	log.Info("handed the VIP over", "to", holder(), "took", time.Since(start).Round(10*time.Millisecond).String())
 	return nil
 }
 

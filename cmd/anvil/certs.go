@@ -184,6 +184,7 @@ func runCertsRenew(a *app, o certsWriteOptions, names []string) error {
 func newCertsRenewDueCmd(a *app) *cobra.Command {
 	var root, output string
 	var loop bool
+	var within time.Duration
 	cmd := &cobra.Command{
 		Use:   "renew-due",
 		Short: "Renew the certificates that are due and restart what reads them",
@@ -200,6 +201,8 @@ check-expiration' shows it. Certificates signed by a CA whose key is not here
 (an external CA), and CAs within 90 days of their end, are warned about: anvil
 renews neither. A worker's kubelet renews its certificates through the API.`,
 		Example: `  anvil certs renew-due
+  # before a change freeze: also what falls due in the next 90 days
+  anvil certs renew-due --within 2160h
   systemctl list-timers ` + master.RenewJobName + `.timer
   journalctl -u ` + master.RenewJobName + `.service`,
 		Args: cobra.NoArgs,
@@ -207,6 +210,15 @@ renews neither. A worker's kubelet renews its certificates through the API.`,
 			task, done := a.nodeTask(hostnameOr("certs"))
 			defer done()
 			o := master.RenewOptions{Root: hostfs.Root(root), Log: a.logger(), Task: task}
+			if within < 0 {
+				return usageError("--within must not be negative")
+			}
+			if within > 0 {
+				if loop {
+					return usageError("--within is for one run: use it without --loop")
+				}
+				o.Now = time.Now().Add(within)
+			}
 			if !loop {
 				res, err := master.RenewDue(cmd.Context(), o)
 				if err != nil {
@@ -222,6 +234,7 @@ renews neither. A worker's kubelet renews its certificates through the API.`,
 	}
 	cmd.Flags().StringVar(&root, "root", "", "prefix for every host path")
 	cmd.Flags().BoolVar(&loop, "loop", false, "keep running, renewing what is due every tenth of pki.certValidity (the process layout's timer)")
+	cmd.Flags().DurationVar(&within, "within", 0, "also renew what falls due within this long from now (e.g. 2160h before a 90-day freeze)")
 	addOutputFlag(cmd, &output)
 	return cmd
 }
