@@ -191,7 +191,7 @@ func TestCertRenewalE2E(t *testing.T) {
 			}
 		}
 		t.Logf("%d writes acknowledged, %d failed; longest gap between acknowledged writes through the VIP: %s (goal 5 s)", len(acked), failures, fmtDuration(worstGap))
-		if worstGap > 20*time.Second {
+		if worstGap > 15*time.Second {
 			t.Errorf("writes through the VIP stopped for %s", worstGap)
 		}
 	})
