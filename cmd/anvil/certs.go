@@ -281,7 +281,9 @@ func newCertsCheckExpirationCmd(a *app) *cobra.Command {
 		Long: `List every leaf certificate and kubeconfig with its expiry, the time it has
 left and the CA that signed it, then the CAs, as kubeadm's "certs
 check-expiration" does. "Externally managed" means the CA's key is not on this
-machine, so anvil cannot renew what it signed.`,
+machine, so anvil cannot renew what it signed. Then the last automatic renewals
+this master made (anvil certs renew-due, run by its timer), and a warning for
+each CA within 90 days of its end.`,
 		Example: `  anvil certs check-expiration
   anvil certs check-expiration --root /tmp/m1 -o json`,
 		Args: cobra.NoArgs,
