@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"anvil.dev/anvil/agent"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/sshx"
 	"anvil.dev/anvil/pki"
@@ -44,6 +46,18 @@ type nodeState struct {
 	Ready bool
 	// Reason is the Ready condition's reason and message when not Ready.
 	Reason string
+	// Starting is a taint a starting node carries until it can run pods
+	// (not-ready, no-runtime, …); empty once it has none. A user's own
+	// taints are not counted.
+	Starting string
+}
+
+// startingTaints are the taints a node carries while it comes up.
+func startingTaints() []string {
+	return []string{
+		corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable, corev1.TaintNodeNetworkUnavailable,
+		"node.cloudprovider.kubernetes.io/uninitialized", agent.NoRuntimeTaintKey,
+	}
 }
 
 // newClusterAccess reads the admin kubeconfig on the master c reaches.
@@ -109,6 +123,11 @@ func (a *clusterAccess) nodeStates(ctx context.Context) (map[string]nodeState, e
 				if c.Message != "" {
 					st.Reason += ": " + c.Message
 				}
+			}
+		}
+		for _, t := range n.Spec.Taints {
+			if slices.Contains(startingTaints(), t.Key) {
+				st.Starting = t.Key
 			}
 		}
 		a.nodes[n.Name] = st

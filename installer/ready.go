@@ -56,7 +56,7 @@ func (r *run) waitReady(ctx context.Context, h *host) (string, error) {
 			var nodes map[string]nodeState
 			nodes, err = acc.nodeStates(ctx)
 			if n, ok := nodes[h.Name]; ok {
-				if n.Ready {
+				if n.Ready && n.Starting == "" {
 					if !first {
 						// Waited for: a Node CoreDNS may not be spread
 						// over yet (planAddons).
@@ -65,6 +65,9 @@ func (r *run) waitReady(ctx context.Context, h *host) (string, error) {
 					return fmt.Sprintf("Ready after %s", time.Since(start).Round(100*time.Millisecond)), nil
 				}
 				last = "registered, not Ready: " + n.Reason
+				if n.Ready {
+					last = "Ready, still tainted " + n.Starting
+				}
 			}
 		}
 		if err != nil {
