@@ -47,25 +47,36 @@ func LocalUpstreams() []string {
 // admin.conf. `anvil addons apply` runs it; with dryRun it is the drift
 // `anvil status` reports.
 func ReapplyAddons(ctx context.Context, root hostfs.Root, dryRun bool) ([]string, error) {
-	st, err := ReadNodeState(root)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, ErrNotInitialized
-	}
+	st, p, err := installedMaster(root, "add-ons are applied from a master")
 	if err != nil {
 		return nil, err
 	}
+	return reapplyAddons(ctx, root, Plan{Cluster: p.Cluster, Node: p.Node, KubernetesVersion: st.KubernetesVersion}, dryRun)
+}
+
+// installedMaster reads what init or join left on this master: its node
+// state and its Plan from the cluster file it keeps. On a worker it says
+// why not with onWorker.
+func installedMaster(root hostfs.Root, onWorker string) (*NodeState, Plan, error) {
+	st, err := ReadNodeState(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, Plan{}, ErrNotInitialized
+	}
+	if err != nil {
+		return nil, Plan{}, err
+	}
 	if st.Role != v1alpha1.RoleMaster {
-		return nil, fmt.Errorf("node %s is a %s: add-ons are applied from a master", st.Node, st.Role)
+		return nil, Plan{}, fmt.Errorf("node %s is a %s: %s", st.Node, st.Role, onWorker)
 	}
 	c, _, err := v1alpha1.Load(root.Path(ClusterFile))
 	if err != nil {
-		return nil, err
+		return nil, Plan{}, err
 	}
 	h, ok := c.Host(st.Node)
 	if !ok {
-		return nil, fmt.Errorf("node %q is not in %s", st.Node, root.Path(ClusterFile))
+		return nil, Plan{}, fmt.Errorf("node %q is not in %s", st.Node, root.Path(ClusterFile))
 	}
-	return reapplyAddons(ctx, root, Plan{Cluster: c, Node: h, KubernetesVersion: st.KubernetesVersion}, dryRun)
+	return st, Plan{Cluster: c, Node: h, KubernetesVersion: st.KubernetesVersion}, nil
 }
 
 func reapplyAddons(ctx context.Context, root hostfs.Root, p Plan, dryRun bool) ([]string, error) {

@@ -97,25 +97,10 @@ func RenewDue(ctx context.Context, o RenewOptions) (*RenewResult, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	st, err := ReadNodeState(o.Root)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, ErrNotInitialized
-	}
+	st, p, err := installedMaster(o.Root, "the kubelet renews a worker's certificates through the API")
 	if err != nil {
 		return nil, err
 	}
-	if st.Role != v1alpha1.RoleMaster {
-		return nil, fmt.Errorf("node %s is a %s: the kubelet renews a worker's certificates through the API", st.Node, st.Role)
-	}
-	c, _, err := v1alpha1.Load(o.Root.Path(ClusterFile))
-	if err != nil {
-		return nil, err
-	}
-	h, ok := c.Host(st.Node)
-	if !ok {
-		return nil, fmt.Errorf("node %q is not in %s", st.Node, o.Root.Path(ClusterFile))
-	}
-	p := Plan{Cluster: c, Node: h, KubernetesVersion: st.KubernetesVersion}
 	if st.Layout == v1alpha1.LayoutProcess {
 		// Only the process layout runs things under the root itself.
 		p.Root = o.Root
