@@ -3,6 +3,7 @@ package addons
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -75,6 +76,11 @@ func TestDNSObjects(t *testing.T) {
 			}
 			if *d.Spec.Replicas != 2 {
 				t.Errorf("%d replicas", *d.Spec.Replicas)
+			}
+			spread := d.Spec.Template.Spec.TopologySpreadConstraints
+			if len(spread) != 1 || spread[0].MaxSkew != 1 || spread[0].TopologyKey != corev1.LabelHostname || spread[0].WhenUnsatisfiable != corev1.DoNotSchedule ||
+				spread[0].NodeTaintsPolicy == nil || *spread[0].NodeTaintsPolicy != corev1.NodeInclusionPolicyHonor || !slices.Equal(spread[0].MatchLabelKeys, []string{appsv1.DefaultDeploymentUniqueLabelKey}) {
+				t.Errorf("topology spread %+v, want at most one replica more on a node than on another that can run one, counted per ReplicaSet", spread)
 			}
 			tolerates := len(d.Spec.Template.Spec.Tolerations) > 0
 			if tolerates != tt.toleration {

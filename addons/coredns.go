@@ -144,7 +144,21 @@ func DNSObjects(c *v1alpha1.Cluster, o DNSOptions) ([]runtime.Object, error) {
 					DNSPolicy:    corev1.DNSDefault,
 					NodeSelector: map[string]string{corev1.LabelOSStable: "linux"},
 					Tolerations:  tolerations,
-					// One replica per node where it can.
+					// One replica per node that can run one: the scheduler
+					// may not put a second next to the first while another
+					// such node runs none (nodes whose taints CoreDNS does
+					// not tolerate, such as a NotReady or cordoned one, do
+					// not count; a cluster of one node runs both there).
+					// Counted per ReplicaSet, so a rollout is not held.
+					TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{
+						MaxSkew:           1,
+						TopologyKey:       corev1.LabelHostname,
+						WhenUnsatisfiable: corev1.DoNotSchedule,
+						LabelSelector:     &metav1.LabelSelector{MatchLabels: labels},
+						MatchLabelKeys:    []string{appsv1.DefaultDeploymentUniqueLabelKey},
+						NodeTaintsPolicy:  ptr(corev1.NodeInclusionPolicyHonor),
+					}},
+					// And where it can choose, a node without one.
 					Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
 						PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
 							Weight: 100,

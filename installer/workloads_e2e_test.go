@@ -271,6 +271,25 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 			return err == nil && got == kube.Spec.ClusterIP
 		})
 		t.Logf("CoreDNS pod %s deleted → names resolve again in %s", list.Items[0].Name, fmtDuration(time.Since(start)))
+		// The replacement goes to the node that lost a replica
+		// (topology spread), not next to the other one.
+		waitFor(t, time.Minute, "CoreDNS's replacement to be ready, one replica on each worker", func() bool {
+			d, err := cs.AppsV1().Deployments(metav1.NamespaceSystem).Get(ctx, addons.CoreDNSName, metav1.GetOptions{})
+			if err != nil || d.Status.ReadyReplicas != addons.CoreDNSReplicas {
+				return false
+			}
+			list, err := cs.CoreV1().Pods(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{LabelSelector: addons.DNSLabel + "=" + addons.DNSLabelValue})
+			if err != nil {
+				return false
+			}
+			nodes := map[string]bool{}
+			for _, p := range list.Items {
+				nodes[p.Spec.NodeName] = true
+			}
+			seen = dnsPlacement(ctx, cs)
+			return len(nodes) == len(workers)
+		})
+		t.Logf("after the replacement: %s", seen)
 	})
 
 	t.Run("kubectl logs, exec and port-forward", func(t *testing.T) {
@@ -315,6 +334,7 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 			t.Fatal(err)
 		}
 		runsDNS := slices.ContainsFunc(dns.Items, func(p corev1.Pod) bool { return p.Spec.NodeName == w.Name })
+		t.Logf("before %s stops: %s", w.Name, dnsPlacement(ctx, cs))
 		stopped := time.Now().Add(-time.Second) // the API's times are whole seconds
 		l.Stop(t, w.Name, false)
 		started := false
@@ -332,8 +352,15 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 		// there within the 10 s, lookups of 3 s each.
 		if i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return p.Spec.NodeName != w.Name }); runsDNS && i >= 0 {
 			start := time.Now()
+			var last string
+			defer func() {
+				if t.Failed() {
+					t.Logf("last lookup from %s: %s; %s", pods[i].Spec.NodeName, last, dnsPlacement(ctx, cs))
+				}
+			}()
 			waitFor(t, 10*time.Second, "names to resolve with the worker running a CoreDNS replica stopped", func() bool {
-				_, err := lookupFrom(t, pods[i], "kubernetes.default")
+				out, err := lookupFrom(t, pods[i], "kubernetes.default")
+				last = fmt.Sprintf("%q, %v", out, err)
 				return err == nil
 			})
 			t.Logf("%s, running a CoreDNS replica, stopped → names resolve from %s after %s (goal 10 s)", w.Name, pods[i].Spec.NodeName, fmtDuration(time.Since(start)))
@@ -414,6 +441,38 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 }
 
 const testappNamespace = "anvil-e2e"
+
+// dnsPlacement tells where CoreDNS's pods run and what the kube-dns
+// EndpointSlices hold, hints included: what a failed lookup is judged by.
+func dnsPlacement(ctx context.Context, cs kubernetes.Interface) string {
+	var b strings.Builder
+	pods, err := cs.CoreV1().Pods(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{LabelSelector: addons.DNSLabel + "=" + addons.DNSLabelValue})
+	if err != nil {
+		return fmt.Sprintf("CoreDNS pods: %v", err)
+	}
+	b.WriteString("CoreDNS pods:")
+	for _, p := range pods.Items {
+		fmt.Fprintf(&b, " %s on %s (%s, ready %v, deleting %v)", p.Name, p.Spec.NodeName, p.Status.PodIP, podReady(p), p.DeletionTimestamp != nil)
+	}
+	eps, err := cs.DiscoveryV1().EndpointSlices(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + addons.DNSServiceName})
+	if err != nil {
+		return b.String() + fmt.Sprintf("; EndpointSlices: %v", err)
+	}
+	b.WriteString("; kube-dns endpoints:")
+	for _, s := range eps.Items {
+		for _, ep := range s.Endpoints {
+			fmt.Fprintf(&b, " %v node %s ready %v hints %v", ep.Addresses, ptrString(ep.NodeName), ep.Conditions.Ready != nil && *ep.Conditions.Ready, ep.Hints)
+		}
+	}
+	return b.String()
+}
+
+func ptrString(s *string) string {
+	if s == nil {
+		return "<none>"
+	}
+	return *s
+}
 
 // testappImage is the reference of the test image the build in kubeDir
 // ships, as its payload names it.
