@@ -30,12 +30,12 @@ func (r Release) builds() []buildSpec {
 	kubeFlags := versionLDFlags(r)
 	return []buildSpec{{
 		Name: BuildKube, Title: "kubernetes", Version: r.Version, Set: SetControlPlane,
-		Module: "kube", Upstream: "k8s.io/kubernetes",
+		Module: "kube" + r.ModuleSuffix, Upstream: "k8s.io/kubernetes",
 		Packages: kubePackages(r.Components),
 		LDFlags:  kubeFlags,
 	}, {
 		Name: BuildKubeNode, Title: "kubernetes node", Version: r.Version, Set: SetNode,
-		Module: "kubenode", Upstream: "k8s.io/kubernetes",
+		Module: "kubenode" + r.ModuleSuffix, Upstream: "k8s.io/kubernetes",
 		Packages: kubePackages(r.NodeComponents),
 		LDFlags:  kubeFlags,
 	}, {

@@ -468,3 +468,81 @@ func untar(t *testing.T, archive, dir string) {
 		w.Close()
 	}
 }
+
+func TestListOlderReleaseOnlyWherePresent(t *testing.T) {
+	out := t.TempDir()
+	versions := func() []string {
+		var vs []string
+		for _, e := range List([]string{out}) {
+			if !slices.Contains(vs, e.Version) {
+				vs = append(vs, e.Version)
+			}
+		}
+		return vs
+	}
+	if got := versions(); !slices.Equal(got, []string{DefaultVersion}) {
+		t.Fatalf("an empty directory lists %v, want only the default %s", got, DefaultVersion)
+	}
+	older := Releases()[len(Releases())-1].Version
+	if err := os.Mkdir(filepath.Join(out, older), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := versions(); !slices.Contains(got, older) {
+		t.Fatalf("with %s/ built, the list shows %v", older, got)
+	}
+}
+
+// Every release's Kubernetes builds have their own module, which pins
+// that release's version: a build would refuse otherwise, and an older
+// release must never share (and so change) the newest's module.
+func TestEveryReleaseHasItsKubernetesModules(t *testing.T) {
+	seen := map[string]string{}
+	for _, rel := range Releases() {
+		for _, b := range rel.builds()[:2] {
+			if other, ok := seen[b.Module]; ok {
+				t.Errorf("%s and %s share images/%s", rel.Version, other, b.Module)
+			}
+			seen[b.Module] = rel.Version
+			if _, err := pinnedModule(b.Module, b.Upstream, rel.Version); err != nil {
+				t.Errorf("%s: %v", rel.Version, err)
+			}
+		}
+	}
+}
+
+func TestCheckUpgrade(t *testing.T) {
+	for _, tt := range []struct {
+		from, to string
+		rollback bool
+		want     string // in the error; "" for none
+	}{
+		{"v1.36.3", "v1.37.2", false, ""},
+		{"v1.37.2", "v1.37.2", false, ""},
+		{"v1.37.2", "v1.36.3", false, "downgrade across minors"},
+		{"v1.37.2", "v1.36.3", true, ""},
+		{"v1.35.4", "v1.37.2", false, "not supported"},
+		{"v1.37.2", "v1.38.0", false, "not supported"},
+	} {
+		err := CheckUpgrade(tt.from, tt.to, tt.rollback)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%s → %s (rollback %v): %v, want %q", tt.from, tt.to, tt.rollback, err, tt.want)
+		}
+	}
+	// The policy itself, on versions whatever the support table holds.
+	for _, tt := range []struct {
+		from, to string
+		rollback bool
+		want     string
+	}{
+		{"v1.35.4", "v1.37.2", false, "skips a minor: the control plane upgrades one minor at a time (to v1.36 first)"},
+		{"v1.36.1", "v1.36.3", false, ""},
+		{"v1.36.3", "v1.36.1", false, ""},
+		{"v1.37.2", "v1.35.4", true, "downgrade across minors"},
+		{"v1.37.2", "v2.0.0", false, "major"},
+	} {
+		err := checkSkew(tt.from, tt.to, tt.rollback)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("skew %s → %s (rollback %v): %v, want %q", tt.from, tt.to, tt.rollback, err, tt.want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package images
 import (
 	"errors"
 	"io/fs"
+	"os"
 	"path/filepath"
 )
 
@@ -42,10 +43,17 @@ type Entry struct {
 // (each holding <version>/ subdirectories: build trees or installed trees),
 // the state of each file the release builds. An installed tree whose
 // manifest was made for one role (Manifest.Role) lists that role's files.
+// An older release is listed only where its directory exists: it is built
+// or installed for an upgrade, not by default.
 func List(dirs []string) []Entry {
 	var out []Entry
 	for _, rel := range Releases() {
 		for _, d := range dirs {
+			if rel.Version != DefaultVersion {
+				if _, err := os.Stat(filepath.Join(d, rel.Version)); err != nil {
+					continue
+				}
+			}
 			out = append(out, listDir(rel, filepath.Join(d, rel.Version))...)
 		}
 	}

@@ -3,6 +3,7 @@ package images
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -61,6 +62,9 @@ type Release struct {
 	// Suite names the images the release's e2e suite uses, which a
 	// conformance build makes.
 	Suite SuiteImages
+	// ModuleSuffix tells an older release's Kubernetes build modules from
+	// the newest's: images/kube<suffix> and images/kubenode<suffix>.
+	ModuleSuffix string
 }
 
 // releases is the support table. It is a function, not a variable, so no
@@ -87,6 +91,21 @@ func releases() []Release {
 			GlibcDNSTesting: "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1",
 			Pause:           "registry.k8s.io/pause:3.10.2",
 		},
+	}, {
+		// The previous minor, which clusters upgrade from; the node stack
+		// is the newest release's (its versions support both minors).
+		Version:        "v1.36.3",
+		BuildDate:      "2026-07-22T18:07:38Z",
+		Etcd:           "v3.7.3",
+		Components:     []string{KubeAPIServer, KubeControllerManager, KubeScheduler, Kubectl},
+		NodeComponents: []string{Kubelet, KubeProxy},
+		Containerd:     "v2.4.2",
+		Runc:           "v1.5.3",
+		CNIPlugins:     "v1.10.0",
+		CriTools:       "v1.37.0",
+		CoreDNS:        "v1.14.7",
+		Pause:          "3.10.1",
+		ModuleSuffix:   "-v1.36",
 	}}
 }
 
@@ -152,3 +171,42 @@ func (r Release) CoreDNSImage() string { return "registry.k8s.io/coredns/coredns
 // tag is the short input hash of the build that made it, recorded in the
 // payload (File.Image), so a changed program never hides behind an old tag.
 const TestappRepo = "localhost/anvil/testapp"
+
+// CheckUpgrade applies Kubernetes' version skew policy to a cluster at
+// version from moving to version to: both supported, the same major, and
+// the control plane at most one minor up at a time. A patch change either
+// way is allowed; a downgrade across minors is not (objects may already be
+// stored in the newer minor's form), except when rollback says the move
+// undoes an upgrade from exactly that version that did not finish.
+func CheckUpgrade(from, to string, rollback bool) error {
+	for _, v := range []string{from, to} {
+		if _, err := Lookup(v); err != nil {
+			return err
+		}
+	}
+	return checkSkew(from, to, rollback)
+}
+
+func checkSkew(from, to string, rollback bool) error {
+	fmaj, fmin, ok1 := minorOf(from)
+	tmaj, tmin, ok2 := minorOf(to)
+	switch {
+	case !ok1 || !ok2:
+		return fmt.Errorf("cannot read the versions %s and %s", from, to)
+	case fmaj != tmaj:
+		return fmt.Errorf("%s to %s changes the major version, which Kubernetes does not support", from, to)
+	case tmin > fmin+1:
+		return fmt.Errorf("%s to %s skips a minor: the control plane upgrades one minor at a time (to v%d.%d first)", from, to, fmaj, fmin+1)
+	case tmin < fmin && !(rollback && tmin == fmin-1):
+		return fmt.Errorf("%s to %s is a downgrade across minors, which Kubernetes does not support: only an upgrade is undone that way (anvil cluster apply --rollback)", from, to)
+	}
+	return nil
+}
+
+// minorOf reads "vMAJOR.MINOR.PATCH".
+func minorOf(v string) (major, minor int, ok bool) {
+	a, b := majorMinor(v)
+	x, err1 := strconv.Atoi(a)
+	y, err2 := strconv.Atoi(b)
+	return x, y, err1 == nil && err2 == nil
+}
