@@ -1,6 +1,7 @@
 package etcd
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -366,4 +367,43 @@ func memberNames(ms []Member) string {
 		n = append(n, m.Name)
 	}
 	return strings.Join(n, ", ")
+}
+
+// CheckHealthy says why the cluster is not fit for a change one member at
+// a time (an upgrade): a member that does not answer, a learner not yet
+// promoted, or an alarm (NOSPACE, CORRUPT) raised. Nil when every member
+// is a healthy voter and no alarm is raised.
+func CheckHealthy(ctx context.Context, cli *clientv3.Client) error {
+	ms, err := ListMembers(ctx, cli)
+	if err != nil {
+		return err
+	}
+	var problems []string
+	for _, m := range ms {
+		switch {
+		case m.Learner:
+			problems = append(problems, fmt.Sprintf("member %s is a learner not yet promoted", m.Name))
+		case !m.Healthy:
+			problems = append(problems, fmt.Sprintf("member %s does not answer", cmp.Or(m.Name, m.IDHex)))
+		}
+	}
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	alarms, err := cli.AlarmList(actx)
+	if err != nil {
+		return fmt.Errorf("etcd alarm list: %w", err)
+	}
+	for _, a := range alarms.Alarms {
+		name := fmt.Sprintf("%x", a.MemberID)
+		for _, m := range ms {
+			if m.ID == a.MemberID {
+				name = m.Name
+			}
+		}
+		problems = append(problems, fmt.Sprintf("alarm %s raised on member %s", a.Alarm, name))
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("etcd (%d members) is not healthy: %s", len(ms), strings.Join(problems, "; "))
+	}
+	return nil
 }

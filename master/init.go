@@ -41,6 +41,10 @@ type NodeState struct {
 	Role              v1alpha1.Role   `json:"role"`
 	Layout            v1alpha1.Layout `json:"layout"`
 	KubernetesVersion string          `json:"kubernetesVersion"`
+	// UpgradingTo is the version an upgrade (or a rollback) began to
+	// switch this machine to and has not finished: some components may
+	// run it, the others KubernetesVersion.
+	UpgradingTo string `json:"upgradingTo,omitempty"`
 	// Root is the runtime root the components were laid out under.
 	Root        string    `json:"root,omitempty"`
 	Initialized time.Time `json:"initialized"`

@@ -125,16 +125,19 @@ func (r *initRun) installNode(ctx context.Context, archives []string) error {
 
 // nodePlan is this master's node stack: its host entry with the
 // control-plane taint added, its advertise address, its binaries.
-func (r *initRun) nodePlan(facts node.Facts) node.Plan {
-	host := r.plan.Node
+func (r *initRun) nodePlan(facts node.Facts) node.Plan { return masterNodePlan(r.plan, facts) }
+
+// masterNodePlan is the node stack of the master p plans (complete).
+func masterNodePlan(p Plan, facts node.Facts) node.Plan {
+	host := p.Node
 	host.Taints = slices.Clone(host.Taints)
 	if !slices.ContainsFunc(host.Taints, func(t v1alpha1.Taint) bool { return t.Key == ControlPlaneTaint }) {
 		host.Taints = append(host.Taints, v1alpha1.Taint{Key: ControlPlaneTaint, Effect: v1alpha1.NoSchedule})
 	}
 	return node.Plan{
-		Cluster: r.o.Cluster, Host: host, Root: r.plan.Root,
-		KubernetesVersion: r.plan.KubernetesVersion, BinDir: r.plan.BinDir,
-		NodeIP: r.plan.AdvertiseAddress, Facts: facts,
+		Cluster: p.Cluster, Host: host, Root: p.Root,
+		KubernetesVersion: p.KubernetesVersion, BinDir: p.BinDir,
+		NodeIP: p.AdvertiseAddress, Facts: facts,
 	}
 }
 

@@ -2,10 +2,12 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	"anvil.dev/anvil/api/v1alpha1"
@@ -33,6 +35,9 @@ type InstallOptions struct {
 	// Kubelet are the kubelet's credentials, obtained by init (from the
 	// CA) or join (through a CSR sent with the token).
 	Kubelet KubeletCredentials
+	// KeepCredentials leaves the kubelet's credentials as they are (an
+	// upgrade of a node that has them); Kubelet is then not used.
+	KeepCredentials bool
 	// Images are image archives imported before the kubelet starts,
 	// besides the release's and those in ImagesDir: a static-pod master's
 	// control-plane images.
@@ -88,9 +93,11 @@ func Install(ctx context.Context, o InstallOptions) (*InstallResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	credsChanged, err := WriteKubeletCredentials(o.Root, p.Root, o.Kubelet, o.Now())
-	if err != nil {
-		return nil, fmt.Errorf("kubelet credentials: %w", err)
+	credsChanged := false
+	if !o.KeepCredentials {
+		if credsChanged, err = WriteKubeletCredentials(o.Root, p.Root, o.Kubelet, o.Now()); err != nil {
+			return nil, fmt.Errorf("kubelet credentials: %w", err)
+		}
 	}
 	specChanged, err := o.writeSpecs(p, cs)
 	if err != nil {
@@ -136,7 +143,47 @@ func Install(ctx context.Context, o InstallOptions) (*InstallResult, error) {
 	if err := waitHealthy(ctx, kubelet[0], o.Timeout); err != nil {
 		return nil, err
 	}
+	if err := WriteStackState(o.Root, StackState{KubernetesVersion: p.KubernetesVersion, Layout: o.Layout}); err != nil {
+		return nil, err
+	}
 	return res, nil
+}
+
+// StackStateFile records what Install last installed and started: an
+// upgrade reads the version it switches from, and the layout.
+const StackStateFile = hostfs.AnvilConfDir + "/node-stack.json"
+
+// StackState is StackStateFile's content.
+type StackState struct {
+	KubernetesVersion string          `json:"kubernetesVersion"`
+	Layout            v1alpha1.Layout `json:"layout"`
+	// UpgradingTo is the version an unfinished upgrade (or rollback)
+	// began to install.
+	UpgradingTo string `json:"upgradingTo,omitempty"`
+}
+
+// ReadStackState reads StackStateFile under root.
+func ReadStackState(root hostfs.Root) (*StackState, error) {
+	p := root.Path(StackStateFile)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	var st StackState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	return &st, nil
+}
+
+// WriteStackState writes StackStateFile under root (0600).
+func WriteStackState(root hostfs.Root, st StackState) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fsutil.EnsureFile(root.Path(StackStateFile), append(b, '\n'), 0o600, 0o700)
+	return err
 }
 
 func (o InstallOptions) layoutOptions() layout.Options {

@@ -86,6 +86,7 @@ member and the node agent.`,
 		newClusterCmd(a),
 		newBackupCmd(a),
 		newRestoreCmd(a),
+		newUpgradeCmd(a),
 	)
 	return root
 }
