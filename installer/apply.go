@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,17 +26,19 @@ import (
 // prints exactly those decisions.
 func applyPhases() []flowPhase {
 	return []flowPhase{
-		looking("connect", planConnect),           // connect.go: SSH, host keys, bastion, sudo
-		looking("facts", planFacts),               // facts.go: OS, addresses, clock, ports, what is installed
-		looking("validate", planValidate),         // validate.go: ports, duplicates, clock skew, roles
-		changing("upload", planUpload),            // upload.go: binaries by sha256, zstd, atomic
-		changing("init", planInit),                // init.go: the first master
-		changing("join-masters", planJoinMasters), // join_masters.go: other masters, one at a time
-		changing("join-workers", planJoinWorkers), // join_workers.go: workers, in parallel
-		changing("credentials", planCredentials),  // credentials.go: delete what the run made and left: certificates, tokens
-		changing("ready", planReady),              // ready.go: every Node Ready
-		changing("addons", planAddons),            // addons.go: cluster DNS applied again if it drifted
-		changing("kubeconfig", planKubeconfig),    // kubeconfig.go: the admin kubeconfig here
+		looking("connect", planConnect),                 // connect.go: SSH, host keys, bastion, sudo
+		looking("facts", planFacts),                     // facts.go: OS, addresses, clock, ports, what is installed
+		looking("validate", planValidate),               // validate.go: ports, duplicates, clock skew, roles
+		changing("upload", planUpload),                  // upload.go: binaries by sha256, zstd, atomic
+		changing("upgrade", planUpgrade),                // upgrade.go: masters to the file's version, one at a time
+		changing("init", planInit),                      // init.go: the first master
+		changing("join-masters", planJoinMasters),       // join_masters.go: other masters, one at a time
+		changing("join-workers", planJoinWorkers),       // join_workers.go: workers, in parallel
+		changing("upgrade-workers", planUpgradeWorkers), // upgrade.go: workers to the file's version, drained, in batches
+		changing("credentials", planCredentials),        // credentials.go: delete what the run made and left: certificates, tokens
+		changing("ready", planReady),                    // ready.go: every Node Ready
+		changing("addons", planAddons),                  // addons.go: cluster DNS applied again if it drifted
+		changing("kubeconfig", planKubeconfig),          // kubeconfig.go: the admin kubeconfig here
 	}
 }
 
@@ -79,6 +82,9 @@ type applyState struct {
 	// yet Ready (or not yet registered) and waited for: a node that
 	// joined in an earlier, interrupted run shows up here, not as a join.
 	becameReady atomic.Int32
+	// upgraded are the masters the upgrade phase switched to the file's
+	// version (by name), which the workers wait for.
+	upgraded sync.Map
 }
 
 func (a *applyState) addUploaded(n int64) { a.uploaded.Add(n) }

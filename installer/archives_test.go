@@ -152,7 +152,7 @@ func TestArchivesInValidate(t *testing.T) {
 	writeTar(t, dir, "notes.tar", []string{"README"}, map[string][]byte{"README": []byte("hello")})
 	b.addArchives([]string{"notes.tar"}, filepath.Join(dir, "cluster.yaml"))
 	c, hs := fleet(t, 2)
-	v := validateFacts(c, b, hs)
+	v := validateFacts(c, b, hs, false)
 	for _, h := range hs {
 		got := problems(v[h])
 		if !strings.Contains(got, "image archive images[0] notes.tar ("+filepath.Join(dir, "notes.tar")+"): not an image archive") {

@@ -25,6 +25,7 @@ import (
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/sshx"
 	"anvil.dev/anvil/master"
+	nodepkg "anvil.dev/anvil/node"
 )
 
 // Phase facts: one read-only script per host, one round trip, that says
@@ -74,6 +75,9 @@ type Facts struct {
 	// Node is what init or join recorded once it completed; nil when
 	// neither did.
 	Node *master.NodeState `json:"node,omitempty"`
+	// NodeStack is the Kubernetes version and layout the node stack (the
+	// kubelet) was installed with; nil on a host without one.
+	NodeStack *nodepkg.StackState `json:"nodeStack,omitempty"`
 	// AgentJoined is a node agent with its own credentials, running: a
 	// join that completed, whether or not it recorded Node.
 	AgentJoined bool `json:"agentJoined,omitempty"`
@@ -385,7 +389,7 @@ func quoteAll(names []string) string {
 // factFiles are the small files the facts read, in one grep.
 func factFiles(version string) []string {
 	return []string{"/etc/os-release", "/proc/sys/kernel/hostname", "/etc/machine-id",
-		path.Join(binDir(version), images.ManifestFile), nodeStateFile, clusterFileOnHost}
+		path.Join(binDir(version), images.ManifestFile), nodeStateFile, clusterFileOnHost, nodepkg.StackStateFile}
 }
 
 // stampWriter keeps what a command writes and notes when the clock line
@@ -471,6 +475,12 @@ func parseFacts(out []byte, sent, arrived time.Time) (*Facts, error) {
 		return nil, err
 	}
 	f.Node = node
+	if st := strings.Join(files[nodepkg.StackStateFile], "\n"); st != "" {
+		f.NodeStack = &nodepkg.StackState{}
+		if err := json.Unmarshal([]byte(st), f.NodeStack); err != nil {
+			return nil, fmt.Errorf("read %s: %w", nodepkg.StackStateFile, err)
+		}
+	}
 	f.AgentUnit = slices.Contains(sec["agent"], "unit")
 	f.AgentJoined = slices.Contains(sec["agent"], "kubeconfig") && f.Units["anvil-agent.service"] == "active"
 	if sum, _, _ := strings.Cut(first(sec["admin"]), " "); isSHA256(sum) {

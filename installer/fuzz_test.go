@@ -56,7 +56,7 @@ func FuzzParseFacts(f *testing.F) {
 			}
 		}
 		c, hosts := fuzzFleet(facts)
-		validateFacts(c, &bundle{arch: "x86_64"}, hosts)
+		validateFacts(c, &bundle{arch: "x86_64"}, hosts, false)
 	})
 }
 

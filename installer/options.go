@@ -65,6 +65,9 @@ type ApplyOptions struct {
 	// DryRun connects and gathers facts, then plans and changes nothing
 	// anywhere (ApplyResult.WritePlan prints the plan).
 	DryRun bool
+	// Rollback allows a kubernetesVersion one minor below what the masters
+	// run: undoing an upgrade (see the upgrade phase).
+	Rollback bool
 	// Anvil is the anvil binary installed on every host (usually
 	// os.Executable()).
 	Anvil string

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/node"
@@ -44,7 +45,7 @@ func (v *verdict) warn(format string, args ...any) {
 }
 
 func planValidate(r *run) plan {
-	verdicts := validateFacts(r.cluster, r.apply.bundle, r.alive())
+	verdicts := validateFacts(r.cluster, r.apply.bundle, r.alive(), r.apply.o.Rollback)
 	r.primary = pickPrimary(r.cluster, r.hosts)
 	var pl plan
 	for _, h := range r.alive() {
@@ -185,7 +186,7 @@ func validateKernel(h *host, v *verdict) {
 }
 
 // validateFacts judges every host's facts.
-func validateFacts(c *v1alpha1.Cluster, b *bundle, hosts []*host) map[*host]*verdict {
+func validateFacts(c *v1alpha1.Cluster, b *bundle, hosts []*host, rollback bool) map[*host]*verdict {
 	out := map[*host]*verdict{}
 	for _, h := range hosts {
 		v := &verdict{}
@@ -210,7 +211,7 @@ func validateFacts(c *v1alpha1.Cluster, b *bundle, hosts []*host) map[*host]*ver
 		if addr := h.NodeAddress(); len(f.Addresses) > 0 && !slices.Contains(f.Addresses, addr) {
 			v.problem("its address %s is on none of its interfaces (it has %s): set internalAddress to the one cluster traffic should use", addr, joinAddrs(f.Addresses))
 		}
-		validateMembership(c, h, v)
+		validateMembership(c, h, v, rollback)
 		if !f.Member() {
 			validatePorts(c, h, v)
 		}
@@ -268,7 +269,7 @@ func validatePayload(b *bundle, h *host, v *verdict) {
 }
 
 // validateMembership checks that what a host already is matches the file.
-func validateMembership(c *v1alpha1.Cluster, h *host, v *verdict) {
+func validateMembership(c *v1alpha1.Cluster, h *host, v *verdict, rollback bool) {
 	f := h.facts
 	if f.Node == nil {
 		return
@@ -282,8 +283,12 @@ func validateMembership(c *v1alpha1.Cluster, h *host, v *verdict) {
 	if f.Node.Role != h.Role {
 		v.problem("it is already a %s, not a %s: changing roles needs a reset of the host first", f.Node.Role, h.Role)
 	}
-	if f.Node.KubernetesVersion != "" && f.Node.KubernetesVersion != c.KubernetesVersion {
-		v.problem("it runs Kubernetes %s, the file asks for %s: upgrades are not something apply does yet", f.Node.KubernetesVersion, c.KubernetesVersion)
+	if from := f.Node.KubernetesVersion; from != "" && from != c.KubernetesVersion {
+		// The upgrade phase switches it (upgrade.go), if the skew policy
+		// allows the move.
+		if err := images.CheckUpgrade(from, c.KubernetesVersion, rollback); err != nil {
+			v.problem("it runs Kubernetes %s, the file asks for %s: %v", from, c.KubernetesVersion, err)
+		}
 	}
 	// Apply leaves a member as it is; what is unhealthy on it is worth
 	// saying, not worth stopping for (anvil cluster status has the detail).

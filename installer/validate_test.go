@@ -119,7 +119,7 @@ func TestValidateFacts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, hs := fleet(t, 3)
 			tc.spoil(hs)
-			got := problems(validateFacts(c, b, hs)[hs[tc.host]])
+			got := problems(validateFacts(c, b, hs, false)[hs[tc.host]])
 			if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
 				t.Errorf("problems %q, want %q", got, tc.want)
 			}
@@ -131,7 +131,7 @@ func TestValidateFacts(t *testing.T) {
 func TestUnknownKernelIsAWarning(t *testing.T) {
 	c, hs := fleet(t, 2)
 	hs[1].facts.KernelSupport = map[string]KernelSupport{"overlay": KernelLoaded, "br_netfilter": KernelUnknown, "nf_tables": KernelLoaded}
-	v := validateFacts(c, &bundle{arch: "x86_64"}, hs)[hs[1]]
+	v := validateFacts(c, &bundle{arch: "x86_64"}, hs, false)[hs[1]]
 	if len(v.problems) != 0 || len(v.warnings) != 1 || !strings.Contains(v.warnings[0], "whether its kernel has br_netfilter") {
 		t.Errorf("%+v", v)
 	}
@@ -140,7 +140,7 @@ func TestUnknownKernelIsAWarning(t *testing.T) {
 func TestSmallSkewIsAWarning(t *testing.T) {
 	c, hs := fleet(t, 2)
 	hs[1].facts.ClockSkew, hs[1].facts.ClockUncertainty = 5*time.Second, 10*time.Millisecond
-	v := validateFacts(c, &bundle{arch: "x86_64"}, hs)[hs[1]]
+	v := validateFacts(c, &bundle{arch: "x86_64"}, hs, false)[hs[1]]
 	if len(v.problems) != 0 || len(v.warnings) != 1 || !strings.Contains(v.warnings[0], "5s ahead of") {
 		t.Errorf("%+v", v)
 	}
@@ -168,4 +168,28 @@ func name(h *host) string {
 		return "none"
 	}
 	return h.Name
+}
+
+// A master at another Kubernetes version is upgraded if the skew policy
+// allows the move, and refused, naming both versions, if not.
+func TestValidateUpgrade(t *testing.T) {
+	for _, tt := range []struct {
+		runs, file string
+		rollback   bool
+		want       string
+	}{
+		{"v1.36.3", "v1.37.2", false, ""},
+		{"v1.37.2", "v1.37.2", false, ""},
+		{"v1.37.2", "v1.36.3", false, "it runs Kubernetes v1.37.2, the file asks for v1.36.3: v1.37.2 to v1.36.3 is a downgrade across minors"},
+		{"v1.37.2", "v1.36.3", true, ""},
+		{"v1.34.2", "v1.37.2", false, `kubernetes version "v1.34.2" is not supported`},
+	} {
+		c, hs := fleet(t, 1)
+		c.KubernetesVersion = tt.file
+		hs[0].facts.Node = &master.NodeState{Node: "m1", Role: v1alpha1.RoleMaster, KubernetesVersion: tt.runs}
+		got := problems(validateFacts(c, &bundle{arch: "x86_64"}, hs, tt.rollback)[hs[0]])
+		if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
+			t.Errorf("runs %s, file %s, rollback %v: problems %q, want %q", tt.runs, tt.file, tt.rollback, got, tt.want)
+		}
+	}
 }

@@ -66,7 +66,7 @@ uploaded only when their sha256 on the host differs.`,
 func newClusterApplyCmd(a *app) *cobra.Command {
 	f := &clusterFlags{}
 	var (
-		dryRun               bool
+		dryRun, rollback     bool
 		anvilBin, kubeconfig string
 		kubeDirs             []string
 		timeout, tokenTTL    time.Duration
@@ -93,9 +93,13 @@ The phases, in order:
   facts         OS, arch, addresses, clock, ports, what of anvil is installed
   validate      ports in use, duplicate hostnames/machine IDs/addresses, clock skew
   upload        anvil and the component binaries, zstd-compressed, by sha256
+  upgrade       masters that run another kubernetesVersion than the file's:
+                anvil upgrade --to VERSION, one master at a time
   init          anvil init on the first master
   join-masters  anvil join --control-plane, one master at a time
   join-workers  anvil join on the workers, in parallel, with a fresh token
+  upgrade-workers  workers whose kubelet runs another version: drained, switched
+                (anvil upgrade), uncordoned and Ready again, a quarter at a time
   credentials   delete the join tokens and sealed certificates the run made
   ready         wait until every Node is Ready
   kubeconfig    write the admin kubeconfig on this machine (0600)`,
@@ -112,6 +116,12 @@ The phases, in order:
   # Keys from the running ssh-agent (SSH_AUTH_SOCK) when the file names
   # no identityFile; 20 hosts at a time; the kubeconfig elsewhere
   anvil cluster apply -f cluster.yaml --concurrency 20 --kubeconfig ~/.kube/anvil
+
+  # Upgrade the masters: set kubernetesVersion to the next minor, then
+  anvil cluster apply -f cluster.yaml --dry-run
+  anvil cluster apply -f cluster.yaml
+  # Undo it: the old kubernetesVersion back in the file, then
+  anvil cluster apply -f cluster.yaml --rollback
 
   # A lab on this machine, then the cluster on it
   sudo anvil lab up --name demo --masters 3 --workers 2
@@ -133,7 +143,7 @@ The phases, in order:
 			}
 			rep := progress.New(a.errOut, progress.ForTerminal(a.errOut))
 			o := installer.ApplyOptions{
-				Options: f.options(a, rep), DryRun: dryRun,
+				Options: f.options(a, rep), DryRun: dryRun, Rollback: rollback,
 				Anvil: anvilBin, KubeDirs: kubeDirs, Kubeconfig: kubeconfig,
 				Timeout: timeout, TokenTTL: tokenTTL,
 			}
@@ -161,6 +171,7 @@ The phases, in order:
 	}
 	f.add(cmd)
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "connect and gather facts, then print per host what apply would do, and change nothing")
+	cmd.Flags().BoolVar(&rollback, "rollback", false, "allow a kubernetesVersion one minor below the masters': undo an upgrade")
 	cmd.Flags().StringVar(&anvilBin, "anvil-binary", "", "the anvil binary to install on the hosts (default: this one)")
 	cmd.Flags().StringSliceVar(&kubeDirs, "kube-dir", nil, "directories holding <version>/ Kubernetes builds (default: ./bin/kube, then kube/ beside anvil, then /opt/anvil/bin)")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "where to write the admin kubeconfig (default: beside the cluster file, NAME.kubeconfig)")

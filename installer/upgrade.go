@@ -1,0 +1,149 @@
+package installer
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"anvil.dev/anvil/images"
+	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/internal/sshx"
+)
+
+// kubectlOnHost is the kubectl the upload links on every host.
+const kubectlOnHost = hostfs.LinkDir + "/" + images.Kubectl
+
+// Phase upgrade: the masters whose node state names another Kubernetes
+// version than the cluster file (the upload phase has put the file's
+// version beside the old one on every host) are switched to it with
+// `anvil upgrade --to VERSION`, one at a time, each finished before the
+// next begins: etcd healthy before and after on each, its components
+// switched one at a time (master/upgrade.go). The first failure stops
+// the roll; the masters not reached keep the old version, which runs as
+// before. A re-run resumes: a switched master's state names the new
+// version, and `anvil upgrade` skips what an interrupted run switched.
+//
+// The workers follow in the upgrade-workers phase.
+
+func planUpgrade(r *run) plan {
+	pl := plan{oneAtATime: true}
+	to := r.cluster.KubernetesVersion
+	var down []string
+	for _, h := range r.hosts {
+		if h.IsMaster() && h.failed() {
+			down = append(down, h.Name)
+		}
+	}
+	for _, h := range r.alive() {
+		if !h.IsMaster() || h.facts == nil || h.facts.Node == nil || h.facts.Node.KubernetesVersion == to && h.facts.Node.UpgradingTo == "" {
+			continue
+		}
+		from := h.facts.Node.KubernetesVersion
+		if u := h.facts.Node.UpgradingTo; u != "" {
+			from += " (an unfinished switch to " + u + ")"
+		}
+		args := []string{anvilOn(to), "upgrade", "--to", to}
+		if r.apply.o.Rollback {
+			args = append(args, "--rollback")
+		}
+		pl.steps = append(pl.steps, step{host: h, do: fmt.Sprintf("Kubernetes %s → %s: %s (one master at a time; etcd healthy before and after)", from, to, shellJoin(args)), run: func(ctx context.Context) (string, error) {
+			if len(down) > 0 {
+				return "", fmt.Errorf("master(s) %s cannot be reached: upgrading %s now would leave etcd one member short while it restarts; bring them back first", strings.Join(down, ", "), h.Name)
+			}
+			ctx, cancel := context.WithTimeout(ctx, r.apply.o.Timeout+5*time.Minute)
+			defer cancel()
+			start := time.Now()
+			if err := r.runLogged(ctx, h, "anvil upgrade", shellJoin(args), nil, io.Discard); err != nil {
+				return "", fmt.Errorf("%w (the masters not reached keep Kubernetes %s; apply again to resume, or set kubernetesVersion: %s and apply with --rollback to go back)", err, from, from)
+			}
+			r.apply.upgraded.Store(h.Name, true)
+			return fmt.Sprintf("runs Kubernetes %s (%s → %s in %s)", to, from, to, time.Since(start).Round(100*time.Millisecond)), nil
+		}})
+	}
+	return pl
+}
+
+// Phase upgrade-workers: once every master runs the file's version, the
+// workers whose node stack runs another are switched, a bounded batch at
+// a time (a quarter of them, at least one): each is cordoned and drained
+// on the first master (kubectl drain: evictions, so PodDisruptionBudgets
+// hold), switched (`anvil upgrade --to VERSION` on it: the kubelet and
+// kube-proxy, then the agent), uncordoned, and Ready again with the new
+// kubelet before its step ends. A failed worker stays cordoned, named,
+// and the others go on.
+func planUpgradeWorkers(r *run) plan {
+	to := r.cluster.KubernetesVersion
+	var workers []*host
+	for _, h := range r.alive() {
+		if h.IsMaster() || h.facts == nil || h.facts.NodeStack == nil || h.facts.NodeStack.KubernetesVersion == to && h.facts.NodeStack.UpgradingTo == "" {
+			continue
+		}
+		workers = append(workers, h)
+	}
+	pl := plan{concurrency: max(1, len(workers)/4)}
+	if behind := r.mastersBehind(to); len(workers) > 0 && len(behind) > 0 {
+		for _, h := range workers {
+			pl.steps = append(pl.steps, step{host: h, do: fmt.Sprintf("nothing yet: master(s) %s do not run Kubernetes %s, and a kubelet is never newer than the control plane", strings.Join(behind, ", "), to)})
+		}
+		return pl
+	}
+	for _, h := range workers {
+		from := h.facts.NodeStack.KubernetesVersion
+		if u := h.facts.NodeStack.UpgradingTo; u != "" {
+			from += " (an unfinished switch to " + u + ")"
+		}
+		args := []string{anvilOn(to), "upgrade", "--to", to}
+		if r.apply.o.Rollback {
+			args = append(args, "--rollback")
+		}
+		pl.steps = append(pl.steps, step{host: h, do: fmt.Sprintf("Kubernetes %s → %s: drain %s, %s, uncordon, wait until it is Ready with the new kubelet", from, to, h.Name, shellJoin(args)), run: func(ctx context.Context) (string, error) {
+			if behind := r.mastersBehind(to); len(behind) > 0 {
+				return "", fmt.Errorf("master(s) %s do not run Kubernetes %s: a kubelet must never be newer than the control plane; the masters first", strings.Join(behind, ", "), to)
+			}
+			if r.primary == nil || r.primary.failed() {
+				return "", fmt.Errorf("no master to drain %s through", h.Name)
+			}
+			ctx, cancel := context.WithTimeout(ctx, r.apply.o.Timeout+5*time.Minute)
+			defer cancel()
+			start := time.Now()
+			kubectl := func(what string, args ...string) error {
+				cmd := shellJoin(append([]string{kubectlOnHost, "--kubeconfig", adminKubeconfigOnHost}, args...))
+				return r.runLogged(ctx, r.primary, what, cmd, nil, io.Discard)
+			}
+			if err := kubectl("kubectl drain "+h.Name, "drain", h.Name, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout", r.apply.o.Timeout.String()); err != nil {
+				return "", fmt.Errorf("%w (%s stays cordoned: kubectl uncordon %s when it should take pods again)", err, h.Name, h.Name)
+			}
+			if err := r.runLogged(ctx, h, "anvil upgrade", shellJoin(args), nil, io.Discard); err != nil {
+				return "", fmt.Errorf("%w (%s stays cordoned; apply again to resume, or set kubernetesVersion: %s and apply with --rollback)", err, h.Name, from)
+			}
+			if err := kubectl("kubectl uncordon "+h.Name, "uncordon", h.Name); err != nil {
+				return "", err
+			}
+			ready := fmt.Sprintf("for i in $(seq 180); do v=$(%s --kubeconfig %s get node %s -o jsonpath='{.status.nodeInfo.kubeletVersion} {.status.conditions[?(@.type==\"Ready\")].status}'); [ \"$v\" = %s ] && exit 0; sleep 1; done; echo \"$v\"; exit 1",
+				kubectlOnHost, adminKubeconfigOnHost, h.Name, sshx.ShellQuote(to+" True"))
+			if err := r.runLogged(ctx, r.primary, "wait until "+h.Name+" is Ready with kubelet "+to, ready, nil, io.Discard); err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("runs Kubernetes %s, Ready, uncordoned (%s → %s in %s)", to, from, to, time.Since(start).Round(100*time.Millisecond)), nil
+		}})
+	}
+	return pl
+}
+
+// mastersBehind are the masters not known to run version: failed, never
+// a member, or at another version and not upgraded by this run.
+func (r *run) mastersBehind(version string) []string {
+	var out []string
+	for _, h := range r.hosts {
+		if !h.IsMaster() {
+			continue
+		}
+		_, upgraded := r.apply.upgraded.Load(h.Name)
+		if h.failed() || h.facts == nil || h.facts.Node == nil || (h.facts.Node.KubernetesVersion != version || h.facts.Node.UpgradingTo != "") && !upgraded {
+			out = append(out, h.Name)
+		}
+	}
+	return out
+}
