@@ -62,9 +62,10 @@ unit:
 fuzz:
 	@hack/fuzz.sh $(FUZZTIME)
 
-# bench: every measured figure beside its anchor and the ratio.
-bench: deps kube
-	ANVIL_TEST_BINARY=$(CURDIR)/bin/anvil $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./... 2>&1 | tee bin/bench.log | grep -E '^(FIGURE|ok|FAIL|---)'
+# bench: every measured figure beside its anchor and the ratio (the
+# upgrade figures need the previous release: kube-prev).
+bench: deps kube kube-prev
+	ANVIL_UPGRADE_E2E=1 ANVIL_TEST_BINARY=$(CURDIR)/bin/anvil $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./... 2>&1 | tee bin/bench.log | grep -E '^(FIGURE|ok|FAIL|---)'
 
 # demo: the main job: a lab of machines on this host (3 masters, 2 workers;
 # systemd and sshd in each) made a cluster by `anvil cluster apply` over SSH,
