@@ -139,7 +139,7 @@ func loadBundle(anvil string, kubeDirs []string, version string) (*bundle, error
 		break
 	}
 	if m == nil {
-		return nil, fmt.Errorf("no build of Kubernetes %s in %s: build it with `make kube` (anvil images build --version %s)", version, strings.Join(kubeDirs, ", "), version)
+		return nil, fmt.Errorf("no build of Kubernetes %s in %s: build it with `make kube KUBE_VERSION=%s` (anvil images build --version %s), or import its bundle (anvil images import)", version, strings.Join(kubeDirs, ", "), version, version)
 	}
 	if m.KubernetesVersion != version {
 		return nil, fmt.Errorf("%s describes Kubernetes %s, not %s", dir, m.KubernetesVersion, version)
