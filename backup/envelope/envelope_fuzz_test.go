@@ -37,6 +37,11 @@ func FuzzEnvelope(f *testing.F) {
 	f.Add(empty)
 	f.Add(buildEnvelope(f, testHeader(), nil, testSnapshot(300)))
 	f.Add(buildEnvelope(f, testHeader(), []string{id.Recipient().String()}, testSnapshot(200)))
+	// A plain backup with a damaged payload chunk: refused as damaged
+	// whether or not an identity is given.
+	damaged := buildEnvelope(f, testHeader(), nil, testSnapshot(300))
+	damaged[len(damaged)/2] ^= 0x40
+	f.Add(damaged)
 	f.Add([]byte("ANVILBAK"))
 	f.Add([]byte{})
 
@@ -61,16 +66,23 @@ func FuzzEnvelope(f *testing.F) {
 			complete("envelope.VerifyBackup", verr)
 		}
 		// The identity is given for an encrypted backup only: with one, a
-		// plain backup is refused (no downgrade).
+		// plain backup is refused (no downgrade) — as not encrypted when it
+		// is otherwise sound, and in any case refused when it is damaged.
 		var ids []age.Identity
-		if h, err := envelope.ReadBackupHeader(bytes.NewReader(data)); err == nil && h.Encrypted {
+		h, herr := envelope.ReadBackupHeader(bytes.NewReader(data))
+		if herr == nil && h.Encrypted {
 			ids = append(ids, id)
-		} else if err == nil {
-			if _, _, _, err := readAll(data, id); !errors.Is(err, envelope.ErrNotEncrypted) {
-				t.Fatalf("a plain backup read with an identity: %v, want ErrNotEncrypted", err)
-			}
 		}
 		c, snap, files, err := readAll(data, ids...)
+		if herr == nil && !h.Encrypted {
+			_, _, _, iderr := readAll(data, id)
+			if err == nil && !errors.Is(iderr, envelope.ErrNotEncrypted) {
+				t.Fatalf("a sound plain backup read with an identity: %v, want ErrNotEncrypted", iderr)
+			}
+			if err != nil && iderr == nil {
+				t.Fatalf("a damaged plain backup (%v) was accepted when read with an identity", err)
+			}
+		}
 		if err != nil {
 			complete("envelope.ReadEnvelope", err)
 			if verr == nil && v.Contents != nil {
@@ -84,7 +96,7 @@ func FuzzEnvelope(f *testing.F) {
 		if verr == nil && v.Contents != nil && v.Contents.SnapshotSHA256 != c.SnapshotSHA256 {
 			t.Fatalf("envelope.VerifyBackup and envelope.ReadEnvelope disagree on the snapshot")
 		}
-		h, herr := envelope.ReadBackupHeader(bytes.NewReader(data))
+		h, herr = envelope.ReadBackupHeader(bytes.NewReader(data))
 		if herr != nil || !reflect.DeepEqual(*h, c.Header) {
 			t.Fatalf("envelope.ReadEnvelope accepted what envelope.ReadBackupHeader did not: %v", herr)
 		}
