@@ -213,6 +213,11 @@ type writer struct {
 }
 
 func startWriter(ctx context.Context, cs kubernetes.Interface) *writer {
+	return startWriterWith(ctx, func() (kubernetes.Interface, error) { return cs, nil })
+}
+
+// startWriterWith is startWriter with a client made for every write.
+func startWriterWith(ctx context.Context, client func() (kubernetes.Interface, error)) *writer {
 	w := &writer{quit: make(chan struct{}), done: make(chan struct{}), lastOK: time.Now()}
 	go func() {
 		defer close(w.done)
@@ -224,7 +229,10 @@ func startWriter(ctx context.Context, cs kubernetes.Interface) *writer {
 			}
 			name := fmt.Sprintf("w-%05d", i)
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err := cs.CoreV1().ConfigMaps(renewNS).Create(rctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+			cs, err := client()
+			if err == nil {
+				_, err = cs.CoreV1().ConfigMaps(renewNS).Create(rctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+			}
 			cancel()
 			w.mu.Lock()
 			if err == nil {
@@ -258,6 +266,17 @@ const renewNS = "renewal-writer"
 // renewNS.
 func writerClient(t testing.TB, ctx context.Context, cs kubernetes.Interface, kubeconfig string) kubernetes.Interface {
 	t.Helper()
+	w, err := writerConfig(kubeconfig, writerToken(t, ctx, cs))()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// writerToken makes renewNS, a service account allowed to edit in it, and
+// a token of an hour for it.
+func writerToken(t testing.TB, ctx context.Context, cs kubernetes.Interface) string {
+	t.Helper()
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: renewNS}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -276,16 +295,21 @@ func writerClient(t testing.TB, ctx context.Context, cs kubernetes.Interface, ku
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
+	return tok.Status.Token
+}
+
+// writerConfig makes a client with token through kubeconfig's server,
+// trusting the CAs kubeconfig names when it is called (a CA rotation
+// replaces the file).
+func writerConfig(kubeconfig, token string) func() (kubernetes.Interface, error) {
+	return func() (kubernetes.Interface, error) {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, err
+		}
+		wcfg := &rest.Config{Host: cfg.Host, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAData: cfg.CAData}, Timeout: 5 * time.Second}
+		return kubernetes.NewForConfig(wcfg)
 	}
-	wcfg := &rest.Config{Host: cfg.Host, BearerToken: tok.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: cfg.CAData}, Timeout: 5 * time.Second}
-	w, err := kubernetes.NewForConfig(wcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return w
 }
 
 // freshKubeconfig is master m's admin.conf as it is now (renewed), on

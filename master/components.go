@@ -348,8 +348,10 @@ func controllerManagerComponent(p Plan) (component.Spec, error) {
 		// bootstrap signer signs cluster-info for each token (JWS), the token
 		// cleaner deletes expired tokens.
 		{Name: "controllers", Value: "*,bootstrapsigner,tokencleaner"},
-		// Node CSRs (TLS bootstrap, renewal) are signed with the cluster CA.
-		{Name: "cluster-signing-cert-file", Value: ca},
+		// Node CSRs (TLS bootstrap, renewal) are signed with the cluster CA:
+		// its signing certificate alone, as the signer takes exactly one
+		// (ca.crt is the trust bundle, two CAs during a rotation).
+		{Name: "cluster-signing-cert-file", Value: p.pkiFile(pki.ClusterSigningCertFile)},
 		{Name: "cluster-signing-key-file", Value: p.key(pki.CACertAndKeyBaseName)},
 		// Published to every namespace as kube-root-ca.crt and put in
 		// service-account token Secrets.
@@ -389,7 +391,7 @@ func controllerManagerComponent(p Plan) (component.Spec, error) {
 		Description: "Kubernetes controller manager",
 		Binary:      p.k8sBinary(ControllerManager),
 		Args:        args,
-		Files: append(pkiFiles(p, ca, p.key(pki.CACertAndKeyBaseName),
+		Files: append(pkiFiles(p, ca, p.key(pki.CACertAndKeyBaseName), p.pkiFile(pki.ClusterSigningCertFile),
 			p.cert(pki.FrontProxyCACertAndKeyBaseName),
 			p.pkiFile(pki.ServiceAccountKeyName),
 		), component.File{Path: kubeconfig, Mode: 0o600, Secret: true}),

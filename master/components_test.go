@@ -66,7 +66,7 @@ func TestSecureDefaults(t *testing.T) {
 			"use-service-account-credentials":  "true",
 			"bind-address":                     "127.0.0.1",
 			"profiling":                        "false",
-			"cluster-signing-cert-file":        "/etc/kubernetes/pki/ca.crt",
+			"cluster-signing-cert-file":        "/etc/kubernetes/pki/cluster-signing-ca.crt",
 			"cluster-signing-key-file":         "/etc/kubernetes/pki/ca.key",
 			"root-ca-file":                     "/etc/kubernetes/pki/ca.crt",
 			"service-account-private-key-file": "/etc/kubernetes/pki/sa.key",

@@ -155,20 +155,38 @@ func renewAndRestart(ctx context.Context, cp *ControlPlane, dir, kubeconfigs str
 	if err != nil {
 		return err
 	}
-	var paths []string // as the components name them
+	var paths []string
 	for _, r := range results {
 		rec.Renewed = append(rec.Renewed, r.Name)
-		rel, err := filepath.Rel(cp.Root.Path("/"), r.Path)
+		paths = append(paths, r.Path)
+	}
+	log.Info("renewed", "names", strings.Join(rec.Renewed, ","))
+	restarted, err := cp.restartReaders(ctx, paths, log)
+	rec.Restarted = restarted
+	if err != nil {
+		return fmt.Errorf("restart to read the renewed certificates: %w", err)
+	}
+	return nil
+}
+
+// restartReaders restarts the components that read a file in hostPaths
+// (paths under cp.Root), one at a time in start order, each ready before
+// the next, the VIP handed to another master first; it returns those it
+// restarted. Its error names the component that did not come back.
+func (cp *ControlPlane) restartReaders(ctx context.Context, hostPaths []string, log *slog.Logger) ([]string, error) {
+	var paths []string // as the components name them
+	for _, p := range hostPaths {
+		rel, err := filepath.Rel(cp.Root.Path("/"), p)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		paths = append(paths, cp.Plan.Root.Path("/"+rel))
 	}
-	log.Info("renewed", "names", strings.Join(rec.Renewed, ","))
 	cs, err := cp.Components()
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var restarted []string
 	restart := readers(cs, paths)
 	var handedOver *component.Spec
 	if i := slices.IndexFunc(restart, func(s component.Spec) bool { return s.Name == VIP }); i >= 0 && len(restart) > 1 && cp.Layout != v1alpha1.LayoutStaticPod {
@@ -179,7 +197,7 @@ func renewAndRestart(ctx context.Context, cp *ControlPlane, dir, kubeconfigs str
 		vip := restart[i]
 		restart = append(slices.Delete(restart, i, i+1), vip)
 		if err := cp.handOverVIP(ctx, vip, log); err != nil {
-			return err
+			return nil, err
 		}
 		handedOver = &vip
 		defer func() {
@@ -202,12 +220,12 @@ func renewAndRestart(ctx context.Context, cp *ControlPlane, dir, kubeconfigs str
 			err = cp.restart(ctx, s)
 		}
 		if err != nil {
-			return fmt.Errorf("restart %s to read its renewed certificates: %w", s.Name, err)
+			return restarted, fmt.Errorf("%s: %w", s.Name, err)
 		}
-		rec.Restarted = append(rec.Restarted, s.Name)
+		restarted = append(restarted, s.Name)
 		log.Info("restarted", "component", s.Name, "took", time.Since(start).Round(10*time.Millisecond).String())
 	}
-	return nil
+	return restarted, nil
 }
 
 // handOverVIP stops this master's VIP manager, which releases the VIP's

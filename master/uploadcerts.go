@@ -82,12 +82,17 @@ func secretKey(hostPath string) string {
 // in kube-system/anvil-certs for CertsTTL, readable by bootstrap tokens (the
 // joining master still needs the key). Uploading again replaces them.
 func UploadCerts(ctx context.Context, cs kubernetes.Interface, root hostfs.Root, key CertificateKey, now time.Time) error {
+	return uploadFiles(ctx, cs, root, key, now, CertsSecretName, sharedFiles())
+}
+
+// uploadFiles seals files under root with key into the Secret name.
+func uploadFiles(ctx context.Context, cs kubernetes.Interface, root hostfs.Root, key CertificateKey, now time.Time, name string, files []string) error {
 	aead, err := newAEAD(key)
 	if err != nil {
 		return err
 	}
 	data := map[string][]byte{}
-	for _, f := range sharedFiles() {
+	for _, f := range files {
 		b, err := os.ReadFile(root.Path(f))
 		if err != nil {
 			return fmt.Errorf("upload certs: %w", err)
@@ -107,14 +112,14 @@ func UploadCerts(ctx context.Context, cs kubernetes.Interface, root hostfs.Root,
 	}
 	s := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: CertsSecretName, Namespace: metav1.NamespaceSystem, Labels: ownedLabels(),
+			Name: name, Namespace: metav1.NamespaceSystem, Labels: ownedLabels(),
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Secret", Name: owner.Name, UID: owner.UID}},
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: data,
 	}
 	secrets := cs.CoreV1().Secrets(metav1.NamespaceSystem)
-	if err := secrets.Delete(ctx, CertsSecretName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	if err := secrets.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
 	if _, err := secrets.Create(ctx, s, metav1.CreateOptions{}); err != nil {
@@ -164,29 +169,9 @@ var ErrWrongCertificateKey = errors.New("the certificate key does not decrypt th
 // root, all 0600 (certificates too: CIS 1.1.20). It refuses to replace a different
 // CA already on disk unless force.
 func DownloadCerts(ctx context.Context, cs kubernetes.Interface, root hostfs.Root, key CertificateKey, force bool) error {
-	s, err := cs.CoreV1().Secrets(metav1.NamespaceSystem).Get(ctx, CertsSecretName, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return ErrCertsExpired
-	}
-	if err != nil {
-		return fmt.Errorf("download certs: %w", err)
-	}
-	aead, err := newAEAD(key)
+	plain, err := downloadFiles(ctx, cs, key, CertsSecretName, sharedFiles())
 	if err != nil {
 		return err
-	}
-	plain := map[string][]byte{}
-	for _, f := range sharedFiles() {
-		k := secretKey(f)
-		box := s.Data[k]
-		if len(box) < aead.NonceSize() {
-			return fmt.Errorf("download certs: %s is missing from the upload", k)
-		}
-		b, err := aead.Open(nil, box[:aead.NonceSize()], box[aead.NonceSize():], []byte(k))
-		if err != nil {
-			return ErrWrongCertificateKey
-		}
-		plain[f] = b
 	}
 	// Check before writing anything: a machine holding another cluster's
 	// CA must not silently switch.
@@ -196,13 +181,47 @@ func DownloadCerts(ctx context.Context, cs kubernetes.Interface, root hostfs.Roo
 			return fmt.Errorf("%s holds a different CA than the cluster's; this machine belonged to another cluster (anvil reset it, or pass --force)", root.Path(f))
 		}
 	}
-	// Certificates 0600 like the keys, as package pki writes them.
+	return writeFiles(root, plain)
+}
+
+// writeFiles writes downloaded files under root, certificates 0600 like
+// the keys, as package pki writes them.
+func writeFiles(root hostfs.Root, plain map[string][]byte) error {
 	for f, b := range plain {
 		if _, err := fsutil.EnsureFile(root.Path(f), b, 0o600, 0o700); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// downloadFiles fetches the Secret name and opens each of files with key.
+func downloadFiles(ctx context.Context, cs kubernetes.Interface, key CertificateKey, name string, files []string) (map[string][]byte, error) {
+	s, err := cs.CoreV1().Secrets(metav1.NamespaceSystem).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, ErrCertsExpired
+	}
+	if err != nil {
+		return nil, fmt.Errorf("download certs: %w", err)
+	}
+	aead, err := newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	plain := map[string][]byte{}
+	for _, f := range files {
+		k := secretKey(f)
+		box := s.Data[k]
+		if len(box) < aead.NonceSize() {
+			return nil, fmt.Errorf("download certs: %s is missing from the upload", k)
+		}
+		b, err := aead.Open(nil, box[:aead.NonceSize()], box[aead.NonceSize():], []byte(k))
+		if err != nil {
+			return nil, ErrWrongCertificateKey
+		}
+		plain[f] = b
+	}
+	return plain, nil
 }
 
 func newAEAD(key CertificateKey) (cipher.AEAD, error) {

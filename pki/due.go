@@ -59,7 +59,7 @@ func CAWarnings(e Expiration, now time.Time) []string {
 		if c.Expires.After(now) {
 			left = fmt.Sprintf("expires %s, in %d days", c.Expires.Format(time.RFC3339), int(c.Expires.Sub(now).Hours()/24))
 		}
-		out = append(out, fmt.Sprintf("CA %s (%s) %s: everything it signed stops being trusted then, and anvil does not rotate CAs by itself", c.Name, c.Path, left))
+		out = append(out, fmt.Sprintf("CA %s (%s) %s: everything it signed stops being trusted then; replace it before: anvil cluster rotate-ca -f CLUSTER-FILE", c.Name, c.Path, left))
 	}
 	return out
 }

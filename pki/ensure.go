@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/x509"
 	"errors"
@@ -85,6 +86,9 @@ func Ensure(dir string, cfg Config, opts Options) ([]Result, error) {
 	if err := p.loadCAs(true); err != nil {
 		return nil, err
 	}
+	if err := p.signingFile(); err != nil {
+		return nil, err
+	}
 	for _, spec := range Certificates() {
 		if err := p.leaf(spec, false); err != nil {
 			return nil, err
@@ -132,8 +136,54 @@ type authority struct {
 	keyPath  string
 	cert     *x509.Certificate
 	key      crypto.Signer // nil: externally managed
+	// trust is the certificate file as found: the CAs its readers trust,
+	// the signing one first (more than one during a rotation).
+	trust []byte
 	// fresh means this run makes the CA, so nothing on disk is its.
 	fresh bool
+}
+
+// signedByPrevious says whether c is signed by a CA trusted beside the
+// signing one (during a rotation).
+func (a *authority) signedByPrevious(c *x509.Certificate) bool {
+	certs, err := ParseCerts(a.trust)
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(certs[1:], func(ca *x509.Certificate) bool { return c.CheckSignatureFrom(ca) == nil })
+}
+
+// trusts says whether c is among the CAs a's readers trust.
+func (a *authority) trusts(c *x509.Certificate) bool {
+	certs, err := ParseCerts(a.trust)
+	return err == nil && slices.ContainsFunc(certs, c.Equal)
+}
+
+// trustPEM is what a kubeconfig signed by a trusts.
+func (a *authority) trustPEM() []byte {
+	if a.fresh || len(a.trust) == 0 {
+		return EncodeCert(a.cert)
+	}
+	return a.trust
+}
+
+// signingFile plans ClusterSigningCertFile: the cluster CA's signing
+// certificate alone, for the controller-manager.
+func (p *planner) signingFile() error {
+	ca := p.cas[CAName]
+	if ca == nil || ca.cert == nil {
+		return nil
+	}
+	f, err := readFile(p.path(ClusterSigningCertFile))
+	if err != nil {
+		return err
+	}
+	if want := EncodeCert(ca.cert); !bytes.Equal(f.Data, want) {
+		p.writes = append(p.writes, write{f.Path, want, certMode})
+	} else if f.Mode&0o077 != 0 {
+		p.chmods = append(p.chmods, write{path: f.Path, mode: certMode})
+	}
+	return nil
 }
 
 func newPlanner(dir string, cfg Config, opts Options) (*planner, error) {
@@ -195,7 +245,7 @@ func (p *planner) loadCAs(create bool) error {
 		if err != nil {
 			return err
 		}
-		a := &authority{spec: spec, certPath: pr.certFile.Path, keyPath: pr.keyFile.Path, cert: pr.cert, key: pr.key}
+		a := &authority{spec: spec, certPath: pr.certFile.Path, keyPath: pr.keyFile.Path, cert: pr.cert, key: pr.key, trust: pr.certFile.Data}
 		p.cas[spec.Name] = a
 		res := Result{Name: spec.Name, Path: a.certPath, Action: Kept}
 		var broken error
@@ -260,6 +310,9 @@ func (p *planner) leaf(spec CertSpec, renew bool) error {
 	switch {
 	case !pr.certFile.exists() && !pr.keyFile.exists():
 		res.Action = Created
+	case pr.certFile.exists() && !ca.fresh && pr.cert.CheckSignatureFrom(ca.cert) != nil && ca.signedByPrevious(pr.cert):
+		// A CA rotation's reissue: the old CA is still trusted.
+		res.Action, res.Reason = Reissued, "was signed by the previous CA"
 	case pr.certFile.exists() && (ca.fresh || pr.cert.CheckSignatureFrom(ca.cert) != nil):
 		if !p.opts.Force {
 			return fmt.Errorf("%s is not signed by %s (a different CA): %w", pr.certFile.Path, ca.certPath, ErrNeedsForce)

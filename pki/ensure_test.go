@@ -43,6 +43,7 @@ func TestEnsureCreatesKubeadmLayout(t *testing.T) {
 		// CIS 1.1.20: certificates 0600 like the keys, sa.pub too.
 		"etc/kubernetes/pki/sa.key": 0o600, "etc/kubernetes/pki/sa.pub": 0o600,
 		"etc/kubernetes/pki/backup-signing.key": 0o600, "etc/kubernetes/pki/backup-signing.pub": 0o600,
+		"etc/kubernetes/pki/" + ClusterSigningCertFile: 0o600,
 	}
 	for _, f := range SharedFiles() {
 		if strings.HasSuffix(f, ".crt") || strings.HasSuffix(f, ".key") {
@@ -550,7 +551,7 @@ func TestEnsureTightensCertificateModes(t *testing.T) {
 		}
 		return err
 	})
-	if len(certs) != len(CAs())+len(Certificates())+len(KeyPairs()) {
+	if len(certs) != len(CAs())+len(Certificates())+len(KeyPairs())+1 { // +1: the signing certificate alone
 		t.Fatalf("found %d certificates and public keys: %v", len(certs), certs)
 	}
 	for _, f := range certs {

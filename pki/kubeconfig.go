@@ -71,7 +71,7 @@ func (p *planner) kubeconfig(spec KubeconfigSpec, renew bool) error {
 	if err != nil {
 		return err
 	}
-	data, err := buildKubeconfig(p.cfg.ClusterName, server, spec.User, EncodeCert(ca.cert), EncodeCert(cert), keyPEM)
+	data, err := buildKubeconfig(p.cfg.ClusterName, server, spec.User, ca.trustPEM(), EncodeCert(cert), keyPEM)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)
 	}
@@ -131,6 +131,9 @@ func staleKubeconfig(kc *clientcmdapi.Config, spec KubeconfigSpec, ca *authority
 	if err != nil {
 		return "certificate-authority-data: " + err.Error(), false
 	}
+	if !ca.fresh && !caCerts[0].Equal(ca.cert) && ca.trusts(caCerts[0]) {
+		return "it trusts the previous CA first (a CA rotation)", false
+	}
 	if ca.fresh || !caCerts[0].Equal(ca.cert) {
 		return "it trusts a different CA than " + ca.certPath, true
 	}
@@ -140,6 +143,9 @@ func staleKubeconfig(kc *clientcmdapi.Config, spec KubeconfigSpec, ca *authority
 	}
 	cert := certs[0]
 	if cert.CheckSignatureFrom(ca.cert) != nil {
+		if !ca.fresh && ca.signedByPrevious(cert) {
+			return "its client certificate is signed by the previous CA (a CA rotation)", false
+		}
 		return "its client certificate is not signed by " + ca.certPath, true
 	}
 	if cr.server != server {

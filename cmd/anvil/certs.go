@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"cmp"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/util/duration"
 
+	"anvil.dev/anvil/agent"
 	api "anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/master"
@@ -31,10 +34,11 @@ makes one on any master when you need it.`,
   anvil certs check-expiration
   anvil certs renew all -f cluster.yaml --node m1
   anvil certs renew-due
-  anvil certs ca-hash`,
+  anvil certs ca-hash
+  anvil certs rotate-ca --stage drop`,
 		Args: cobra.NoArgs,
 	}
-	cmd.AddCommand(newCertsGenerateCmd(a), newCertsCheckExpirationCmd(a), newCertsRenewCmd(a), newCertsRenewDueCmd(a), newCertsCAHashCmd(a))
+	cmd.AddCommand(newCertsGenerateCmd(a), newCertsCheckExpirationCmd(a), newCertsRenewCmd(a), newCertsRenewDueCmd(a), newCertsCAHashCmd(a), newCertsRotateCACmd(a))
 	return cmd
 }
 
@@ -407,4 +411,99 @@ It is the same as:
 	cmd.Flags().StringVar(&o.cert, "cert", "", "CA certificate file (a plain path, not under --root); default: ca.crt in --dir")
 	cmd.MarkFlagsMutuallyExclusive("cert", "dir")
 	return cmd
+}
+
+func newCertsRotateCACmd(a *app) *cobra.Command {
+	var root, stage, keyFile, output string
+	var prepare bool
+	cmd := &cobra.Command{
+		Use:   "rotate-ca --stage trust|reissue|drop",
+		Short: "Do this machine's part of one stage of a CA rotation",
+		Long: `Replace the cluster's CAs (kubernetes, etcd-ca, front-proxy-ca) without
+downtime, in three stages. Each stage runs on every master, one at a time, then
+on every worker, before the next stage begins; 'anvil cluster rotate-ca -f
+cluster.yaml' runs them all in that order over SSH, and is what you normally use.
+
+  trust    the next CAs are trusted beside the current ones (ca.crt holds both,
+           the kubeconfigs and the kubelets trust both); everything still signs
+           with the current CAs. On the first master --prepare makes the next
+           CAs and uploads them sealed with the certificate key; the other
+           masters fetch them with the same key. Pods that talk to the API
+           read the new kube-root-ca.crt only when they start again.
+  reissue  the next CAs sign (ca.key is theirs; the old CAs stay trusted);
+           every leaf certificate and kubeconfig is issued again, the nodes'
+           client certificates too, and the kubelets ask for new serving ones.
+  drop     the old CAs are no longer trusted anywhere.
+
+Each stage restarts what reads a changed file, one component at a time, each
+ready before the next (the VIP goes to another master first); the masters take
+turns, so etcd's quorum and the API stay up. cluster-info publishes the bundle
+of each stage, which is where workers read it. Running a finished stage again
+does nothing. Kubeconfigs copied off the masters (yours) need the new CA
+before the reissue stage: anvil cluster rotate-ca rewrites the one it uses.`,
+		Example: `  # on the first master, the certificate key on stdin
+  anvil certs rotate-ca --stage trust --prepare --certificate-key-file - < key
+  # on the other masters, then on every worker
+  anvil certs rotate-ca --stage trust --certificate-key-file - < key
+  anvil certs rotate-ca --stage trust
+  # then reissue everywhere, then drop everywhere
+  anvil certs rotate-ca --stage reissue -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !slices.Contains(pki.RotateStages(), stage) {
+				return usageError("--stage must be one of %s", strings.Join(pki.RotateStages(), ", "))
+			}
+			task, done := a.nodeTask(hostnameOr("rotate-ca"))
+			defer done()
+			r := hostfs.Root(root)
+			if st, err := master.ReadNodeState(r); err == nil && st.Role == api.RoleMaster {
+				o := master.RotateCAOptions{Root: r, Stage: stage, Prepare: prepare, Log: a.logger(), Task: task}
+				if stage == pki.RotateTrust {
+					line, err := readSecret(bufio.NewReader(io.LimitReader(a.in, 4096)), "certificate-key", "", keyFile,
+						"the trust stage on a master needs the certificate key that seals the next CAs: --certificate-key-file FILE or - (stdin); anvil cluster rotate-ca makes one")
+					if err != nil {
+						return err
+					}
+					if o.Key, err = master.ParseCertificateKey(line.value); err != nil {
+						return line.wrap(err)
+					}
+				}
+				res, err := master.RotateCA(cmd.Context(), o)
+				if err != nil {
+					return err
+				}
+				return printOutput(a.out, output, res, func() error {
+					fmt.Fprintf(a.out, "%s: stage %s: %d files changed, restarted %s\n", res.Node, res.Stage, len(res.Changed), listOrNone(res.Restarted))
+					if n := res.NodeStack; n != nil {
+						fmt.Fprintf(a.out, "%s: node stack trusts %s, restarted %s\n", n.Node, strings.Join(n.Trusts, " "), listOrNone(n.Restarted))
+					}
+					return nil
+				})
+			}
+			if prepare {
+				return usageError("--prepare is for the first master: the next CAs are made there")
+			}
+			res, err := agent.RotateCA(cmd.Context(), agent.RotateCAOptions{Root: r, Stage: stage, Log: a.logger()})
+			if err != nil {
+				return err
+			}
+			return printOutput(a.out, output, res, func() error {
+				fmt.Fprintf(a.out, "%s: stage %s: trusts %s, restarted %s\n", res.Node, res.Stage, strings.Join(res.Trusts, " "), listOrNone(res.Restarted))
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&root, "root", "", "prefix for every host path")
+	cmd.Flags().StringVar(&stage, "stage", "", "stage to run: "+strings.Join(pki.RotateStages(), ", "))
+	cmd.Flags().BoolVar(&prepare, "prepare", false, "trust stage, first master: make the next CAs and upload them sealed with the certificate key")
+	cmd.Flags().StringVar(&keyFile, "certificate-key-file", "", "trust stage, masters: file holding the certificate key, or - for stdin")
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func listOrNone(s []string) string {
+	if len(s) == 0 {
+		return "nothing"
+	}
+	return strings.Join(s, ", ")
 }

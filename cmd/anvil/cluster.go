@@ -59,7 +59,7 @@ ssh-agent; bastions and passwordless sudo are supported. Binaries are
 uploaded only when their sha256 on the host differs.`,
 	}
 	cmd.AddCommand(newClusterApplyCmd(a), newClusterResetCmd(a), newClusterStatusCmd(a), newClusterKubeconfigCmd(a), newClusterHelperCmd(a),
-		newClusterBackupCmd(a), newClusterRestoreCmd(a), newClusterSupportBundleCmd(a))
+		newClusterBackupCmd(a), newClusterRestoreCmd(a), newClusterSupportBundleCmd(a), newClusterRotateCACmd(a))
 	return cmd
 }
 
