@@ -129,7 +129,17 @@ func RotateCA(ctx context.Context, o RotateCAOptions) (*RotateCAResult, error) {
 	// The kubelet's, when this node runs one.
 	restart := []component.Spec{{Name: Name}}
 	if st != nil {
-		changed, err := rotateKubelet(o, st, next, o.Stage == pki.RotateReissue && !bytes.Equal(next.CertPEM, creds.CertPEM))
+		signer, err := signingCA(bundle)
+		if err != nil {
+			return nil, err
+		}
+		// A serving certificate of the old CA is asked for again once the
+		// new CA signs: at the reissue stage on a worker (every master signs
+		// with the new CA by then), at the drop stage on a master (whose
+		// kubelet may have been served by a controller-manager not yet
+		// switched).
+		renewServing := o.Stage != pki.RotateTrust && !servingSignedBy(o.Root, signer)
+		changed, err := rotateKubelet(o, st, next, o.Stage == pki.RotateReissue && !bytes.Equal(next.CertPEM, creds.CertPEM), renewServing)
 		if err != nil {
 			return nil, fmt.Errorf("node %s: %w", cfg.NodeName, err)
 		}
@@ -245,6 +255,20 @@ func kubeletSignedBy(root hostfs.Root, ca *x509.Certificate) bool {
 	return err == nil && certs[0].CheckSignatureFrom(ca) == nil
 }
 
+// kubeletServingCert is the kubelet's current serving pair.
+const kubeletServingCert = node.KubeletPKIDir + "/kubelet-server-current.pem"
+
+// servingSignedBy says whether the kubelet's serving certificate is signed
+// by ca; true when there is none (it is being asked for).
+func servingSignedBy(root hostfs.Root, ca *x509.Certificate) bool {
+	b, err := os.ReadFile(root.Path(kubeletServingCert))
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	certs, err := pki.ParseCerts(b)
+	return err == nil && certs[0].CheckSignatureFrom(ca) == nil
+}
+
 // requestCert asks the cluster for a node client certificate: a CSR made
 // with the node's current certificate, as a renewal is.
 func requestCert(ctx context.Context, cli *apiClient, nodeName string, log *slog.Logger) ([]byte, []byte, error) {
@@ -263,7 +287,7 @@ func requestCert(ctx context.Context, cli *apiClient, nodeName string, log *slog
 // rotateKubelet has the kubelet trust next.CAPEM and, when reissued, use
 // next's certificate; a new serving certificate is asked for at the next
 // start by removing the current one.
-func rotateKubelet(o RotateCAOptions, st *node.StackState, next Credentials, reissued bool) ([]string, error) {
+func rotateKubelet(o RotateCAOptions, st *node.StackState, next Credentials, reissued, renewServing bool) ([]string, error) {
 	runtimeRoot, err := runtimeRootOf(o.Root, node.StackLayout(st.Layout))
 	if err != nil {
 		return nil, err
@@ -294,8 +318,8 @@ func rotateKubelet(o RotateCAOptions, st *node.StackState, next Credentials, rei
 	if after, _ := os.ReadFile(o.Root.Path(node.KubeletKubeconfig)); !bytes.Equal(before, after) || reissued {
 		changed = append(changed, o.Root.Path(node.KubeletKubeconfig))
 	}
-	if reissued {
-		serving := o.Root.Path(node.KubeletPKIDir + "/kubelet-server-current.pem")
+	if renewServing {
+		serving := o.Root.Path(kubeletServingCert)
 		if err := os.Remove(serving); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, err
 		}
