@@ -17,6 +17,9 @@ import (
 // Name is the agent's component name; it runs as anvil-agent.service.
 const Name = "agent"
 
+// Unit is the agent's systemd unit.
+const Unit = "anvil-agent.service"
+
 // ConfigFile is the agent's configuration, as a host path.
 const ConfigFile = hostfs.AnvilConfDir + "/agent.yaml"
 
@@ -93,7 +96,7 @@ func Component(o ComponentOptions) (component.Spec, error) {
 	sandbox := component.Sandbox{Sysctls: o.PodNetwork}
 	c := component.Spec{
 		Name:        Name,
-		Unit:        "anvil-agent.service",
+		Unit:        Unit,
 		Description: "anvil node agent",
 		Binary:      bin,
 		Subcommand:  []string{"agent"},

@@ -19,6 +19,7 @@ import (
 
 	"anvil.dev/anvil/api/v1alpha1"
 	"anvil.dev/anvil/component"
+	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/layout"
 	"anvil.dev/anvil/node"
@@ -92,7 +93,7 @@ func RotateCA(ctx context.Context, o RotateCAOptions) (*RotateCAResult, error) {
 	next := creds
 	bundle := o.Bundle
 	if bundle == nil {
-		if bundle, err = publishedBundle(ctx, cli); err != nil {
+		if bundle, err = publishedBundle(ctx, cfg, creds); err != nil {
 			return nil, err
 		}
 	}
@@ -127,7 +128,7 @@ func RotateCA(ctx context.Context, o RotateCAOptions) (*RotateCAResult, error) {
 		res.Changed = append(res.Changed, cfg.Kubeconfig)
 	}
 	// The kubelet's, when this node runs one.
-	restart := []component.Spec{{Name: Name}}
+	restart := []component.Spec{{Name: Name, Unit: Unit}}
 	if st != nil {
 		signer, err := signingCA(bundle)
 		if err != nil {
@@ -144,15 +145,22 @@ func RotateCA(ctx context.Context, o RotateCAOptions) (*RotateCAResult, error) {
 			return nil, fmt.Errorf("node %s: %w", cfg.NodeName, err)
 		}
 		res.Changed = append(res.Changed, changed...)
-		restart = []component.Spec{{Name: node.Kubelet}, {Name: node.KubeProxy}, {Name: Name}}
+		restart = []component.Spec{{Name: node.Kubelet}, {Name: node.KubeProxy}, {Name: Name, Unit: Unit}}
 	}
 	if certs, err := pki.ParseCerts(next.CAPEM); err == nil {
 		for _, c := range certs {
 			res.Trusts = append(res.Trusts, pki.CAHashOf(c).String())
 		}
 	}
+	// What changed is restarted, also when an earlier run changed it and
+	// stopped before its restarts (the pending mark).
+	pending := o.Root.Path(RotationRestartFile)
 	if len(res.Changed) == 0 {
-		return res, nil
+		if _, err := os.Stat(pending); err != nil {
+			return res, nil
+		}
+	} else if err := fsutil.WriteFile(pending, []byte(o.Stage+"\n"), 0o600, 0o700); err != nil {
+		return res, err
 	}
 	l := o.Layout
 	if st != nil {
@@ -165,8 +173,15 @@ func RotateCA(ctx context.Context, o RotateCAOptions) (*RotateCAResult, error) {
 		res.Restarted = append(res.Restarted, s.Name)
 		log.Info("restarted", "component", s.Name)
 	}
+	if err := os.Remove(pending); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return res, err
+	}
 	return res, nil
 }
+
+// RotationRestartFile marks a node whose CA rotation changed files its
+// components have not been restarted to read yet.
+const RotationRestartFile = hostfs.StateDir + "/ca-rotation-node-restart"
 
 // credsClient is an API client with the node's credentials.
 func credsClient(cfg *Config, creds Credentials, agent string) (*apiClient, error) {
@@ -183,8 +198,19 @@ func credsClient(cfg *Config, creds Credentials, agent string) (*apiClient, erro
 }
 
 // publishedBundle is the cluster CA bundle cluster-info publishes, read
-// over a connection the node's current trust checked.
-func publishedBundle(ctx context.Context, cli *apiClient) ([]byte, error) {
+// over a connection the node's current trust checked. cluster-info is
+// readable anonymously only (the Node authorizer denies it to a node), so
+// no client certificate is sent.
+func publishedBundle(ctx context.Context, cfg *Config, creds Credentials) ([]byte, error) {
+	pool, err := creds.caPool()
+	if err != nil {
+		return nil, err
+	}
+	cli, err := newAPIClient(clientOptions{Servers: cfg.Servers, CAs: pool, UserAgent: "anvil-rotate-ca (" + cfg.NodeName + ")"})
+	if err != nil {
+		return nil, err
+	}
+	defer cli.close()
 	var cm corev1.ConfigMap
 	if err := cli.do(ctx, "GET", clusterInfoURLPath, "", nil, &cm); err != nil {
 		return nil, fmt.Errorf("read the cluster CA bundle (ConfigMap kube-public/cluster-info): %w", err)

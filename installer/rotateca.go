@@ -51,6 +51,8 @@ type rotateState struct {
 	// from is the first stage to run: where an earlier rotation stopped,
 	// as the masters' PKI says (probe).
 	from string
+	// recorded is the stage the primary's record names.
+	recorded string
 	// states are the masters' (caNone, caNext, caReissued).
 	states map[string]string
 	mu     sync.Mutex
@@ -147,6 +149,9 @@ func RotateCA(ctx context.Context, o RotateCAOptions) (*RotateCAResult, error) {
 			phases = append(phases, changing("restart-api-clients", rs.planRestartClients))
 		}
 	}
+	if stages[len(stages)-1] == pki.RotateDrop {
+		phases = append(phases, changing("finish", rs.planFinish))
+	}
 	start := time.Now()
 	err = r.do(ctx, "rotate-ca", phases)
 	return &RotateCAResult{Stages: stages, Steps: r.planned, Took: time.Since(start)}, err
@@ -190,10 +195,27 @@ func (rs *rotateState) planValidate(r *run) plan {
 				return "", fmt.Errorf("read the CA rotation state: %w", err)
 			}
 			st := strings.TrimSpace(string(out))
+			var recorded string
+			if h == r.primary {
+				rec, _ := h.client.OutputAsRoot(ctx, "cat "+rotationRecord+" 2>/dev/null || true")
+				recorded = strings.TrimSpace(string(rec))
+				if recorded != "" && !slices.Contains(pki.RotateStages(), recorded) {
+					return "", fmt.Errorf("%s names stage %q: remove it if no rotation is under way", rotationRecord, recorded)
+				}
+			}
 			rs.mu.Lock()
 			rs.states[h.Name] = st
-			rs.from = resumeFrom(rs.states)
+			if recorded != "" {
+				rs.recorded = recorded
+			}
+			rs.from = rs.recorded
+			if rs.from == "" {
+				rs.from = resumeFrom(rs.states)
+			}
 			rs.mu.Unlock()
+			if recorded != "" {
+				return "CA rotation state: " + st + "; an earlier run stopped in stage " + recorded, nil
+			}
 			return "CA rotation state: " + st, nil
 		}})
 	}
@@ -201,7 +223,13 @@ func (rs *rotateState) planValidate(r *run) plan {
 }
 
 // stageFailed marks a stage as failed, so no later stage runs.
-func (rs *rotateState) blocked(string) error {
+func (rs *rotateState) blocked(r *run, stage string) error {
+	for _, h := range r.hosts {
+		if h.failed() {
+			rs.stop(stage)
+			return fmt.Errorf("%s failed: a CA rotation goes on only with every host (fix it and run anvil cluster rotate-ca again to resume)", h.Name)
+		}
+	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	if rs.stopped != "" {
@@ -211,7 +239,7 @@ func (rs *rotateState) blocked(string) error {
 }
 
 func (rs *rotateState) run(ctx context.Context, r *run, h *host, stage string, args []string, stdin string) (string, error) {
-	if err := rs.blocked(stage); err != nil {
+	if err := rs.blocked(r, stage); err != nil {
 		return "", err
 	}
 	ctx, cancel := context.WithTimeout(ctx, rs.o.Timeout)
@@ -281,21 +309,31 @@ func (rs *rotateState) planMasters(r *run, stage string) plan {
 			}
 		}
 		pl.steps = append(pl.steps, step{host: h, do: do, run: func(ctx context.Context) (string, error) {
+			if h == r.primary {
+				// Where to resume, should this run stop.
+				if err := rs.blocked(r, stage); err != nil {
+					return "", err
+				}
+				if _, err := h.client.OutputAsRoot(ctx, "printf '%s\\n' "+stage+" > "+rotationRecord); err != nil {
+					rs.stop(stage)
+					return "", fmt.Errorf("record the stage in %s: %w", rotationRecord, err)
+				}
+			}
 			out, err := rs.run(ctx, r, h, stage, args, stdin)
 			if err != nil || h != r.primary {
 				return out, err
 			}
-			return out, rs.refreshKubeconfig(ctx, r)
+			return out, rs.refreshKubeconfig(ctx, r, stage)
 		}})
 	}
 	// The workstation's kubeconfig once every master is done.
 	if len(masters) > 1 && rs.o.Kubeconfig != "" {
 		last := masters[len(masters)-1]
 		pl.steps = append(pl.steps, step{host: last, do: "replace " + rs.o.Kubeconfig + " with " + r.primary.Name + "'s admin kubeconfig", run: func(ctx context.Context) (string, error) {
-			if err := rs.blocked(stage); err != nil {
+			if err := rs.blocked(r, stage); err != nil {
 				return "", err
 			}
-			return rs.o.Kubeconfig + " updated", rs.refreshKubeconfig(ctx, r)
+			return rs.o.Kubeconfig + " updated", rs.refreshKubeconfig(ctx, r, stage)
 		}})
 	}
 	return pl
@@ -304,24 +342,50 @@ func (rs *rotateState) planMasters(r *run, stage string) plan {
 // refreshKubeconfig replaces the workstation's admin kubeconfig with the
 // primary's, which trusts the stage's CA bundle (and, from the reissue
 // stage on, holds a certificate of the new CA).
-func (rs *rotateState) refreshKubeconfig(ctx context.Context, r *run) error {
+func (rs *rotateState) refreshKubeconfig(ctx context.Context, r *run, stage string) error {
 	if rs.o.Kubeconfig == "" {
 		return nil
 	}
 	b, err := r.primary.client.OutputAsRoot(ctx, "cat "+adminKubeconfigOnHost)
 	if err != nil {
+		rs.stop(stage)
 		return fmt.Errorf("read %s on %s: %w", adminKubeconfigOnHost, r.primary.Name, err)
 	}
 	if _, err := fsutil.EnsureFile(rs.o.Kubeconfig, b, 0o600, 0o700); err != nil {
+		rs.stop(stage)
 		return fmt.Errorf("write kubeconfig %s: %w", rs.o.Kubeconfig, err)
 	}
 	return nil
 }
 
+// rotationRecord, on the primary, names the stage a rotation is in; it is
+// removed when the rotation is finished. A run that stopped resumes there.
+const rotationRecord = hostfs.StateDir + "/ca-rotation-stage"
+
+// planFinish removes the record once every stage is done everywhere.
+func (rs *rotateState) planFinish(r *run) plan {
+	if r.primary == nil || r.primary.failed() {
+		return plan{}
+	}
+	return plan{steps: []step{{host: r.primary, do: "rm -f " + rotationRecord + " (the rotation is finished)", run: func(ctx context.Context) (string, error) {
+		if err := rs.blocked(r, pki.RotateDrop); err != nil {
+			return "", err
+		}
+		if _, err := r.primary.client.OutputAsRoot(ctx, "rm -f "+rotationRecord); err != nil {
+			return "", err
+		}
+		return "finished", nil
+	}}}}
+}
+
 func (rs *rotateState) planWorkers(r *run, stage string) plan {
 	var workers []*host
 	for _, h := range r.alive() {
-		if !h.IsMaster() {
+		// At the reissue stage the masters' kubelets too: their serving
+		// certificates, asked for while some controller-manager still
+		// signed with the old CA, are asked for again now that all sign
+		// with the new one.
+		if !h.IsMaster() || stage == pki.RotateReissue {
 			workers = append(workers, h)
 		}
 	}
@@ -332,7 +396,10 @@ func (rs *rotateState) planWorkers(r *run, stage string) plan {
 	for _, h := range workers {
 		args := []string{anvilOnHost, "certs", "rotate-ca", "--stage", stage}
 		do := shellJoin(args) + " (the CA bundle from cluster-info; restarts the kubelet, kube-proxy and the agent)"
-		if stage == pki.RotateReissue {
+		switch {
+		case stage == pki.RotateReissue && h.IsMaster():
+			do = shellJoin(args) + " again (done here already; the kubelet's serving certificate is asked for again if the old CA signed it)"
+		case stage == pki.RotateReissue:
 			do = shellJoin(args) + " (a node certificate from the new CA through a CSR; a new kubelet serving certificate)"
 		}
 		pl.steps = append(pl.steps, step{host: h, do: do, run: func(ctx context.Context) (string, error) {
@@ -358,7 +425,7 @@ func (rs *rotateState) planRestartClients(r *run) plan {
 		return shellJoin(append([]string{kubectlOnHost, "--kubeconfig", adminKubeconfigOnHost, "-n", "kube-system"}, args...))
 	}
 	return plan{steps: []step{{host: r.primary, do: "wait until kube-root-ca.crt holds the new CA bundle, then restart CoreDNS (its pods read the CA at start) and wait for it", run: func(ctx context.Context) (string, error) {
-		if err := rs.blocked(pki.RotateTrust); err != nil {
+		if err := rs.blocked(r, pki.RotateTrust); err != nil {
 			return "", err
 		}
 		ctx, cancel := context.WithTimeout(ctx, rs.o.Timeout)

@@ -151,6 +151,11 @@ func TestCARotationE2E(t *testing.T) {
 		})
 		pods := waitTestappRunning(t, cs, 2, 2*time.Minute)
 		var logErr error
+		defer func() {
+			if logErr != nil {
+				t.Logf("the last logs request: %v", logErr)
+			}
+		}()
 		waitFor(t, 2*time.Minute, "logs of "+pods[0].Name+" through its kubelet", func() bool {
 			rc, err := cs.CoreV1().Pods(pods[0].Namespace).GetLogs(pods[0].Name, nil).Stream(ctx)
 			if logErr = err; err != nil {

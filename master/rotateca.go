@@ -2,12 +2,15 @@ package master
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,6 +21,7 @@ import (
 
 	"anvil.dev/anvil/agent"
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/internal/fsutil"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/progress"
 	"anvil.dev/anvil/pki"
@@ -95,6 +99,9 @@ func RotateCA(ctx context.Context, o RotateCAOptions) (*RotateCAResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSigningFlag(o.Root, st.Node); err != nil {
+		return nil, err
+	}
 	if o.Stage == pki.RotateTrust {
 		if err := o.fetchNextCAs(ctx, cs, dir, cfg); err != nil {
 			return nil, err
@@ -125,12 +132,21 @@ func RotateCA(ctx context.Context, o RotateCAOptions) (*RotateCAResult, error) {
 	if err != nil {
 		return res, err
 	}
-	if len(res.Changed) > 0 {
-		log.Info("CA rotation: files changed", "stage", o.Stage, "count", len(res.Changed))
-		restarted, err := cp.restartReaders(ctx, res.Changed, log)
+	// The files to restart for are recorded before the restarts, so a run
+	// that stops among them restarts them all when run again.
+	restart, err := pendingRestarts(o.Root, res.Changed)
+	if err != nil {
+		return res, err
+	}
+	if len(restart) > 0 {
+		log.Info("CA rotation: files changed", "stage", o.Stage, "count", len(restart))
+		restarted, err := cp.restartReaders(ctx, restart, log)
 		res.Restarted = restarted
 		if err != nil {
 			return res, fmt.Errorf("%s: restart to read the rotated certificates: %w", st.Node, err)
+		}
+		if err := os.Remove(o.Root.Path(RotationRestartFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return res, err
 		}
 	}
 	// A fresh client: the apiserver may now present a certificate of the
@@ -160,6 +176,53 @@ func RotateCA(ctx context.Context, o RotateCAOptions) (*RotateCAResult, error) {
 	return res, nil
 }
 
+// RotationRestartFile lists the files a CA rotation stage changed whose
+// readers are not restarted yet.
+const RotationRestartFile = hostfs.StateDir + "/ca-rotation-restart.json"
+
+// pendingRestarts adds changed to what RotationRestartFile lists, writes it,
+// and returns the union.
+func pendingRestarts(root hostfs.Root, changed []string) ([]string, error) {
+	var all []string
+	p := root.Path(RotationRestartFile)
+	if b, err := os.ReadFile(p); err == nil {
+		if err := json.Unmarshal(b, &all); err != nil {
+			return nil, fmt.Errorf("read %s: %w", p, err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	for _, c := range changed {
+		if !slices.Contains(all, c) {
+			all = append(all, c)
+		}
+	}
+	if len(all) == 0 {
+		return nil, nil
+	}
+	b, err := json.Marshal(all)
+	if err != nil {
+		return nil, err
+	}
+	return all, fsutil.WriteFile(p, b, 0o600, 0o700)
+}
+
+// checkSigningFlag refuses a rotation where the installed controller-
+// manager signs from ca.crt (an older anvil installed it): with two CAs in
+// ca.crt it would stop signing.
+func checkSigningFlag(root hostfs.Root, node string) error {
+	for _, f := range []string{"/etc/systemd/system/kube-controller-manager.service", hostfs.KubernetesDir + "/manifests/kube-controller-manager.yaml"} {
+		b, err := os.ReadFile(root.Path(f))
+		if err != nil {
+			continue
+		}
+		if !strings.Contains(string(b), pki.ClusterSigningCertFile) {
+			return fmt.Errorf("%s: the controller-manager (%s) signs from ca.crt, as an older anvil installed it: run anvil cluster apply with this anvil first", node, root.Path(f))
+		}
+	}
+	return nil
+}
+
 // fetchNextCAs puts the next CAs here, unless they are here or in use: the
 // first master makes and uploads them, the others download them.
 func (o RotateCAOptions) fetchNextCAs(ctx context.Context, cs kubernetes.Interface, dir string, cfg pki.Config) error {
@@ -167,17 +230,16 @@ func (o RotateCAOptions) fetchNextCAs(ctx context.Context, cs kubernetes.Interfa
 	if err != nil {
 		return err
 	}
-	if rs.Done != "" {
-		return nil
-	}
 	files := nextCAFiles()
-	if o.Prepare {
+	if o.Prepare && rs.Done != pki.RotateReissue {
+		// Uploaded again on a re-run: the others fetch them with this
+		// run's key.
 		if err := pki.PrepareRotation(dir, cfg, time.Now()); err != nil {
 			return err
 		}
 		return uploadFiles(ctx, cs, o.Root, o.Key, time.Now(), RotationSecretName, files)
 	}
-	if rs.Prepared {
+	if rs.Prepared || rs.Done != "" {
 		return nil
 	}
 	plain, err := downloadFiles(ctx, cs, o.Key, RotationSecretName, files)
