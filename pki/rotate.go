@@ -82,6 +82,9 @@ type caFiles struct {
 	nextPresent     bool
 	nextKeyPresent  bool
 	bundleHoldsNext bool
+	// leftover means next files are there that do not count (see
+	// readCAFiles).
+	leftover bool
 }
 
 func readCAFiles(dir string) ([]caFiles, error) {
@@ -114,6 +117,15 @@ func readCAFiles(dir string) ([]caFiles, error) {
 		if _, err := os.Stat(f.nextKey); err == nil {
 			f.nextKeyPresent = true
 		}
+		// Leftovers of an interrupted step: a next certificate without its
+		// key that already signs (a switch removes the key first), or a
+		// key without its certificate (a preparation writes the key
+		// first). Neither counts; the step run again removes or rewrites
+		// them.
+		if f.nextPresent && !f.nextKeyPresent && f.next.Equal(f.bundle[0]) || !f.nextPresent && f.nextKeyPresent {
+			f.nextPresent, f.nextKeyPresent, f.bundleHoldsNext, f.next = false, false, false, nil
+			f.leftover = true
+		}
 		out = append(out, f)
 	}
 	return out, nil
@@ -129,7 +141,7 @@ func ReadRotation(dir string) (RotationState, error) {
 }
 
 func rotationState(cas []caFiles) (RotationState, error) {
-	var next, trusted, bundles int
+	var next, trusted, bundles, switched int
 	for _, c := range cas {
 		if c.nextPresent != c.nextKeyPresent {
 			return RotationState{}, fmt.Errorf("%s and %s must both be there or both be gone: an interrupted rotation; put the missing one back from another master", c.nextCert, c.nextKey)
@@ -139,6 +151,8 @@ func rotationState(cas []caFiles) (RotationState, error) {
 			if c.bundleHoldsNext {
 				trusted++
 			}
+		} else if len(c.bundle) > 1 {
+			switched++
 		}
 		if len(c.bundle) > 1 {
 			bundles++
@@ -149,6 +163,9 @@ func rotationState(cas []caFiles) (RotationState, error) {
 		return RotationState{}, nil
 	case next == 0:
 		return RotationState{Done: RotateReissue}, nil
+	case next+switched == len(cas) && trusted == next && switched > 0:
+		// A switch stopped half-way: it goes on.
+		return RotationState{Done: RotateTrust}, nil
 	case next != len(cas):
 		return RotationState{}, fmt.Errorf("only %d of %d CAs have a successor (*-next.crt): an interrupted rotation; run the trust stage again", next, len(cas))
 	case trusted == len(cas):
@@ -167,11 +184,19 @@ func PrepareRotation(dir string, cfg Config, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if st, err := rotationState(cas); err != nil {
-		return err
-	} else if st.Done != "" || st.Prepared {
+	trusted := slices.ContainsFunc(cas, func(c caFiles) bool { return c.bundleHoldsNext || len(c.bundle) > 1 })
+	if trusted {
+		// Under way: the next CAs are kept, whoever holds them.
+		if _, err := rotationState(cas); err != nil {
+			return err
+		}
 		return nil
 	}
+	if !slices.ContainsFunc(cas, func(c caFiles) bool { return !c.nextPresent || !c.nextKeyPresent }) {
+		return nil // prepared
+	}
+	// Nothing trusts a next CA yet, so none was handed out: a partial set
+	// from an interrupted run is made again.
 	var writes []write
 	for _, c := range cas {
 		if _, err := os.Stat(c.keyPath); err != nil {
@@ -245,6 +270,9 @@ func SwitchToNext(dir string, cfg Config, opts Options) ([]string, error) {
 	switch st.Done {
 	case RotateTrust:
 		for _, c := range cas {
+			if !c.nextPresent {
+				continue // switched by the run that stopped
+			}
 			keyPEM, err := os.ReadFile(c.nextKey)
 			if err != nil {
 				return nil, pathError("read", c.nextKey, err)
@@ -275,13 +303,24 @@ func SwitchToNext(dir string, cfg Config, opts Options) ([]string, error) {
 			changed = append(changed, c.certPath, c.keyPath)
 		}
 		for _, c := range cas {
-			for _, p := range []string{c.nextCert, c.nextKey} {
-				if err := os.Remove(p); err != nil {
+			// The key first: a next certificate alone that signs already is
+			// a leftover (readCAFiles).
+			for _, p := range []string{c.nextKey, c.nextCert} {
+				if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					return nil, pathError("remove", p, err)
 				}
 			}
 		}
 	case RotateReissue:
+		for _, c := range cas {
+			if c.leftover {
+				for _, p := range []string{c.nextKey, c.nextCert} {
+					if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+						return nil, pathError("remove", p, err)
+					}
+				}
+			}
+		}
 		if current, err := leavesCurrent(dir, opts.KubeconfigDir, cas); err != nil || current {
 			return nil, err
 		}

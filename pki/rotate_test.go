@@ -228,3 +228,68 @@ func caBase(name string) string {
 	}
 	return ""
 }
+
+// TestRotateCAResumes: each step interrupted half-way is finished by
+// running it again.
+func TestRotateCAResumes(t *testing.T) {
+	h := newTestHost(t)
+	cfg := testConfig(t, "m1")
+	h.ensure(t, cfg, h.opts())
+
+	// A preparation that wrote one CA's successor but not the others.
+	if err := PrepareRotation(h.pki, cfg, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(h.file("front-proxy-ca-next.crt"))
+	os.Remove(h.file("etcd/ca-next.crt"))
+	os.Remove(h.file("etcd/ca-next.key"))
+	if err := PrepareRotation(h.pki, cfg, time.Now()); err != nil {
+		t.Fatalf("PrepareRotation after a partial one: %v", err)
+	}
+	if st, err := ReadRotation(h.pki); err != nil || !st.Prepared {
+		t.Fatalf("after a repaired preparation: %+v %v", st, err)
+	}
+	if _, err := TrustNext(h.pki, h.kube); err != nil {
+		t.Fatal(err)
+	}
+
+	// A switch that finished the etcd CA and stopped.
+	etcd := certsIn(t, h.file("etcd/ca.crt"))
+	nextKey, err := os.ReadFile(h.file("etcd/ca-next.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeBundle(h.file("etcd/ca.crt"), []*x509.Certificate{etcd[1], etcd[0]}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(h.file("etcd/ca.key"), nextKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(h.file("etcd/ca-next.key")) // the certificate is left behind
+	if st, err := ReadRotation(h.pki); err != nil || st.Done != RotateTrust {
+		t.Fatalf("after a half-done switch: %+v %v", st, err)
+	}
+	if _, err := SwitchToNext(h.pki, cfg, h.opts()); err != nil {
+		t.Fatalf("SwitchToNext after a half-done one: %v", err)
+	}
+	for _, f := range NextCAFiles() {
+		if _, err := os.Stat(h.file(f)); !os.IsNotExist(err) {
+			t.Errorf("%s left behind: %v", f, err)
+		}
+	}
+	for _, ca := range CAs() {
+		b := certsIn(t, h.file(CertFile(ca.BaseName)))
+		key, err := ReadKeyFile(h.file(KeyFile(ca.BaseName)))
+		if err != nil || len(b) != 2 || !keyMatches(b[0].PublicKey, key) {
+			t.Errorf("%s: %d certificates, key matches the first: %v (%v)", ca.Name, len(b), err == nil && keyMatches(b[0].PublicKey, key), err)
+		}
+	}
+	if _, err := DropPrevious(h.pki, h.kube); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range h.ensure(t, cfg, h.opts()) {
+		if r.Action != Kept {
+			t.Errorf("Ensure after the rotation: %s %s (%s)", r.Name, r.Action, r.Reason)
+		}
+	}
+}
