@@ -367,8 +367,19 @@ func (rs *rotateState) planFinish(r *run) plan {
 	if r.primary == nil || r.primary.failed() {
 		return plan{}
 	}
-	return plan{steps: []step{{host: r.primary, do: "rm -f " + rotationRecord + " (the rotation is finished)", run: func(ctx context.Context) (string, error) {
+	// The apiservers add the CAs they trust to
+	// kube-system/extension-apiserver-authentication and never take one
+	// out: deleted, it is made again from what they trust now, so the
+	// components and aggregated servers that authenticate through it stop
+	// trusting the old CAs too.
+	kubectl := shellJoin([]string{kubectlOnHost, "--kubeconfig", adminKubeconfigOnHost, "-n", "kube-system"})
+	recreate := kubectl + " delete configmap extension-apiserver-authentication --ignore-not-found && for i in $(seq 60); do " +
+		kubectl + " get configmap extension-apiserver-authentication >/dev/null 2>&1 && exit 0; sleep 1; done; echo 'extension-apiserver-authentication was not made again within 60 s'; exit 1"
+	return plan{steps: []step{{host: r.primary, do: "extension-apiserver-authentication made again without the old CAs; rm -f " + rotationRecord + " (the rotation is finished)", run: func(ctx context.Context) (string, error) {
 		if err := rs.blocked(r, pki.RotateDrop); err != nil {
+			return "", err
+		}
+		if err := r.runLogged(ctx, r.primary, "extension-apiserver-authentication", recreate, nil, io.Discard); err != nil {
 			return "", err
 		}
 		if _, err := r.primary.client.OutputAsRoot(ctx, "rm -f "+rotationRecord); err != nil {

@@ -125,6 +125,15 @@ func TestCARotationE2E(t *testing.T) {
 				t.Errorf("%s: %s", h.Name, why)
 			}
 		}
+		cm, err := clientFor(t, kubeconfig).CoreV1().ConfigMaps("kube-system").Get(ctx, "extension-apiserver-authentication", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"client-ca-file", "requestheader-client-ca-file"} {
+			if certs, err := pki.ParseCerts([]byte(cm.Data[k])); err != nil || len(certs) != 1 {
+				t.Errorf("extension-apiserver-authentication %s holds %d CAs (%v), want the new one alone", k, len(certs), err)
+			}
+		}
 		old := clientFor(t, oldKubeconfig)
 		if _, err := old.CoreV1().Namespaces().List(ctx, metav1.ListOptions{Limit: 1}); err == nil {
 			t.Error("the admin kubeconfig of the old CA still works")
