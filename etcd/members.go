@@ -374,19 +374,40 @@ func memberNames(ms []Member) string {
 // promoted, or an alarm (NOSPACE, CORRUPT) raised. Nil when every member
 // is a healthy voter and no alarm is raised.
 func CheckHealthy(ctx context.Context, cli *clientv3.Client) error {
+	return checkHealthy(ctx, cli, false)
+}
+
+// CheckQuorate is CheckHealthy that tolerates members that do not answer
+// as long as more than half of them do: what anvil upgrade --force asks
+// of a cluster with a master down.
+func CheckQuorate(ctx context.Context, cli *clientv3.Client) error {
+	return checkHealthy(ctx, cli, true)
+}
+
+// unanswered is what members that do not answer (down, of total) make
+// wrong: everything, unless tolerated while more than half answer.
+func unanswered(total int, down []string, tolerate bool) []string {
+	if tolerate && 2*(total-len(down)) > total {
+		return nil
+	}
+	return down
+}
+
+func checkHealthy(ctx context.Context, cli *clientv3.Client, tolerateDown bool) error {
 	ms, err := ListMembers(ctx, cli)
 	if err != nil {
 		return err
 	}
-	var problems []string
+	var problems, down []string
 	for _, m := range ms {
 		switch {
 		case m.Learner:
 			problems = append(problems, fmt.Sprintf("member %s is a learner not yet promoted", m.Name))
 		case !m.Healthy:
-			problems = append(problems, fmt.Sprintf("member %s does not answer", cmp.Or(m.Name, m.IDHex)))
+			down = append(down, fmt.Sprintf("member %s does not answer", cmp.Or(m.Name, m.IDHex)))
 		}
 	}
+	problems = append(problems, unanswered(len(ms), down, tolerateDown)...)
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	alarms, err := cli.AlarmList(actx)

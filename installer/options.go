@@ -68,6 +68,10 @@ type ApplyOptions struct {
 	// Rollback allows a kubernetesVersion one minor below what the masters
 	// run: undoing an upgrade (see the upgrade phase).
 	Rollback bool
+	// Force upgrades the reachable masters while a master is down (etcd
+	// keeps its quorum only if every other member answers while each
+	// restarts).
+	Force bool
 	// Anvil is the anvil binary installed on every host (usually
 	// os.Executable()).
 	Anvil string

@@ -48,9 +48,12 @@ func planUpgrade(r *run) plan {
 		if r.apply.o.Rollback {
 			args = append(args, "--rollback")
 		}
+		if r.apply.o.Force && len(down) > 0 {
+			args = append(args, "--force")
+		}
 		pl.steps = append(pl.steps, step{host: h, do: fmt.Sprintf("Kubernetes %s → %s: %s (one master at a time; etcd healthy before and after)", from, to, shellJoin(args)), run: func(ctx context.Context) (string, error) {
-			if len(down) > 0 {
-				return "", fmt.Errorf("master(s) %s cannot be reached: upgrading %s now would leave etcd one member short while it restarts; bring them back first", strings.Join(down, ", "), h.Name)
+			if len(down) > 0 && !r.apply.o.Force {
+				return "", fmt.Errorf("master(s) %s cannot be reached: upgrading %s now would leave etcd one member short while it restarts; bring them back first, or apply with --force to go on regardless", strings.Join(down, ", "), h.Name)
 			}
 			ctx, cancel := context.WithTimeout(ctx, r.apply.o.Timeout+5*time.Minute)
 			defer cancel()

@@ -48,6 +48,13 @@ func TestPlanUpgrade(t *testing.T) {
 	if _, err := planUpgrade(r).steps[0].run(context.Background()); err == nil || !strings.Contains(err.Error(), "w1 cannot be reached") {
 		t.Errorf("with a master down: %v", err)
 	}
+	// ... unless --force, which is passed on to anvil upgrade.
+	r, hs = setup()
+	r.apply.o.Force = true
+	hs[1].err = &HostError{Host: hs[1].Name, Phase: "connect"}
+	if do := planUpgrade(r).steps[0].do; !strings.Contains(do, "--force") {
+		t.Errorf("with a master down and --force: %s", do)
+	}
 	// A master that failed its upgrade: no worker is switched, and each
 	// says why.
 	r, hs = setup()

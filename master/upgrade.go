@@ -61,6 +61,9 @@ type UpgradeOptions struct {
 	Version string
 	// Rollback allows going back one minor: undoing an upgrade.
 	Rollback bool
+	// Force goes on with etcd members that do not answer (a master down),
+	// as long as more than half do.
+	Force bool
 	// Timeout bounds each component's wait for ready; zero is 3 minutes.
 	Timeout time.Duration
 	Log     *slog.Logger
@@ -129,7 +132,7 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := etcdHealthy(ctx, o.Root, "before"); err != nil {
+	if err := etcdHealthy(ctx, o.Root, "before", o.Force); err != nil {
 		return nil, err
 	}
 	// Recorded before anything switches: a run that stops half-way is
@@ -164,7 +167,7 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeResult, error) {
 	if err := cp.WaitLeaders(ctx, o.Timeout); err != nil {
 		return res, err
 	}
-	if err := etcdHealthy(ctx, o.Root, "after"); err != nil {
+	if err := etcdHealthy(ctx, o.Root, "after", o.Force); err != nil {
 		return res, err
 	}
 	if err := recordVersion(ctx, o.Root, cp, st, o.Version); err != nil {
@@ -397,13 +400,17 @@ func upgradeNodeStack(ctx context.Context, o UpgradeOptions, cp *ControlPlane, p
 }
 
 // etcdHealthy checks etcd through this master's member.
-func etcdHealthy(ctx context.Context, root hostfs.Root, when string) error {
+func etcdHealthy(ctx context.Context, root hostfs.Root, when string, force bool) error {
 	cli, err := etcd.Dial(ctx, root)
 	if err != nil {
 		return fmt.Errorf("etcd %s the upgrade: %w", when, err)
 	}
 	defer cli.Close()
-	if err := etcd.CheckHealthy(ctx, cli); err != nil {
+	check := etcd.CheckHealthy
+	if force {
+		check = etcd.CheckQuorate
+	}
+	if err := check(ctx, cli); err != nil {
 		return fmt.Errorf("%s the upgrade: %w", when, err)
 	}
 	return nil

@@ -67,6 +67,7 @@ func newClusterApplyCmd(a *app) *cobra.Command {
 	f := &clusterFlags{}
 	var (
 		dryRun, rollback     bool
+		force                bool
 		anvilBin, kubeconfig string
 		kubeDirs             []string
 		timeout, tokenTTL    time.Duration
@@ -143,7 +144,7 @@ The phases, in order:
 			}
 			rep := progress.New(a.errOut, progress.ForTerminal(a.errOut))
 			o := installer.ApplyOptions{
-				Options: f.options(a, rep), DryRun: dryRun, Rollback: rollback,
+				Options: f.options(a, rep), DryRun: dryRun, Rollback: rollback, Force: force,
 				Anvil: anvilBin, KubeDirs: kubeDirs, Kubeconfig: kubeconfig,
 				Timeout: timeout, TokenTTL: tokenTTL,
 			}
@@ -172,6 +173,7 @@ The phases, in order:
 	f.add(cmd)
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "connect and gather facts, then print per host what apply would do, and change nothing")
 	cmd.Flags().BoolVar(&rollback, "rollback", false, "allow a kubernetesVersion one minor below the masters': undo an upgrade")
+	cmd.Flags().BoolVar(&force, "force", false, "upgrade the reachable masters while a master is down (refused otherwise: etcd keeps its quorum only while every other member answers)")
 	cmd.Flags().StringVar(&anvilBin, "anvil-binary", "", "the anvil binary to install on the hosts (default: this one)")
 	cmd.Flags().StringSliceVar(&kubeDirs, "kube-dir", nil, "directories holding <version>/ Kubernetes builds (default: ./bin/kube, then kube/ beside anvil, then /opt/anvil/bin)")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "where to write the admin kubeconfig (default: beside the cluster file, NAME.kubeconfig)")

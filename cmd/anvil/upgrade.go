@@ -19,7 +19,7 @@ import (
 
 func newUpgradeCmd(a *app) *cobra.Command {
 	var root, to, output string
-	var rollback bool
+	var rollback, force bool
 	cmd := &cobra.Command{
 		Use:   "upgrade --to VERSION",
 		Short: "Switch this machine to another Kubernetes version, one component at a time",
@@ -44,6 +44,7 @@ one master at a time: 'anvil cluster apply' with the new kubernetesVersion does
 that for the whole cluster, masters first, then the workers drained in batches.`,
 		Example: `  anvil upgrade --to v1.37.2
   anvil upgrade --to v1.36.3 --rollback
+  anvil upgrade --to v1.37.2 --force   # a master is down
   anvil upgrade --to v1.37.2 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -52,7 +53,7 @@ that for the whole cluster, masters first, then the workers drained in batches.`
 			}
 			task, done := a.nodeTask(hostnameOr("upgrade"))
 			defer done()
-			res, err := upgradeHere(cmd.Context(), hostfs.Root(root), to, rollback, a, task)
+			res, err := upgradeHere(cmd.Context(), hostfs.Root(root), to, rollback, force, a, task)
 			if err != nil {
 				if res != nil && len(res.Switched) > 0 {
 					return fmt.Errorf("%w\n%s already runs %s: %s; run the same command again to finish, or --rollback --to %s to switch back", err, res.Node, res.To, strings.Join(res.Switched, ", "), res.From)
@@ -65,15 +66,16 @@ that for the whole cluster, masters first, then the workers drained in batches.`
 	cmd.Flags().StringVar(&root, "root", "", "prefix for every host path")
 	cmd.Flags().StringVar(&to, "to", "", "Kubernetes version to run, e.g. v1.37.2")
 	cmd.Flags().BoolVar(&rollback, "rollback", false, "allow going back one minor, to undo an upgrade")
+	cmd.Flags().BoolVar(&force, "force", false, "on a master: go on while some etcd members do not answer (a master down), as long as more than half do")
 	addOutputFlag(cmd, &output)
 	return cmd
 }
 
 // upgradeHere upgrades this machine: a master's control plane and node
 // stack, or a worker's node stack.
-func upgradeHere(ctx context.Context, root hostfs.Root, to string, rollback bool, a *app, task *progress.Task) (*master.UpgradeResult, error) {
+func upgradeHere(ctx context.Context, root hostfs.Root, to string, rollback, force bool, a *app, task *progress.Task) (*master.UpgradeResult, error) {
 	if st, err := master.ReadNodeState(root); err == nil && st.Role == v1alpha1.RoleMaster {
-		return master.Upgrade(ctx, master.UpgradeOptions{Root: root, Version: to, Rollback: rollback, Log: a.logger(), Task: task})
+		return master.Upgrade(ctx, master.UpgradeOptions{Root: root, Version: to, Rollback: rollback, Force: force, Log: a.logger(), Task: task})
 	}
 	self, err := os.Executable()
 	if err != nil {
