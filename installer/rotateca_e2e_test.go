@@ -166,7 +166,7 @@ func TestCARotationE2E(t *testing.T) {
 			}
 		}()
 		waitFor(t, 2*time.Minute, "logs of "+pods[0].Name+" through its kubelet", func() bool {
-			rc, err := cs.CoreV1().Pods(pods[0].Namespace).GetLogs(pods[0].Name, nil).Stream(ctx)
+			rc, err := cs.CoreV1().Pods(pods[0].Namespace).GetLogs(pods[0].Name, &corev1.PodLogOptions{}).Stream(ctx)
 			if logErr = err; err != nil {
 				return false
 			}
