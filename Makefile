@@ -85,15 +85,18 @@ demo-clean:
 conformance: deps kube
 	KUBE_VERSION=$(KUBE_VERSION) hack/conformance.sh
 
-# upgrade-test: the cross-version upgrade suite. A lab of 3 masters and 2
-# workers made with $(KUBE_PREV_VERSION) is upgraded to $(KUBE_VERSION) by
-# `anvil cluster apply` while a writer creates objects through the VIP and
-# a reader asks a Service, then rolled back with --rollback (about 8 minutes
-# after the builds). make test runs its focused part: the skew policy, the
-# switch plan and the validation (TestCheckUpgrade, TestUpgradeSwitches,
-# TestValidateUpgrade).
+# upgrade-test: the day-two suite. A lab of 3 masters and 2 workers made
+# with $(KUBE_PREV_VERSION) is upgraded to $(KUBE_VERSION) by `anvil cluster
+# apply` while a writer creates objects through the VIP and a reader asks a
+# Service, then rolled back with --rollback; another 3 + 2 lab has its CAs
+# replaced by `anvil cluster rotate-ca` under the same writer and reader
+# (about 17 minutes after the builds). make test runs their focused parts:
+# the skew policy, the switch plan and the validation (TestCheckUpgrade,
+# TestUpgradeSwitches, TestValidateUpgrade), the rotation stages on a PKI,
+# resumed (TestRotateCA, TestRotateCAResumes), the bundles a node refuses
+# (TestCheckBundle) and where a rotation resumes (TestResumeFrom).
 upgrade-test: deps kube kube-prev
-	set -o pipefail; ANVIL_UPGRADE_E2E=1 ANVIL_TEST_BINARY=$(CURDIR)/bin/anvil $(GO) test -v -count=1 -timeout $(TEST_TIMEOUT) -run '^TestUpgradeE2E$$' ./installer/ 2>&1 | hack/testsummary.sh
+	set -o pipefail; ANVIL_UPGRADE_E2E=1 ANVIL_TEST_BINARY=$(CURDIR)/bin/anvil $(GO) test -v -count=1 -timeout $(TEST_TIMEOUT) -run '^(TestUpgradeE2E|TestCARotationE2E)$$' ./installer/ 2>&1 | hack/testsummary.sh
 
 clean:
 	rm -rf bin
