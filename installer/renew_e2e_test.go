@@ -1,6 +1,7 @@
 package installer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -299,16 +300,30 @@ func writerToken(t testing.TB, ctx context.Context, cs kubernetes.Interface) str
 }
 
 // writerConfig makes a client with token through kubeconfig's server,
-// trusting the CAs kubeconfig names when it is called (a CA rotation
-// replaces the file).
+// trusting the CAs kubeconfig names; it is made again when the file
+// changes (a CA rotation replaces it), as a long-running client that
+// watches its kubeconfig would, and kept (with its connection) otherwise.
 func writerConfig(kubeconfig, token string) func() (kubernetes.Interface, error) {
+	var last []byte
+	var cs kubernetes.Interface
 	return func() (kubernetes.Interface, error) {
-		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		b, err := os.ReadFile(kubeconfig)
+		if err != nil {
+			return nil, err
+		}
+		if cs != nil && bytes.Equal(b, last) {
+			return cs, nil
+		}
+		cfg, err := clientcmd.RESTConfigFromKubeConfig(b)
 		if err != nil {
 			return nil, err
 		}
 		wcfg := &rest.Config{Host: cfg.Host, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAData: cfg.CAData}, Timeout: 5 * time.Second}
-		return kubernetes.NewForConfig(wcfg)
+		if cs, err = kubernetes.NewForConfig(wcfg); err != nil {
+			return nil, err
+		}
+		last = b
+		return cs, nil
 	}
 }
 
