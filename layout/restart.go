@@ -53,20 +53,49 @@ func restartUnits(ctx context.Context, units []string) error {
 		return fmt.Errorf("reload systemd: %w", err)
 	}
 	for _, u := range units {
-		ch := make(chan string, 1)
-		if _, err := conn.RestartUnitContext(ctx, u, "replace", ch); err != nil {
-			return fmt.Errorf("restart %s: %w", u, err)
-		}
-		select {
-		case r := <-ch:
-			if r != "done" {
-				return fmt.Errorf("restart %s: job %s (see journalctl -u %s)", u, r, u)
+		// A unit caught in its restart loop (a start that keeps failing)
+		// may have a start of its old definition under way, which the
+		// restart job joins and fails with: it is tried once more.
+		var err error
+		for attempt := range 2 {
+			if attempt > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(3 * time.Second):
+				}
 			}
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Minute):
-			return fmt.Errorf("restart %s: no answer from systemd", u)
+			if err = restartUnit(ctx, conn, u); !errors.Is(err, errJobFailed) {
+				break
+			}
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// errJobFailed marks a restart job systemd ended as failed.
+var errJobFailed = errors.New("job failed")
+
+func restartUnit(ctx context.Context, conn *dbus.Conn, u string) error {
+	ch := make(chan string, 1)
+	if _, err := conn.RestartUnitContext(ctx, u, "replace", ch); err != nil {
+		return fmt.Errorf("restart %s: %w", u, err)
+	}
+	select {
+	case r := <-ch:
+		switch r {
+		case "done":
+			return nil
+		case "failed":
+			return fmt.Errorf("restart %s: %w (see journalctl -u %s)", u, errJobFailed, u)
+		}
+		return fmt.Errorf("restart %s: job %s (see journalctl -u %s)", u, r, u)
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(2 * time.Minute):
+		return fmt.Errorf("restart %s: no answer from systemd", u)
+	}
 }
