@@ -51,6 +51,7 @@ func (c *ControlPlane) WaitReady(ctx context.Context, cs []component.Spec, timeo
 	deadline := started.Add(timeout)
 	ready := map[string]bool{}
 	lastErr := map[string]error{}
+	baseline := map[string]int{}
 	lastReport := time.Now()
 	for {
 		var waiting []string
@@ -69,8 +70,15 @@ func (c *ControlPlane) WaitReady(ctx context.Context, cs []component.Spec, timeo
 		if len(waiting) == 0 {
 			return nil
 		}
-		if name, restarts := c.crashLooping(ctx, waiting); name != "" {
-			return &NotReadyError{Components: []string{name}, Reason: fmt.Sprintf("crash-looping (%d restarts): %v", restarts, lastErr[name]), LogTail: c.logTail(name)}
+		// Restarts count from the wait's start: a unit switched out of a
+		// crash loop (an upgrade rolled back) carries its old count.
+		for name, n := range c.restartCounts(ctx, waiting) {
+			if _, ok := baseline[name]; !ok {
+				baseline[name] = n
+			}
+			if restarts := n - baseline[name]; restarts >= crashLoopRestarts {
+				return &NotReadyError{Components: []string{name}, Reason: fmt.Sprintf("crash-looping (%d restarts): %v", restarts, lastErr[name]), LogTail: c.logTail(name)}
+			}
 		}
 		if time.Now().After(deadline) {
 			return &NotReadyError{Components: waiting, Reason: fmt.Sprintf("still failing after %s: %v", timeout, lastErr[waiting[0]]), LogTail: c.logTail(waiting[0])}
@@ -87,17 +95,19 @@ func (c *ControlPlane) WaitReady(ctx context.Context, cs []component.Spec, timeo
 	}
 }
 
-// crashLooping names a component among names that keeps restarting.
-func (c *ControlPlane) crashLooping(ctx context.Context, names []string) (string, int) {
+// restartCounts are how often each component among names was restarted
+// by its supervisor (systemd, anvil's), as far as it can be read.
+func (c *ControlPlane) restartCounts(ctx context.Context, names []string) map[string]int {
+	out := map[string]int{}
 	switch c.Layout {
 	case v1alpha1.LayoutProcess:
 		st, err := supervise.ReadStatus(c.Root)
 		if err != nil {
-			return "", 0
+			return out
 		}
 		for _, n := range names {
-			if p, ok := st.Process(n); ok && p.Restarts >= crashLoopRestarts {
-				return n, p.Restarts
+			if p, ok := st.Process(n); ok {
+				out[n] = p.Restarts
 			}
 		}
 	case v1alpha1.LayoutSystemd:
@@ -112,15 +122,13 @@ func (c *ControlPlane) crashLooping(ctx context.Context, names []string) (string
 		}
 		states, err := layout.SystemdStates(ctx, list)
 		if err != nil {
-			return "", 0
+			return out
 		}
 		for _, s := range states {
-			if s.Restarts >= crashLoopRestarts {
-				return units[s.Name], int(s.Restarts)
-			}
+			out[units[s.Name]] = int(s.Restarts)
 		}
 	}
-	return "", 0
+	return out
 }
 
 // logTail is the end of a component's log: its file in the process layout,
