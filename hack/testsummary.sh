@@ -19,15 +19,24 @@ pkgfail=$(grep -cE '^(FAIL|.*\[build failed\]|.*\[setup failed\])' "$log" || tru
 echo
 echo "==== test summary: $pass passed, $fail failed, $skip skipped (tests and subtests); $pkgfail package failures; full log in $log ===="
 if [ "$fail" -gt 0 ]; then
-  # What each failed test logged (its last 150 lines), so the CI log says why.
+  # What each failed test and subtest logged itself (a top-level test its
+  # last 100 lines, then each subtest its last 60, nearest the end of the
+  # log where a reader looks first), so the CI log says why.
   awk '
-    /^=== (RUN|CONT|NAME) / { cur = $3; sub(/\/.*/, "", cur); next }
-    /^--- FAIL: / { name = $3; n = cnt[name]; from = n > 150 ? n - 150 : 0
-      print "---- output of " name " (failed):"
-      for (i = from; i < n; i++) print buf[name, i]
-      next }
-    /^(--- |ok |FAIL|PASS)/ { next }
+    /^=== (RUN|CONT|NAME) / { cur = $3; next }
+    /^ *--- FAIL: / { failed[nf++] = $3; next }
+    /^ *(--- |ok |FAIL|PASS)/ { next }
     cur != "" { buf[cur, cnt[cur]++] = $0 }
+    END {
+      for (pass = 0; pass < 2; pass++)
+        for (f = 0; f < nf; f++) {
+          name = failed[f]; sub_ = name ~ /\//
+          if (sub_ != pass || cnt[name] == 0) continue
+          keep = sub_ ? 60 : 100; n = cnt[name]; from = n > keep ? n - keep : 0
+          print "---- output of " name " (failed):"
+          for (i = from; i < n; i++) print buf[name, i]
+        }
+    }
   ' "$log"
 fi
 if [ "$skip" -gt 0 ]; then

@@ -334,6 +334,10 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 			t.Fatal(err)
 		}
 		runsDNS := slices.ContainsFunc(dns.Items, func(p corev1.Pod) bool { return p.Spec.NodeName == w.Name })
+		// The machine is stopped in a steady cluster: the kubelet restarts
+		// of the test before leave a node's replica unready for a few
+		// seconds, and while it is, its node's queries go to the others.
+		waitFor(t, time.Minute, "every CoreDNS endpoint to be ready and kept for its node", func() bool { return dnsSteady(ctx, cs) })
 		t.Logf("before %s stops: %s", w.Name, dnsPlacement(ctx, cs))
 		stopped := time.Now().Add(-time.Second) // the API's times are whole seconds
 		l.Stop(t, w.Name, false)
@@ -465,6 +469,25 @@ func dnsPlacement(ctx context.Context, cs kubernetes.Interface) string {
 		}
 	}
 	return b.String()
+}
+
+// dnsSteady says whether every CoreDNS replica is a ready endpoint of
+// kube-dns, hinted for its own node (trafficDistribution PreferSameNode).
+func dnsSteady(ctx context.Context, cs kubernetes.Interface) bool {
+	eps, err := cs.DiscoveryV1().EndpointSlices(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + addons.DNSServiceName})
+	if err != nil {
+		return false
+	}
+	n := 0
+	for _, s := range eps.Items {
+		for _, ep := range s.Endpoints {
+			if ep.Conditions.Ready == nil || !*ep.Conditions.Ready || ep.Hints == nil || len(ep.Hints.ForNodes) == 0 {
+				return false
+			}
+			n++
+		}
+	}
+	return n == addons.CoreDNSReplicas
 }
 
 func ptrString(s *string) string {
