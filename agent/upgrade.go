@@ -12,9 +12,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
 	"anvil.dev/anvil/internal/progress"
+	"anvil.dev/anvil/layout"
 	"anvil.dev/anvil/node"
 )
 
@@ -34,11 +36,14 @@ type UpgradeOptions struct {
 
 // UpgradeResult is what Upgrade did.
 type UpgradeResult struct {
-	Node     string        `json:"node"`
-	From     string        `json:"from"`
-	To       string        `json:"to"`
-	Switched []string      `json:"switched,omitempty"`
-	Took     time.Duration `json:"took"`
+	Node     string   `json:"node"`
+	From     string   `json:"from"`
+	To       string   `json:"to"`
+	Switched []string `json:"switched,omitempty"`
+	// Restarted names the agent when it was restarted because it ran a
+	// replaced anvil.
+	Restarted []string      `json:"restarted,omitempty"`
+	Took      time.Duration `json:"took"`
 }
 
 // ErrNoStackState means the node stack's version is not recorded here: a
@@ -69,7 +74,11 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeResult, error) {
 	}
 	res := &UpgradeResult{Node: cfg.NodeName, From: st.KubernetesVersion, To: o.Version}
 	if res.From == res.To && st.UpgradingTo == "" {
-		return res, nil
+		// Finished before; the agent may still run the anvil an apply
+		// has since replaced.
+		res.Restarted, err = restartReplaced(ctx, o, cfg, st.Layout, res.To)
+		res.Took = time.Since(start)
+		return res, err
 	}
 	if err := images.CheckUpgrade(res.From, res.To, o.Rollback); err != nil {
 		return nil, err
@@ -113,6 +122,8 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeResult, error) {
 	}
 	if ir.Changed {
 		res.Switched = append(res.Switched, Name)
+	} else if res.Restarted, err = restartReplaced(ctx, o, cfg, st.Layout, o.Version); err != nil {
+		return res, err
 	}
 	res.Took = time.Since(start)
 	return res, nil
@@ -144,4 +155,35 @@ func readNodeSettings(ctx context.Context, cfg *Config) (node.ClusterConfig, err
 		return node.ClusterConfig{}, fmt.Errorf("read the node settings (ConfigMap %s/%s): %w", node.ClusterConfigNamespace, node.ClusterConfigMap, err)
 	}
 	return node.ParseClusterConfigMap(&cm)
+}
+
+// restartReplaced restarts the agent when its process runs a replaced
+// anvil (layout.Replaced): the way anvil itself is upgraded on a worker,
+// an apply having put a new anvil in place. It returns what it restarted.
+func restartReplaced(ctx context.Context, o UpgradeOptions, cfg *Config, l v1alpha1.Layout, version string) ([]string, error) {
+	l = node.StackLayout(l)
+	runtimeRoot, err := runtimeRootOf(o.Root, l)
+	if err != nil {
+		return nil, err
+	}
+	cc := *cfg
+	cc.Default()
+	c, err := Component(ComponentOptions{Root: runtimeRoot, AnvilBinary: o.Anvil, KubernetesVersion: version,
+		MetricsAddress: cc.MetricsAddress.String(), PodNetwork: cc.RunsPodNetwork()})
+	if err != nil {
+		return nil, err
+	}
+	lo := layout.Options{Layout: l, Root: o.Root, Anvil: o.Anvil}
+	replaced, err := layout.Replaced(ctx, lo, []component.Spec{c})
+	if err != nil {
+		return nil, fmt.Errorf("find whether the agent runs a replaced anvil: %w", err)
+	}
+	if len(replaced) == 0 {
+		return nil, nil
+	}
+	o.Task.Say("%s: the agent runs a replaced anvil: restarting it", cfg.NodeName)
+	if err := layout.Restart(ctx, lo, replaced); err != nil {
+		return nil, fmt.Errorf("restart %s: %w", c.UnitName(), err)
+	}
+	return []string{Name}, nil
 }

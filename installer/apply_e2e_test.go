@@ -29,6 +29,7 @@ import (
 
 	"anvil.dev/anvil/addons"
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/human"
 	"anvil.dev/anvil/internal/sshx"
 	"anvil.dev/anvil/lab/labtest"
@@ -62,10 +63,10 @@ func clusterE2E(t *testing.T, e *e2e) {
 
 	var mu sync.Mutex
 	var secrets []string // every secret an apply handled
-	apply := func(t *testing.T, o Options) (*ApplyResult, error) {
+	applyWith := func(t *testing.T, o Options, anvil string) (*ApplyResult, error) {
 		t.Helper()
 		res, err := Apply(context.Background(), ApplyOptions{
-			Options: o, Anvil: bin, KubeDirs: kube, CacheDir: e.cache, Kubeconfig: kubeconfig, Timeout: 5 * time.Minute,
+			Options: o, Anvil: anvil, KubeDirs: kube, CacheDir: e.cache, Kubeconfig: kubeconfig, Timeout: 5 * time.Minute,
 			secretSeen: func(s string) {
 				mu.Lock()
 				defer mu.Unlock()
@@ -74,6 +75,10 @@ func clusterE2E(t *testing.T, e *e2e) {
 		})
 		o.Progress.Close()
 		return res, err
+	}
+	apply := func(t *testing.T, o Options) (*ApplyResult, error) {
+		t.Helper()
+		return applyWith(t, o, bin)
 	}
 	var seen []string // every process list, sudo log and output, for the secrets check
 	watch := func(t *testing.T) (stop func()) {
@@ -218,6 +223,10 @@ func clusterE2E(t *testing.T, e *e2e) {
 	})
 
 	t.Run("workloads", func(t *testing.T) { workloadsE2E(t, e, kubeconfig) })
+
+	t.Run("a new anvil build: the apply uploads it and restarts anvil's daemons on every host, masters one at a time, no write lost", func(t *testing.T) {
+		anvilUpgradeE2E(t, l, full, kubeconfig, bin, applyWith)
+	})
 
 	t.Run("the CIS benchmark finds nothing failing on the first master", func(t *testing.T) {
 		cisE2E(t, l, m1.Name, v1alpha1.LayoutSystemd)
@@ -553,4 +562,109 @@ func killSessionDuringJoin(t *testing.T, l *labtest.Lab, machine string, ready f
 		return ""
 	}
 	return ""
+}
+
+// anvilUpgradeE2E applies the cluster file with another build of anvil (the
+// same program with bytes after its end: another sha256, as a new build
+// has) while a writer creates ConfigMaps through the kubeconfig's server:
+// every host's anvil daemons (etcd, the approver, the VIP manager, the
+// agent) must run the new build afterwards, no acknowledged write may be
+// lost; then the same back to bin, and a third apply plans nothing.
+func anvilUpgradeE2E(t *testing.T, l *labtest.Lab, clusterFile, kubeconfig, bin string, applyWith func(*testing.T, Options, string) (*ApplyResult, error)) {
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rebuilt := filepath.Join(t.TempDir(), "anvil")
+	if err := os.WriteFile(rebuilt, append(data, "\nanother build of anvil\n"...), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cs := clientFor(t, kubeconfig)
+	w := writerClient(t, ctx, cs, kubeconfig)
+	defer cs.CoreV1().Namespaces().Delete(ctx, renewNS, metav1.DeleteOptions{})
+	roll := func(anvil string) {
+		t.Helper()
+		sum, _, err := images.HashFile(anvil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wr := startWriter(ctx, w)
+		o, _ := options(t, clusterFile)
+		res, err := applyWith(t, o, anvil)
+		acked, failures, gap := wr.stop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		restarted := map[string]string{}
+		for _, s := range res.Plan {
+			if s.Change && (s.Phase == "upgrade" || s.Phase == "upgrade-workers") {
+				restarted[s.Host] = s.Do
+			}
+		}
+		for _, h := range l.Hosts {
+			r, ok := restarted[h.Name]
+			if !ok {
+				t.Errorf("%s: the apply restarted nothing", h.Name)
+				continue
+			}
+			t.Logf("%s: %s", h.Name, r)
+			// Each anvil daemon's process, by its unit: what it runs.
+			out := l.Run(t, h.Name, `for u in anvil-etcd anvil-approver anvil-vip anvil-agent; do p=$(systemctl show -p MainPID --value $u.service); [ "${p:-0}" -gt 0 ] && echo "$u $(sha256sum </proc/$p/exe | cut -d' ' -f1) $(readlink /proc/$p/exe)"; done; true`)
+			var units []string
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				f := strings.Fields(line)
+				if len(f) < 3 {
+					continue
+				}
+				units = append(units, f[0])
+				if f[1] != sum || strings.Contains(line, "(deleted)") {
+					t.Errorf("%s: %s runs another build than the one applied (%s): %s", h.Name, f[0], sum[:12], line)
+				}
+			}
+			want := []string{"anvil-agent"} // and the VIP manager where the file has a VIP
+			if h.Role == v1alpha1.RoleMaster {
+				want = append(want, "anvil-etcd", "anvil-approver")
+			}
+			for _, u := range want {
+				if !slices.Contains(units, u) {
+					t.Errorf("%s: %s is not running:\n%s", h.Name, u, out)
+				}
+			}
+		}
+		list, err := cs.CoreV1().ConfigMaps(renewNS).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		have := map[string]bool{}
+		for _, cm := range list.Items {
+			have[cm.Name] = true
+		}
+		lost := 0
+		for _, a := range acked {
+			if !have[a] {
+				lost++
+			}
+		}
+		if lost > 0 || len(acked) == 0 {
+			t.Errorf("%d of %d acknowledged writes are gone", lost, len(acked))
+		}
+		t.Logf("anvil %s applied in %s: %d writes acknowledged, %d failed, none lost; longest gap between acknowledged writes: %s",
+			sum[:12], fmtDuration(res.Elapsed), len(acked), failures, fmtDuration(gap))
+	}
+	roll(rebuilt)
+	if t.Failed() {
+		return
+	}
+	roll(bin)
+	o, _ := options(t, clusterFile)
+	res, err := applyWith(t, o, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range res.Plan {
+		if s.Change {
+			t.Errorf("an apply after the restarts changes something: %+v", s)
+		}
+	}
 }

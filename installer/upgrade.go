@@ -2,6 +2,7 @@ package installer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -37,7 +38,13 @@ func planUpgrade(r *run) plan {
 		}
 	}
 	for _, h := range r.alive() {
-		if !h.IsMaster() || h.facts == nil || h.facts.Node == nil || h.facts.Node.KubernetesVersion == to && h.facts.Node.UpgradingTo == "" {
+		if !h.IsMaster() || h.facts == nil || h.facts.Node == nil {
+			continue
+		}
+		if h.facts.Node.KubernetesVersion == to && h.facts.Node.UpgradingTo == "" {
+			if why := r.anvilReplaced(h); why != "" {
+				pl.steps = append(pl.steps, r.restartReplacedStep(h, why, down))
+			}
 			continue
 		}
 		from := h.facts.Node.KubernetesVersion
@@ -79,13 +86,20 @@ func planUpgrade(r *run) plan {
 func planUpgradeWorkers(r *run) plan {
 	to := r.cluster.KubernetesVersion
 	var workers []*host
+	var restarts []step
 	for _, h := range r.alive() {
-		if h.IsMaster() || h.facts == nil || h.facts.NodeStack == nil || h.facts.NodeStack.KubernetesVersion == to && h.facts.NodeStack.UpgradingTo == "" {
+		if h.IsMaster() || h.facts == nil || h.facts.NodeStack == nil {
+			continue
+		}
+		if h.facts.NodeStack.KubernetesVersion == to && h.facts.NodeStack.UpgradingTo == "" {
+			if why := r.anvilReplaced(h); why != "" {
+				restarts = append(restarts, r.restartReplacedStep(h, why, nil))
+			}
 			continue
 		}
 		workers = append(workers, h)
 	}
-	pl := plan{concurrency: max(1, len(workers)/4)}
+	pl := plan{concurrency: max(1, len(workers)/4), steps: restarts}
 	if behind := r.mastersBehind(to); len(workers) > 0 && len(behind) > 0 {
 		for _, h := range workers {
 			pl.steps = append(pl.steps, step{host: h, do: fmt.Sprintf("nothing yet: master(s) %s do not run Kubernetes %s, and a kubelet is never newer than the control plane", strings.Join(behind, ", "), to)})
@@ -133,6 +147,61 @@ func planUpgradeWorkers(r *run) plan {
 		}})
 	}
 	return pl
+}
+
+// anvilReplaced says why h's anvil daemons are to be restarted: the upload
+// phase replaces the anvil they run, or they still run one an earlier
+// apply replaced (its status says so); "" when neither.
+func (r *run) anvilReplaced(h *host) string {
+	if st := h.facts.Status; st != nil && len(st.Replaced) > 0 {
+		return strings.Join(st.Replaced, ", ") + " run a replaced binary"
+	}
+	if r.apply.bundle == nil {
+		return ""
+	}
+	if sum, ok := h.facts.Installed[images.AnvilBinary]; ok && sum != r.apply.bundle.anvil.SHA256 {
+		return "the upload replaces anvil"
+	}
+	return ""
+}
+
+// restartReplacedStep has `anvil upgrade` restart what on h runs a
+// replaced anvil: the version already runs there, so that is all it does
+// (master.Upgrade, agent.Upgrade). Masters take their turns, etcd healthy
+// before and after; a worker's agent restarts without a drain, its pods
+// untouched.
+func (r *run) restartReplacedStep(h *host, why string, down []string) step {
+	to := r.cluster.KubernetesVersion
+	args := []string{anvilOn(to), "upgrade", "--to", to}
+	if r.apply.o.Force && len(down) > 0 {
+		args = append(args, "--force")
+	}
+	what := "the agent"
+	if h.IsMaster() {
+		what = "anvil's daemons (etcd and the agent last, one at a time)"
+	}
+	return step{host: h, do: fmt.Sprintf("restart %s, which run a replaced anvil (%s): %s", what, why, shellJoin(args)), run: func(ctx context.Context) (string, error) {
+		if len(down) > 0 && !r.apply.o.Force {
+			return "", fmt.Errorf("master(s) %s cannot be reached: restarting etcd on %s now would leave it one member short; bring them back first, or apply with --force to go on regardless", strings.Join(down, ", "), h.Name)
+		}
+		ctx, cancel := context.WithTimeout(ctx, r.apply.o.Timeout+5*time.Minute)
+		defer cancel()
+		start := time.Now()
+		var out strings.Builder
+		if err := r.runLogged(ctx, h, "anvil upgrade", shellJoin(append(args, "-o", "json")), nil, &out); err != nil {
+			return "", fmt.Errorf("%w (apply again to resume)", err)
+		}
+		var res struct {
+			Restarted []string `json:"restarted"`
+		}
+		if err := json.Unmarshal([]byte(out.String()), &res); err != nil {
+			return "", fmt.Errorf("anvil upgrade on %s: its output: %w", h.Name, err)
+		}
+		if len(res.Restarted) == 0 {
+			return "nothing ran a replaced binary", nil
+		}
+		return fmt.Sprintf("restarted %s in %s", strings.Join(res.Restarted, ", "), time.Since(start).Round(100*time.Millisecond)), nil
+	}}
 }
 
 // mastersBehind are the masters not known to run version: failed, never

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"anvil.dev/anvil/api/v1alpha1"
+	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/master"
 	"anvil.dev/anvil/node"
 )
@@ -85,5 +86,65 @@ func TestPlanUpgrade(t *testing.T) {
 	r.apply.o.Rollback = true
 	if do := planUpgrade(r).steps[0].do; !strings.Contains(do, "--rollback") {
 		t.Errorf("rollback step: %s", do)
+	}
+}
+
+// TestPlanAnvilRestart: a host at the file's version whose anvil the
+// upload replaces, or whose status says a daemon still runs a replaced
+// binary, has `anvil upgrade` restart them (a worker without a drain);
+// the others are left alone.
+func TestPlanAnvilRestart(t *testing.T) {
+	const to = "v1.37.2"
+	setup := func() (*run, []*host) {
+		c, hs := fleet(t, 4)
+		hs[1].Role, hs[1].Host.Role = v1alpha1.RoleMaster, v1alpha1.RoleMaster
+		c.Hosts[1].Role = v1alpha1.RoleMaster
+		c.KubernetesVersion = to
+		for _, h := range hs {
+			h.facts.Installed = map[string]string{images.AnvilBinary: "new"}
+		}
+		for _, h := range hs[:2] {
+			h.facts.Node = &master.NodeState{Node: h.Name, Role: v1alpha1.RoleMaster, KubernetesVersion: to}
+		}
+		for _, h := range hs[2:] {
+			h.facts.NodeStack = &node.StackState{KubernetesVersion: to}
+		}
+		b := &bundle{anvil: bundleFile{File: images.File{Name: images.AnvilBinary, SHA256: "new"}}}
+		return &run{cluster: c, hosts: hs, apply: &applyState{bundle: b}}, hs
+	}
+	r, _ := setup()
+	if pl, wl := planUpgrade(r), planUpgradeWorkers(r); len(pl.steps)+len(wl.steps) != 0 {
+		t.Fatalf("nothing replaced, yet planned: %+v %+v", pl.steps, wl.steps)
+	}
+
+	r, hs := setup()
+	hs[0].facts.Installed[images.AnvilBinary] = "old"                   // the upload replaces it
+	hs[1].facts.Status = &master.Status{Replaced: []string{"approver"}} // an earlier apply did
+	hs[3].facts.Installed[images.AnvilBinary] = "old"
+	pl := planUpgrade(r)
+	if !pl.oneAtATime || len(pl.steps) != 2 {
+		t.Fatalf("masters: %+v", pl.steps)
+	}
+	for i, want := range []string{"the upload replaces anvil", "approver run a replaced binary"} {
+		if s := pl.steps[i]; s.host != hs[i] || s.run == nil || !strings.Contains(s.do, want) || !strings.Contains(s.do, "anvil upgrade --to "+to) {
+			t.Errorf("master step %d: %s", i, s.do)
+		}
+	}
+	wl := planUpgradeWorkers(r)
+	if len(wl.steps) != 1 || wl.steps[0].host != hs[3] || strings.Contains(wl.steps[0].do, "drain") || !strings.Contains(wl.steps[0].do, "restart the agent") {
+		t.Fatalf("workers: %+v", wl.steps)
+	}
+
+	// A master down: a master's restart, which restarts its etcd member,
+	// is refused unless --force.
+	r, hs = setup()
+	hs[0].facts.Installed[images.AnvilBinary] = "old"
+	hs[1].err = &HostError{Host: hs[1].Name, Phase: "connect"}
+	if _, err := planUpgrade(r).steps[0].run(context.Background()); err == nil || !strings.Contains(err.Error(), "w1 cannot be reached") {
+		t.Errorf("with a master down: %v", err)
+	}
+	r.apply.o.Force = true
+	if do := planUpgrade(r).steps[0].do; !strings.Contains(do, "--force") {
+		t.Errorf("with a master down and --force: %s", do)
 	}
 }

@@ -256,3 +256,43 @@ func Reload(ctx context.Context) error {
 func systemdError(err error) error {
 	return fmt.Errorf("cannot reach systemd over D-Bus (is systemd PID 1 here? use --layout process on machines without it): %w", err)
 }
+
+// Replaced are those of cs whose running process runs a replaced binary
+// (supervise.ExeReplaced against the component's Binary): an upgrade put
+// a new build in its place, and only a restart runs it. Systemd units
+// are found by their main PID, supervised processes by the supervisor's
+// status; static pods run the kubelet's images and are not looked at.
+func Replaced(ctx context.Context, o Options, cs []component.Spec) ([]component.Spec, error) {
+	pids := map[string]int{}
+	switch o.Layout {
+	case v1alpha1.LayoutProcess:
+		st, err := supervise.ReadStatus(o.Root)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range cs {
+			if p, ok := st.Process(c.Name); ok && supervise.Alive(p.PID) {
+				pids[c.Name] = p.PID
+			}
+		}
+	case v1alpha1.LayoutSystemd:
+		states, err := SystemdStates(ctx, unitNames(cs))
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range cs {
+			if i := slices.IndexFunc(states, func(s UnitState) bool { return s.Name == c.UnitName() }); i >= 0 {
+				pids[c.Name] = int(states[i].MainPID)
+			}
+		}
+	default:
+		return nil, nil
+	}
+	var out []component.Spec
+	for _, c := range cs {
+		if c.Binary != "" && supervise.ExeReplaced(pids[c.Name], c.Binary) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}

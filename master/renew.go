@@ -186,8 +186,15 @@ func (cp *ControlPlane) restartReaders(ctx context.Context, hostPaths []string, 
 	if err != nil {
 		return nil, err
 	}
+	return cp.restartInTurn(ctx, readers(cs, paths), log)
+}
+
+// restartInTurn restarts each of restart in turn, each ready before the
+// next; when the VIP manager is among others it is stopped first, so that
+// another master takes the VIP, and started again last. It returns those
+// it restarted; its error names the component that did not come back.
+func (cp *ControlPlane) restartInTurn(ctx context.Context, restart []component.Spec, log *slog.Logger) ([]string, error) {
 	var restarted []string
-	restart := readers(cs, paths)
 	var handedOver *component.Spec
 	if i := slices.IndexFunc(restart, func(s component.Spec) bool { return s.Name == VIP }); i >= 0 && len(restart) > 1 && cp.Layout != v1alpha1.LayoutStaticPod {
 		// This master's apiserver talks to its own etcd member alone:

@@ -39,6 +39,10 @@ type Status struct {
 	// BackupSigningKey is the key this master signs backups with
 	// (ed25519:…); empty on workers and on masters that have none.
 	BackupSigningKey string `json:"backupSigningKey,omitempty"`
+	// Replaced are the components (the agent included) whose process runs
+	// a binary replaced since it started: an apply uploaded a new anvil,
+	// and `anvil upgrade --to VERSION` (or the next apply) restarts them.
+	Replaced []string `json:"replacedBinaries,omitempty"`
 	// Healthy is true when every component is running and healthy.
 	Healthy bool `json:"healthy"`
 }
@@ -118,6 +122,11 @@ func ReadStatus(ctx context.Context, root hostfs.Root) (*Status, error) {
 		}
 	}
 	out.Components = componentStates(ctx, root, st.Layout, cs)
+	if rs, err := replacedComponents(ctx, p, st.Layout, root); err == nil {
+		for _, r := range rs {
+			out.Replaced = append(out.Replaced, r.Name)
+		}
+	}
 	probe := supervise.NewProber()
 	defer probe.Close()
 	for i, c := range cs {

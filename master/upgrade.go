@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -77,6 +78,9 @@ type UpgradeResult struct {
 	To   string `json:"to"`
 	// Switched are the components switched to To, in order.
 	Switched []string `json:"switched,omitempty"`
+	// Restarted are the components restarted because they ran a replaced
+	// binary (a new anvil uploaded), in order.
+	Restarted []string `json:"restarted,omitempty"`
 	// Took is the whole run's time.
 	Took time.Duration `json:"took"`
 }
@@ -100,7 +104,16 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeResult, error) {
 	}
 	res := &UpgradeResult{Node: st.Node, From: st.KubernetesVersion, To: o.Version}
 	if res.From == res.To && st.UpgradingTo == "" {
-		return res, nil // finished before: nothing to do
+		// Finished before; what may be left is anvil itself: daemons
+		// still running the anvil an apply has since replaced.
+		cur, err := p.Complete()
+		if err != nil {
+			return nil, err
+		}
+		cp := &ControlPlane{Plan: cur, Layout: st.Layout, Root: o.Root, Anvil: cur.AnvilBinary, Log: log, Task: o.Task}
+		res.Restarted, err = cp.restartReplaced(ctx, o.Force, log)
+		res.Took = time.Since(start)
+		return res, err
 	}
 	if err := images.CheckUpgrade(res.From, res.To, o.Rollback); err != nil {
 		return nil, err
@@ -164,6 +177,11 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeResult, error) {
 			return res, err
 		}
 	}
+	// What the version did not change but a new anvil did: etcd, the
+	// approver, the VIP manager running the anvil the links left.
+	if res.Restarted, err = cp.restartReplaced(ctx, o.Force, log); err != nil {
+		return res, err
+	}
 	if err := cp.WaitLeaders(ctx, o.Timeout); err != nil {
 		return res, err
 	}
@@ -175,6 +193,78 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (*UpgradeResult, error) {
 	}
 	res.Took = time.Since(start)
 	return res, nil
+}
+
+// restartReplaced restarts this master's components whose process runs a
+// replaced binary (layout.Replaced): the way anvil itself is upgraded, an
+// apply having put a new anvil in place. One at a time, each ready before
+// the next, Kubernetes' components first, then anvil's own with etcd and
+// the agent last; the VIP handed to another master first (its manager
+// starts again at the end); etcd healthy before and after its member
+// restarts.
+func (c *ControlPlane) restartReplaced(ctx context.Context, force bool, log *slog.Logger) ([]string, error) {
+	replaced, err := replacedComponents(ctx, c.Plan, c.Layout, c.Root)
+	if err != nil {
+		return nil, fmt.Errorf("find the components that run a replaced binary: %w", err)
+	}
+	if len(replaced) == 0 {
+		return nil, nil
+	}
+	slices.SortStableFunc(replaced, func(a, b component.Spec) int { return cmp.Compare(restartRank(a), restartRank(b)) })
+	var names []string
+	for _, s := range replaced {
+		names = append(names, s.Name)
+	}
+	c.Task.Say("%s: %s run a replaced binary: restarting them one at a time", c.Plan.Node.Name, strings.Join(names, ", "))
+	etcdToo := slices.ContainsFunc(replaced, func(s component.Spec) bool { return s.Name == Etcd })
+	if etcdToo {
+		if err := etcdHealthy(ctx, c.Root, "before", force); err != nil {
+			return nil, err
+		}
+	}
+	restarted, err := c.restartInTurn(ctx, replaced, log)
+	if err != nil {
+		return restarted, err
+	}
+	if etcdToo {
+		if err := etcdHealthy(ctx, c.Root, "after", force); err != nil {
+			return restarted, err
+		}
+	}
+	return restarted, nil
+}
+
+// replacedComponents are p's node's components (the control plane's and
+// the agent) whose process runs a replaced binary. In the static-pod
+// layout the kubelet runs the control plane from images, and only the
+// agent's unit is looked at.
+func replacedComponents(ctx context.Context, p Plan, l v1alpha1.Layout, root hostfs.Root) ([]component.Spec, error) {
+	lo := layout.Options{Layout: l, Root: root}
+	if l == v1alpha1.LayoutStaticPod {
+		lo.Layout = v1alpha1.LayoutSystemd
+	}
+	cs, err := NodeComponents(p, lo.Layout)
+	if err != nil {
+		return nil, err
+	}
+	if l == v1alpha1.LayoutStaticPod {
+		cs = slices.DeleteFunc(cs, func(s component.Spec) bool { return s.Name != agent.Name })
+	}
+	return layout.Replaced(ctx, lo, cs)
+}
+
+// restartRank orders restarts: Kubernetes' components, anvil's, etcd, the
+// agent.
+func restartRank(s component.Spec) int {
+	switch {
+	case s.Name == agent.Name:
+		return 3
+	case s.Name == Etcd:
+		return 2
+	case isAnvil(s):
+		return 1
+	}
+	return 0
 }
 
 // componentSwitch is one component's definition file, old and new.

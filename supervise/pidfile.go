@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -104,4 +105,27 @@ func waitGoneCtx(ctx context.Context, pid int, timeout time.Duration) bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return !alive(pid)
+}
+
+// ExeReplaced reports whether live process pid runs another executable
+// than binary names now: the file it started from was replaced (an
+// upgrade renamed a new build over it, and /proc calls the old one
+// "(deleted)"), or binary is a link switched to another file since. It
+// is false when either cannot be read.
+func ExeReplaced(pid int, binary string) bool {
+	if pid <= 0 {
+		return false
+	}
+	exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+	if err != nil {
+		return false
+	}
+	if strings.HasSuffix(exe, " (deleted)") {
+		return true
+	}
+	cur, err := filepath.EvalSymlinks(binary)
+	if err != nil {
+		return false
+	}
+	return exe != cur
 }

@@ -61,6 +61,9 @@ func printStatus(a *app, st *master.Status) error {
 			fmt.Fprintf(a.out, "  %s: %s\n", c.Name, c.Problem)
 		}
 	}
+	if len(st.Replaced) > 0 {
+		fmt.Fprintf(a.out, "  %s run a binary replaced since they started: anvil upgrade --to %s restarts them, one at a time\n", strings.Join(st.Replaced, ", "), st.KubernetesVersion)
+	}
 	if e := st.Etcd; e != nil {
 		fmt.Fprintf(a.out, "\netcd: leader %s, revision %d, db %.1f MiB\n", orDash(e.Leader), e.Revision, float64(e.DBSize)/(1<<20))
 		if e.Error != "" {

@@ -38,6 +38,12 @@ held before the node state names the new version.
 On a worker (drain it first: 'anvil cluster apply' does) the kubelet and
 kube-proxy are switched, keeping their credentials, then the agent.
 
+anvil itself upgrades the same way: a component whose process runs a binary
+replaced since it started (an apply uploaded a new anvil) is restarted, one at
+a time, Kubernetes' components first, then anvil's, etcd (healthy before and
+after) and the agent last; with the version already running, that is all the
+command does.
+
 The old binaries stay: --rollback --to OLD switches back. A run that stopped
 half-way is run again; re-running a finished upgrade does nothing. Run it on
 one master at a time: 'anvil cluster apply' with the new kubernetesVersion does
@@ -85,14 +91,24 @@ func upgradeHere(ctx context.Context, root hostfs.Root, to string, rollback, for
 	if res == nil {
 		return nil, err
 	}
-	return &master.UpgradeResult{Node: res.Node, From: res.From, To: res.To, Switched: res.Switched, Took: res.Took}, err
+	return &master.UpgradeResult{Node: res.Node, From: res.From, To: res.To, Switched: res.Switched, Restarted: res.Restarted, Took: res.Took}, err
 }
 
 func printUpgradeResult(w io.Writer, res *master.UpgradeResult) error {
-	if res.From == res.To {
-		fmt.Fprintf(w, "%s already runs Kubernetes %s: nothing to do\n", res.Node, res.To)
-		return nil
+	restarted := ""
+	if len(res.Restarted) > 0 {
+		restarted = fmt.Sprintf("restarted %s, which ran a replaced binary", strings.Join(res.Restarted, ", "))
 	}
-	fmt.Fprintf(w, "%s: Kubernetes %s → %s in %s (switched %s)\n", res.Node, res.From, res.To, res.Took.Round(100*time.Millisecond), strings.Join(res.Switched, ", "))
+	switch {
+	case res.From == res.To && restarted == "":
+		fmt.Fprintf(w, "%s already runs Kubernetes %s and the installed anvil: nothing to do\n", res.Node, res.To)
+	case res.From == res.To:
+		fmt.Fprintf(w, "%s already runs Kubernetes %s; %s (%s)\n", res.Node, res.To, restarted, res.Took.Round(100*time.Millisecond))
+	default:
+		if restarted != "" {
+			restarted = "; " + restarted
+		}
+		fmt.Fprintf(w, "%s: Kubernetes %s → %s in %s (switched %s%s)\n", res.Node, res.From, res.To, res.Took.Round(100*time.Millisecond), strings.Join(res.Switched, ", "), restarted)
+	}
 	return nil
 }
