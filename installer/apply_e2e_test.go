@@ -589,6 +589,10 @@ func anvilUpgradeE2E(t *testing.T, l *labtest.Lab, clusterFile, kubeconfig, bin 
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The writer names its objects from w-00000 on: the last roll's go.
+		if err := cs.CoreV1().ConfigMaps(renewNS).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+			t.Fatal(err)
+		}
 		wr := startWriter(ctx, w)
 		o, _ := options(t, clusterFile)
 		res, err := applyWith(t, o, anvil)

@@ -266,6 +266,9 @@ func Replaced(ctx context.Context, o Options, cs []component.Spec) ([]component.
 	pids := map[string]int{}
 	switch o.Layout {
 	case v1alpha1.LayoutProcess:
+		if !supervise.Running(o.Root) {
+			return nil, nil // nothing runs
+		}
 		st, err := supervise.ReadStatus(o.Root)
 		if err != nil {
 			return nil, err

@@ -217,6 +217,13 @@ func (c *ControlPlane) restartReplaced(ctx context.Context, force bool, log *slo
 	}
 	c.Task.Say("%s: %s run a replaced binary: restarting them one at a time", c.Plan.Node.Name, strings.Join(names, ", "))
 	etcdToo := slices.ContainsFunc(replaced, func(s component.Spec) bool { return s.Name == Etcd })
+	if etcdToo && !slices.ContainsFunc(replaced, func(s component.Spec) bool { return s.Name == VIP }) {
+		// This master's apiserver talks to its own member alone: the VIP
+		// goes elsewhere while it restarts (restartInTurn hands it over).
+		if vips, err := c.Components(VIP); err == nil && len(vips) == 1 {
+			replaced = append(replaced, vips[0])
+		}
+	}
 	if etcdToo {
 		if err := etcdHealthy(ctx, c.Root, "before", force); err != nil {
 			return nil, err
