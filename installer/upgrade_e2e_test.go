@@ -165,14 +165,23 @@ func TestUpgradeE2E(t *testing.T) {
 	})
 
 	t.Run("a second apply changes nothing", func(t *testing.T) {
+		// What each host's anvil daemons run, told if the apply plans a
+		// restart of them.
+		var daemons []string
+		for _, h := range l.Hosts {
+			daemons = append(daemons, h.Name+":\n"+l.Run(t, h.Name, `readlink -f /usr/local/bin/anvil; for u in anvil-etcd anvil-approver anvil-vip anvil-agent; do p=$(systemctl show -p MainPID --value $u.service); [ "${p:-0}" -gt 0 ] && echo "$u $p $(readlink /proc/$p/exe) since $(systemctl show -p ActiveEnterTimestamp --value $u.service)"; done; true`))
+		}
 		res, err := apply(t, to, false)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, s := range res.Plan {
-			if s.Phase == "upgrade" && s.Change {
+			if (s.Phase == "upgrade" || s.Phase == "upgrade-workers") && s.Change {
 				t.Errorf("upgrade again on %s: %s", s.Host, s.Do)
 			}
+		}
+		if t.Failed() {
+			t.Logf("anvil's daemons before the apply:\n%s", strings.Join(daemons, "\n"))
 		}
 	})
 
