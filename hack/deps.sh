@@ -17,9 +17,13 @@ declare -A need=(
   # runc is built with cgo, statically, against libseccomp (make kube)
   [gcc]=gcc
   [pkg-config]=pkg-config
+  # the conformance busybox is built from Debian's source package by its
+  # debian/rules (dpkg-source, dpkg-architecture, make, patch, strip)
+  [dpkg-source]=dpkg-dev
 )
-# Debian packages that bring no command, checked by name
-libs=(libseccomp-dev libc6-dev)
+# Debian packages that bring no command, checked by name (apt checks the
+# busybox source package against debian-archive-keyring's keys)
+libs=(libseccomp-dev libc6-dev debian-archive-keyring)
 missing=()
 for cmd in "${!need[@]}"; do
   if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then

@@ -44,7 +44,8 @@ type BuildOptions struct {
 	// release: the upstream e2e test binary and the images its tests use.
 	Conformance bool
 	// Mirror is the Debian mirror the conformance images' root is made
-	// from with debootstrap (the first time; the root is cached).
+	// from with debootstrap, and busybox's source package comes from (the
+	// first time; both are cached).
 	Mirror string
 	// Progress receives one line at a time about what the build is doing.
 	Progress func(string)
@@ -406,12 +407,17 @@ func (p *buildPlan) compile(ctx context.Context, o BuildOptions, rel Release, di
 		}
 	}
 	if s.Image != nil {
-		var bin, root string
+		var in imageFiles
 		if len(s.Packages) > 0 {
-			bin = filepath.Join(binDir, s.binaries()[0])
+			in.bin = filepath.Join(binDir, s.binaries()[0])
 		}
 		if s.Image.Root != nil {
-			if root, err = ensureRoot(ctx, o, *s.Image.Root, report); err != nil {
+			if in.root, err = ensureRoot(ctx, o, *s.Image.Root, report); err != nil {
+				return nil, fmt.Errorf("image %s: %w", p.image.Ref, err)
+			}
+		}
+		if s.Image.Busybox != nil {
+			if in.busybox, err = ensureBusybox(ctx, o, *s.Image.Busybox, report); err != nil {
 				return nil, fmt.Errorf("image %s: %w", p.image.Ref, err)
 			}
 		}
@@ -419,7 +425,7 @@ func (p *buildPlan) compile(ctx context.Context, o BuildOptions, rel Release, di
 		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 			return nil, err
 		}
-		if err := writeImageArchive(bin, root, *p.image, out); err != nil {
+		if err := writeImageArchive(in, *p.image, out); err != nil {
 			return nil, err
 		}
 	}

@@ -51,6 +51,28 @@ ln -sf /dev/stderr /var/log/nginx/error.log`,
 	}
 }
 
+// debianBusybox is the busybox image's binary: Debian's busybox-static,
+// built here from its source package with one change, in which the
+// suite's tests agree with upstream busybox and not with Debian's. Tests
+// pass variables whose names are not shell identifiers (data-1, from
+// envFrom) and expect `sh -c env` to print them. Upstream ash keeps such
+// variables since its commit 9c143ce5; Debian reverts that commit and has
+// ash drop them. The revert is there only so that the next patch, the
+// debian-installer's FEATURE_DI_ENV_HACK, applies: an option (off in the
+// static configuration) that brings back upstream's behaviour. Without
+// both, ash is upstream's, in init() and in export -p alike.
+func debianBusybox() *busyboxSpec {
+	return &busyboxSpec{
+		Version:   "1:1.35.0-4+deb12u1",
+		DscSHA256: "9c01fe128b0eeded371c70e37d474fdb5055f71b5d0a778db44c6b0c62d3a7fa",
+		Flavour:   "static",
+		Drop: []droppedPatch{
+			{Name: "revert-9c143ce52da11ec3d21a3491c3749841d3dc10f0.patch"},
+			{Name: "temp-deb-installer-hack.patch", ConfigSymbols: []string{"CONFIG_FEATURE_DI_ENV_HACK"}},
+		},
+	}
+}
+
 // conformanceBuilds is what a conformance run needs: the upstream e2e test
 // binary, built in the conformance module beside the components' (sharing
 // Go's build cache with them), and the images its tests use.
@@ -70,7 +92,7 @@ func (r Release) conformanceBuilds() []buildSpec {
 			Ports: []string{"80/tcp", "5000/tcp", "8080/tcp", "8081/tcp", "9376/tcp"}},
 	}, {
 		Name: BuildBusybox, Title: "busybox", Set: SetConformance,
-		Image: &imageSpec{Ref: r.Suite.Busybox, Root: root, BusyboxOnly: true, Cmd: []string{"sh"}},
+		Image: &imageSpec{Ref: r.Suite.Busybox, Root: root, Busybox: debianBusybox(), Cmd: []string{"sh"}},
 	}, {
 		Name: BuildNginx, Title: "nginx", Set: SetConformance,
 		Image: &imageSpec{Ref: r.Suite.Nginx, AlsoRefs: []string{r.Suite.NginxNew}, Root: root,

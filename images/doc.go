@@ -31,5 +31,8 @@
 // installer's shell scripts.
 //
 // It never downloads a binary or pulls an image: everything is built here
-// from Go modules, or imported from a bundle built that way.
+// from Go modules, or imported from a bundle built that way. The
+// conformance images (conformance.go) take Debian's packages besides: a
+// root made with debootstrap (root.go), and a busybox built here from
+// Debian's source package (busybox.go).
 package images

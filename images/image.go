@@ -42,9 +42,10 @@ type imageSpec struct {
 	// Root, when set, is the Debian root under the binary (a layer of its
 	// own, below the binary's): the test images' shell and tools.
 	Root *rootSpec
-	// BusyboxOnly keeps of the root only its static busybox, linked
-	// under every applet's name, and its users and groups.
-	BusyboxOnly bool
+	// Busybox makes the image busybox alone: this busybox, built from
+	// Debian's source package, linked under every applet's name, with
+	// the Root's users and groups and nothing else of it.
+	Busybox *busyboxSpec
 	// Entrypoint replaces /<binary>; an image without a binary has none
 	// unless it is set.
 	Entrypoint []string
@@ -67,33 +68,51 @@ func (s imageSpec) hashKey() string {
 	// Written only for the images that have them, so the others' hashes
 	// (and cached builds) stay as they were.
 	if len(s.AlsoRefs) > 0 || s.Root != nil || len(s.Entrypoint) > 0 {
-		key += fmt.Sprintf(" also=%s entrypoint=%q busybox=%t", strings.Join(s.AlsoRefs, ","), s.Entrypoint, s.BusyboxOnly)
+		key += fmt.Sprintf(" also=%s entrypoint=%q busybox=%t", strings.Join(s.AlsoRefs, ","), s.Entrypoint, s.Busybox != nil)
 		if s.Root != nil {
 			key += " root=" + s.Root.hashKey()
+		}
+		if s.Busybox != nil {
+			key += " busybox-source=" + s.Busybox.hashKey()
 		}
 	}
 	return key
 }
 
-// writeImageArchive packs the static binary at bin (none when empty) on the
-// Debian root at root (none when empty) into an image named spec.Ref (and
-// spec.AlsoRefs) and writes it to out as a docker-archive tarball
-// (manifest.json with RepoTags, config and layers), the format `ctr -n k8s.io
-// images import` names after its RepoTags and go-containerregistry's tarball
-// package reads back. Times are fixed, so the same binary on the same root
-// makes the same archive (though with AlsoRefs, go-containerregistry lists
-// the tags in any order; and debootstrap makes a new root different).
-func writeImageArchive(bin, root string, spec imageSpec, out string) error {
+// imageFiles are what an image is made of, each left out when empty.
+type imageFiles struct {
+	// bin is the static binary at /<its name>, the entrypoint.
+	bin string
+	// root is the Debian root below it.
+	root string
+	// busybox, for an image of busybox alone (imageSpec.Busybox), is the
+	// binary; of the root only the users and groups are kept.
+	busybox string
+}
+
+// writeImageArchive packs the static binary in.bin on the Debian root
+// in.root (or the busybox in.busybox with the root's users) into an image
+// named spec.Ref (and spec.AlsoRefs) and writes it to out as a
+// docker-archive tarball (manifest.json with RepoTags, config and layers),
+// the format `ctr -n k8s.io images import` names after its RepoTags and
+// go-containerregistry's tarball package reads back. Times are fixed, so
+// the same binary on the same root makes the same archive (though with
+// AlsoRefs, go-containerregistry lists the tags in any order; and
+// debootstrap makes a new root different).
+func writeImageArchive(in imageFiles, spec imageSpec, out string) error {
 	tag, err := name.NewTag(spec.Ref)
 	if err != nil {
 		return fmt.Errorf("image %s: %w", spec.Ref, err)
 	}
+	if (spec.Busybox != nil) != (in.busybox != "") || (in.busybox != "" && in.root == "") {
+		return fmt.Errorf("image %s: an image of busybox alone needs the busybox binary and the root whose users it keeps", spec.Ref)
+	}
 	refs := map[name.Reference]v1.Image{}
 	img := empty.Image
-	if root != "" {
-		open, what := func() (io.ReadCloser, error) { return treeLayer(root) }, "debian root"
-		if spec.BusyboxOnly {
-			open, what = func() (io.ReadCloser, error) { return busyboxLayer(root) }, "busybox"
+	if in.root != "" {
+		open, what := func() (io.ReadCloser, error) { return treeLayer(in.root) }, "debian root"
+		if in.busybox != "" {
+			open, what = func() (io.ReadCloser, error) { return busyboxLayer(in.busybox, in.root) }, "busybox"
 		}
 		layer, err := tarball.LayerFromOpener(open)
 		if err != nil {
@@ -104,7 +123,7 @@ func writeImageArchive(bin, root string, spec imageSpec, out string) error {
 		}
 	}
 	entrypoint := spec.Entrypoint
-	if bin != "" {
+	if bin := in.bin; bin != "" {
 		fi, err := os.Stat(bin)
 		if err != nil {
 			return fmt.Errorf("image %s: %w", spec.Ref, err)

@@ -502,7 +502,7 @@ func TestImageArchive(t *testing.T) {
 	spec := imageSpec{Ref: "registry.k8s.io/coredns/coredns:v1.14.7", User: "65532:65532", Ports: []string{"53/udp", "53/tcp"}, BindLowPorts: true}
 	a, b := filepath.Join(t.TempDir(), "a.tar"), filepath.Join(t.TempDir(), "b.tar")
 	for _, out := range []string{a, b} {
-		if err := writeImageArchive(bin, "", spec, out); err != nil {
+		if err := writeImageArchive(imageFiles{bin: bin}, spec, out); err != nil {
 			t.Fatal(err)
 		}
 	}

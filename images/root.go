@@ -130,6 +130,7 @@ func ensureRoot(ctx context.Context, o BuildOptions, r rootSpec, report func(str
 
 // runLogged runs cmd with its output appended to logPath, saying every
 // interval that it still runs, and returns the output's tail when it fails.
+// cmd runs in its own Env when it has one, else in this process's.
 func runLogged(ctx context.Context, cmd *exec.Cmd, logPath, label string, every time.Duration, report func(string)) error {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -139,7 +140,11 @@ func runLogged(ctx context.Context, cmd *exec.Cmd, logPath, label string, every 
 	var tl tail
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
-	cmd.Env = append(os.Environ(), "LC_ALL=C", "DEBIAN_FRONTEND=noninteractive")
+	env := cmd.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	cmd.Env = append(env, "LC_ALL=C", "DEBIAN_FRONTEND=noninteractive")
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("%s: %w", label, err)
 	}
@@ -253,17 +258,13 @@ func treeLayer(root string) (io.ReadCloser, error) {
 	return pr, nil
 }
 
-// busyboxLayer streams a layer of the root's static busybox at
+// busyboxLayer streams a layer of the static busybox at bin, at
 // /bin/busybox, a symbolic link to it under every applet's name (as the
 // binary lists them), the root's users and groups, and the directories a
 // shell expects.
-func busyboxLayer(root string) (io.ReadCloser, error) {
-	bin := filepath.Join(root, "usr", "bin", "busybox")
+func busyboxLayer(bin, root string) (io.ReadCloser, error) {
 	if _, err := os.Stat(bin); err != nil {
-		bin = filepath.Join(root, "bin", "busybox")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("the root %s holds no busybox (busybox-static): %w", root, err)
+		return nil, fmt.Errorf("busybox: %w", err)
 	}
 	list, err := exec.Command(bin, "--list-full").Output()
 	if err != nil {

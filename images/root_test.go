@@ -54,15 +54,23 @@ func TestTreeLayer(t *testing.T) {
 	}
 }
 
-func TestBusyboxLayer(t *testing.T) {
-	root := t.TempDir()
-	os.MkdirAll(filepath.Join(root, "usr", "bin"), 0o755)
+// fakeBusybox makes root a root with users and groups, and returns a
+// stand-in busybox beside it (the image's busybox is not the root's) that
+// lists its applets as busybox does.
+func fakeBusybox(t *testing.T, root string) string {
+	t.Helper()
 	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
-	// A stand-in that lists its applets as busybox does.
-	os.WriteFile(filepath.Join(root, "usr", "bin", "busybox"), []byte("#!/bin/sh\nprintf 'bin/sh\\nusr/bin/wget\\nsbin/ip\\nbin/busybox\\n'\n"), 0o755)
 	os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte("root:x:0:0::/root:/bin/sh\n"), 0o644)
 	os.WriteFile(filepath.Join(root, "etc", "group"), []byte("root:x:0:\n"), 0o644)
-	rc, err := busyboxLayer(root)
+	bin := filepath.Join(t.TempDir(), "busybox")
+	os.WriteFile(bin, []byte("#!/bin/sh\nprintf 'bin/sh\\nusr/bin/wget\\nsbin/ip\\nbin/busybox\\n'\n"), 0o755)
+	return bin
+}
+
+func TestBusyboxLayer(t *testing.T) {
+	root := t.TempDir()
+	bin := fakeBusybox(t, root)
+	rc, err := busyboxLayer(bin, root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +93,7 @@ func TestImageArchiveOnRoot(t *testing.T) {
 	os.WriteFile(bin, []byte("\x7fELF not really"), 0o755)
 	spec := imageSpec{Ref: "registry.k8s.io/e2e-test-images/agnhost:2.66.1", AlsoRefs: []string{"registry.k8s.io/e2e-test-images/agnhost:2.55"}, Cmd: []string{"pause"}}
 	out := filepath.Join(t.TempDir(), "agnhost.tar")
-	if err := writeImageArchive(bin, root, spec, out); err != nil {
+	if err := writeImageArchive(imageFiles{bin: bin, root: root}, spec, out); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := ReadImageArchive(out)
@@ -99,7 +107,7 @@ func TestImageArchiveOnRoot(t *testing.T) {
 	}
 	// An image of its root alone has no entrypoint but its command.
 	spec = imageSpec{Ref: "registry.k8s.io/e2e-test-images/nginx:1.27.0-2", Cmd: []string{"nginx", "-g", "daemon off;"}}
-	if err := writeImageArchive("", root, spec, out); err != nil {
+	if err := writeImageArchive(imageFiles{root: root}, spec, out); err != nil {
 		t.Fatal(err)
 	}
 	if cfg, err = ReadImageArchive(out); err != nil {
@@ -107,5 +115,26 @@ func TestImageArchiveOnRoot(t *testing.T) {
 	}
 	if cfg.Entrypoint != nil || !slices.Equal(cfg.Cmd, spec.Cmd) || !slices.Equal(cfg.Files, []string{"/usr", "/usr/bin", "/usr/bin/curl"}) {
 		t.Errorf("read back %+v", cfg)
+	}
+	// An image of busybox alone keeps the root's users, not its files.
+	bb := fakeBusybox(t, root)
+	spec = imageSpec{Ref: "registry.k8s.io/e2e-test-images/busybox:1.37.0-1", Busybox: &busyboxSpec{}, Cmd: []string{"sh"}}
+	if err := writeImageArchive(imageFiles{root: root, busybox: bb}, spec, out); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = ReadImageArchive(out); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"/bin/busybox", "/bin/sh", "/etc/passwd", "/tmp"} {
+		if !slices.Contains(cfg.Files, f) {
+			t.Errorf("the busybox image lacks %s: %v", f, cfg.Files)
+		}
+	}
+	if slices.Contains(cfg.Files, "/usr/bin/curl") {
+		t.Errorf("the busybox image holds the root's files: %v", cfg.Files)
+	}
+	// Its spec and its files must agree.
+	if err := writeImageArchive(imageFiles{root: root}, spec, out); err == nil {
+		t.Error("a busybox image without its busybox was written")
 	}
 }

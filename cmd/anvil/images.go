@@ -110,7 +110,9 @@ With --conformance it builds what a conformance run needs instead (use
 another --out): the upstream e2e test binary (e2e.test, go test -c in the
 conformance module) and the images the suite runs, under the names it
 expects — agnhost, nginx and glibc-dns-testing on a Debian root made with
-debootstrap (as root, cached), busybox from Debian's busybox-static, and the
+debootstrap (as root, cached), busybox built from Debian's busybox source
+package (the busybox-static flavour, without the patch that makes its sh
+drop variables whose names are not shell identifiers; cached), and the
 suite's pause.
 Each build is cached on its own by its input hash (in OUT and in --cache), so
 a cold build takes about twenty minutes on two cores, and when nothing that
@@ -147,7 +149,7 @@ decides the files has changed, it returns in seconds.`,
 	cmd.Flags().BoolVar(&o.Force, "force", false, "rebuild even when the binaries are current")
 	cmd.Flags().StringVar(&o.CacheDir, "cache", defaultKubeCache(), "keep finished builds here by version and input hash (empty: no cache)")
 	cmd.Flags().BoolVar(&o.Conformance, "conformance", false, "build what a conformance run needs instead: the upstream e2e test binary and the images its tests use")
-	cmd.Flags().StringVar(&o.Mirror, "mirror", "", "the Debian mirror the conformance images' root is made from (default: the one this host's apt uses)")
+	cmd.Flags().StringVar(&o.Mirror, "mirror", "", "the Debian mirror the conformance images' root and busybox's source package come from (default: the one this host's apt uses)")
 	return cmd
 }
 
