@@ -296,7 +296,10 @@ func upgradeSwitches(root hostfs.Root, oldPlan, newPlan Plan, layout v1alpha1.La
 	var last *componentSwitch
 	for _, s := range ordered {
 		f := news[s.Name]
-		if bytes.Equal(f.Data, olds[s.Name].Data) {
+		// The agent's unit is held to its rendering even where the
+		// version does not change it: one written by join names the
+		// versioned anvil it ran, and a restart would run that again.
+		if s.Name != agent.Name && bytes.Equal(f.Data, olds[s.Name].Data) {
 			continue // the version does not change it
 		}
 		if cur, err := os.ReadFile(root.Path(f.Path)); err == nil && bytes.Equal(cur, f.Data) {
