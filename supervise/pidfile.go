@@ -65,11 +65,14 @@ func readPIDFileWithExe(path string) (int, string) {
 
 // processExe is the binary a live process runs, as /proc reports it.
 func processExe(pid int) string {
-	exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
-	if err != nil {
-		return ""
-	}
+	exe, _ := exeLink(pid)
 	return strings.TrimSuffix(exe, " (deleted)")
+}
+
+// exeLink is /proc/PID/exe as the kernel writes it: " (deleted)" after
+// the path of a file since removed or renamed over.
+func exeLink(pid int) (string, error) {
+	return os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
 }
 
 // Alive reports whether pid is a live, non-zombie process.
@@ -116,7 +119,7 @@ func ExeReplaced(pid int, binary string) bool {
 	if pid <= 0 {
 		return false
 	}
-	exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+	exe, err := exeLink(pid)
 	if err != nil {
 		return false
 	}
