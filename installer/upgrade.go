@@ -51,16 +51,10 @@ func planUpgrade(r *run) plan {
 		if u := h.facts.Node.UpgradingTo; u != "" {
 			from += " (an unfinished switch to " + u + ")"
 		}
-		args := []string{anvilOn(to), "upgrade", "--to", to}
-		if r.apply.o.Rollback {
-			args = append(args, "--rollback")
-		}
-		if r.apply.o.Force && len(down) > 0 {
-			args = append(args, "--force")
-		}
+		args := r.upgradeArgs(r.apply.o.Rollback, down)
 		pl.steps = append(pl.steps, step{host: h, do: fmt.Sprintf("Kubernetes %s → %s: %s (one master at a time; etcd healthy before and after)", from, to, shellJoin(args)), run: func(ctx context.Context) (string, error) {
-			if len(down) > 0 && !r.apply.o.Force {
-				return "", fmt.Errorf("master(s) %s cannot be reached: upgrading %s now would leave etcd one member short while it restarts; bring them back first, or apply with --force to go on regardless", strings.Join(down, ", "), h.Name)
+			if err := r.refuseWithMastersDown(h, down); err != nil {
+				return "", err
 			}
 			ctx, cancel := context.WithTimeout(ctx, r.apply.o.Timeout+5*time.Minute)
 			defer cancel()
@@ -111,10 +105,7 @@ func planUpgradeWorkers(r *run) plan {
 		if u := h.facts.NodeStack.UpgradingTo; u != "" {
 			from += " (an unfinished switch to " + u + ")"
 		}
-		args := []string{anvilOn(to), "upgrade", "--to", to}
-		if r.apply.o.Rollback {
-			args = append(args, "--rollback")
-		}
+		args := r.upgradeArgs(r.apply.o.Rollback, nil)
 		pl.steps = append(pl.steps, step{host: h, do: fmt.Sprintf("Kubernetes %s → %s: drain %s, %s, uncordon, wait until it is Ready with the new kubelet", from, to, h.Name, shellJoin(args)), run: func(ctx context.Context) (string, error) {
 			if behind := r.mastersBehind(to); len(behind) > 0 {
 				return "", fmt.Errorf("master(s) %s do not run Kubernetes %s: a kubelet must never be newer than the control plane; the masters first", strings.Join(behind, ", "), to)
@@ -171,18 +162,14 @@ func (r *run) anvilReplaced(h *host) string {
 // before and after; a worker's agent restarts without a drain, its pods
 // untouched.
 func (r *run) restartReplacedStep(h *host, why string, down []string) step {
-	to := r.cluster.KubernetesVersion
-	args := []string{anvilOn(to), "upgrade", "--to", to}
-	if r.apply.o.Force && len(down) > 0 {
-		args = append(args, "--force")
-	}
+	args := r.upgradeArgs(false, down)
 	what := "the agent"
 	if h.IsMaster() {
 		what = "anvil's daemons (etcd and the agent last, one at a time)"
 	}
 	return step{host: h, do: fmt.Sprintf("restart %s, which run a replaced anvil (%s): %s", what, why, shellJoin(args)), run: func(ctx context.Context) (string, error) {
-		if len(down) > 0 && !r.apply.o.Force {
-			return "", fmt.Errorf("master(s) %s cannot be reached: restarting etcd on %s now would leave it one member short; bring them back first, or apply with --force to go on regardless", strings.Join(down, ", "), h.Name)
+		if err := r.refuseWithMastersDown(h, down); err != nil {
+			return "", err
 		}
 		ctx, cancel := context.WithTimeout(ctx, r.apply.o.Timeout+5*time.Minute)
 		defer cancel()
@@ -202,6 +189,30 @@ func (r *run) restartReplacedStep(h *host, why string, down []string) step {
 		}
 		return fmt.Sprintf("restarted %s in %s", strings.Join(res.Restarted, ", "), time.Since(start).Round(100*time.Millisecond)), nil
 	}}
+}
+
+// upgradeArgs is the `anvil upgrade` a step runs with the file's version:
+// --rollback when asked, --force when masters are down and the apply was
+// told to go on regardless.
+func (r *run) upgradeArgs(rollback bool, down []string) []string {
+	to := r.cluster.KubernetesVersion
+	args := []string{anvilOn(to), "upgrade", "--to", to}
+	if rollback {
+		args = append(args, "--rollback")
+	}
+	if r.apply.o.Force && len(down) > 0 {
+		args = append(args, "--force")
+	}
+	return args
+}
+
+// refuseWithMastersDown refuses a step that restarts h's etcd member while
+// the masters in down cannot be reached, unless --force.
+func (r *run) refuseWithMastersDown(h *host, down []string) error {
+	if len(down) == 0 || r.apply.o.Force {
+		return nil
+	}
+	return fmt.Errorf("master(s) %s cannot be reached: restarting etcd on %s now would leave it one member short; bring them back first, or apply with --force to go on regardless", strings.Join(down, ", "), h.Name)
 }
 
 // mastersBehind are the masters not known to run version: failed, never
