@@ -97,3 +97,59 @@ func switchedNames(sw []componentSwitch) []string {
 	}
 	return out
 }
+
+// TestUpgradeSwitchesRewritesAJoinedAgentUnit: an agent unit that names the
+// versioned anvil join ran (not the link) is switched to its rendering on an
+// upgrade, though the version does not change that rendering: restarted as
+// it is, it would run the old version's anvil again.
+func TestUpgradeSwitchesRewritesAJoinedAgentUnit(t *testing.T) {
+	root := hostfs.Root(t.TempDir())
+	oldPlan := referencePlan()
+	oldPlan.KubernetesVersion, oldPlan.BinDir = "v1.36.3", ""
+	oldPlan, err := oldPlan.Complete()
+	if err != nil {
+		t.Fatal(err)
+	}
+	newPlan := oldPlan
+	newPlan.KubernetesVersion, newPlan.BinDir = "v1.37.2", ""
+	if newPlan, err = newPlan.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	olds, _, err := definitions(oldPlan, v1alpha1.LayoutSystemd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := olds[agent.Name]
+	if !strings.Contains(string(joined.Data), oldPlan.AnvilBinary) {
+		t.Fatalf("the agent's unit does not name %s:\n%s", oldPlan.AnvilBinary, joined.Data)
+	}
+	joined.Data = []byte(strings.ReplaceAll(string(joined.Data), oldPlan.AnvilBinary, "/opt/anvil/bin/v1.36.3/anvil"))
+	var files []component.OutputFile
+	for name, f := range olds {
+		if name == agent.Name {
+			f = joined
+		}
+		files = append(files, f)
+	}
+	if _, err := component.WriteTree(root, files); err != nil {
+		t.Fatal(err)
+	}
+	_, last, err := upgradeSwitches(root, oldPlan, newPlan, v1alpha1.LayoutSystemd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	news, _, err := definitions(newPlan, v1alpha1.LayoutSystemd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last == nil || last.spec.Name != agent.Name || string(last.file.Data) != string(news[agent.Name].Data) {
+		t.Fatalf("the joined agent unit is not switched to its rendering: %+v", last)
+	}
+	// Once it is, the next run leaves it.
+	if _, err := component.WriteTree(root, []component.OutputFile{last.file}); err != nil {
+		t.Fatal(err)
+	}
+	if _, last, err = upgradeSwitches(root, oldPlan, newPlan, v1alpha1.LayoutSystemd); err != nil || last != nil {
+		t.Fatalf("switched again: %+v %v", last, err)
+	}
+}
