@@ -636,22 +636,8 @@ func anvilUpgradeE2E(t *testing.T, l *labtest.Lab, clusterFile, kubeconfig, bin 
 				}
 			}
 		}
-		list, err := cs.CoreV1().ConfigMaps(renewNS).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		have := map[string]bool{}
-		for _, cm := range list.Items {
-			have[cm.Name] = true
-		}
-		lost := 0
-		for _, a := range acked {
-			if !have[a] {
-				lost++
-			}
-		}
-		if lost > 0 || len(acked) == 0 {
-			t.Errorf("%d of %d acknowledged writes are gone", lost, len(acked))
+		if lost := lostWrites(t, cs, acked); len(lost) > 0 || len(acked) == 0 {
+			t.Errorf("%d of %d acknowledged writes are gone: %v", len(lost), len(acked), lost)
 		}
 		t.Logf("anvil %s applied in %s: %d writes acknowledged, %d failed, none lost; longest gap between acknowledged writes: %s",
 			sum[:12], fmtDuration(res.Elapsed), len(acked), failures, fmtDuration(gap))

@@ -184,7 +184,14 @@ func (r *renewalLab) waitRenewals(t testing.TB, times int, timeout time.Duration
 // lost are the acknowledged writes that are not there.
 func (r *renewalLab) lost(t testing.TB, acked []string) []string {
 	t.Helper()
-	list, err := r.w.CoreV1().ConfigMaps(renewNS).List(context.Background(), metav1.ListOptions{})
+	return lostWrites(t, r.w, acked)
+}
+
+// lostWrites are the acknowledged writes (ConfigMaps in renewNS) cs does
+// not find.
+func lostWrites(t testing.TB, cs kubernetes.Interface, acked []string) []string {
+	t.Helper()
+	list, err := cs.CoreV1().ConfigMaps(renewNS).List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
