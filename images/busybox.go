@@ -130,10 +130,7 @@ type busyboxRecord struct {
 // into place once the binary passed its check, so a failed or interrupted
 // build never leaves an entry that looks finished.
 func ensureBusybox(ctx context.Context, o BuildOptions, b busyboxSpec, report func(string)) (string, error) {
-	base := o.CacheDir
-	if base == "" {
-		base = o.OutDir
-	}
+	base := entryBase(o)
 	name := "busybox-" + b.fileVersion() + "-" + b.id()
 	dir := filepath.Join(base, name)
 	bin := filepath.Join(dir, "busybox")
@@ -158,17 +155,11 @@ func ensureBusybox(ctx context.Context, o BuildOptions, b busyboxSpec, report fu
 	if err := busyboxPrerequisites(ctx); err != nil {
 		return "", fail(busyboxStepPrepare, err)
 	}
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		return "", fail(busyboxStepPrepare, fmt.Errorf("create %s: %w", base, err))
-	}
-	scratch, err := os.MkdirTemp(base, ".busybox-")
+	scratch, err := newScratch(base, ".busybox-")
 	if err != nil {
-		return "", fail(busyboxStepPrepare, fmt.Errorf("create a scratch directory in %s: %w", base, err))
-	}
-	defer os.RemoveAll(scratch)
-	if err := os.Chmod(scratch, 0o755); err != nil {
 		return "", fail(busyboxStepPrepare, err)
 	}
+	defer os.RemoveAll(scratch)
 	start := time.Now()
 	bb := &busyboxBuild{spec: b, mirror: o.Mirror, work: filepath.Join(scratch, "work"), out: filepath.Join(scratch, "busybox"),
 		log: filepath.Join(base, name+".log"), every: o.ProgressEvery, report: report}

@@ -56,10 +56,7 @@ const rootDone = "root.json"
 // mirror o.Mirror. The tree is made in a scratch directory and renamed into
 // place, so a crash never leaves a half-made root that looks finished.
 func ensureRoot(ctx context.Context, o BuildOptions, r rootSpec, report func(string)) (string, error) {
-	base := o.CacheDir
-	if base == "" {
-		base = o.OutDir
-	}
+	base := entryBase(o)
 	dir := filepath.Join(base, "debian-"+DebianSuite+"-"+r.id())
 	rootfs := filepath.Join(dir, "rootfs")
 	if _, err := os.Stat(filepath.Join(dir, rootDone)); err == nil {
@@ -75,17 +72,11 @@ func ensureRoot(ctx context.Context, o BuildOptions, r rootSpec, report func(str
 	if _, err := exec.LookPath("debootstrap"); err != nil {
 		return "", fmt.Errorf("the Debian root %s is made with debootstrap, which is not installed (apt-get install debootstrap)", rootfs)
 	}
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		return "", fmt.Errorf("create %s: %w", base, err)
-	}
-	scratch, err := os.MkdirTemp(base, ".root-")
+	scratch, err := newScratch(base, ".root-")
 	if err != nil {
-		return "", fmt.Errorf("create a scratch root in %s: %w", base, err)
-	}
-	defer os.RemoveAll(scratch)
-	if err := os.Chmod(scratch, 0o755); err != nil {
 		return "", err
 	}
+	defer os.RemoveAll(scratch)
 	start := time.Now()
 	tree := filepath.Join(scratch, "rootfs")
 	logPath := filepath.Join(base, "debian-"+DebianSuite+"-"+r.id()+".log")
@@ -126,6 +117,32 @@ func ensureRoot(ctx context.Context, o BuildOptions, r rootSpec, report func(str
 	}
 	report(fmt.Sprintf("debian %s root: made %s in %s", DebianSuite, rootfs, time.Since(start).Round(time.Second)))
 	return rootfs, nil
+}
+
+// entryBase is where finished Debian roots and busybox builds are kept:
+// the cache, else the output directory.
+func entryBase(o BuildOptions) string {
+	if o.CacheDir != "" {
+		return o.CacheDir
+	}
+	return o.OutDir
+}
+
+// newScratch makes a directory in base, readable by all, for a build to
+// fill before it is renamed into place whole.
+func newScratch(base, prefix string) (string, error) {
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return "", fmt.Errorf("create %s: %w", base, err)
+	}
+	scratch, err := os.MkdirTemp(base, prefix)
+	if err != nil {
+		return "", fmt.Errorf("create a scratch directory in %s: %w", base, err)
+	}
+	if err := os.Chmod(scratch, 0o755); err != nil {
+		os.RemoveAll(scratch)
+		return "", err
+	}
+	return scratch, nil
 }
 
 // runLogged runs cmd with its output appended to logPath, saying every
