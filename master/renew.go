@@ -50,6 +50,9 @@ const (
 	// renewLeaseTime bounds how long a master may hold RenewLease: a
 	// master that died holding it blocks the others no longer.
 	renewLeaseTime = 10 * time.Minute
+	// renewTurnPause is the time between two tries to take RenewLease,
+	// or to hand it back.
+	renewTurnPause = 2 * time.Second
 )
 
 // Renewal is one run of RenewDue that renewed something.
@@ -127,7 +130,7 @@ func RenewDue(ctx context.Context, o RenewOptions) (*RenewResult, error) {
 		return res, nil
 	}
 	cp := &ControlPlane{Plan: p, Layout: st.Layout, Root: o.Root, Anvil: p.AnvilBinary, Log: log, Task: o.Task}
-	release, err := takeRenewTurn(ctx, cp, st.Node, o.Wait, log)
+	release, err := takeRenewTurn(ctx, cp.adminClient, st.Node, o.Wait, renewTurnPause, turnUntil(exp, due), log)
 	if err != nil {
 		return nil, err
 	}
@@ -366,8 +369,16 @@ func waitUntil(ctx context.Context, limit time.Duration, what string, ok func() 
 // cannot be reached the renewal goes on without it: certificates that
 // expire are what keeps an API down, and a master that cannot reach its
 // own apiserver is out of the quorum's count already.
-func takeRenewTurn(ctx context.Context, cp *ControlPlane, node string, wait time.Duration, log *slog.Logger) (func(), error) {
-	cs, err := cp.Client(pki.AdminKubeconfig)
+//
+// With until set, the wait ends by then and the renewal goes on without
+// the turn: waiting on a lease that is not handed back (its holder's
+// release failed, or it died) must not let this master's certificates
+// expire.
+//
+// client makes a client of this master's apiserver; pause is the time
+// between two tries.
+func takeRenewTurn(ctx context.Context, client func() (kubernetes.Interface, error), node string, wait, pause time.Duration, until time.Time, log *slog.Logger) (func(), error) {
+	cs, err := client()
 	if err == nil {
 		_, err = cs.Discovery().ServerVersion()
 	}
@@ -378,7 +389,6 @@ func takeRenewTurn(ctx context.Context, cp *ControlPlane, node string, wait time
 	if wait <= 0 {
 		wait = 5 * time.Minute
 	}
-	leases := cs.CoordinationV1().Leases(metav1.NamespaceSystem)
 	deadline := time.Now().Add(wait)
 	for {
 		holder, err := tryRenewLease(ctx, cs, node, time.Now())
@@ -389,6 +399,10 @@ func takeRenewTurn(ctx context.Context, cp *ControlPlane, node string, wait time
 		if err != nil {
 			why = err.Error()
 		}
+		if !until.IsZero() && time.Now().After(until) {
+			log.Warn("renewing without taking turns with the other masters: the certificates due would expire before the turn comes", "lease", RenewLease, "why", why, "waited-until", until.Format(time.RFC3339))
+			return func() {}, nil
+		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("lease %s/%s: not this master's turn after %s (%s): the next run tries again", metav1.NamespaceSystem, RenewLease, wait, why)
 		}
@@ -396,22 +410,75 @@ func takeRenewTurn(ctx context.Context, cp *ControlPlane, node string, wait time
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(5 * time.Second):
+		case <-time.After(pause):
 		}
 	}
-	return func() {
-		// Released, not deleted: its history stays readable.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		l, err := leases.Get(ctx, RenewLease, metav1.GetOptions{})
-		if err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity == node {
-			l.Spec.HolderIdentity = nil
-			_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+	return func() { releaseRenewLease(ctx, client, node, pause, log) }, nil
+}
+
+// adminClient is a client of this master's apiserver as admin.conf's user.
+func (c *ControlPlane) adminClient() (kubernetes.Interface, error) {
+	return c.Client(pki.AdminKubeconfig)
+}
+
+// turnUntil is how long a renewal of due may wait for its turn: until a
+// sixth of the shortest lifetime among them (an hour at most) is left
+// before the first of them expires, time enough to renew and restart.
+func turnUntil(exp pki.Expiration, due []string) time.Time {
+	var until time.Time
+	for _, e := range exp.Certificates {
+		if !slices.Contains(due, e.Name) {
+			continue
 		}
-		if err != nil {
-			log.Warn("release lease", "lease", RenewLease, "err", err)
+		at := e.Expires.Add(-min(e.Expires.Sub(e.Issued)/6, time.Hour))
+		if until.IsZero() || at.Before(until) {
+			until = at
 		}
-	}, nil
+	}
+	return until
+}
+
+// releaseRenewLease hands RenewLease back when node holds it. The
+// components it talks to were just restarted, so it tries for a minute,
+// every pause, with a client made again each time (the renewal replaced
+// its kubeconfig): a lease left held would keep the other masters from their
+// turn until it expires, and their certificates may fall due before that.
+func releaseRenewLease(ctx context.Context, client func() (kubernetes.Interface, error), node string, pause time.Duration, log *slog.Logger) {
+	// Released, not deleted: its history stays readable.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	var err error
+	for attempt := 0; ; attempt++ {
+		if err = releaseRenewLeaseOnce(ctx, client, node); err == nil {
+			if attempt > 0 {
+				log.Info("released the lease", "lease", RenewLease, "attempts", attempt+1)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			log.Warn("release lease: the other masters wait until it expires", "lease", RenewLease, "expires-in", renewLeaseTime.String(), "err", err)
+			return
+		case <-time.After(pause):
+		}
+	}
+}
+
+func releaseRenewLeaseOnce(ctx context.Context, client func() (kubernetes.Interface, error), node string) error {
+	cs, err := client()
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	leases := cs.CoordinationV1().Leases(metav1.NamespaceSystem)
+	l, err := leases.Get(rctx, RenewLease, metav1.GetOptions{})
+	if err != nil || l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != node {
+		return err
+	}
+	l.Spec.HolderIdentity = nil
+	_, err = leases.Update(rctx, l, metav1.UpdateOptions{})
+	return err
 }
 
 // tryRenewLease takes RenewLease for node when it is free, expired or

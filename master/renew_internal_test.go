@@ -2,14 +2,19 @@ package master
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/internal/hostfs"
@@ -91,6 +96,92 @@ func TestRenewLeaseTurns(t *testing.T) {
 	}
 	if h, err := tryRenewLease(ctx, cs, "m2", now.Add(renewLeaseTime+2*time.Minute)); err != nil || h != "m2" {
 		t.Fatalf("after m1's lease ran out: %s %v", h, err)
+	}
+}
+
+// TestRenewLeaseReleasedAfterRestarts: the release right after this
+// master's components restarted keeps trying through failed requests and
+// clients that cannot be made, so the next master's turn is not held up
+// until the lease runs out; a lease another master holds is left alone.
+func TestRenewLeaseReleasedAfterRestarts(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewClientset()
+	if h, err := tryRenewLease(ctx, cs, "m1", time.Now()); err != nil || h != "m1" {
+		t.Fatalf("take: %s %v", h, err)
+	}
+	updates := 0
+	cs.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if updates++; updates <= 2 {
+			return true, nil, errors.New("http2: client connection lost")
+		}
+		return false, nil, nil
+	})
+	clients := 0
+	client := func() (kubernetes.Interface, error) {
+		if clients++; clients == 1 {
+			return nil, errors.New("read admin.conf: being replaced")
+		}
+		return cs, nil
+	}
+	releaseRenewLease(ctx, client, "m1", time.Millisecond, slog.New(slog.DiscardHandler))
+	if h, err := tryRenewLease(ctx, cs, "m2", time.Now()); err != nil || h != "m2" {
+		t.Fatalf("after m1 released it: %s %v (updates %d, clients %d)", h, err, updates, clients)
+	}
+	if updates < 3 || clients < 4 {
+		t.Errorf("updates %d, clients %d: the failures were not retried", updates, clients)
+	}
+	releaseRenewLease(ctx, func() (kubernetes.Interface, error) { return cs, nil }, "m1", time.Millisecond, slog.New(slog.DiscardHandler))
+	if h, err := tryRenewLease(ctx, cs, "m3", time.Now()); err != nil || h != "m2" {
+		t.Fatalf("m1's release took m2's lease: %s %v", h, err)
+	}
+}
+
+// TestRenewTurnEndsBeforeExpiry: a master whose lease another holds
+// waits for its turn, but not past the time its due certificates need to
+// be renewed by; without that time it gives up after the wait.
+func TestRenewTurnEndsBeforeExpiry(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewClientset()
+	if h, err := tryRenewLease(ctx, cs, "m1", time.Now()); err != nil || h != "m1" {
+		t.Fatalf("take: %s %v", h, err)
+	}
+	client := func() (kubernetes.Interface, error) { return cs, nil }
+	log := slog.New(slog.DiscardHandler)
+	start := time.Now()
+	release, err := takeRenewTurn(ctx, client, "m2", time.Minute, time.Millisecond, time.Now().Add(50*time.Millisecond), log)
+	if err != nil {
+		t.Fatalf("with the certificates about to expire: %v", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("waited %s, past the time to renew by", took)
+	}
+	release()
+	if h, err := tryRenewLease(ctx, cs, "m3", time.Now()); err != nil || h != "m1" {
+		t.Fatalf("m2 renewed without its turn, and then moved m1's lease: %s %v", h, err)
+	}
+	if _, err := takeRenewTurn(ctx, client, "m2", 50*time.Millisecond, time.Millisecond, time.Time{}, log); err == nil || !strings.Contains(err.Error(), "held by m1") {
+		t.Fatalf("with time left, the wait ends in %v, want the holder named", err)
+	}
+}
+
+// TestTurnUntil: a sixth of the shortest lifetime before the first due
+// certificate expires, an hour at most; certificates not due do not count.
+func TestTurnUntil(t *testing.T) {
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	exp := pki.Expiration{Certificates: []pki.Expiry{
+		{Name: "apiserver", Issued: t0, Expires: t0.Add(6 * time.Minute)},
+		{Name: "etcd-peer", Issued: t0, Expires: t0.Add(5 * time.Minute)},
+		{Name: "front-proxy-client", Issued: t0, Expires: t0.Add(2 * time.Minute)},
+		{Name: "admin.conf", Issued: t0, Expires: t0.Add(365 * 24 * time.Hour)},
+	}}
+	if got, want := turnUntil(exp, []string{"apiserver", "etcd-peer"}), t0.Add(5*time.Minute-50*time.Second); !got.Equal(want) {
+		t.Errorf("minutes: %s, want %s", got, want)
+	}
+	if got, want := turnUntil(exp, []string{"admin.conf"}), t0.Add(365*24*time.Hour-time.Hour); !got.Equal(want) {
+		t.Errorf("a year: %s, want %s", got, want)
+	}
+	if got := turnUntil(exp, nil); !got.IsZero() {
+		t.Errorf("nothing due: %s", got)
 	}
 }
 

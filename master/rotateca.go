@@ -107,7 +107,7 @@ func RotateCA(ctx context.Context, o RotateCAOptions) (*RotateCAResult, error) {
 			return nil, err
 		}
 	}
-	release, err := takeRenewTurn(ctx, cp, st.Node, o.Wait, log)
+	release, err := takeRenewTurn(ctx, cp.adminClient, st.Node, o.Wait, renewTurnPause, time.Time{}, log)
 	if err != nil {
 		return nil, err
 	}
