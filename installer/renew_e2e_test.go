@@ -27,23 +27,25 @@ import (
 	"anvil.dev/anvil/pki"
 )
 
-// TestCertRenewalE2E: three masters whose certificates last four
+// TestCertRenewalE2E: three masters whose certificates last six
 // minutes renew them by themselves, twice each (the renewal timer, anvil
 // certs renew-due), one master at a time, while a writer creates objects
 // through the VIP: no acknowledged write is lost, and the longest gap is
 // reported.
 func TestCertRenewalE2E(t *testing.T) {
-	// Four minutes: the third of it left when they fall due (80 s) holds
-	// three masters' turns of 20 to 25 s each with room for a loaded host.
-	const validity, times = 4 * time.Minute, 2
+	// Six minutes: a master waits for its turn from when its
+	// certificates fall due (a third left) until a twelfth is left, then
+	// renews without it; 90 s hold two other masters' turns of 20 to 30
+	// s each with room for a loaded host.
+	const validity, times = 6 * time.Minute, 2
 	r := startRenewalLab(t, validity)
 	ctx := context.Background()
 	wr := startWriter(ctx, r.w)
 	defer wr.stop()
 
 	t.Run("every master renews its certificates twice, one master at a time", func(t *testing.T) {
-		// Each falls due with a third of four minutes left; the timer
-		// looks every 24 s; three masters take turns.
+		// Each falls due with a third of six minutes left; the timer
+		// looks every 36 s; three masters take turns.
 		renewals := r.waitRenewals(t, times, (times+1)*validity)
 		var spans [][2]time.Time
 		for _, m := range r.ms {

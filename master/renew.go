@@ -422,15 +422,16 @@ func (c *ControlPlane) adminClient() (kubernetes.Interface, error) {
 }
 
 // turnUntil is how long a renewal of due may wait for its turn: until a
-// sixth of the shortest lifetime among them (an hour at most) is left
-// before the first of them expires, time enough to renew and restart.
+// twelfth of the shortest lifetime among them (an hour at most) is left
+// before the first of them expires, time enough to renew (etcd and the
+// apiserver read renewed files at their next handshake) and restart.
 func turnUntil(exp pki.Expiration, due []string) time.Time {
 	var until time.Time
 	for _, e := range exp.Certificates {
 		if !slices.Contains(due, e.Name) {
 			continue
 		}
-		at := e.Expires.Add(-min(e.Expires.Sub(e.Issued)/6, time.Hour))
+		at := e.Expires.Add(-min(e.Expires.Sub(e.Issued)/12, time.Hour))
 		if until.IsZero() || at.Before(until) {
 			until = at
 		}

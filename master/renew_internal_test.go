@@ -164,7 +164,7 @@ func TestRenewTurnEndsBeforeExpiry(t *testing.T) {
 	}
 }
 
-// TestTurnUntil: a sixth of the shortest lifetime before the first due
+// TestTurnUntil: a twelfth of the shortest lifetime before the first due
 // certificate expires, an hour at most; certificates not due do not count.
 func TestTurnUntil(t *testing.T) {
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -174,7 +174,7 @@ func TestTurnUntil(t *testing.T) {
 		{Name: "front-proxy-client", Issued: t0, Expires: t0.Add(2 * time.Minute)},
 		{Name: "admin.conf", Issued: t0, Expires: t0.Add(365 * 24 * time.Hour)},
 	}}
-	if got, want := turnUntil(exp, []string{"apiserver", "etcd-peer"}), t0.Add(5*time.Minute-50*time.Second); !got.Equal(want) {
+	if got, want := turnUntil(exp, []string{"apiserver", "etcd-peer"}), t0.Add(5*time.Minute-25*time.Second); !got.Equal(want) {
 		t.Errorf("minutes: %s, want %s", got, want)
 	}
 	if got, want := turnUntil(exp, []string{"admin.conf"}), t0.Add(365*24*time.Hour-time.Hour); !got.Equal(want) {
