@@ -19,20 +19,11 @@ func TestUpgradeSwitches(t *testing.T) {
 	for _, layout := range []v1alpha1.Layout{v1alpha1.LayoutSystemd, v1alpha1.LayoutStaticPod, v1alpha1.LayoutProcess} {
 		t.Run(string(layout), func(t *testing.T) {
 			root := hostfs.Root(t.TempDir())
-			oldPlan := referencePlan()
-			oldPlan.KubernetesVersion, oldPlan.BinDir = "v1.36.3", ""
+			var planRoot hostfs.Root
 			if layout == v1alpha1.LayoutProcess {
-				oldPlan.Root = root
+				planRoot = root
 			}
-			oldPlan, err := oldPlan.Complete()
-			if err != nil {
-				t.Fatal(err)
-			}
-			newPlan := oldPlan
-			newPlan.KubernetesVersion, newPlan.BinDir = "v1.37.2", ""
-			if newPlan, err = newPlan.Complete(); err != nil {
-				t.Fatal(err)
-			}
+			oldPlan, newPlan := switchPlans(t, planRoot)
 			// The old version's definitions, as init wrote them.
 			olds, _, err := definitions(oldPlan, layout)
 			if err != nil {
@@ -104,17 +95,7 @@ func switchedNames(sw []componentSwitch) []string {
 // it is, it would run the old version's anvil again.
 func TestUpgradeSwitchesRewritesAJoinedAgentUnit(t *testing.T) {
 	root := hostfs.Root(t.TempDir())
-	oldPlan := referencePlan()
-	oldPlan.KubernetesVersion, oldPlan.BinDir = "v1.36.3", ""
-	oldPlan, err := oldPlan.Complete()
-	if err != nil {
-		t.Fatal(err)
-	}
-	newPlan := oldPlan
-	newPlan.KubernetesVersion, newPlan.BinDir = "v1.37.2", ""
-	if newPlan, err = newPlan.Complete(); err != nil {
-		t.Fatal(err)
-	}
+	oldPlan, newPlan := switchPlans(t, "")
 	olds, _, err := definitions(oldPlan, v1alpha1.LayoutSystemd)
 	if err != nil {
 		t.Fatal(err)
@@ -152,4 +133,25 @@ func TestUpgradeSwitchesRewritesAJoinedAgentUnit(t *testing.T) {
 	if _, last, err = upgradeSwitches(root, oldPlan, newPlan, v1alpha1.LayoutSystemd); err != nil || last != nil {
 		t.Fatalf("switched again: %+v %v", last, err)
 	}
+}
+
+// switchPlans are the reference plan at v1.36.3 and at v1.37.2, each
+// completed (versioned bin dirs), under root ("" for the plan's own).
+func switchPlans(t *testing.T, root hostfs.Root) (oldPlan, newPlan Plan) {
+	t.Helper()
+	oldPlan = referencePlan()
+	oldPlan.KubernetesVersion, oldPlan.BinDir = "v1.36.3", ""
+	if root != "" {
+		oldPlan.Root = root
+	}
+	oldPlan, err := oldPlan.Complete()
+	if err != nil {
+		t.Fatal(err)
+	}
+	newPlan = oldPlan
+	newPlan.KubernetesVersion, newPlan.BinDir = "v1.37.2", ""
+	if newPlan, err = newPlan.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	return oldPlan, newPlan
 }
