@@ -142,6 +142,10 @@ func watch(ctx context.Context, url string, interval, duration time.Duration, ou
 				answer = strings.TrimSpace(string(b))
 			}
 		}
+		if answer == "-" && ctx.Err() != nil {
+			// Cut short by the end of the watch, not refused: no change.
+			break
+		}
 		if answer != last {
 			if _, err := fmt.Fprintf(out, "%d %s\n", time.Now().UnixNano(), answer); err != nil {
 				return err

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -111,18 +112,20 @@ func TestDNSLoadAndWatch(t *testing.T) {
 		}
 	}()
 	var out strings.Builder
-	if err := run(context.Background(), []string{"dnsload", "-server", pc.LocalAddr().String(), "-parallel", "2", "-duration", "300ms", "kubernetes.default.svc.cluster.local"}, &out, io.Discard); err != nil {
+	if err := run(context.Background(), []string{"dnsload", "-server", pc.LocalAddr().String(), "-parallel", "2", "-duration", "500ms", "kubernetes.default.svc.cluster.local"}, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	var l DNSLoad
-	if err := json.Unmarshal([]byte(out.String()), &l); err != nil || l.Queries < 10 || l.QPS <= 0 || l.P99Ms < l.P50Ms {
+	if err := json.Unmarshal([]byte(out.String()), &l); err != nil || l.Queries < 2 || l.QPS <= 0 || l.P99Ms < l.P50Ms {
 		t.Errorf("dnsload: %+v %v (%s)", l, err, out.String())
 	}
 
-	n := 0
+	// The answer changes at the third request; the watch lasts long
+	// enough for it on a loaded machine, and its end, cutting a request
+	// short, is no change of answer.
+	var n atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		n++
-		if n < 3 {
+		if n.Add(1) < 3 {
 			fmt.Fprintln(w, "old")
 			return
 		}
@@ -130,11 +133,27 @@ func TestDNSLoadAndWatch(t *testing.T) {
 	}))
 	defer srv.Close()
 	out.Reset()
-	if err := run(context.Background(), []string{"watch", "-interval", "10ms", "-duration", "200ms", srv.URL}, &out, io.Discard); err != nil {
+	if err := run(context.Background(), []string{"watch", "-interval", "10ms", "-duration", "1s", srv.URL}, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 2 || !strings.HasSuffix(lines[0], " old") || !strings.HasSuffix(lines[1], " new") {
 		t.Errorf("watch printed %q, want the old answer then the new one", lines)
+	}
+
+	// A watch that ends while a request is in flight prints nothing for it.
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(2 * time.Second):
+		}
+	}))
+	defer slow.Close()
+	out.Reset()
+	if err := run(context.Background(), []string{"watch", "-duration", "100ms", slow.URL}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if out.Len() != 0 {
+		t.Errorf("a watch ended mid-request printed %q, want nothing", out.String())
 	}
 }
