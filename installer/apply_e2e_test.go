@@ -470,24 +470,43 @@ func clientFor(t testing.TB, kubeconfig string) kubernetes.Interface {
 }
 
 // nodesReady checks, through the kubeconfig apply wrote on the
-// workstation, that the named Nodes are Ready.
+// workstation, that the named Nodes are Ready, waiting up to a minute:
+// a kubelet just started may run its pods before it posts Ready. Giving
+// up, it names each Node's Ready condition with its reason.
 func nodesReady(t *testing.T, kubeconfig string, names []string) {
 	t.Helper()
-	list, err := clientFor(t, kubeconfig).CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := map[string]bool{}
-	for _, n := range list.Items {
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-				ready[n.Name] = true
+	cs := clientFor(t, kubeconfig)
+	conds := map[string]string{}
+	ready := func() bool {
+		list, err := cs.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			conds = map[string]string{"(list)": err.Error()}
+			return false
+		}
+		conds = map[string]string{}
+		for _, n := range list.Items {
+			conds[n.Name] = "no Ready condition"
+			for _, c := range n.Status.Conditions {
+				if c.Type == corev1.NodeReady {
+					conds[n.Name] = fmt.Sprintf("%s (%s: %s)", c.Status, c.Reason, c.Message)
+					if c.Status == corev1.ConditionTrue {
+						conds[n.Name] = "Ready"
+					}
+				}
 			}
 		}
+		return !slices.ContainsFunc(names, func(n string) bool { return conds[n] != "Ready" })
+	}
+	if waitUntil(time.Minute, ready) {
+		return
 	}
 	for _, n := range names {
-		if !ready[n] {
-			t.Errorf("Node %s is not Ready (nodes: %v)", n, ready)
+		if conds[n] != "Ready" {
+			c, ok := conds[n]
+			if !ok {
+				c = "no such Node"
+			}
+			t.Errorf("Node %s is not Ready after a minute: %s", n, c)
 		}
 	}
 }
