@@ -130,10 +130,12 @@ func TestBuildEnv(t *testing.T) {
 }
 
 // TestBusyboxFromDebianSource builds the conformance busybox image's
-// binary from Debian's source package (a few minutes on two cores), checks
-// that its sh keeps variables whose names are not shell identifiers, as the
-// suite's ConfigMap and Secrets tests need, that a second build reuses it,
-// and that a failed build leaves nothing in the cache.
+// binary from Debian's source package into the per-user cache that `anvil
+// images build` and `make conformance` use (a few minutes on two cores the
+// first time, reused after), checks that its sh keeps variables whose names
+// are not shell identifiers, as the suite's ConfigMap and Secrets tests
+// need, that a second build reuses it, and that a failed build leaves
+// nothing in its cache.
 func TestBusyboxFromDebianSource(t *testing.T) {
 	if testing.Short() {
 		t.Skip("downloads and builds busybox")
@@ -149,9 +151,12 @@ func TestBusyboxFromDebianSource(t *testing.T) {
 		}
 		t.Skipf("cannot build busybox here: %v", err)
 	}
-	cache := t.TempDir()
+	userCache, err := os.UserCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var lines []string
-	o := BuildOptions{CacheDir: cache, Mirror: mirror, ProgressEvery: time.Minute, Progress: func(s string) {
+	o := BuildOptions{CacheDir: filepath.Join(userCache, "anvil", "kube"), Mirror: mirror, ProgressEvery: time.Minute, Progress: func(s string) {
 		lines = append(lines, s)
 		t.Log(s)
 	}}
@@ -161,7 +166,9 @@ func TestBusyboxFromDebianSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("FIGURE busybox cold build: %s", time.Since(start).Round(time.Second))
+	if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, "reused") }) {
+		t.Logf("FIGURE busybox cold build: %s", time.Since(start).Round(time.Second))
+	}
 
 	// The names the suite's ConfigMap and Secrets tests give (envFrom,
 	// with their prefixes), and a valid one.
@@ -205,6 +212,8 @@ func TestBusyboxFromDebianSource(t *testing.T) {
 
 	// Another spec is another entry; a wrong pin fails at the hash
 	// check and leaves nothing but its log.
+	cache := t.TempDir()
+	o.CacheDir = cache
 	bad := spec
 	bad.DscSHA256 = strings.Repeat("0", 64)
 	_, err = ensureBusybox(ctx, o, bad, o.Progress)
@@ -220,7 +229,7 @@ func TestBusyboxFromDebianSource(t *testing.T) {
 			names = append(names, e.Name())
 		}
 	}
-	if want := []string{filepath.Base(filepath.Dir(bin))}; !slices.Equal(names, want) {
-		t.Errorf("the cache holds %v after a failed build, want %v", names, want)
+	if len(names) != 0 {
+		t.Errorf("the cache holds %v after a failed build, want only its log", names)
 	}
 }
