@@ -119,6 +119,11 @@ type Config struct {
 	// pod ranges inside it are routed, and pod traffic leaving it is
 	// masqueraded.
 	PodCIDR netip.Prefix `yaml:"podCIDR"`
+	// ServiceCIDR is the cluster's Service CIDR (networking.serviceCIDR):
+	// when no route of the machine covers it (no default route), the pod
+	// network routes it through the node's interface, so the machine
+	// itself reaches ClusterIPs. Empty in an agent.yaml from before it.
+	ServiceCIDR netip.Prefix `yaml:"serviceCIDR,omitempty"`
 	// BinDir holds the node stack's binaries (ctr, to import image
 	// archives); required when the machine runs pods.
 	BinDir string `yaml:"binDir,omitempty"`

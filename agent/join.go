@@ -385,7 +385,7 @@ func (j *joinRun) agentConfig() Config {
 		Runtime:  j.o.Runtime,
 	}
 	if j.node != nil {
-		cfg.Network, cfg.PodCIDR = j.node.cc.Network, j.node.cc.PodCIDR
+		cfg.Network, cfg.PodCIDR, cfg.ServiceCIDR = j.node.cc.Network, j.node.cc.PodCIDR, j.node.cc.ServiceCIDR
 		cfg.BinDir = j.node.plan.BinDir
 		cfg.ContainerRuntimeEndpoints = []string{node.ContainerdSocket}
 	}

@@ -185,8 +185,12 @@ func (a *Agent) newPodnet() (*podnet.Controller, error) {
 	if err != nil {
 		return nil, err
 	}
+	var svc []netip.Prefix
+	if a.cfg.ServiceCIDR.IsValid() {
+		svc = []netip.Prefix{a.cfg.ServiceCIDR}
+	}
 	return podnet.New(podnet.Config{
-		NodeName: a.cfg.NodeName, Interface: iface, ClusterPodCIDRs: []netip.Prefix{a.cfg.PodCIDR},
+		NodeName: a.cfg.NodeName, Interface: iface, ClusterPodCIDRs: []netip.Prefix{a.cfg.PodCIDR}, ServiceCIDRs: svc,
 		Client: cs, Root: a.cfg.Root, Log: a.o.Log,
 	})
 }

@@ -116,11 +116,14 @@ func releaseAfterStart(ctx context.Context, a *Agent, log *slog.Logger) {
 
 // podNetworkHealth is the pod network's state in /healthz.
 type podNetworkHealth struct {
-	PodCIDRs []string  `json:"podCIDRs"`
-	Routes   int       `json:"routes"`
-	Waiting  []string  `json:"waiting,omitempty"`
-	Error    string    `json:"error,omitempty"`
-	Synced   time.Time `json:"synced,omitzero"`
+	PodCIDRs []string `json:"podCIDRs"`
+	Routes   int      `json:"routes"`
+	// ServiceRoutes are the Service CIDRs routed through the node's
+	// interface, for want of a default route.
+	ServiceRoutes []string  `json:"serviceRoutes,omitempty"`
+	Waiting       []string  `json:"waiting,omitempty"`
+	Error         string    `json:"error,omitempty"`
+	Synced        time.Time `json:"synced,omitzero"`
 }
 
 func podNetworkHealthOf(a *Agent) *podNetworkHealth {
@@ -131,6 +134,9 @@ func podNetworkHealthOf(a *Agent) *podNetworkHealth {
 	h := &podNetworkHealth{Routes: len(st.Routes), Synced: st.Synced}
 	for _, p := range st.PodCIDRs {
 		h.PodCIDRs = append(h.PodCIDRs, p.String())
+	}
+	for _, p := range st.ServiceRoutes {
+		h.ServiceRoutes = append(h.ServiceRoutes, p.String())
 	}
 	for _, w := range st.Waiting {
 		h.Waiting = append(h.Waiting, w.Reason)

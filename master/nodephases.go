@@ -179,6 +179,7 @@ func (r *initRun) agentConfig(local string) agent.Config {
 		cfg.Runtime = v1alpha1.RuntimeContainerd
 		cfg.Network = r.o.Cluster.Networking.Network
 		cfg.PodCIDR = r.o.Cluster.Networking.PodCIDR
+		cfg.ServiceCIDR = r.o.Cluster.Networking.ServiceCIDR
 		cfg.ContainerRuntimeEndpoints = []string{node.ContainerdSocket}
 		// The same directory node.Plan uses (Plan.Complete set it): ctr
 		// imports image archives.

@@ -46,6 +46,14 @@ type Config struct {
 	// at most one per IP family. Only Node pod ranges inside them are
 	// routed, and pod traffic leaving them is masqueraded.
 	ClusterPodCIDRs []netip.Prefix
+	// ServiceCIDRs are the cluster's Service CIDRs (networking.serviceCIDR).
+	// A node with no route covering one (no default route: an isolated
+	// or air-gapped network) gets a route to it through Interface, so
+	// that the host itself reaches ClusterIPs: the apiserver calling
+	// admission webhooks and aggregated APIs, host-network pods.
+	// kube-proxy rewrites the destination after that first route lookup,
+	// which without a route fails with "network is unreachable".
+	ServiceCIDRs []netip.Prefix
 	// Client reads Nodes (list and watch; the system:node role allows
 	// it), and lists and deletes the node's own pods when its pod range
 	// changed (the Node authorizer and NodeRestriction allow that for
@@ -87,6 +95,9 @@ type Status struct {
 	Masquerade bool
 	// Routes are the routes programmed, by pod CIDR.
 	Routes []Route
+	// ServiceRoutes are the Service CIDRs routed through the node's
+	// interface because no other route covers them (Config.ServiceCIDRs).
+	ServiceRoutes []netip.Prefix
 	// Waiting are the Nodes without a route (or the node itself without a
 	// CNI config), each with the reason.
 	Waiting []Waiting
@@ -342,11 +353,25 @@ func (c *Controller) pass(ctx context.Context, k kernelRoutes, lister listersv1.
 	}
 
 	if ifOK {
-		res, err := k.sync(link, p.routes)
+		want := p.routes
+		svc, err := k.uncovered(c.cfg.ServiceCIDRs)
+		if err != nil {
+			// Without knowing, keep whatever service routes are there.
+			errs = append(errs, err)
+			svc = c.Status().ServiceRoutes
+		}
+		for _, s := range svc {
+			want = append(want, Route{PodCIDR: s})
+		}
+		res, err := k.sync(link, want)
 		if err != nil {
 			errs = append(errs, err)
 		}
 		for _, r := range res.added {
+			if r.Node == "" {
+				c.log.Info("service route added: no other route covers the Service CIDR", "route", r.PodCIDR, "dev", c.cfg.Interface)
+				continue
+			}
 			c.log.Info("route added", "peer", r.Node, "route", r.PodCIDR, "via", r.Via)
 		}
 		for _, r := range res.replaced {
@@ -355,7 +380,13 @@ func (c *Controller) pass(ctx context.Context, k kernelRoutes, lister listersv1.
 		for _, d := range res.removed {
 			c.log.Info("route removed", "route", d)
 		}
-		st.Routes = res.programmed
+		for _, r := range res.programmed {
+			if r.Node == "" {
+				st.ServiceRoutes = append(st.ServiceRoutes, r.PodCIDR)
+			} else {
+				st.Routes = append(st.Routes, r)
+			}
+		}
 		st.Waiting = append(st.Waiting, res.conflicts...)
 		st.Waiting = append(st.Waiting, p.waiting...)
 	}

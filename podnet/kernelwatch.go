@@ -128,5 +128,13 @@ func (c *Controller) routeMatters(u netlink.RouteUpdate) bool {
 			return true
 		}
 	}
+	// Another program's route that covers a Service CIDR (a default
+	// route included) appeared or went: anvil's route to it may be
+	// needed no more, or again.
+	for _, p := range c.cfg.ServiceCIDRs {
+		if p.Overlaps(dst) {
+			return true
+		}
+	}
 	return false
 }

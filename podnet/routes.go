@@ -250,6 +250,33 @@ func (k kernelRoutes) mainTable() (ours []netlink.Route, others map[netip.Prefix
 	return ours, others, nil
 }
 
+// uncovered are the prefixes of want that no route of the main table but
+// anvil's own covers: a default route, or any other route to a prefix
+// holding them, is left to route them.
+func (k kernelRoutes) uncovered(want []netip.Prefix) ([]netip.Prefix, error) {
+	if len(want) == 0 {
+		return nil, nil
+	}
+	_, others, err := k.mainTable()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Prefix
+	for _, p := range want {
+		covered := false
+		for dst := range others {
+			if dst.Bits() <= p.Bits() && dst.Contains(p.Addr()) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
 // list retries a dump the kernel interrupted (the table changed under it).
 func (k kernelRoutes) list(fam int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
 	for i := 0; ; i++ {

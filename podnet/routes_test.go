@@ -314,3 +314,57 @@ func waitWaiting(t *testing.T, ctl *Controller, node, why string) {
 		return fmt.Errorf("node %s does not wait for %q: %+v", node, why, st.Waiting)
 	})
 }
+
+// TestServiceCIDRRoutedWithoutDefaultRoute: on a machine with no default
+// route, the host's own connections to a ClusterIP (the apiserver calling
+// a webhook) fail with "network is unreachable" before kube-proxy's rule
+// can rewrite them. The controller then routes the Service CIDR through
+// the node's interface; once another route covers it (a default route)
+// it removes its own, and puts it back when that route goes.
+func TestServiceCIDRRoutedWithoutDefaultRoute(t *testing.T) {
+	l := newLab(t)
+	a := l.machine(t)
+	l.create(t, node("a", cidrs("10.244.1.0/24"), a.Addr.String()))
+	svc := netip.MustParsePrefix("10.96.0.0/12")
+	ctl := l.start(t, a, "a", func(c *Config) { c.ServiceCIDRs = []netip.Prefix{svc} })
+	routed := func(want bool) {
+		t.Helper()
+		eventually(t, 5*time.Second, func() error {
+			_, have := a.routes(t, anvilProto())[svc.String()]
+			st := ctl.Status()
+			switch {
+			case have != want:
+				return fmt.Errorf("anvil's route to %s there: %v, want %v: %v", svc, have, want, a.routes(t, anvilProto()))
+			case want && (len(st.ServiceRoutes) != 1 || st.ServiceRoutes[0] != svc):
+				return fmt.Errorf("status: service routes %v, want [%s]", st.ServiceRoutes, svc)
+			case !want && len(st.ServiceRoutes) != 0:
+				return fmt.Errorf("status: service routes %v, want none", st.ServiceRoutes)
+			case len(st.Routes) != 0:
+				return fmt.Errorf("status: pod routes %v, want none (the Service CIDR is no Node's)", st.Routes)
+			}
+			return nil
+		})
+	}
+	routed(true)
+	if out := a.ip(t, "route", "get", "10.96.0.10"); !strings.Contains(out, "dev eth0") {
+		t.Errorf("ip route get 10.96.0.10: %s, want it through eth0", out)
+	}
+	if !strings.Contains(a.logs.String(), "service route added") {
+		t.Errorf("the log does not say why the route is there:\n%s", a.logs.String())
+	}
+
+	// A default route (another program's) covers it: anvil's goes.
+	a.ip(t, "route", "add", "default", "dev", "eth0", "proto", "static")
+	routed(false)
+	a.ip(t, "route", "del", "default")
+	routed(true)
+
+	// reset removes it with the other routes.
+	a.stop()
+	if err := Cleanup(t.Context(), CleanupOptions{Root: a.root, NetNS: a.path}); err != nil {
+		t.Fatal(err)
+	}
+	if r := a.routes(t, anvilProto()); len(r) != 0 {
+		t.Errorf("after Cleanup anvil's routes are %v", r)
+	}
+}
