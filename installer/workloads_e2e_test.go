@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
@@ -166,6 +167,25 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 			}
 			return len(seen) == len(want)
 		})
+		// From each machine itself, on the host's network as the
+		// apiserver calls an admission webhook: the lab's machines have
+		// no default route, so this takes the pod network's route to the
+		// Service CIDR ("network is unreachable" without it).
+		get := fmt.Sprintf(`timeout 3 bash -c 'exec 3<>/dev/tcp/%s/80 && printf "GET / HTTP/1.0\r\n\r\n" >&3 && cat <&3' 2>&1 || true`, svc.Spec.ClusterIP)
+		for _, h := range l.Hosts {
+			var last string
+			answered := func() bool {
+				last = l.Run(t, h.Name, get)
+				return slices.ContainsFunc(slices.Collect(maps.Keys(want)), func(name string) bool { return strings.Contains(last, name) })
+			}
+			ok := answered()
+			for deadline := time.Now().Add(30 * time.Second); !ok && time.Now().Before(deadline); ok = answered() {
+				time.Sleep(time.Second)
+			}
+			if !ok {
+				t.Errorf("%s itself cannot reach the ClusterIP %s: %s", h.Name, url, last)
+			}
+		}
 		np := svc.Spec.Ports[0].NodePort
 		for _, h := range l.Hosts {
 			u := "http://" + net.JoinHostPort(h.Address.String(), strconv.Itoa(int(np))) + "/"
