@@ -123,7 +123,7 @@ type Config struct {
 	// when no route of the machine covers it (no default route), the pod
 	// network routes it through the node's interface, so the machine
 	// itself reaches ClusterIPs. Empty in an agent.yaml from before it.
-	ServiceCIDR netip.Prefix `yaml:"serviceCIDR,omitempty"`
+	ServiceCIDR netip.Prefix `yaml:"serviceCIDR"`
 	// BinDir holds the node stack's binaries (ctr, to import image
 	// archives); required when the machine runs pods.
 	BinDir string `yaml:"binDir,omitempty"`

@@ -116,9 +116,22 @@ func TestConfigDefaults(t *testing.T) {
 	if again.MetricsAddress != c.MetricsAddress || again.RenewInterval != c.RenewInterval || again.NodeIP != c.NodeIP {
 		t.Errorf("round trip changed it:\n%s", b)
 	}
-	// An unset nodeIP stays unset.
-	if again.NodeIP.IsValid() {
-		t.Errorf("nodeIP %v after a round trip", again.NodeIP)
+	// An unset nodeIP stays unset, and so does the Service CIDR.
+	if again.NodeIP.IsValid() || again.ServiceCIDR.IsValid() {
+		t.Errorf("nodeIP %v, serviceCIDR %v after a round trip", again.NodeIP, again.ServiceCIDR)
+	}
+	// A set Service CIDR is written and read back (omitempty would drop
+	// it: yaml sees no exported field in a netip.Prefix).
+	again.ServiceCIDR = netip.MustParsePrefix("10.96.0.0/12")
+	if b, err = again.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	third, err := DecodeConfig("third.yaml", b)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	if third.ServiceCIDR != again.ServiceCIDR {
+		t.Errorf("serviceCIDR %v after a round trip, want %v:\n%s", third.ServiceCIDR, again.ServiceCIDR, b)
 	}
 }
 
