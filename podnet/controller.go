@@ -353,17 +353,7 @@ func (c *Controller) pass(ctx context.Context, k kernelRoutes, lister listersv1.
 	}
 
 	if ifOK {
-		want := p.routes
-		svc, err := k.uncovered(c.cfg.ServiceCIDRs)
-		if err != nil {
-			// Without knowing, keep whatever service routes are there.
-			errs = append(errs, err)
-			svc = c.Status().ServiceRoutes
-		}
-		for _, s := range svc {
-			want = append(want, Route{PodCIDR: s})
-		}
-		res, err := k.sync(link, want)
+		res, err := k.sync(link, p.routes, c.cfg.ServiceCIDRs)
 		if err != nil {
 			errs = append(errs, err)
 		}

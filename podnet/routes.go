@@ -250,17 +250,10 @@ func (k kernelRoutes) mainTable() (ours []netlink.Route, others map[netip.Prefix
 	return ours, others, nil
 }
 
-// uncovered are the prefixes of want that no route of the main table but
-// anvil's own covers: a default route, or any other route to a prefix
-// holding them, is left to route them.
-func (k kernelRoutes) uncovered(want []netip.Prefix) ([]netip.Prefix, error) {
-	if len(want) == 0 {
-		return nil, nil
-	}
-	_, others, err := k.mainTable()
-	if err != nil {
-		return nil, err
-	}
+// uncovered are the prefixes of want that no route of others (the main
+// table but anvil's own) covers: a default route, or any other route to a
+// prefix holding them, is left to route them.
+func uncovered(want []netip.Prefix, others map[netip.Prefix]netlink.Route) []netip.Prefix {
 	var out []netip.Prefix
 	for _, p := range want {
 		covered := false
@@ -274,7 +267,7 @@ func (k kernelRoutes) uncovered(want []netip.Prefix) ([]netip.Prefix, error) {
 			out = append(out, p)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // list retries a dump the kernel interrupted (the table changed under it).
@@ -302,13 +295,19 @@ type syncResult struct {
 // replaces those whose next hop changed in place (no window without a
 // route), and adds the missing ones — unless another program already has a
 // route to that destination, which is then reported, not overwritten.
+// Each of services that no other route covers is wanted too, as a route
+// through link without a next hop (Route.Node empty), from the same dump.
 // Every route is tried; the errors come back together.
-func (k kernelRoutes) sync(link netlink.Link, want []Route) (syncResult, error) {
+func (k kernelRoutes) sync(link netlink.Link, want []Route, services []netip.Prefix) (syncResult, error) {
 	var res syncResult
 	var errs []error
 	have, others, err := k.mainTable()
 	if err != nil {
 		return res, err
+	}
+	want = slices.Clip(want)
+	for _, s := range uncovered(services, others) {
+		want = append(want, Route{PodCIDR: s})
 	}
 	wanted := map[netip.Prefix]Route{}
 	for _, r := range want {
