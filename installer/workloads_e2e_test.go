@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"maps"
 	"math/big"
 	"net"
 	"net/http"
@@ -176,13 +175,14 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 			var last string
 			answered := func() bool {
 				last = l.Run(t, h.Name, get)
-				return slices.ContainsFunc(slices.Collect(maps.Keys(want)), func(name string) bool { return strings.Contains(last, name) })
+				for name := range want {
+					if strings.Contains(last, name) {
+						return true
+					}
+				}
+				return false
 			}
-			ok := answered()
-			for deadline := time.Now().Add(30 * time.Second); !ok && time.Now().Before(deadline); ok = answered() {
-				time.Sleep(time.Second)
-			}
-			if !ok {
+			if !waitUntil(30*time.Second, answered) {
 				t.Errorf("%s itself cannot reach the ClusterIP %s: %s", h.Name, url, last)
 			}
 		}
