@@ -31,6 +31,9 @@ KEEP=${KEEP:-}
 OUT=${OUT:-bin/conformance}
 # TIMEOUT bounds the suite's run (ginkgo's --timeout).
 TIMEOUT=${TIMEOUT:-6h}
+# PROCS is how many e2e.test processes the ginkgo CLI runs at once; tests
+# marked [Serial] run alone at the end whatever it is.
+PROCS=${PROCS:-4}
 ANVIL=bin/anvil
 KUBECTL=bin/kube/$KUBE_VERSION/kubectl
 
@@ -45,6 +48,7 @@ start=$(date +%s)
 "$ANVIL" images build --conformance --version "$KUBE_VERSION" --source images --out "$OUT" >&2
 dir=$OUT/$KUBE_VERSION
 e2e=$dir/e2e.test
+ginkgo=$dir/ginkgo
 images=()
 for f in "$dir"/images/*.tar; do
   images+=("$(realpath "$f")")
@@ -107,12 +111,12 @@ echo "every node has the suite's images" >&2
 rm -rf "$OUT/report"
 mkdir -p "$OUT/report"
 start=$(date +%s)
-echo "running the suite (focus: $FOCUS${SKIP:+, skip: $SKIP}); follow it with: tail -f $OUT/e2e.log" >&2
+echo "running the suite (focus: $FOCUS${SKIP:+, skip: $SKIP}; $PROCS processes); follow it with: tail -f $OUT/e2e.log" >&2
 set +e
-"$e2e" --kubeconfig="$(realpath "$kubeconfig")" --provider=skeleton \
-  --report-dir="$OUT/report" \
-  --ginkgo.focus="$FOCUS" ${SKIP:+--ginkgo.skip="$SKIP"} \
-  --ginkgo.timeout="$TIMEOUT" --ginkgo.no-color --ginkgo.v > "$OUT/e2e.log" 2>&1
+"$ginkgo" --procs="$PROCS" --focus="$FOCUS" ${SKIP:+--skip="$SKIP"} \
+  --timeout="$TIMEOUT" --no-color -v "$e2e" -- \
+  --kubeconfig="$(realpath "$kubeconfig")" --provider=skeleton \
+  --report-dir="$(realpath "$OUT/report")" > "$OUT/e2e.log" 2>&1
 suite=$?
 set -e
 echo "(suite in $(( $(date +%s) - start ))s, exit $suite)" >&2

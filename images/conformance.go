@@ -3,6 +3,7 @@ package images
 // Conformance build names: what `anvil images build --conformance` makes.
 const (
 	BuildE2E             = "e2e"
+	BuildGinkgo          = "ginkgo"
 	BuildAgnhost         = "agnhost"
 	BuildBusybox         = "busybox"
 	BuildNginx           = "nginx"
@@ -12,6 +13,10 @@ const (
 
 // E2EBinary is the upstream e2e test binary's name in a conformance build.
 const E2EBinary = "e2e.test"
+
+// GinkgoBinary is the ginkgo CLI in a conformance build: it runs e2e.test
+// in parallel processes (and the suite's [Serial] tests alone, at the end).
+const GinkgoBinary = "ginkgo"
 
 // SuiteImages are the images the release's e2e suite runs, by the names
 // and tags it expects (k8s.io/kubernetes test/utils/image/manifest.go). anvil
@@ -27,6 +32,9 @@ type SuiteImages struct {
 	GlibcDNSTesting string
 	// Pause is the suite's pause image (the sandbox image may be older).
 	Pause string
+	// Ginkgo is the version of github.com/onsi/ginkgo/v2 the suite links;
+	// its CLI, of the same version, runs the suite in parallel.
+	Ginkgo string
 }
 
 // testRoot is the Debian root under agnhost, nginx and glibc-dns-testing,
@@ -83,6 +91,11 @@ func (r Release) conformanceBuilds() []buildSpec {
 		Module: "conformance", Upstream: "k8s.io/kubernetes",
 		Packages: []string{"k8s.io/kubernetes/test/e2e"}, Test: true,
 		LDFlags: versionLDFlags(r),
+	}, {
+		Name: BuildGinkgo, Title: "ginkgo", Version: r.Suite.Ginkgo, Set: SetConformance,
+		Module: "conformance", Upstream: "github.com/onsi/ginkgo/v2",
+		Packages: []string{"github.com/onsi/ginkgo/v2/ginkgo"},
+		LDFlags:  "-s -w",
 	}, {
 		Name: BuildAgnhost, Title: "agnhost", Version: r.Version, Set: SetConformance,
 		Module: "conformance", Upstream: "k8s.io/kubernetes",

@@ -90,6 +90,7 @@ func releases() []Release {
 			NginxNew:        "registry.k8s.io/e2e-test-images/nginx:1.28.0-2",
 			GlibcDNSTesting: "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1",
 			Pause:           "registry.k8s.io/pause:3.10.2",
+			Ginkgo:          "v2.32.0",
 		},
 	}, {
 		// The previous minor, which clusters upgrade from; the node stack
