@@ -11,6 +11,7 @@ import (
 	"anvil.dev/anvil/component"
 	"anvil.dev/anvil/images"
 	"anvil.dev/anvil/internal/hostfs"
+	"anvil.dev/anvil/node"
 	"anvil.dev/anvil/podnet"
 )
 
@@ -48,6 +49,10 @@ type ComponentOptions struct {
 	// RunsPodNetwork): it then writes the CNI config and programs routes
 	// and nftables.
 	PodNetwork bool
+	// Pods says the machine runs pods (runtime containerd): the agent then
+	// imports image archives, serves them on loopback as the image mirror
+	// and writes containerd's registry hosts that name it.
+	Pods bool
 }
 
 // Component is the node agent's spec: `anvil agent --config
@@ -90,6 +95,11 @@ func Component(o ComponentOptions) (component.Spec, error) {
 		files = append(files, component.File{Path: o.Root.Path(path.Dir(podnet.CNIConfigPath)), Mode: 0o755, Dir: true, Writable: true})
 		caps = []string{"NET_ADMIN"}
 	}
+	ports := []component.Port{{Name: "metrics", Address: host, Number: uint16(port), Protocol: "TCP"}}
+	if o.Pods {
+		files = append(files, component.File{Path: o.Root.Path(node.RegistryHostsDir), Mode: 0o755, Dir: true, Writable: true})
+		ports = append(ports, component.Port{Name: "image-mirror", Address: "127.0.0.1", Number: node.MirrorPort, Protocol: "TCP"})
+	}
 	// The pod network turns on IP forwarding (/proc/sys); without it the
 	// agent only talks to the apiservers and containerd's socket, reads
 	// the machine's facts and writes its own state.
@@ -107,7 +117,7 @@ func Component(o ComponentOptions) (component.Spec, error) {
 		Files:        files,
 		Capabilities: caps,
 		Sandbox:      sandbox,
-		Ports:        []component.Port{{Name: "metrics", Address: host, Number: uint16(port), Protocol: "TCP"}},
+		Ports:        ports,
 		Health: component.Health{
 			Live:  &component.Probe{URL: healthz},
 			Ready: &component.Probe{URL: healthz},

@@ -95,7 +95,7 @@ func Install(ctx context.Context, o InstallOptions) (InstallResult, error) {
 	res.Changed = res.Changed || out != fsutil.Unchanged
 
 	c, err := Component(ComponentOptions{Root: runtimeRoot, AnvilBinary: o.Anvil, KubernetesVersion: o.KubernetesVersion,
-		MetricsAddress: cfg.MetricsAddress.String(), PodNetwork: cfg.RunsPodNetwork()})
+		MetricsAddress: cfg.MetricsAddress.String(), PodNetwork: cfg.RunsPodNetwork(), Pods: cfg.RunsPods()})
 	if err != nil {
 		return res, err
 	}

@@ -2,9 +2,11 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -33,7 +35,13 @@ import (
 //	runPods ─┬─ learn loop, rotation (as with runtime none)
 //	         ├─ images: scan the directory every imagePoll; a listing that
 //	         │          stayed the same for one poll and differs from the
-//	         │          last imported one is imported (node.ImportImages)
+//	         │          last imported one is imported (node.ImportImages);
+//	         │          after each import the image mirror is told what
+//	         │          the archives hold, and containerd's registry hosts
+//	         │          name it for their registries (retried every poll
+//	         │          until it succeeds)
+//	         ├─ mirror: serve the imported images on 127.0.0.1:MirrorPort
+//	         │          (node.Mirror), for pods that always pull
 //	         └─ podnet: find the interface holding the node IP, then
 //	                    podnet.Controller.Run with a clientset on the
 //	                    agent's rotating certificate
@@ -48,7 +56,9 @@ func (a *Agent) runPods(ctx context.Context) {
 	if a.cfg.RotateCertificates == nil || *a.cfg.RotateCertificates {
 		wg.Go(func() { a.rotationLoop(ctx) })
 	}
-	wg.Go(func() { a.imageLoop(ctx) })
+	mirror := node.NewMirror(a.cfg.Root)
+	wg.Go(func() { a.serveMirror(ctx, mirror) })
+	wg.Go(func() { a.imageLoop(ctx, mirror) })
 	if a.cfg.RunsPodNetwork() {
 		wg.Go(func() { a.podnetLoop(ctx) })
 	}
@@ -57,11 +67,21 @@ func (a *Agent) runPods(ctx context.Context) {
 
 // imageLoop imports archives as they appear; it is also the heartbeat
 // /healthz judges the agent's loops by.
-func (a *Agent) imageLoop(ctx context.Context) {
+func (a *Agent) imageLoop(ctx context.Context, mirror *node.Mirror) {
 	w := a.imageWatcher()
+	stale := false
 	for {
 		a.beat()
-		w.pass(ctx)
+		if w.pass(ctx) {
+			stale = true
+		}
+		if stale {
+			if err := a.refreshMirror(ctx, mirror); err != nil {
+				a.log.Warn("image mirror not up to date; trying again", "in", imagePoll, "err", err)
+			} else {
+				stale = false
+			}
+		}
 		if !backoff.Sleep(ctx, imagePoll) {
 			return
 		}
@@ -77,6 +97,75 @@ func (a *Agent) imageWatcher() *imageWatcher {
 	return &imageWatcher{
 		dir: root.Path(node.ImagesDir), log: a.log,
 		importAll: func(ctx context.Context) (node.ImportResult, error) { return node.ImportImages(ctx, o) },
+	}
+}
+
+// refreshMirror has the mirror serve the images the archives name, as
+// containerd holds them, and names the mirror in containerd's registry
+// hosts for their registries. An archive that cannot be read, or an image
+// containerd lacks, leaves only that image out.
+func (a *Agent) refreshMirror(ctx context.Context, mirror *node.Mirror) error {
+	root := a.cfg.Root
+	archives, _ := filepath.Glob(filepath.Join(root.Path(node.ImagesDir), "*.tar"))
+	named := map[string]bool{}
+	for _, f := range archives {
+		names, err := node.ArchiveImageNames(f)
+		if err != nil {
+			continue // ImportImages reported it
+		}
+		for _, n := range names {
+			named[n] = true
+		}
+	}
+	all, err := node.ContainerdImages(ctx, filepath.Join(a.cfg.BinDir, images.Ctr), root.Path(node.ContainerdSocket))
+	if err != nil {
+		return err
+	}
+	var served []node.MirroredImage
+	var registries []string
+	for _, img := range all {
+		if named[img.Name] {
+			served = append(served, img)
+			registries = append(registries, node.ImageRegistry(img.Name))
+		}
+	}
+	slices.Sort(registries)
+	registries = slices.Compact(registries)
+	setErr := mirror.Set(served)
+	if setErr != nil {
+		a.log.Warn("image mirror leaves images out", "err", setErr)
+	}
+	if err := node.WriteRegistryHosts(root, registries); err != nil {
+		return err
+	}
+	a.log.Info("image mirror serves the imported images", "address", node.MirrorAddress(), "images", mirror.Images(), "registries", registries)
+	return nil
+}
+
+// serveMirror serves the image mirror until ctx ends; when its port is
+// taken it says so and tries again.
+func (a *Agent) serveMirror(ctx context.Context, mirror *node.Mirror) {
+	srv := &http.Server{Handler: mirror, ReadHeaderTimeout: 10 * time.Second}
+	bo := backoff.New(time.Second, time.Minute)
+	for {
+		l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", node.MirrorAddress())
+		if err == nil {
+			go func() {
+				<-ctx.Done()
+				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				_ = srv.Shutdown(sctx)
+			}()
+			err = srv.Serve(l)
+			if errors.Is(err, http.ErrServerClosed) {
+				return
+			}
+		}
+		d := bo.Next()
+		a.log.Error("image mirror not serving; pods that always pull the imported images fail until it does", "address", node.MirrorAddress(), "in", d.Round(time.Second), "err", err)
+		if !backoff.Sleep(ctx, d) {
+			return
+		}
 	}
 }
 

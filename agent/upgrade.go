@@ -169,7 +169,7 @@ func restartReplaced(ctx context.Context, o UpgradeOptions, cfg *Config, l v1alp
 	cc := *cfg
 	cc.Default()
 	c, err := Component(ComponentOptions{Root: runtimeRoot, AnvilBinary: o.Anvil, KubernetesVersion: version,
-		MetricsAddress: cc.MetricsAddress.String(), PodNetwork: cc.RunsPodNetwork()})
+		MetricsAddress: cc.MetricsAddress.String(), PodNetwork: cc.RunsPodNetwork(), Pods: cc.RunsPods()})
 	if err != nil {
 		return nil, err
 	}

@@ -133,6 +133,35 @@ func workloadsE2E(t *testing.T, e *e2e, kubeconfig string) {
 		}
 	})
 
+	t.Run("pods that always pull an imported image run: the node's image mirror answers for the registry", func(t *testing.T) {
+		// The lab has no route to any registry: containerd resolves the
+		// tag through the agent's mirror on loopback, or the pull fails.
+		d := testappDeployment("always-pull", image, int32(len(workers)), true)
+		d.Spec.Template.Spec.Containers[0].ImagePullPolicy = corev1.PullAlways
+		start := time.Now()
+		if _, err := cs.AppsV1().Deployments(testappNamespace).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			_ = cs.AppsV1().Deployments(testappNamespace).Delete(ctx, d.Name, metav1.DeleteOptions{})
+		}()
+		waitAppRunning(t, cs, d.Name, len(workers), 2*time.Minute)
+		t.Logf("Deployment of %d pods with imagePullPolicy Always → every pod Running in %s", len(workers), fmtDuration(time.Since(start)))
+		pulled := 0
+		evs, err := cs.CoreV1().Events(testappNamespace).List(ctx, metav1.ListOptions{FieldSelector: "reason=Pulled"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs.Items {
+			if strings.HasPrefix(ev.InvolvedObject.Name, d.Name+"-") && strings.Contains(ev.Message, "Successfully pulled") {
+				pulled++
+			}
+		}
+		if pulled < len(workers) {
+			t.Errorf("%d Pulled events saying the image was pulled, want one per pod (%d): the kubelet did not pull", pulled, len(workers))
+		}
+	})
+
 	t.Run("kube-proxy: a ClusterIP reaches pods on both workers, a NodePort answers on every node", func(t *testing.T) {
 		for _, h := range l.Hosts {
 			if got := l.Run(t, h.Name, "systemctl is-active kube-proxy.service"); got != "active" {
@@ -613,10 +642,16 @@ func readyEndpoints(ctx context.Context, cs kubernetes.Interface, svc, app strin
 // waitTestappRunning waits until n testapp pods are Running and Ready.
 func waitTestappRunning(t *testing.T, cs kubernetes.Interface, n int, timeout time.Duration) []corev1.Pod {
 	t.Helper()
+	return waitAppRunning(t, cs, "testapp", n, timeout)
+}
+
+// waitAppRunning waits until n pods labelled app=app are Running and Ready.
+func waitAppRunning(t *testing.T, cs kubernetes.Interface, app string, n int, timeout time.Duration) []corev1.Pod {
+	t.Helper()
 	var pods []corev1.Pod
 	var last string
 	ok := waitUntil(timeout, func() bool {
-		list, err := cs.CoreV1().Pods(testappNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "app=testapp"})
+		list, err := cs.CoreV1().Pods(testappNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + app})
 		if err != nil {
 			last = err.Error()
 			return false
@@ -633,7 +668,7 @@ func waitTestappRunning(t *testing.T, cs kubernetes.Interface, n int, timeout ti
 		return len(pods) == n
 	})
 	if !ok {
-		t.Fatalf("%d of %d testapp pods Running and Ready after %s: %s", len(pods), n, timeout, last)
+		t.Fatalf("%d of %d %s pods Running and Ready after %s: %s", len(pods), n, app, timeout, last)
 	}
 	return pods
 }

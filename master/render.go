@@ -39,6 +39,7 @@ func NodeComponents(p Plan, layout v1alpha1.Layout) ([]component.Spec, error) {
 			// network is host-gw).
 			PodNetwork: p.Node.Runtime == v1alpha1.RuntimeContainerd &&
 				cmp.Or(p.Cluster.Networking.Network, v1alpha1.PodNetworkHostGW) == v1alpha1.PodNetworkHostGW,
+			Pods: p.Node.Runtime == v1alpha1.RuntimeContainerd,
 		})
 		if err != nil {
 			return nil, err

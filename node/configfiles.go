@@ -34,6 +34,7 @@ func ConfigFiles(p Plan) ([]component.OutputFile, error) {
 		{Path: KubeletConfigFile, Mode: 0o600, Data: kubelet},
 		{Path: KubeProxyConfigFile, Mode: 0o600, Data: proxy},
 		{Path: CNIConfDir, Mode: fs.ModeDir | 0o755},
+		{Path: RegistryHostsDir, Mode: fs.ModeDir | 0o755},
 		{Path: CNIBinDir, Mode: fs.ModeDir | 0o755},
 		{Path: KubeletPKIDir, Mode: fs.ModeDir | 0o700},
 		{Path: hostfs.ManifestsDir, Mode: fs.ModeDir | 0o755},
@@ -43,7 +44,8 @@ func ConfigFiles(p Plan) ([]component.OutputFile, error) {
 // containerdConfig is containerd 2.4's config (format 4, whose plugin names
 // are 2.x's): runc through the v2 shim with the host's cgroup driver, the
 // sandbox image pinned to the pause image anvil ships (so it is never
-// pulled, nor garbage-collected), CNI from the release and the operator's
+// pulled, nor garbage-collected), registry hosts from RegistryHostsDir
+// (where the agent names its image mirror), CNI from the release and the operator's
 // plugin directory, the streaming server on loopback only.
 func containerdConfig(p Plan) []byte {
 	q := strconv.Quote
@@ -61,6 +63,11 @@ state = %s
 
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = %s
+
+  # A hosts.toml per registry; the agent writes those naming its image
+  # mirror, which serves the images imported from archives.
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = %s
 
 [plugins.'io.containerd.cri.v1.runtime']
   # Whether pods may lower their OOM score below containerd's: only where
@@ -87,7 +94,7 @@ state = %s
   stream_server_port = '0'
 `,
 		q(p.path(ContainerdRootDir)), q(p.path(ContainerdStateDir)), q(p.path(ContainerdSocket)),
-		q(p.sandboxImage()),
+		q(p.sandboxImage()), q(p.path(RegistryHostsDir)),
 		!p.Facts.LowerOOMScore,
 		q(p.binary("runc")), p.Facts.CgroupDriver() == "systemd",
 		q(p.path(CNIBinDir)), q(p.cniBinDir()), q(p.path(CNIConfDir)))

@@ -147,6 +147,81 @@ func checkArchive(file string) error {
 	return nil
 }
 
+// ArchiveImageNames are the full names an image archive gives its images,
+// as containerd names them when it imports the archive: a docker-archive's
+// RepoTags, an OCI layout's io.containerd.image.name annotations, or its
+// org.opencontainers.image.ref.name ones that are full names; short names
+// completed as containerd completes them (busybox is
+// docker.io/library/busybox:latest).
+func ArchiveImageNames(file string) ([]string, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, &NotAnImageError{File: file, Reason: "not a tar file: " + err.Error()}
+		}
+		switch strings.TrimPrefix(h.Name, "./") {
+		case "manifest.json":
+			var m []struct{ RepoTags []string }
+			if err := json.NewDecoder(io.LimitReader(tr, 1<<20)).Decode(&m); err != nil {
+				return nil, &NotAnImageError{File: file, Reason: "manifest.json: " + err.Error()}
+			}
+			for _, e := range m {
+				for _, t := range e.RepoTags {
+					names = append(names, fullImageName(t))
+				}
+			}
+		case "index.json":
+			var idx struct {
+				Manifests []struct {
+					Annotations map[string]string `json:"annotations"`
+				} `json:"manifests"`
+			}
+			if err := json.NewDecoder(io.LimitReader(tr, 1<<20)).Decode(&idx); err != nil {
+				return nil, &NotAnImageError{File: file, Reason: "index.json: " + err.Error()}
+			}
+			for _, m := range idx.Manifests {
+				if n := m.Annotations["io.containerd.image.name"]; n != "" {
+					names = append(names, fullImageName(n))
+				} else if n := m.Annotations[refNameAnnotation]; strings.Contains(n, "/") {
+					names = append(names, fullImageName(n))
+				}
+			}
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names), nil
+}
+
+// refNameAnnotation is the OCI layout's name of an image.
+const refNameAnnotation = "org.opencontainers.image.ref.name"
+
+// fullImageName completes a name as containerd's reference parser does:
+// a name without a registry is Docker Hub's (under library/ when it has
+// one path element), a name without a tag is :latest.
+func fullImageName(n string) string {
+	first, _, ok := strings.Cut(n, "/")
+	switch {
+	case !ok:
+		n = "docker.io/library/" + n
+	case !strings.ContainsAny(first, ".:") && first != "localhost":
+		n = "docker.io/" + n
+	}
+	if !strings.Contains(n, "@") && !strings.Contains(n[strings.LastIndex(n, "/"):], ":") {
+		n += ":latest"
+	}
+	return n
+}
+
 func readImported(root hostfs.Root) ([]string, error) {
 	b, err := os.ReadFile(root.Path(importedFile))
 	if errors.Is(err, os.ErrNotExist) {
