@@ -10,7 +10,9 @@
 // Install writes all of it with the kubelet's credentials and has package
 // layout start containerd, import the image archives, then start the
 // kubelet; init and control-plane join call it on masters (package
-// master's node phase). It never decides whether a host
+// master's node phase). Mirror is the read-only registry the agent serves
+// the imported images from, on loopback, for pods that always pull
+// (mirror.go says how containerd is pointed at it). It never decides whether a host
 // runs a runtime (the cluster file says so: hosts[].runtime) and never
 // removes anything: reset (package master) does, from the paths declared
 // here.
