@@ -421,6 +421,16 @@ func (p *buildPlan) compile(ctx context.Context, o BuildOptions, rel Release, di
 				return nil, fmt.Errorf("image %s: %w", p.image.Ref, err)
 			}
 		}
+		if len(s.Image.SourceFiles) > 0 {
+			src, err := moduleSourceDir(ctx, o.Go, p.moduleDir, s.Upstream)
+			if err != nil {
+				return nil, fmt.Errorf("image %s: %w", p.image.Ref, err)
+			}
+			in.sources = map[string]string{}
+			for _, f := range s.Image.SourceFiles {
+				in.sources[f.Path] = filepath.Join(src, filepath.FromSlash(f.From))
+			}
+		}
 		out := filepath.Join(stage, filepath.FromSlash(s.outputs()[0]))
 		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 			return nil, err
@@ -758,6 +768,27 @@ func goEnv(ctx context.Context, goCmd, key string) (string, error) {
 
 // countDeps estimates how many packages a cold build compiles, for progress;
 // zero when it cannot tell.
+// moduleSourceDir is where the Go module cache holds the source of the
+// build module's upstream module (its go.sum checked it when it was
+// downloaded, for the build).
+func moduleSourceDir(ctx context.Context, goCmd, dir, module string) (string, error) {
+	if module == "" {
+		return "", errors.New("the build names no upstream module to take files from")
+	}
+	cmd := exec.CommandContext(ctx, goCmd, "list", "-m", "-f", "{{.Dir}}", module)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=")
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("find %s's source (go list -m in %s): %w", module, dir, err)
+	}
+	src := strings.TrimSpace(string(out))
+	if src == "" {
+		return "", fmt.Errorf("%s's source is not in the module cache (go mod download in %s)", module, dir)
+	}
+	return src, nil
+}
+
 func countDeps(ctx context.Context, goCmd, dir string, env, tags, pkgs []string) int {
 	args := []string{"list", "-deps", "-f", "{{.ImportPath}}"}
 	if len(tags) > 0 {

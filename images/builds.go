@@ -154,7 +154,12 @@ func (s buildSpec) label() string {
 func (s buildSpec) binaries() []string {
 	out := make([]string, len(s.Packages))
 	for i, p := range s.Packages {
+		// As go build names it: a major version suffix (/v3) is not
+		// the name.
 		out[i] = path.Base(p)
+		if dir, base := path.Split(p); len(base) > 1 && base[0] == 'v' && strings.Trim(base[1:], "0123456789") == "" && dir != "" {
+			out[i] = path.Base(dir)
+		}
 		if s.Test {
 			out[i] += ".test"
 		}

@@ -9,6 +9,10 @@ const (
 	BuildNginx           = "nginx"
 	BuildGlibcDNSTesting = "glibc-dns-testing"
 	BuildE2EPause        = "e2e-pause"
+	BuildNautilus        = "nautilus"
+	BuildKitten          = "kitten"
+	BuildSampleAPIServer = "sample-apiserver"
+	BuildE2EEtcd         = "e2e-etcd"
 )
 
 // E2EBinary is the upstream e2e test binary's name in a conformance build.
@@ -32,6 +36,16 @@ type SuiteImages struct {
 	GlibcDNSTesting string
 	// Pause is the suite's pause image (the sandbox image may be older).
 	Pause string
+	// Nautilus and Kitten are agnhost serving a picture and its
+	// data.json (kubectl's Update Demo, image volumes).
+	Nautilus string
+	Kitten   string
+	// SampleAPIServer is the extension apiserver the aggregator test
+	// registers (k8s.io/sample-apiserver of the release), and Etcd the
+	// etcd it runs beside it; EtcdVersion is that etcd's module version.
+	SampleAPIServer string
+	Etcd            string
+	EtcdVersion     string
 	// Ginkgo is the version of github.com/onsi/ginkgo/v2 the suite links;
 	// its CLI, of the same version, runs the suite in parallel.
 	Ginkgo string
@@ -102,7 +116,13 @@ func (r Release) conformanceBuilds() []buildSpec {
 		Packages: []string{"k8s.io/kubernetes/test/images/agnhost"},
 		LDFlags:  "-s -w",
 		Image: &imageSpec{Ref: r.Suite.Agnhost, AlsoRefs: []string{r.Suite.AgnhostPrev}, Root: root, Cmd: []string{"pause"},
-			Ports: []string{"80/tcp", "5000/tcp", "8080/tcp", "8081/tcp", "9376/tcp"}},
+			Ports: []string{"80/tcp", "5000/tcp", "8080/tcp", "8081/tcp", "9376/tcp"},
+			// As agnhost's Dockerfile adds them: test-webserver serves
+			// them, and the StatefulSet tests probe /localhost.crt.
+			SourceFiles: []sourceFile{
+				{Path: "/localhost.crt", From: "test/images/agnhost/porter/localhost.crt"},
+				{Path: "/localhost.key", From: "test/images/agnhost/porter/localhost.key"},
+			}},
 	}, {
 		Name: BuildBusybox, Title: "busybox", Set: SetConformance,
 		Image: &imageSpec{Ref: r.Suite.Busybox, Root: root, Busybox: debianBusybox(), Cmd: []string{"sh"}},
@@ -114,11 +134,47 @@ func (r Release) conformanceBuilds() []buildSpec {
 		Name: BuildGlibcDNSTesting, Title: "glibc-dns-testing", Set: SetConformance,
 		Image: &imageSpec{Ref: r.Suite.GlibcDNSTesting, Root: root, Cmd: []string{"bash"}},
 	}, {
+		Name: BuildNautilus, Title: "nautilus", Version: r.Version, Set: SetConformance,
+		Module: "conformance", Upstream: "k8s.io/kubernetes",
+		Packages: []string{"k8s.io/kubernetes/test/images/agnhost"},
+		LDFlags:  "-s -w",
+		Image:    pictureImage(r.Suite.Nautilus, "nautilus", root),
+	}, {
+		Name: BuildKitten, Title: "kitten", Version: r.Version, Set: SetConformance,
+		Module: "conformance", Upstream: "k8s.io/kubernetes",
+		Packages: []string{"k8s.io/kubernetes/test/images/agnhost"},
+		LDFlags:  "-s -w",
+		Image:    pictureImage(r.Suite.Kitten, "kitten", root),
+	}, {
+		// As test/images/sample-apiserver's Dockerfile: the binary alone.
+		Name: BuildSampleAPIServer, Title: "sample-apiserver", Version: r.Version, Set: SetConformance,
+		Module: "conformance", Upstream: "k8s.io/kubernetes",
+		Packages: []string{"k8s.io/sample-apiserver"},
+		LDFlags:  "-s -w",
+		Image:    &imageSpec{Ref: r.Suite.SampleAPIServer},
+	}, {
+		// The suite runs it as /usr/local/bin/etcd, with flags of its own.
+		Name: BuildE2EEtcd, Title: "etcd (e2e)", Version: r.Suite.EtcdVersion, Set: SetConformance,
+		Module: "e2eetcd", Upstream: "go.etcd.io/etcd/server/v3",
+		Packages: []string{"go.etcd.io/etcd/server/v3"},
+		LDFlags:  "-s -w",
+		Image:    &imageSpec{Ref: r.Suite.Etcd, BinaryPath: "/usr/local/bin/etcd", Ports: []string{"2379/tcp", "2380/tcp"}},
+	}, {
 		Name: BuildE2EPause, Title: "pause", Set: SetConformance,
 		Packages: []string{anvilModule + "/images/pause"},
 		LDFlags:  "-s -w -X main.version=" + tagOf(r.Suite.Pause),
 		Image:    &imageSpec{Ref: r.Suite.Pause, User: "65535:65535"},
 	}}
+}
+
+// pictureImage is test/images/<name>'s Dockerfile: agnhost's image with
+// a picture and its data.json beside the binary, serving them.
+func pictureImage(ref, name string, root *rootSpec) *imageSpec {
+	return &imageSpec{Ref: ref, Root: root, Cmd: []string{"test-webserver"}, Ports: []string{"80/tcp"},
+		SourceFiles: []sourceFile{
+			{Path: "/" + name + ".jpg", From: "test/images/" + name + "/html/" + name + ".jpg"},
+			{Path: "/data.json", From: "test/images/" + name + "/html/data.json"},
+		}}
 }
 
 func tagOf(ref string) string {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -46,9 +47,22 @@ type imageSpec struct {
 	// Debian's source package, linked under every applet's name, with
 	// the Root's users and groups and nothing else of it.
 	Busybox *busyboxSpec
-	// Entrypoint replaces /<binary>; an image without a binary has none
-	// unless it is set.
+	// Entrypoint replaces the binary's path; an image without a binary
+	// has none unless it is set.
 	Entrypoint []string
+	// BinaryPath is where the binary goes, /<its name> when empty (the
+	// suite runs etcd as /usr/local/bin/etcd).
+	BinaryPath string
+	// SourceFiles are files of the build's upstream module put beside the
+	// binary, as the upstream image's Dockerfile adds them (agnhost's
+	// test certificate).
+	SourceFiles []sourceFile
+}
+
+// sourceFile is a file of the upstream module's source in an image.
+type sourceFile struct {
+	// Path is where it goes in the image, From where it is in the module.
+	Path, From string
 }
 
 // imageFormat changes whenever writeImageArchive writes different bytes for
@@ -67,6 +81,11 @@ func (s imageSpec) hashKey() string {
 	key := fmt.Sprintf("%s ref=%s user=%s cmd=%q ports=%s lowports=%t", imageFormat, ref, s.User, s.Cmd, strings.Join(s.Ports, ","), s.BindLowPorts)
 	// Written only for the images that have them, so the others' hashes
 	// (and cached builds) stay as they were.
+	if s.BinaryPath != "" || len(s.SourceFiles) > 0 {
+		// The files' contents are the pinned module's, which the build
+		// module's go.sum (part of the input hash) names.
+		key += fmt.Sprintf(" binary=%s sources=%q", s.BinaryPath, s.SourceFiles)
+	}
 	if len(s.AlsoRefs) > 0 || s.Root != nil || len(s.Entrypoint) > 0 {
 		key += fmt.Sprintf(" also=%s entrypoint=%q busybox=%t", strings.Join(s.AlsoRefs, ","), s.Entrypoint, s.Busybox != nil)
 		if s.Root != nil {
@@ -88,6 +107,9 @@ type imageFiles struct {
 	// busybox, for an image of busybox alone (imageSpec.Busybox), is the
 	// binary; of the root only the users and groups are kept.
 	busybox string
+	// sources are imageSpec.SourceFiles, by their path in the image: the
+	// files on this machine.
+	sources map[string]string
 }
 
 // writeImageArchive packs the static binary in.bin on the Debian root
@@ -129,9 +151,19 @@ func writeImageArchive(in imageFiles, spec imageSpec, out string) error {
 			return fmt.Errorf("image %s: %w", spec.Ref, err)
 		}
 		base := filepath.Base(bin)
-		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-			return rootLayer(bin, base, fi.Size(), spec.BindLowPorts)
-		})
+		at := spec.BinaryPath
+		if at == "" {
+			at = "/" + base
+		}
+		files := []layerFile{{name: strings.TrimPrefix(at, "/"), from: bin, size: fi.Size(), mode: 0o755, bindLowPorts: spec.BindLowPorts}}
+		for _, p := range slices.Sorted(maps.Keys(in.sources)) {
+			sfi, err := os.Stat(in.sources[p])
+			if err != nil {
+				return fmt.Errorf("image %s: %w", spec.Ref, err)
+			}
+			files = append(files, layerFile{name: strings.TrimPrefix(p, "/"), from: in.sources[p], size: sfi.Size(), mode: 0o644})
+		}
+		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return filesLayer(files) })
 		if err != nil {
 			return fmt.Errorf("image %s: layer: %w", spec.Ref, err)
 		}
@@ -139,7 +171,7 @@ func writeImageArchive(in imageFiles, spec imageSpec, out string) error {
 			return fmt.Errorf("image %s: %w", spec.Ref, err)
 		}
 		if entrypoint == nil {
-			entrypoint = []string{"/" + base}
+			entrypoint = []string{at}
 		}
 	}
 	cf, err := img.ConfigFile()
@@ -186,31 +218,63 @@ func writeImageArchive(in imageFiles, spec imageSpec, out string) error {
 	return nil
 }
 
-// rootLayer streams a tar holding one executable at /<name>.
-func rootLayer(bin, name string, size int64, bindLowPorts bool) (io.ReadCloser, error) {
-	f, err := os.Open(bin)
-	if err != nil {
-		return nil, err
-	}
+// layerFile is one file of a layer: name is its path in the image
+// (without the leading slash), from the file on this machine.
+type layerFile struct {
+	name, from   string
+	size         int64
+	mode         int64
+	bindLowPorts bool
+}
+
+// filesLayer streams a tar of files, each after the directories above it
+// (mode 0755, as a Dockerfile's ADD makes them).
+func filesLayer(files []layerFile) (io.ReadCloser, error) {
 	pr, pw := io.Pipe()
 	go func() {
-		defer f.Close()
 		tw := tar.NewWriter(pw)
-		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o755, Size: size, ModTime: epoch(), Format: tar.FormatPAX}
-		if bindLowPorts {
-			hdr.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": string(netBindServiceCap())}
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			pw.CloseWithError(err)
-			return
-		}
-		if _, err := io.Copy(tw, f); err != nil {
-			pw.CloseWithError(err)
-			return
+		dirs := map[string]bool{}
+		for _, f := range files {
+			var parents []string
+			for d := path.Dir(f.name); d != "." && !dirs[d]; d = path.Dir(d) {
+				parents = append(parents, d)
+				dirs[d] = true
+			}
+			slices.Reverse(parents)
+			for _, d := range parents {
+				if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: epoch(), Format: tar.FormatPAX}); err != nil {
+					pw.CloseWithError(err)
+					return
+				}
+			}
+			hdr := &tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: f.mode, Size: f.size, ModTime: epoch(), Format: tar.FormatPAX}
+			if f.bindLowPorts {
+				hdr.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": string(netBindServiceCap())}
+			}
+			if err := writeFileEntry(tw, hdr, f.from); err != nil {
+				pw.CloseWithError(err)
+				return
+			}
 		}
 		pw.CloseWithError(tw.Close())
 	}()
 	return pr, nil
+}
+
+func writeFileEntry(tw *tar.Writer, hdr *tar.Header, from string) error {
+	f, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := tw.WriteHeader(hdr); err != nil {
+		return err
+	}
+	n, err := io.Copy(tw, f)
+	if err == nil && n != hdr.Size {
+		err = fmt.Errorf("%s changed while it was packed", from)
+	}
+	return err
 }
 
 // netBindServiceCap is the security.capability extended attribute that

@@ -90,6 +90,11 @@ func releases() []Release {
 			NginxNew:        "registry.k8s.io/e2e-test-images/nginx:1.28.0-2",
 			GlibcDNSTesting: "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1",
 			Pause:           "registry.k8s.io/pause:3.10.2",
+			Nautilus:        "registry.k8s.io/e2e-test-images/nautilus:1.8",
+			Kitten:          "registry.k8s.io/e2e-test-images/kitten:1.8",
+			SampleAPIServer: "registry.k8s.io/e2e-test-images/sample-apiserver:1.29.2",
+			Etcd:            "registry.k8s.io/etcd:3.7.0-0",
+			EtcdVersion:     "v3.7.0",
 			Ginkgo:          "v2.32.0",
 		},
 	}, {
