@@ -224,6 +224,8 @@ func clusterE2E(t *testing.T, e *e2e) {
 
 	t.Run("workloads", func(t *testing.T) { workloadsE2E(t, e, kubeconfig) })
 
+	t.Run("conformance: the focused part of the upstream suite passes", func(t *testing.T) { conformanceE2E(t, e, kubeconfig, apply) })
+
 	t.Run("a new anvil build: the apply uploads it and restarts anvil's daemons on every host, masters one at a time, no write lost", func(t *testing.T) {
 		anvilUpgradeE2E(t, l, full, kubeconfig, bin, applyWith)
 	})
