@@ -121,22 +121,12 @@ func CheckImageArchive(file string) error { return checkArchive(file) }
 // checkArchive reads the tar's directory: a docker-archive has
 // manifest.json, an OCI image layout oci-layout and index.json.
 func checkArchive(file string) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	tr := tar.NewReader(f)
 	var names []string
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return &NotAnImageError{File: file, Reason: "not a tar file: " + err.Error()}
-		}
-		names = append(names, strings.TrimPrefix(h.Name, "./"))
+	if err := walkArchive(file, func(name string, _ io.Reader) error {
+		names = append(names, name)
+		return nil
+	}); err != nil {
+		return err
 	}
 	switch {
 	case slices.Contains(names, "manifest.json"):
@@ -147,6 +137,29 @@ func checkArchive(file string) error {
 	return nil
 }
 
+// walkArchive calls fn with each entry of the tar file, by its name
+// without a leading ./; a file that is not a tar is a *NotAnImageError.
+func walkArchive(file string, fn func(name string, r io.Reader) error) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return &NotAnImageError{File: file, Reason: "not a tar file: " + err.Error()}
+		}
+		if err := fn(strings.TrimPrefix(h.Name, "./"), tr); err != nil {
+			return err
+		}
+	}
+}
+
 // ArchiveImageNames are the full names an image archive gives its images,
 // as containerd names them when it imports the archive: a docker-archive's
 // RepoTags, an OCI layout's io.containerd.image.name annotations, or its
@@ -154,26 +167,13 @@ func checkArchive(file string) error {
 // completed as containerd completes them (busybox is
 // docker.io/library/busybox:latest).
 func ArchiveImageNames(file string) ([]string, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	tr := tar.NewReader(f)
 	var names []string
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, &NotAnImageError{File: file, Reason: "not a tar file: " + err.Error()}
-		}
-		switch strings.TrimPrefix(h.Name, "./") {
+	err := walkArchive(file, func(name string, r io.Reader) error {
+		switch name {
 		case "manifest.json":
 			var m []struct{ RepoTags []string }
-			if err := json.NewDecoder(io.LimitReader(tr, 1<<20)).Decode(&m); err != nil {
-				return nil, &NotAnImageError{File: file, Reason: "manifest.json: " + err.Error()}
+			if err := json.NewDecoder(io.LimitReader(r, 1<<20)).Decode(&m); err != nil {
+				return &NotAnImageError{File: file, Reason: "manifest.json: " + err.Error()}
 			}
 			for _, e := range m {
 				for _, t := range e.RepoTags {
@@ -186,8 +186,8 @@ func ArchiveImageNames(file string) ([]string, error) {
 					Annotations map[string]string `json:"annotations"`
 				} `json:"manifests"`
 			}
-			if err := json.NewDecoder(io.LimitReader(tr, 1<<20)).Decode(&idx); err != nil {
-				return nil, &NotAnImageError{File: file, Reason: "index.json: " + err.Error()}
+			if err := json.NewDecoder(io.LimitReader(r, 1<<20)).Decode(&idx); err != nil {
+				return &NotAnImageError{File: file, Reason: "index.json: " + err.Error()}
 			}
 			for _, m := range idx.Manifests {
 				if n := m.Annotations["io.containerd.image.name"]; n != "" {
@@ -197,6 +197,10 @@ func ArchiveImageNames(file string) ([]string, error) {
 				}
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.Sort(names)
 	return slices.Compact(names), nil
