@@ -9,6 +9,7 @@ const (
 	BuildNginx           = "nginx"
 	BuildGlibcDNSTesting = "glibc-dns-testing"
 	BuildE2EPause        = "e2e-pause"
+	BuildNonewprivs      = "nonewprivs"
 	BuildNautilus        = "nautilus"
 	BuildKitten          = "kitten"
 	BuildSampleAPIServer = "sample-apiserver"
@@ -36,6 +37,8 @@ type SuiteImages struct {
 	GlibcDNSTesting string
 	// Pause is the suite's pause image (the sandbox image may be older).
 	Pause string
+	// Nonewprivs prints its effective uid, from a set-user-ID binary.
+	Nonewprivs string
 	// Nautilus and Kitten are agnhost serving a picture and its
 	// data.json (kubectl's Update Demo, image volumes).
 	Nautilus string
@@ -133,6 +136,14 @@ func (r Release) conformanceBuilds() []buildSpec {
 	}, {
 		Name: BuildGlibcDNSTesting, Title: "glibc-dns-testing", Set: SetConformance,
 		Image: &imageSpec{Ref: r.Suite.GlibcDNSTesting, Root: root, Cmd: []string{"bash"}},
+	}, {
+		// As its Dockerfile: /usr/local/bin/nnp, set-user-ID root, run
+		// by name (no entrypoint).
+		Name: BuildNonewprivs, Title: "nonewprivs", Version: r.Version, Set: SetConformance,
+		Module: "conformance", Upstream: "k8s.io/kubernetes",
+		Packages: []string{"k8s.io/kubernetes/test/images/nonewprivs"},
+		LDFlags:  "-s -w",
+		Image:    &imageSpec{Ref: r.Suite.Nonewprivs, BinaryPath: "/usr/local/bin/nnp", Setuid: true, Entrypoint: []string{}, Cmd: []string{"nnp"}},
 	}, {
 		Name: BuildNautilus, Title: "nautilus", Version: r.Version, Set: SetConformance,
 		Module: "conformance", Upstream: "k8s.io/kubernetes",

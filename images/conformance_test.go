@@ -79,7 +79,7 @@ func TestSuiteImagesMatchManifest(t *testing.T) {
 	for id, ref := range map[string]string{
 		"Agnhost": rel.Suite.Agnhost, "AgnhostPrev": rel.Suite.AgnhostPrev, "BusyBox": rel.Suite.Busybox,
 		"Nginx": rel.Suite.Nginx, "NginxNew": rel.Suite.NginxNew, "GlibcDnsTesting": rel.Suite.GlibcDNSTesting, "Pause": rel.Suite.Pause,
-		"APIServer": rel.Suite.SampleAPIServer, "Etcd": rel.Suite.Etcd, "Nautilus": rel.Suite.Nautilus, "Kitten": rel.Suite.Kitten,
+		"APIServer": rel.Suite.SampleAPIServer, "Etcd": rel.Suite.Etcd, "Nautilus": rel.Suite.Nautilus, "Nonewprivs": rel.Suite.Nonewprivs, "Kitten": rel.Suite.Kitten,
 	} {
 		if suite[id] != ref {
 			t.Errorf("the suite names %s %q, anvil builds %q", id, suite[id], ref)

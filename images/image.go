@@ -53,6 +53,10 @@ type imageSpec struct {
 	// BinaryPath is where the binary goes, /<its name> when empty (the
 	// suite runs etcd as /usr/local/bin/etcd).
 	BinaryPath string
+	// Setuid gives the binary the set-user-ID bit (nonewprivs: the suite
+	// checks that it raises a non-root user to root only where privilege
+	// escalation is allowed).
+	Setuid bool
 	// SourceFiles are files of the build's upstream module put beside the
 	// binary, as the upstream image's Dockerfile adds them (agnhost's
 	// test certificate).
@@ -81,10 +85,10 @@ func (s imageSpec) hashKey() string {
 	key := fmt.Sprintf("%s ref=%s user=%s cmd=%q ports=%s lowports=%t", imageFormat, ref, s.User, s.Cmd, strings.Join(s.Ports, ","), s.BindLowPorts)
 	// Written only for the images that have them, so the others' hashes
 	// (and cached builds) stay as they were.
-	if s.BinaryPath != "" || len(s.SourceFiles) > 0 {
+	if s.BinaryPath != "" || len(s.SourceFiles) > 0 || s.Setuid {
 		// The files' contents are the pinned module's, which the build
 		// module's go.sum (part of the input hash) names.
-		key += fmt.Sprintf(" binary=%s sources=%q", s.BinaryPath, s.SourceFiles)
+		key += fmt.Sprintf(" binary=%s sources=%q setuid=%t", s.BinaryPath, s.SourceFiles, s.Setuid)
 	}
 	if len(s.AlsoRefs) > 0 || s.Root != nil || len(s.Entrypoint) > 0 {
 		key += fmt.Sprintf(" also=%s entrypoint=%q busybox=%t", strings.Join(s.AlsoRefs, ","), s.Entrypoint, s.Busybox != nil)
@@ -92,7 +96,8 @@ func (s imageSpec) hashKey() string {
 			key += " root=" + s.Root.hashKey()
 		}
 		if s.Busybox != nil {
-			key += " busybox-source=" + s.Busybox.hashKey()
+			// layout 2: every applet in /bin too.
+			key += " busybox-source=" + s.Busybox.hashKey() + " busybox-layout=2"
 		}
 	}
 	return key
@@ -155,7 +160,11 @@ func writeImageArchive(in imageFiles, spec imageSpec, out string) error {
 		if at == "" {
 			at = "/" + base
 		}
-		files := []layerFile{{name: strings.TrimPrefix(at, "/"), from: bin, size: fi.Size(), mode: 0o755, bindLowPorts: spec.BindLowPorts}}
+		mode := int64(0o755)
+		if spec.Setuid {
+			mode |= 0o4000
+		}
+		files := []layerFile{{name: strings.TrimPrefix(at, "/"), from: bin, size: fi.Size(), mode: mode, bindLowPorts: spec.BindLowPorts}}
 		for _, p := range slices.Sorted(maps.Keys(in.sources)) {
 			sfi, err := os.Stat(in.sources[p])
 			if err != nil {

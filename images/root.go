@@ -277,7 +277,7 @@ func treeLayer(root string) (io.ReadCloser, error) {
 
 // busyboxLayer streams a layer of the static busybox at bin, at
 // /bin/busybox, a symbolic link to it under every applet's name (as the
-// binary lists them), the root's users and groups, and the directories a
+// binary lists them, and in /bin), the root's users and groups, and the directories a
 // shell expects.
 func busyboxLayer(bin, root string) (io.ReadCloser, error) {
 	if _, err := os.Stat(bin); err != nil {
@@ -290,10 +290,13 @@ func busyboxLayer(bin, root string) (io.ReadCloser, error) {
 	var applets []string
 	for _, l := range strings.Fields(string(list)) {
 		if l != "bin/busybox" {
-			applets = append(applets, l)
+			// Also in /bin, as upstream's busybox image has every
+			// applet: the suite runs /bin/sysctl.
+			applets = append(applets, l, "bin/"+path.Base(l))
 		}
 	}
 	slices.Sort(applets)
+	applets = slices.Compact(applets)
 	type file struct{ src, name string }
 	files := []file{{bin, "bin/busybox"}, {filepath.Join(root, "etc", "passwd"), "etc/passwd"}, {filepath.Join(root, "etc", "group"), "etc/group"}}
 	dirs := map[string]int64{"bin": 0o755, "etc": 0o755, "tmp": 0o1777, "root": 0o700, "var": 0o755, "home": 0o755}

@@ -90,6 +90,7 @@ func releases() []Release {
 			NginxNew:        "registry.k8s.io/e2e-test-images/nginx:1.28.0-2",
 			GlibcDNSTesting: "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1",
 			Pause:           "registry.k8s.io/pause:3.10.2",
+			Nonewprivs:      "registry.k8s.io/e2e-test-images/nonewprivs:1.4",
 			Nautilus:        "registry.k8s.io/e2e-test-images/nautilus:1.8",
 			Kitten:          "registry.k8s.io/e2e-test-images/kitten:1.8",
 			SampleAPIServer: "registry.k8s.io/e2e-test-images/sample-apiserver:1.29.2",
