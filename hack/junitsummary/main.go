@@ -1,34 +1,109 @@
 package main
 
 import (
+	"bufio"
 	"encoding/xml"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 )
 
 func main() {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: junitsummary JUNIT.xml")
+	accepted := flag.String("accepted", "", "the accepted skips `file` (hack/conformance-skips): tests it names that did not run are listed as skipped, with its reason")
+	focus := flag.String("focus", "", "the run's focus `regexp`: only tests it selects count as accepted skips")
+	flag.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: junitsummary [-accepted FILE -focus REGEXP] JUNIT.xml")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if flag.NArg() != 1 {
+		flag.Usage()
 		os.Exit(2)
 	}
-	f, err := os.Open(os.Args[1])
+	var skips []acceptedSkip
+	if *accepted != "" {
+		var err error
+		if skips, err = readAcceptedSkips(*accepted); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+	}
+	focusRE, err := regexp.Compile(*focus)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "-focus: %v\n", err)
+		os.Exit(2)
+	}
+	f, err := os.Open(flag.Arg(0))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	s, err := summarize(f)
+	s, err := summarize(f, focusRE, skips)
 	f.Close()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "read %s: %v\n", os.Args[1], err)
+		fmt.Fprintf(os.Stderr, "read %s: %v\n", flag.Arg(0), err)
 		os.Exit(2)
 	}
 	s.write(os.Stdout)
 	if len(s.Failed) > 0 {
 		os.Exit(1)
 	}
+}
+
+// acceptedSkip is one entry of the accepted skips file: the expression the
+// run's --skip gets and why this machine cannot run what it matches.
+type acceptedSkip struct {
+	re     *regexp.Regexp
+	reason string
+}
+
+// readAcceptedSkips parses the accepted skips file: a line that starts with
+// neither blank nor "#" is an expression, the indented lines after it its
+// reason; blank and "#" lines are left out.
+func readAcceptedSkips(path string) ([]acceptedSkip, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var skips []acceptedSkip
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		switch {
+		case strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#"):
+		case line[0] == ' ' || line[0] == '\t':
+			if len(skips) == 0 {
+				return nil, fmt.Errorf("%s:%d: a reason before any expression", path, n)
+			}
+			last := &skips[len(skips)-1]
+			last.reason = strings.TrimSpace(last.reason + " " + strings.TrimSpace(line))
+		default:
+			if len(skips) > 0 && skips[len(skips)-1].reason == "" {
+				return nil, fmt.Errorf("%s:%d: the expression before this line has no reason (indented lines after it)", path, n-1)
+			}
+			re, err := regexp.Compile(line)
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: %v", path, n, err)
+			}
+			skips = append(skips, acceptedSkip{re: re})
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(skips) > 0 && skips[len(skips)-1].reason == "" {
+		return nil, fmt.Errorf("%s: the last expression has no reason (indented lines after it)", path)
+	}
+	if len(skips) == 0 {
+		return nil, errors.New(path + ": no expression")
+	}
+	return skips, nil
 }
 
 // The parts of ginkgo's JUnit report a summary needs.
@@ -63,13 +138,18 @@ type result struct {
 
 type summary struct {
 	Passed, Failed, Skipped []result
+	// Accepted are the tests an accepted skip left out, with its reason
+	// (they count as skipped).
+	Accepted []result
 	// NotSelected counts the tests the focus and skip expressions left out.
 	NotSelected int
 	// Setup counts the suite's own set-up and tear-down nodes that passed.
 	Setup int
 }
 
-func summarize(r io.Reader) (*summary, error) {
+// summarize reads a report. A test that did not run, is selected by focus
+// and matches one of skips counts as an accepted skip.
+func summarize(r io.Reader, focus *regexp.Regexp, skips []acceptedSkip) (*summary, error) {
 	var ts testSuites
 	if err := xml.NewDecoder(r).Decode(&ts); err != nil {
 		return nil, err
@@ -85,6 +165,11 @@ func summarize(r io.Reader) (*summary, error) {
 			case c.Skipped != nil:
 				reason, given := strings.CutPrefix(c.Skipped.Message, "skipped - ")
 				if !given {
+					if why, ok := acceptedReason(c.Name, focus, skips); ok {
+						res.Detail = why
+						s.Accepted = append(s.Accepted, res)
+						continue
+					}
 					s.NotSelected++
 					continue
 				}
@@ -99,10 +184,24 @@ func summarize(r io.Reader) (*summary, error) {
 			}
 		}
 	}
-	for _, l := range [][]result{s.Passed, s.Failed, s.Skipped} {
+	for _, l := range [][]result{s.Passed, s.Failed, s.Skipped, s.Accepted} {
 		sort.Slice(l, func(i, j int) bool { return l[i].Name < l[j].Name })
 	}
 	return s, nil
+}
+
+// acceptedReason is the reason of the first accepted skip that left out
+// the test name, when the focus selects it.
+func acceptedReason(name string, focus *regexp.Regexp, skips []acceptedSkip) (string, bool) {
+	if len(skips) == 0 || focus != nil && !focus.MatchString(name) {
+		return "", false
+	}
+	for _, sk := range skips {
+		if sk.re.MatchString(name) {
+			return sk.reason, true
+		}
+	}
+	return "", false
 }
 
 // failureText is the start and end of a failure's message: the report may leave the
@@ -127,7 +226,11 @@ func failureText(c testCase) string {
 }
 
 func (s *summary) write(w io.Writer) {
-	fmt.Fprintf(w, "passed %d, failed %d, skipped %d (and %d not selected by the focus)\n", len(s.Passed), len(s.Failed), len(s.Skipped), s.NotSelected)
+	accepted := ""
+	if len(s.Accepted) > 0 {
+		accepted = fmt.Sprintf("%d of them accepted skips; ", len(s.Accepted))
+	}
+	fmt.Fprintf(w, "passed %d, failed %d, skipped %d (%sand %d not selected by the focus)\n", len(s.Passed), len(s.Failed), len(s.Skipped)+len(s.Accepted), accepted, s.NotSelected)
 	if len(s.Failed) > 0 {
 		fmt.Fprintln(w, "\nFAILED")
 		for _, r := range s.Failed {
@@ -137,6 +240,12 @@ func (s *summary) write(w io.Writer) {
 	if len(s.Skipped) > 0 {
 		fmt.Fprintln(w, "\nSKIPPED")
 		for _, r := range s.Skipped {
+			fmt.Fprintf(w, "  %s\n      %s\n", r.Name, r.Detail)
+		}
+	}
+	if len(s.Accepted) > 0 {
+		fmt.Fprintln(w, "\nSKIPPED BY AN ACCEPTED SKIP (hack/conformance-skips)")
+		for _, r := range s.Accepted {
 			fmt.Fprintf(w, "  %s\n      %s\n", r.Name, r.Detail)
 		}
 	}
