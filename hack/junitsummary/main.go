@@ -60,6 +60,7 @@ func main() {
 type acceptedSkip struct {
 	re     *regexp.Regexp
 	reason string
+	line   int // where re is in the file
 }
 
 // readAcceptedSkips parses the accepted skips file: a line that starts with
@@ -84,21 +85,20 @@ func readAcceptedSkips(path string) ([]acceptedSkip, error) {
 			last := &skips[len(skips)-1]
 			last.reason = strings.TrimSpace(last.reason + " " + strings.TrimSpace(line))
 		default:
-			if len(skips) > 0 && skips[len(skips)-1].reason == "" {
-				return nil, fmt.Errorf("%s:%d: the expression before this line has no reason (indented lines after it)", path, n-1)
-			}
 			re, err := regexp.Compile(line)
 			if err != nil {
 				return nil, fmt.Errorf("%s:%d: %v", path, n, err)
 			}
-			skips = append(skips, acceptedSkip{re: re})
+			skips = append(skips, acceptedSkip{re: re, line: n})
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	if len(skips) > 0 && skips[len(skips)-1].reason == "" {
-		return nil, fmt.Errorf("%s: the last expression has no reason (indented lines after it)", path)
+	for _, sk := range skips {
+		if sk.reason == "" {
+			return nil, fmt.Errorf("%s:%d: the expression has no reason (indented lines after it)", path, sk.line)
+		}
 	}
 	if len(skips) == 0 {
 		return nil, errors.New(path + ": no expression")
@@ -168,9 +168,9 @@ func summarize(r io.Reader, focus *regexp.Regexp, skips []acceptedSkip) (*summar
 					if why, ok := acceptedReason(c.Name, focus, skips); ok {
 						res.Detail = why
 						s.Accepted = append(s.Accepted, res)
-						continue
+					} else {
+						s.NotSelected++
 					}
-					s.NotSelected++
 					continue
 				}
 				res.Detail = reason

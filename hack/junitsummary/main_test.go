@@ -94,8 +94,8 @@ func TestReadAcceptedSkips(t *testing.T) {
 		t.Errorf("hack/conformance-skips: %v", err)
 	}
 	for name, c := range map[string]struct{ text, want string }{
-		"no-reason":      {"A\nB\n\twhy\n", "no-reason:1: the expression before this line has no reason"},
-		"last-no-reason": {"A\n\twhy\nB\n", "last expression has no reason"},
+		"no-reason":      {"A\nB\n\twhy\n", "no-reason:1: the expression has no reason"},
+		"last-no-reason": {"A\n\twhy\n\nB\n", "last-no-reason:4: the expression has no reason"},
 		"reason-first":   {"\twhy\nA\n", "reason-first:1: a reason before any expression"},
 		"bad-regexp":     {"A(\n\twhy\n", "bad-regexp:1: error parsing regexp"},
 		"empty":          {"# nothing\n", "no expression"},
